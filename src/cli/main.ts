@@ -1,0 +1,59 @@
+/**
+ * bwq command-line entry. Each command lives in src/cli/commands/<name>.ts and
+ * exports `register(program)`. Errors become one line on stderr and a non-zero exit.
+ */
+import { Command, CommanderError } from 'commander';
+import { BwqError } from '../errors.js';
+import { registerQuantize } from './commands/quantize.js';
+import { registerEval } from './commands/eval.js';
+import { registerInspect } from './commands/inspect.js';
+import { registerBench } from './commands/bench.js';
+import { VERSION } from '../version.js';
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('bwq')
+    .description(
+      'Post-training quantization of transformer LMs to 1-bit weights with ternary (BWTA) or low-bit (BWLA) activations',
+    )
+    .version(VERSION)
+    .configureOutput({
+      // Commander's own errors (unknown flag, missing argument) as one line, like ours.
+      outputError: (text, write) => write(`bwq: ${text.replace(/^error:\s*/, '').replace(/\s*\n\s*/g, ' ').trim()} (see --help)\n`),
+    })
+    .exitOverride();
+  registerQuantize(program);
+  registerEval(program);
+  registerInspect(program);
+  registerBench(program);
+  return program;
+}
+
+/** Runs the CLI and returns the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (error) {
+    return reportError(error);
+  }
+}
+
+export function reportError(error: unknown): number {
+  if (error instanceof CommanderError) {
+    // --help and --version exit through here with code 0; commander already printed.
+    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0) return 0;
+    return 2;
+  }
+  if (error instanceof BwqError) {
+    process.stderr.write(`bwq: ${error.oneLine()}\n`);
+    if (process.env['BWQ_DEBUG']) process.stderr.write(`${error.stack ?? ''}\n`);
+    return error.exitCode;
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  process.stderr.write(`bwq: internal error: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+  if (process.env['BWQ_DEBUG'] && error instanceof Error) process.stderr.write(`${error.stack ?? ''}\n`);
+  return 1;
+}

@@ -1,0 +1,15 @@
+import { usageError } from '../errors.js';
+
+/** Result printing: one JSON object on stdout with --json, else human text on stdout. */
+export function printResult(json: boolean, value: unknown, human: () => string): void {
+  if (json) process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  else process.stdout.write(`${human()}\n`);
+}
+
+/** Parse an integer flag value, rejecting junk like "12abc" or "-3" where not allowed. */
+export function parseIntegerFlag(flag: string, value: string, min = 1): number {
+  if (!/^-?\d+$/.test(value.trim())) throw usageError(`${flag} must be an integer, got "${value}"`);
+  const n = Number.parseInt(value, 10);
+  if (n < min) throw usageError(`${flag} must be at least ${min}, got ${n}`);
+  return n;
+}
