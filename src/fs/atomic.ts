@@ -14,9 +14,10 @@ function installSignalCleanup(): void {
   if (signalHandlersInstalled) return;
   signalHandlersInstalled = true;
   const cleanup = (signal: NodeJS.Signals): void => {
+    const hadPartial = pendingTemporaries.size > 0;
     for (const path of pendingTemporaries) rmSync(path, { recursive: true, force: true });
     pendingTemporaries.clear();
-    process.stderr.write(`bwq: interrupted (${signal}); partial output removed\n`);
+    process.stderr.write(`bwq: interrupted (${signal})${hadPartial ? '; partial output removed' : ''}\n`);
     process.exit(signal === 'SIGINT' ? 130 : 143);
   };
   process.once('SIGINT', cleanup);
