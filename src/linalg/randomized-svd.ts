@@ -1,0 +1,59 @@
+/**
+ * Rank-r truncated SVD of a larger matrix A [m, n] by a randomized range finder
+ * (Halko, Martinsson & Tropp 2011): Y = (A Aᵀ)^q A Ω with Ω [n, r + p] Gaussian (seeded),
+ * Q = orth(Y) (QR after every product for stability), then the exact SVD of the small
+ * B = Qᵀ A [(r + p), n]; U = Q U_B. Returns the leading `rank` triplets (plus the rest of the
+ * sketch's singular values in `sAll`, useful for thresholds).
+ */
+import { gemm } from './dense.js';
+import { qr } from './qr.js';
+import { Rng } from './random.js';
+import { svd } from './svd.js';
+
+export interface TruncatedSvd {
+  u: Float64Array; // [m, rank]
+  s: Float64Array; // [rank]
+  v: Float64Array; // [n, rank]
+  rank: number;
+  /** all singular values of the sketch (length rank + oversample, descending) */
+  sAll: Float64Array;
+}
+
+export function randomizedSvd(
+  a: Float64Array | Float32Array,
+  m: number,
+  n: number,
+  rank: number,
+  options: { oversample?: number; powerIterations?: number; seed?: number } = {},
+): TruncatedSvd {
+  const p = options.oversample ?? 8;
+  const iters = options.powerIterations ?? 2;
+  const l = Math.min(rank + p, m, n);
+  const rng = new Rng(options.seed ?? 0);
+  const omega = new Float64Array(n * l);
+  for (let i = 0; i < omega.length; i++) omega[i] = rng.normal();
+  let y = gemm(a, omega, m, n, l); // [m, l]
+  let q = qr(y, m, l).q;
+  for (let it = 0; it < iters; it++) {
+    const z = gemm(a, q, n, m, l, { transposeA: true }); // Aᵀ Q  [n, l]
+    const qz = qr(z, n, l).q;
+    y = gemm(a, qz, m, n, l);
+    q = qr(y, m, l).q;
+  }
+  const b = gemm(q, a, l, m, n, { transposeA: true }); // Qᵀ A [l, n]
+  const small = svd(b, l, n); // u [l, l], s [l], v [n, l]
+  const r = Math.min(rank, l);
+  const ub = small.u;
+  const pb = small.p;
+  const u = new Float64Array(m * r);
+  for (let i = 0; i < m; i++) {
+    for (let k = 0; k < r; k++) {
+      let acc = 0;
+      for (let t = 0; t < l; t++) acc += q[i * l + t]! * ub[t * pb + k]!;
+      u[i * r + k] = acc;
+    }
+  }
+  const v = new Float64Array(n * r);
+  for (let i = 0; i < n; i++) for (let k = 0; k < r; k++) v[i * r + k] = small.v[i * pb + k]!;
+  return { u, s: small.s.slice(0, r), v, rank: r, sAll: small.s.slice() };
+}
