@@ -1,0 +1,41 @@
+/**
+ * A Hugging Face model directory: config.json + safetensors checkpoint (single or sharded).
+ */
+import { stat } from 'node:fs/promises';
+import { BwqError } from '../errors.js';
+import { Checkpoint } from '../safetensors/checkpoint.js';
+import { loadModelConfig, type ModelConfig } from './config.js';
+import { rotationTensorNames } from './quantization-config.js';
+import { resolveWeightNames, type ModelWeightNames } from './weights.js';
+
+export interface ModelDir {
+  dir: string;
+  config: ModelConfig;
+  checkpoint: Checkpoint;
+  /** Weight names resolved against the checkpoint (all present). */
+  weightNames: ModelWeightNames;
+}
+
+/** Opens DIR; BwqError for a missing directory, config, weights or required tensor. */
+export async function openModelDir(dir: string): Promise<ModelDir> {
+  const s = await stat(dir).catch(() => undefined);
+  if (s === undefined) throw new BwqError('model directory not found', { file: dir });
+  if (!s.isDirectory()) throw new BwqError('not a directory (expected a model directory with config.json)', { file: dir });
+  const config = await loadModelConfig(dir);
+  const checkpoint = await Checkpoint.open(dir);
+  try {
+    const where = checkpoint.indexFile ?? checkpoint.files[0] ?? dir;
+    const weightNames = resolveWeightNames(config, checkpoint, where);
+    if (config.quantization !== undefined) {
+      for (const name of rotationTensorNames(config.quantization)) {
+        if (!checkpoint.has(name)) {
+          throw new BwqError(`rotation tensor '${name}' named in quantization_config is missing from the checkpoint`, { file: where });
+        }
+      }
+    }
+    return { dir, config, checkpoint, weightNames };
+  } catch (error) {
+    await checkpoint.close().catch(() => undefined);
+    throw error;
+  }
+}
