@@ -1,0 +1,159 @@
+/**
+ * Activation quantization into integer codes, per row (token) of a row-major [rows, cols]
+ * matrix, exactly as src/quant/recipe.ts defines the quantizers. The simulated model computes
+ * q(x) = s · code in float32; here the codes and the per-row scale s are kept apart so the
+ * packed GEMMs can work on the codes and s is applied once to the integer sum.
+ *
+ * Float32 semantics: every intermediate that the recipe defines (max, mean, s, x/s, Δ) is
+ * rounded to float32 (Math.fround) so the codes agree with a float32 graph except where a
+ * reduction's summation order moves a value across a rounding boundary.
+ */
+import type { ActivationQuantizer } from '../quant/recipe.js';
+import { wordsPerRow } from './reference-kernels.js';
+
+/** int / binary quantizers with codes that fit int8: x̂[r, j] = scales[r] · codes[r, j]. */
+export interface Int8Codes {
+  readonly kind: 'int8';
+  readonly codes: Int8Array;
+  readonly scales: Float32Array;
+}
+
+/** ternary quantizer: x̂[r, j] = scales[r] · t[r, j], t ∈ {−1, 0, +1} as codes and as bit-planes. */
+export interface TernaryCodes {
+  readonly kind: 'ternary';
+  readonly codes: Int8Array;
+  readonly plus: Uint32Array;
+  readonly minus: Uint32Array;
+  readonly scales: Float32Array;
+}
+
+/** `none`, or an int quantizer wider than 8 bits: the (fake-quantized) float values. */
+export interface FloatValues {
+  readonly kind: 'float';
+  readonly values: Float32Array;
+}
+
+export type ActivationCodes = Int8Codes | TernaryCodes | FloatValues;
+
+const f32 = Math.fround;
+
+/** Round half to even (banker's rounding), as ONNX Round and torch.round do. */
+export function roundHalfEven(v: number): number {
+  const f = Math.floor(v);
+  const d = v - f;
+  if (d < 0.5) return f;
+  if (d > 0.5) return f + 1;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/** The int quantizer's codes and scales; codes in [−qmax, qmax], qmax = 2^(bits−1) − 1. */
+export function intCodeRows(x: Float32Array, rows: number, cols: number, bits: number, clipRatio: number):
+  { codes: Int32Array; scales: Float32Array } {
+  if (!Number.isInteger(bits) || bits < 2 || bits > 24) throw new RangeError(`int quantizer: bad bit width ${bits}`);
+  const qmax = 2 ** (bits - 1) - 1;
+  const codes = new Int32Array(rows * cols);
+  const scales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let m = 0;
+    for (let j = 0; j < cols; j++) {
+      const a = Math.abs(x[o + j]!);
+      if (a > m) m = a;
+    }
+    const s = m === 0 ? 1 : f32(f32(f32(clipRatio) * m) / qmax);
+    scales[r] = s;
+    for (let j = 0; j < cols; j++) {
+      let q = roundHalfEven(f32(x[o + j]! / s));
+      if (q > qmax) q = qmax;
+      else if (q < -qmax) q = -qmax;
+      codes[o + j] = q;
+    }
+  }
+  return { codes, scales };
+}
+
+/** The ternary quantizer's codes (and bit-planes) and scales. */
+export function ternaryCodeRows(x: Float32Array, rows: number, cols: number, thresholdRatio: number): TernaryCodes {
+  const words = wordsPerRow(cols);
+  const codes = new Int8Array(rows * cols);
+  const plus = new Uint32Array(rows * words);
+  const minus = new Uint32Array(rows * words);
+  const scales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let sum = 0;
+    for (let j = 0; j < cols; j++) sum += Math.abs(x[o + j]!);
+    const delta = f32(f32(thresholdRatio) * f32(f32(sum) / cols));
+    let kept = 0;
+    let count = 0;
+    const wo = r * words;
+    for (let j = 0; j < cols; j++) {
+      const v = x[o + j]!;
+      const a = Math.abs(v);
+      if (a > delta) {
+        kept += a;
+        count++;
+        const bit = 1 << (j & 31);
+        if (v > 0) {
+          codes[o + j] = 1;
+          plus[wo + (j >>> 5)] = plus[wo + (j >>> 5)]! | bit;
+        } else {
+          codes[o + j] = -1;
+          minus[wo + (j >>> 5)] = minus[wo + (j >>> 5)]! | bit;
+        }
+      }
+    }
+    scales[r] = count === 0 ? 0 : f32(f32(kept) / count);
+  }
+  return { kind: 'ternary', codes, plus, minus, scales };
+}
+
+/** The binary quantizer: codes sign⁺(x) ∈ {−1, +1} (0 → +1), scale mean|x|. */
+export function binaryCodeRows(x: Float32Array, rows: number, cols: number): Int8Codes {
+  const codes = new Int8Array(rows * cols);
+  const scales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let sum = 0;
+    for (let j = 0; j < cols; j++) {
+      const v = x[o + j]!;
+      sum += Math.abs(v);
+      codes[o + j] = v >= 0 || Number.isNaN(v) ? 1 : -1;
+    }
+    scales[r] = f32(f32(sum) / cols);
+  }
+  return { kind: 'int8', codes, scales };
+}
+
+/** Quantizes every row of x with `q` into the cheapest code form the kernels take. */
+export function activationCodes(x: Float32Array, rows: number, cols: number, q: ActivationQuantizer): ActivationCodes {
+  switch (q.kind) {
+    case 'none':
+      return { kind: 'float', values: x };
+    case 'binary':
+      return binaryCodeRows(x, rows, cols);
+    case 'ternary':
+      return ternaryCodeRows(x, rows, cols, q.thresholdRatio);
+    case 'int': {
+      const { codes, scales } = intCodeRows(x, rows, cols, q.bits, q.clipRatio);
+      if (q.bits <= 8) return { kind: 'int8', codes: Int8Array.from(codes), scales };
+      return { kind: 'float', values: dequantizeCodes(codes, scales, rows, cols) };
+    }
+  }
+}
+
+function dequantizeCodes(codes: ArrayLike<number>, scales: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const s = scales[r]!;
+    const o = r * cols;
+    for (let j = 0; j < cols; j++) out[o + j] = codes[o + j]! * s;
+  }
+  return out;
+}
+
+/** x̂ = s · code as float32 (what the simulated model feeds its float matmul). */
+export function dequantize(a: ActivationCodes, rows: number, cols: number): Float32Array {
+  if (a.kind === 'float') return a.values;
+  return dequantizeCodes(a.codes, a.scales, rows, cols);
+}

@@ -1,0 +1,74 @@
+/**
+ * One linear layer of the native forward pass, for rows x [M, K]:
+ *
+ *   x' = x (R1 ⊗ R2)                    online Kronecker rotation (if the recipe names one)
+ *   (codes, s) = quantize(x')           per row, recipe semantics (activation-codes.ts)
+ *   acc[m, n] = Σ_k code[m, k]·B[n, k]  exact integers from the packed kernel
+ *   y[m, n] = s[m]·wscale[n]·acc[m, n] + ((x̂ lr_bᵀ) lr_aᵀ)[m, n] + bias[n],   x̂ = s·code
+ *
+ * Quantizers without an integer kernel (none, int wider than 8 bits) and float (unpacked)
+ * linears multiply x̂ with the float weight diag(wscale)·B (+ low-rank) instead.
+ */
+import { activationCodes, dequantize, type ActivationCodes } from './activation-codes.js';
+import type { LinearInput, NativeLinear, PackedLinear } from './packed-model.js';
+import type { IntegerGemmKernels } from './reference-kernels.js';
+import { addBiasRows, kroneckerRotateRows, matmulTransB } from './transformer-ops.js';
+
+/** Rotation + quantization of the input rows (shared by linears with the same LinearInput.key). */
+export function prepareInput(x: Float32Array, rows: number, cols: number, input: LinearInput): ActivationCodes {
+  const r = input.rotation;
+  const rotated = r === undefined ? x : kroneckerRotateRows(x, rows, r.r1, r.a, r.r2, r.b);
+  return activationCodes(rotated, rows, cols, input.quantizer);
+}
+
+const denseCache = new WeakMap<PackedLinear, Float32Array>();
+
+/** diag(wscale)·B as a float matrix [N, K] (cached per linear). */
+export function denseBinaryWeight(lin: PackedLinear): Float32Array {
+  let w = denseCache.get(lin);
+  if (w !== undefined) return w;
+  const n = lin.outFeatures;
+  const k = lin.inFeatures;
+  const words = (k + 31) >>> 5;
+  w = new Float32Array(n * k);
+  for (let j = 0; j < n; j++) {
+    const s = lin.wscale[j]!;
+    for (let kk = 0; kk < k; kk++) {
+      w[j * k + kk] = (lin.qweight[j * words + (kk >>> 5)]! >>> (kk & 31)) & 1 ? s : -s;
+    }
+  }
+  denseCache.set(lin, w);
+  return w;
+}
+
+/** y [rows, N] = linear(x̂) for prepared input codes. */
+export function applyLinear(lin: NativeLinear, a: ActivationCodes, rows: number, kernels: IntegerGemmKernels): Float32Array {
+  const n = lin.outFeatures;
+  const k = lin.inFeatures;
+  let y: Float32Array;
+  if (lin.kind === 'float') {
+    y = matmulTransB(dequantize(a, rows, k), rows, k, lin.weight, n);
+  } else {
+    if (a.kind === 'float') {
+      y = matmulTransB(a.values, rows, k, denseBinaryWeight(lin), n);
+    } else {
+      const acc = a.kind === 'int8'
+        ? kernels.int8BinaryGemm(a.codes, lin.qweight, rows, n, k)
+        : kernels.ternaryBinaryGemm(a.plus, a.minus, lin.qweight, rows, n, k);
+      y = new Float32Array(rows * n);
+      const ws = lin.wscale;
+      for (let m = 0; m < rows; m++) {
+        const s = a.scales[m]!;
+        const o = m * n;
+        for (let j = 0; j < n; j++) y[o + j] = s * ws[j]! * acc[o + j]!;
+      }
+    }
+    if (lin.lrA !== undefined && lin.lrB !== undefined && lin.rank > 0) {
+      const xhat = dequantize(a, rows, k);
+      const t = matmulTransB(xhat, rows, k, lin.lrB, lin.rank);
+      matmulTransB(t, rows, lin.rank, lin.lrA, n, y, true);
+    }
+  }
+  if (lin.bias !== undefined) addBiasRows(y, rows, n, lin.bias);
+  return y;
+}
