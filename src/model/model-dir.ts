@@ -6,7 +6,7 @@ import { BwqError } from '../errors.js';
 import { Checkpoint } from '../safetensors/checkpoint.js';
 import { loadModelConfig, type ModelConfig } from './config.js';
 import { rotationTensorNames } from './quantization-config.js';
-import { resolveWeightNames, type ModelWeightNames } from './weights.js';
+import { checkWeightShapes, resolveWeightNames, type ModelWeightNames } from './weights.js';
 
 export interface ModelDir {
   dir: string;
@@ -26,6 +26,7 @@ export async function openModelDir(dir: string): Promise<ModelDir> {
   try {
     const where = checkpoint.indexFile ?? checkpoint.files[0] ?? dir;
     const weightNames = resolveWeightNames(config, checkpoint, where);
+    checkWeightShapes(config, weightNames, checkpoint, where);
     if (config.quantization !== undefined) {
       for (const name of rotationTensorNames(config.quantization)) {
         if (!checkpoint.has(name)) {

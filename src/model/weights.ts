@@ -216,3 +216,60 @@ export function resolveWeightNames(config: ModelConfig, checkpoint: TensorNameSo
   const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : '';
   throw new BwqError(`checkpoint has no tensor '${missing[0]}'${more} required by the ${config.architecture} config`, { file });
 }
+
+/** Minimal view of a checkpoint needed to check shapes. */
+export interface TensorShapeSource {
+  info(name: string): { shape: number[] };
+}
+
+/** Expected shape of every tensor the model needs (HF storage layout). */
+export function expectedShapes(config: ModelConfig, names: ModelWeightNames): Map<string, number[]> {
+  const h = config.hiddenSize;
+  const inter = config.intermediateSize;
+  const qDim = config.numHeads * config.headDim;
+  const kvDim = config.numKvHeads * config.headDim;
+  const shapes = new Map<string, number[]>();
+  const lin = (l: LinearWeightNames | undefined, out: number, inp: number): void => {
+    if (l === undefined) return;
+    shapes.set(l.weight, l.transposed ? [inp, out] : [out, inp]);
+    if (l.bias !== undefined) shapes.set(l.bias, [out]);
+  };
+  const norm = (n: NormWeightNames | undefined, size: number): void => {
+    if (n === undefined) return;
+    shapes.set(n.weight, [size]);
+    if (n.bias !== undefined) shapes.set(n.bias, [size]);
+  };
+  shapes.set(names.embedTokens, [config.vocabSize, h]);
+  if (names.embedPositions !== undefined) shapes.set(names.embedPositions, [config.maxPositionEmbeddings, h]);
+  for (const layer of names.layers) {
+    norm(layer.inputNorm, h);
+    norm(layer.postAttentionNorm, h);
+    if (layer.fusedQkv !== undefined) {
+      lin(layer.fusedQkv, 3 * h, h);
+    } else {
+      lin(layer.q, qDim, h);
+      lin(layer.k, kvDim, h);
+      lin(layer.v, kvDim, h);
+    }
+    lin(layer.o, h, qDim);
+    lin(layer.gate, inter, h);
+    lin(layer.up, inter, h);
+    lin(layer.down, h, inter);
+    norm(layer.qNorm, config.headDim);
+    norm(layer.kNorm, config.headDim);
+  }
+  norm(names.finalNorm, h);
+  shapes.set(names.lmHead, [config.vocabSize, h]);
+  return shapes;
+}
+
+/** Checks every required tensor's shape against the config; BwqError naming `file` on the first mismatch. */
+export function checkWeightShapes(config: ModelConfig, names: ModelWeightNames, source: TensorShapeSource, file: string): void {
+  for (const [name, expected] of expectedShapes(config, names)) {
+    const actual = source.info(name).shape;
+    if (actual.length !== expected.length || actual.some((d, i) => d !== expected[i])) {
+      throw new BwqError(
+        `tensor '${name}' has shape [${actual.join(', ')}] but the config implies [${expected.join(', ')}]`, { file });
+    }
+  }
+}
