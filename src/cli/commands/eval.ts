@@ -1,15 +1,120 @@
+/**
+ * `bwq eval [MODEL_DIR]`: perplexity of a (float or simulated-quantized) model on a text, with
+ * the GPTQ/QuaRot protocol (non-overlapping windows, see src/eval/perplexity.ts).
+ */
 import type { Command } from 'commander';
-import { BwqError } from '../../errors.js';
+import { resolve } from 'node:path';
+import { BwqError, usageError } from '../../errors.js';
+import { openModelDir } from '../../model/model-dir.js';
+import { loadTokenizer } from '../../model/tokenizer.js';
+import { createRunner, EVAL_BACKENDS, type EvalBackend } from '../../eval/backend.js';
+import { loadEvalTokens } from '../../eval/dataset.js';
+import { evaluatePerplexity, windowCount } from '../../eval/perplexity.js';
+import { DEFAULT_EVAL_DATASET, DEFAULT_MODEL_DIR } from '../../eval/paths.js';
+import { resolveSeqlen } from '../../eval/seqlen.js';
+import { defaultThreads } from '../../onnx/session.js';
+import { parseIntegerFlag, printResult } from '../output.js';
+import { createProgress } from '../progress.js';
 
-/** Placeholder until its issue lands: says so and exits with code 2. */
+interface EvalFlags {
+  dataset?: string;
+  seqlen?: string;
+  maxWindows?: string;
+  batch?: string;
+  threads?: string;
+  backend?: string;
+  json?: boolean;
+}
+
+export interface EvalSummary {
+  model: string;
+  dataset: string;
+  backend: EvalBackend;
+  seqlen: number;
+  windows: number;
+  tokens: number;
+  ppl: number;
+  meanNll: number;
+  seconds: number;
+  tokensPerSecond: number;
+  batch: number;
+  threads: number;
+}
+
+export async function runEval(modelArg: string | undefined, flags: EvalFlags): Promise<EvalSummary> {
+  const backend = (flags.backend ?? 'onnx') as EvalBackend;
+  if (!EVAL_BACKENDS.includes(backend)) throw usageError(`--backend must be one of ${EVAL_BACKENDS.join(', ')}, got "${flags.backend}"`);
+  const explicitSeqlen = flags.seqlen === undefined ? undefined : parseIntegerFlag('--seqlen', flags.seqlen, 2);
+  const maxWindows = flags.maxWindows === undefined ? undefined : parseIntegerFlag('--max-windows', flags.maxWindows, 1);
+  const batch = flags.batch === undefined ? 4 : parseIntegerFlag('--batch', flags.batch, 1);
+  const threads = flags.threads === undefined ? defaultThreads() : parseIntegerFlag('--threads', flags.threads, 1);
+  const modelDir = modelArg === undefined ? DEFAULT_MODEL_DIR : resolve(modelArg);
+  const dataset = flags.dataset === undefined ? DEFAULT_EVAL_DATASET : resolve(flags.dataset);
+
+  const model = await openModelDir(modelDir);
+  try {
+    const seqlen = resolveSeqlen(explicitSeqlen, model.config.maxPositionEmbeddings, resolve(modelDir, 'config.json'));
+    const tokenizer = await loadTokenizer(modelDir);
+    const ids = await loadEvalTokens(dataset, tokenizer);
+    if (windowCount(ids.length, seqlen) < 1) {
+      throw new BwqError(`text has ${ids.length} tokens, fewer than one window of ${seqlen} (lower --seqlen)`, { file: dataset });
+    }
+    for (const id of ids) {
+      if (id >= model.config.vocabSize) {
+        throw new BwqError(`tokenizer produced id ${id} outside the model's vocabulary (${model.config.vocabSize})`, { file: resolve(modelDir, 'tokenizer.json') });
+      }
+    }
+    const progress = createProgress({ quiet: flags.json === true });
+    const runner = await createRunner(model, backend, { threads });
+    try {
+      // Build the session outside the timing (a 2-token forward pass).
+      progress.start('loading model');
+      await runner.nll(ids.subarray(0, 2), 1, 2);
+      progress.start(`eval ${seqlen}-token windows`);
+      const result = await evaluatePerplexity(runner, ids, {
+        seqlen,
+        batch,
+        ...(maxWindows === undefined ? {} : { maxWindows }),
+        onProgress: (done, total) => progress.update(done, total, 'windows'),
+      });
+      progress.succeed(`evaluated ${result.windows} windows in ${result.seconds.toFixed(1)} s`);
+      return { model: modelDir, dataset, backend, batch, threads, ...result };
+    } catch (error) {
+      progress.fail();
+      throw error;
+    } finally {
+      await runner.close();
+    }
+  } finally {
+    await model.checkpoint.close();
+  }
+}
+
+export function formatEval(s: EvalSummary): string {
+  return [
+    `model       ${s.model}`,
+    `dataset     ${s.dataset}`,
+    `backend     ${s.backend}`,
+    `perplexity  ${s.ppl.toFixed(4)}   (mean NLL ${s.meanNll.toFixed(6)})`,
+    `tokens      ${s.tokens} predicted in ${s.windows} windows of ${s.seqlen}`,
+    `time        ${s.seconds.toFixed(2)} s, ${Math.round(s.tokensPerSecond)} tokens/s`,
+  ].join('\n');
+}
+
 export function registerEval(program: Command): void {
   program
     .command('eval')
-    .description('eval (not built yet)')
-    .allowUnknownOption()
-    .argument('[args...]')
-    .option('--json', 'machine-readable output')
-    .action(() => {
-      throw new BwqError('`bwq eval` is not built yet', { exitCode: 2 });
+    .description('perplexity of a model on a text (non-overlapping windows, GPTQ/QuaRot protocol)')
+    .argument('[MODEL_DIR]', 'model directory (default: the bundled models/sotu-llama)')
+    .option('--dataset <FILE>', 'text to evaluate: .txt, .jsonl or .json (default: bundled data/sotu-test.txt)')
+    .option('--seqlen <N>', 'window length in tokens (default: 2048, clamped to max_position_embeddings)')
+    .option('--max-windows <N>', 'evaluate at most N windows (default: all)')
+    .option('--batch <N>', 'windows per forward call (default: 4)')
+    .option('--threads <N>', 'CPU threads for onnxruntime (default: all cores)')
+    .option('--backend <NAME>', 'onnx (simulated quantization, default) or native (packed 1-bit kernels)', 'onnx')
+    .option('--json', 'print one JSON object')
+    .action(async (modelArg: string | undefined, flags: EvalFlags) => {
+      const summary = await runEval(modelArg, flags);
+      printResult(flags.json === true, summary, () => formatEval(summary));
     });
 }

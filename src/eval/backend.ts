@@ -1,0 +1,31 @@
+/** The forward-pass backends `bwq eval` can use. */
+import { BwqError } from '../errors.js';
+import type { ModelDir } from '../model/model-dir.js';
+import { createModelRunner, type ModelRunner } from '../onnx/model-runner.js';
+
+export type EvalBackend = 'onnx' | 'native';
+export const EVAL_BACKENDS: readonly EvalBackend[] = ['onnx', 'native'];
+
+interface NativeForwardModule {
+  createNativeModelRunner(model: ModelDir, options?: { device?: 'auto' | 'cpu' | 'cuda' }): Promise<ModelRunner>;
+}
+
+/** Loaded through a computed specifier so bwq builds and runs without helper E's module. */
+async function importNativeForward(): Promise<NativeForwardModule> {
+  const specifier = '../native/forward.js';
+  let mod: Partial<NativeForwardModule>;
+  try {
+    mod = (await import(specifier)) as Partial<NativeForwardModule>;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') throw new BwqError('native backend not built', { cause: error });
+    throw error;
+  }
+  if (typeof mod.createNativeModelRunner !== 'function') throw new BwqError('native backend not built');
+  return mod as NativeForwardModule;
+}
+
+export async function createRunner(model: ModelDir, backend: EvalBackend, options: { threads?: number } = {}): Promise<ModelRunner> {
+  if (backend === 'native') return (await importNativeForward()).createNativeModelRunner(model);
+  return createModelRunner(model, options);
+}
