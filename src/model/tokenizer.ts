@@ -49,6 +49,7 @@ class HfTextTokenizer implements TextTokenizer {
   }
 
   decode(ids: ArrayLike<number>): string {
+    if (ids.length === 0) return ''; // tokenizers.js rejects an empty id list
     return this.tokenizer.decode(Array.from(ids), { skip_special_tokens: false, clean_up_tokenization_spaces: false });
   }
 }
