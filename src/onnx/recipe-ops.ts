@@ -20,7 +20,7 @@ export function validateQuantizer(q: ActivationQuantizer, where: string): void {
     case 'binary':
       return;
     case 'int':
-      if (!Number.isInteger(q.bits) || q.bits < 2 || q.bits > 24) throw new BwqError(`${where}: int quantizer bits must be 2..24, got ${q.bits}`);
+      if (!Number.isInteger(q.bits) || q.bits < 2 || q.bits > 32) throw new BwqError(`${where}: int quantizer bits must be 2..32, got ${q.bits}`);
       if (!(q.clipRatio > 0)) throw new BwqError(`${where}: clipRatio must be positive, got ${q.clipRatio}`);
       return;
     case 'ternary':
