@@ -1,15 +1,105 @@
+/**
+ * `bwq quantize [MODEL_DIR] -o OUT_DIR --method bwta|bwla|rtn ...` (issue #4).
+ */
 import type { Command } from 'commander';
-import { BwqError } from '../../errors.js';
+import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
+import { usageError } from '../../errors.js';
+import { parseIntegerFlag, printResult } from '../output.js';
+import { createProgress } from '../progress.js';
+import { quantizeModel, type QuantizeOptions } from '../../quant/pipeline.js';
 
-/** Placeholder until its issue lands: says so and exits with code 2. */
+/** Package root (dist/cli/commands → ../../..; src/cli/commands likewise). */
+export function packageRoot(): string {
+  return fileURLToPath(new URL('../../../', import.meta.url));
+}
+
+export const DEFAULT_NSAMPLES = 128;
+export const DEFAULT_SEQLEN = 2048;
+export const DEFAULT_RANK = 8;
+export const DEFAULT_SEED = 0;
+
+interface RawOptions {
+  output?: string;
+  method?: string;
+  wBits?: string;
+  aBits?: string;
+  calib?: string;
+  nsamples?: string;
+  seqlen?: string;
+  rank?: string;
+  seed?: string;
+  threads?: string;
+  statTokens?: string;
+  force?: boolean;
+  json?: boolean;
+}
+
+export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOptions): QuantizeOptions {
+  const root = packageRoot();
+  if (raw.output === undefined) throw usageError('-o/--output OUT_DIR is required');
+  const method = raw.method;
+  if (method === undefined) throw usageError('--method is required (bwta, bwla or rtn)');
+  if (method !== 'bwta' && method !== 'bwla' && method !== 'rtn') throw usageError(`--method must be bwta, bwla or rtn (got "${method}")`);
+  if (raw.wBits !== undefined && raw.wBits.trim() !== '1') throw usageError(`--w-bits must be 1 (got "${raw.wBits}"); bwq quantizes weights to 1 bit`);
+  let aBits: number | 'ternary';
+  if (raw.aBits === undefined) aBits = method === 'bwta' ? 'ternary' : 6;
+  else if (raw.aBits.trim().toLowerCase() === 'ternary') aBits = 'ternary';
+  else {
+    aBits = parseIntegerFlag('--a-bits', raw.aBits, 2);
+    if (aBits > 16) throw usageError(`--a-bits must be at most 16 (16 = no activation quantization), got ${aBits}`);
+  }
+  if (method === 'bwta' && aBits !== 'ternary') throw usageError(`--method bwta uses ternary activations; --a-bits must be "ternary" (got ${aBits})`);
+  if (method === 'bwla' && aBits === 'ternary') throw usageError('--a-bits ternary is for --method bwta; bwla takes an integer bit width (e.g. 6, 8, 16)');
+  const seqlenExplicit = raw.seqlen !== undefined;
+  const options: QuantizeOptions = {
+    modelDir: resolve(modelDirArg ?? resolve(root, 'models/sotu-llama')),
+    outDir: resolve(raw.output),
+    method,
+    aBits,
+    calibFile: resolve(raw.calib ?? resolve(root, 'calibration/sotu-calib.txt')),
+    nsamples: raw.nsamples === undefined ? DEFAULT_NSAMPLES : parseIntegerFlag('--nsamples', raw.nsamples, 1),
+    seqlen: raw.seqlen === undefined ? DEFAULT_SEQLEN : parseIntegerFlag('--seqlen', raw.seqlen, 2),
+    seqlenExplicit,
+    rank: raw.rank === undefined ? DEFAULT_RANK : parseIntegerFlag('--rank', raw.rank, 0),
+    seed: raw.seed === undefined ? DEFAULT_SEED : parseIntegerFlag('--seed', raw.seed, 0),
+    force: raw.force === true,
+  };
+  if (raw.threads !== undefined) options.threads = parseIntegerFlag('--threads', raw.threads, 1);
+  if (raw.statTokens !== undefined) options.statTokens = parseIntegerFlag('--stat-tokens', raw.statTokens, 8);
+  return options;
+}
+
 export function registerQuantize(program: Command): void {
   program
     .command('quantize')
-    .description('quantize (not built yet)')
-    .allowUnknownOption()
-    .argument('[args...]')
-    .option('--json', 'machine-readable output')
-    .action(() => {
-      throw new BwqError('`bwq quantize` is not built yet', { exitCode: 2 });
+    .description('post-training quantization to 1-bit weights with ternary (bwta) or low-bit (bwla, rtn) activations')
+    .argument('[MODEL_DIR]', 'Hugging Face model directory (default: the bundled models/sotu-llama)')
+    .option('-o, --output <OUT_DIR>', 'output directory (simulated model + packed weights)')
+    .option('--method <method>', 'bwta | bwla | rtn')
+    .option('--w-bits <n>', 'weight bits (only 1)', '1')
+    .option('--a-bits <n>', 'activation bits: ternary (bwta), or an integer 2..16 (16 = float); default ternary for bwta, 6 otherwise')
+    .option('--calib <FILE>', 'calibration text (.txt, .jsonl, .json); default calibration/sotu-calib.txt')
+    .option('--nsamples <n>', `calibration windows (default ${DEFAULT_NSAMPLES})`)
+    .option('--seqlen <n>', `tokens per window (default ${DEFAULT_SEQLEN}, clamped to max_position_embeddings)`)
+    .option('--rank <r>', `PSP low-rank term rank for bwla (default ${DEFAULT_RANK}; 0 disables)`)
+    .option('--seed <s>', `seed for window sampling, token subsampling and OKT init (default ${DEFAULT_SEED})`)
+    .option('--stat-tokens <n>', 'calibration tokens per layer kept for the statistics (default 256)')
+    .option('--threads <n>', 'onnxruntime intra-op threads')
+    .option('--force', 'replace OUT_DIR if it exists')
+    .option('--json', 'print the summary as JSON on stdout')
+    .action(async (modelDir: string | undefined, raw: RawOptions) => {
+      const options = parseQuantizeOptions(modelDir, raw);
+      const progress = createProgress({ quiet: raw.json === true });
+      const summary = await quantizeModel(options, progress);
+      printResult(raw.json === true, summary, () => {
+        const lines = [
+          `quantized ${options.modelDir} → ${summary.outDir}`,
+          `  method ${summary.method}, W1 A${summary.aBits === 'ternary' ? ' ternary' : summary.aBits}, ${summary.nsamples}×${summary.seqlen} calibration tokens, ${summary.seconds.toFixed(1)} s`,
+          ...summary.layers.map((l) => `  layer ${l.layer}: block output rel. error ${l.blockOutputRelError.toFixed(3)}`),
+          `  files: ${summary.files.join(', ')}`,
+        ];
+        return lines.join('\n');
+      });
     });
 }

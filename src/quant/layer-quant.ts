@@ -1,0 +1,158 @@
+/**
+ * Quantization of one group of linears that share an input (pure numeric; no I/O):
+ *   rtn  — sign binarization, per-output-channel scale mean|w|, fixed activation quantizer;
+ *   bwta — same weights, ternary activation threshold calibrated on output MSE;
+ *   bwla — OKT rotation (EM) fused into the weights, PSP low-rank refinement, int activation
+ *          clip ratio calibrated on output MSE; the OKT initialisation (identity / random
+ *          orthogonal) is chosen by the same output error (docs/ALGORITHMS.md).
+ */
+import type { ActivationQuantizer, LinearRole } from './recipe.js';
+import { binarizeRows, dequantizeBinary } from './binarize.js';
+import { learnOkt } from './okt.js';
+import { rotateRows } from './kronecker.js';
+import { psp, reconstructWeight } from './psp.js';
+import { candidateQuantizers, linearOutputError, referenceOutputs, searchLinearQuantizer, type LinearTarget } from './act-calib.js';
+
+export type GroupName = 'attn_in' | 'attn_out' | 'mlp_in' | 'mlp_out';
+
+export interface GroupLinear {
+  role: LinearRole;
+  weight: Float32Array; // [rows, cols] float
+  rows: number;
+}
+
+export interface QuantizedLinear {
+  role: LinearRole;
+  rows: number;
+  cols: number;
+  /** simulated weight (rotated when the group has a rotation) [rows, cols] */
+  simulated: Float32Array;
+  signs: Int8Array;
+  scales: Float32Array;
+  lrA: Float32Array;
+  lrB: Float32Array;
+  rank: number;
+  /** ‖W R − Ŵ'‖_F / ‖W‖_F */
+  weightRelError: number;
+  /** ‖W − α sign(W)‖_F / ‖W‖_F of the unrotated weight (plain binarization) */
+  plainRelError: number;
+}
+
+export interface GroupSettings {
+  method: 'bwta' | 'bwla' | 'rtn';
+  aBits: number | 'ternary';
+  rank: number;
+  oktIterations: number;
+  pspIterations: number;
+  pspTauRatio: number;
+  seed: number;
+}
+
+export interface QuantizedGroup {
+  linears: QuantizedLinear[];
+  quantizer: ActivationQuantizer;
+  rotation: { r1: Float64Array; r2: Float64Array; a: number; b: number; init: 'identity' | 'random'; history: number[] } | undefined;
+  /** sqrt(Σ‖XWᵀ − Q(X')Ŵ'ᵀ‖² / Σ‖XWᵀ‖²) on the sampled calibration tokens */
+  outputRelError: number;
+  /** error of each tried candidate (bwla inits) */
+  candidates: Array<{ init: string; outputRelError: number }>;
+  /** activation grid curve of the chosen candidate */
+  curve: Array<{ value: number; error: number }>;
+}
+
+function norm(a: Float32Array | Float64Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i]! * a[i]!;
+  return Math.sqrt(s);
+}
+
+function diffNorm(a: Float32Array | Float64Array, b: Float32Array | Float64Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += (a[i]! - b[i]!) ** 2;
+  return Math.sqrt(s);
+}
+
+export function fixedQuantizer(aBits: number | 'ternary'): ActivationQuantizer {
+  if (aBits === 'ternary') return { kind: 'ternary', thresholdRatio: 0.7 };
+  if (aBits >= 16) return { kind: 'none' };
+  return { kind: 'int', bits: aBits, clipRatio: 1 };
+}
+
+function binaryLinear(l: GroupLinear, cols: number): QuantizedLinear {
+  const { signs, scales } = binarizeRows(l.weight, l.rows, cols);
+  const sim = Float32Array.from(dequantizeBinary(signs, scales, l.rows, cols));
+  const w = norm(l.weight);
+  const rel = w > 0 ? diffNorm(l.weight, sim) / w : 0;
+  return {
+    role: l.role, rows: l.rows, cols, simulated: sim, signs, scales,
+    lrA: new Float32Array(0), lrB: new Float32Array(0), rank: 0, weightRelError: rel, plainRelError: rel,
+  };
+}
+
+/**
+ * x: sampled calibration inputs of the group [tokens, cols] (raw, unrotated).
+ */
+export function quantizeGroup(group: GroupName, linears: readonly GroupLinear[], cols: number, x: Float32Array, tokens: number, s: GroupSettings, seed: number): QuantizedGroup {
+  const refs = referenceOutputs(x, tokens, cols, linears);
+  let energy = 0;
+  for (const r of refs) for (let i = 0; i < r.length; i++) energy += r[i]! ** 2;
+  const rel = (err: number): number => (energy > 0 ? Math.sqrt(err / energy) : 0);
+
+  if (s.method === 'rtn' || s.method === 'bwta') {
+    const q = linears.map((l) => binaryLinear(l, cols));
+    const targets: LinearTarget[] = q.map((ql, i) => ({ weight: ql.simulated, rows: ql.rows, reference: refs[i]! }));
+    if (s.method === 'bwta') {
+      const res = searchLinearQuantizer(x, tokens, cols, candidateQuantizers('ternary', 0), targets);
+      return { linears: q, quantizer: res.quantizer, rotation: undefined, outputRelError: rel(res.error), candidates: [], curve: res.curve };
+    }
+    const quantizer = fixedQuantizer(s.aBits);
+    const err = linearOutputError(x, tokens, cols, quantizer, targets);
+    return { linears: q, quantizer, rotation: undefined, outputRelError: rel(err), candidates: [], curve: [] };
+  }
+
+  // BWLA
+  const inits: Array<'identity' | 'random'> = s.oktIterations > 0 ? ['identity', 'random'] : ['identity'];
+  let best: QuantizedGroup | undefined;
+  let bestErr = Infinity;
+  const candidates: Array<{ init: string; outputRelError: number }> = [];
+  for (const init of inits) {
+    const okt = learnOkt(linears.map((l) => ({ data: l.weight, rows: l.rows })), cols, { iterations: s.oktIterations, init, seed });
+    const xr = rotateRows(x, tokens, okt.r1, okt.a, okt.r2, okt.b);
+    const q: QuantizedLinear[] = linears.map((l, li) => {
+      const wr = rotateRows(Float64Array.from(l.weight), l.rows, okt.r1, okt.a, okt.r2, okt.b);
+      const p = psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1) });
+      const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols);
+      const w = norm(l.weight);
+      const plain = binarizeRows(l.weight, l.rows, cols);
+      const plainSim = dequantizeBinary(plain.signs, plain.scales, l.rows, cols);
+      return {
+        role: l.role, rows: l.rows, cols, simulated: sim, signs: p.signs, scales: p.scales, lrA: p.lrA, lrB: p.lrB, rank: p.rank,
+        weightRelError: w > 0 ? diffNorm(wr, sim) / w : 0,
+        plainRelError: w > 0 ? diffNorm(l.weight, plainSim) / w : 0,
+      };
+    });
+    const targets: LinearTarget[] = q.map((ql, i) => ({ weight: ql.simulated, rows: ql.rows, reference: refs[i]! }));
+    let quantizer: ActivationQuantizer;
+    let err: number;
+    let curve: Array<{ value: number; error: number }> = [];
+    if (s.aBits === 'ternary' || s.aBits >= 16) {
+      quantizer = fixedQuantizer(s.aBits);
+      err = linearOutputError(xr, tokens, cols, quantizer, targets);
+    } else {
+      const res = searchLinearQuantizer(xr, tokens, cols, candidateQuantizers('int', s.aBits), targets);
+      quantizer = res.quantizer;
+      err = res.error;
+      curve = res.curve;
+    }
+    candidates.push({ init, outputRelError: rel(err) });
+    if (err < bestErr) {
+      bestErr = err;
+      best = {
+        linears: q, quantizer, outputRelError: rel(err), candidates, curve,
+        rotation: { r1: okt.r1, r2: okt.r2, a: okt.a, b: okt.b, init, history: okt.history },
+      };
+    }
+  }
+  void group;
+  return best!;
+}

@@ -1,0 +1,434 @@
+/**
+ * `bwq quantize`: sequential block-wise post-training quantization (llm-compressor style).
+ *
+ *   1. tokenize the calibration text, draw `nsamples` windows of `seqlen` tokens (seeded);
+ *   2. embed them (hidden states [nsamples, seqlen, H], the only state kept across blocks);
+ *   3. for each decoder block i:
+ *        a. run the float block on the current hidden states (which already went through the
+ *           quantized blocks 0..i−1) in batches, keeping a seeded random subset of `statTokens`
+ *           rows of each linear input tap (memory bounded by one block + the subset);
+ *        b. BWTA: one window (batch 1) with the query/key/value/probs taps, subsampled query rows;
+ *        c. quantize the block's linears group by group (src/quant/layer-quant.ts) and, for BWTA,
+ *           calibrate the attention-operand thresholds;
+ *        d. run the quantized block (weights override + LayerRecipe) to produce block i+1's inputs;
+ *   4. write OUT_DIR (simulated model, packed weights, config with quantization_config, report)
+ *      atomically: everything is built under a temporary directory renamed at the very end.
+ */
+import { copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { BwqError } from '../errors.js';
+import { writeAtomically } from '../fs/atomic.js';
+import type { Progress } from '../cli/progress.js';
+import { openModelDir, type ModelDir } from '../model/model-dir.js';
+import { loadTokenizer } from '../model/tokenizer.js';
+import { linearByRole } from '../model/weights.js';
+import { createBlockRunner, type BlockRunner, type BlockWeights, type TapName } from '../onnx/block-runner.js';
+import { writeSafetensors, type TensorToWrite } from '../safetensors/writer.js';
+import { loadCalibrationWindows } from '../data/calibration.js';
+import { Rng } from '../linalg/random.js';
+import type { AttentionRecipe, LayerRecipe, LinearInputRecipe, LinearRole, QuantizationConfig } from './recipe.js';
+import { quantizeGroup, type GroupName, type GroupLinear, type GroupSettings, type QuantizedGroup, type QuantizedLinear } from './layer-quant.js';
+import { searchAttentionTernary, type AttentionSearchResult } from './act-calib.js';
+import { packSignRows } from './pack.js';
+import { describeQuantizer } from './quantizers.js';
+import { VERSION } from '../version.js';
+
+export interface QuantizeOptions {
+  modelDir: string;
+  outDir: string;
+  method: 'bwta' | 'bwla' | 'rtn';
+  aBits: number | 'ternary';
+  calibFile: string;
+  nsamples: number;
+  /** requested sequence length; clamped to max_position_embeddings unless `seqlenExplicit` */
+  seqlen: number;
+  seqlenExplicit: boolean;
+  rank: number;
+  seed: number;
+  force: boolean;
+  threads?: number;
+  /** rows of each linear-input tap kept for calibration statistics (default 256) */
+  statTokens?: number;
+  /** OKT EM iterations (default 15) */
+  oktIterations?: number;
+  /** PSP alternations (default 3) */
+  pspIterations?: number;
+  /** PSP soft threshold τ = ratio·σ_{r+1} (default 0.25) */
+  pspTauRatio?: number;
+  /** query rows sampled per head for the attention calibration (default 64) */
+  attentionRows?: number;
+}
+
+export interface LinearReport {
+  weightRelError: number;
+  plainBinarizationRelError: number;
+  pspRank: number;
+}
+
+export interface LayerReport {
+  layer: number;
+  seconds: number;
+  groups: Record<string, {
+    quantizer: string;
+    outputRelError: number;
+    rotation?: { init: string; a: number; b: number; oktObjective: number[] };
+    candidates?: Array<{ init: string; outputRelError: number }>;
+  }>;
+  linears: Record<string, LinearReport>;
+  attention?: { query: string; key: string; value: string; probs: string; scoresRelError: number; contextRelError: number };
+  /** ‖block_q(x) − block_f(x)‖ / ‖block_f(x)‖ on the first calibration batch */
+  blockOutputRelError: number;
+}
+
+export interface QuantizeSummary {
+  outDir: string;
+  method: QuantizeOptions['method'];
+  aBits: number | 'ternary';
+  nsamples: number;
+  seqlen: number;
+  layers: LayerReport[];
+  seconds: number;
+  files: string[];
+}
+
+interface GroupSpec {
+  name: GroupName;
+  tap: TapName;
+  roles: LinearRole[];
+}
+
+const GROUPS: readonly GroupSpec[] = [
+  { name: 'attn_in', tap: 'attn_input', roles: ['q_proj', 'k_proj', 'v_proj'] },
+  { name: 'attn_out', tap: 'attn_context', roles: ['o_proj'] },
+  { name: 'mlp_in', tap: 'mlp_input', roles: ['gate_proj', 'up_proj'] },
+  { name: 'mlp_out', tap: 'mlp_hidden', roles: ['down_proj'] },
+];
+
+const COPIED_FILES = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json'];
+
+/** Batch (windows per block run) so that one run holds at most ~8k tokens and ~64 MiB of scores. */
+function batchSize(nsamples: number, seqlen: number, heads: number): number {
+  const byTokens = Math.max(1, Math.floor(8192 / seqlen));
+  const byScores = Math.max(1, Math.floor((64 * 2 ** 20) / (4 * heads * seqlen * seqlen)));
+  return Math.max(1, Math.min(nsamples, byTokens, byScores));
+}
+
+export async function quantizeModel(options: QuantizeOptions, progress: Progress): Promise<QuantizeSummary> {
+  const t0 = performance.now();
+  const existing = await stat(options.outDir).catch(() => undefined);
+  if (existing !== undefined && !options.force) {
+    throw new BwqError('output directory already exists (pass --force to replace it)', { file: options.outDir });
+  }
+  if (existing !== undefined && !existing.isDirectory()) {
+    throw new BwqError('output path exists and is not a directory', { file: options.outDir });
+  }
+  const model = await openModelDir(options.modelDir);
+  try {
+    const { config } = model;
+    if (config.architecture === 'gpt2') {
+      throw new BwqError('gpt2 is unsupported for quantization (bwq quantizes llama, mistral, qwen2 and qwen3 models)', { file: options.modelDir });
+    }
+    if (config.quantization !== undefined) {
+      throw new BwqError('model is already quantized (config.json has quantization_config)', { file: options.modelDir });
+    }
+    if (options.method === 'bwta' && options.aBits !== 'ternary') {
+      throw new BwqError(`--method bwta uses ternary activations (got --a-bits ${options.aBits})`, { exitCode: 2 });
+    }
+    const seqlen = options.seqlenExplicit ? options.seqlen : Math.min(options.seqlen, config.maxPositionEmbeddings);
+    if (seqlen > config.maxPositionEmbeddings) {
+      throw new BwqError(`--seqlen ${seqlen} exceeds max_position_embeddings ${config.maxPositionEmbeddings}`, { exitCode: 2 });
+    }
+    const tokenizer = await loadTokenizer(options.modelDir);
+    const windows = await loadCalibrationWindows(options.calibFile, tokenizer, {
+      nsamples: options.nsamples, seqlen, seed: options.seed, vocabSize: config.vocabSize,
+    });
+    return await writeAtomically(
+      options.outDir,
+      async (temp) => {
+        await mkdir(temp, { recursive: true });
+        const runner = await createBlockRunner(model, options.threads === undefined ? {} : { threads: options.threads });
+        try {
+          const result = await runPipeline(model, runner, windows.ids, options, seqlen, progress);
+          const files = await writeOutputs(model, temp, options, seqlen, result, (performance.now() - t0) / 1000);
+          return {
+            outDir: options.outDir, method: options.method, aBits: options.aBits, nsamples: options.nsamples, seqlen,
+            layers: result.reports, seconds: (performance.now() - t0) / 1000, files,
+          };
+        } finally {
+          await runner.close();
+        }
+      },
+      { replaceDirectory: options.force },
+    );
+  } finally {
+    await model.checkpoint.close().catch(() => undefined);
+  }
+}
+
+interface PipelineResult {
+  /** HF weight name → quantized linear */
+  linears: Map<string, { q: QuantizedLinear; prefix: string; bias: string | undefined }>;
+  /** okt tensor name → F32 tensor */
+  rotations: Map<string, { data: Float32Array; shape: number[] }>;
+  recipes: LayerRecipe[];
+  reports: LayerReport[];
+}
+
+async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array, options: QuantizeOptions, seqlen: number, progress: Progress): Promise<PipelineResult> {
+  const { config } = model;
+  const h = config.hiddenSize;
+  const ns = options.nsamples;
+  const bs = batchSize(ns, seqlen, config.numHeads);
+  const nBatches = Math.ceil(ns / bs);
+  const statTokens = Math.min(options.statTokens ?? 256, ns * seqlen);
+  const settings: GroupSettings = {
+    method: options.method, aBits: options.aBits, rank: options.method === 'bwla' ? options.rank : 0,
+    oktIterations: options.method === 'bwla' ? options.oktIterations ?? 15 : 0,
+    pspIterations: options.pspIterations ?? 3, pspTauRatio: options.pspTauRatio ?? 0.25, seed: options.seed,
+  };
+
+  progress.start('embedding calibration windows');
+  const hidden = new Float32Array(ns * seqlen * h);
+  for (let b = 0; b < nBatches; b++) {
+    const n = Math.min(bs, ns - b * bs);
+    const emb = await runner.embed(ids.subarray(b * bs * seqlen, (b * bs + n) * seqlen), n, seqlen);
+    hidden.set(emb, b * bs * seqlen * h);
+    progress.update(b + 1, nBatches);
+  }
+  progress.succeed(`embedded ${ns} windows of ${seqlen} tokens`);
+
+  const result: PipelineResult = { linears: new Map(), rotations: new Map(), recipes: [], reports: [] };
+  const floatRecipe: LayerRecipe = { linears: {} };
+  const rng = new Rng(options.seed ^ 0x5bd1e995);
+
+  for (let layer = 0; layer < config.numLayers; layer++) {
+    const tl = performance.now();
+    const tag = `layer ${layer + 1}/${config.numLayers}`;
+    const weights = await runner.loadBlockWeights(layer);
+    const names = model.weightNames.layers[layer]!;
+
+    // a. statistics: sampled rows of each linear input tap
+    progress.start(`${tag}: statistics`);
+    const picked = rng.sample(ns * seqlen, statTokens); // global token indices, ascending
+    const taps: TapName[] = ['attn_input', 'attn_context', 'mlp_input', 'mlp_hidden'];
+    const stats = new Map<TapName, Float32Array>();
+    const widths = new Map<TapName, number>();
+    let firstFloatOut: Float32Array | undefined;
+    let cursor = 0;
+    for (let b = 0; b < nBatches; b++) {
+      const n = Math.min(bs, ns - b * bs);
+      const lo = b * bs * seqlen;
+      const hi = lo + n * seqlen;
+      const out = await runner.run(layer, hidden.subarray(lo * h, hi * h), n, seqlen, { weights, recipe: floatRecipe, taps });
+      if (b === 0) firstFloatOut = out.output;
+      for (const t of taps) {
+        const v = out.taps.get(t)!;
+        const width = v.length / (n * seqlen);
+        widths.set(t, width);
+        if (!stats.has(t)) stats.set(t, new Float32Array(statTokens * width));
+      }
+      while (cursor < picked.length && picked[cursor]! < hi) {
+        const row = picked[cursor]! - lo;
+        for (const t of taps) {
+          const width = widths.get(t)!;
+          stats.get(t)!.set(out.taps.get(t)!.subarray(row * width, (row + 1) * width), cursor * width);
+        }
+        cursor++;
+      }
+      progress.update(b + 1, nBatches);
+    }
+    progress.succeed(`${tag}: statistics on ${statTokens} sampled tokens`);
+
+    // b/c. quantize groups
+    progress.start(`${tag}: quantizing`);
+    const recipeLinears: Partial<Record<LinearRole, LinearInputRecipe>> = {};
+    const newLinears = { ...weights.linears };
+    const extra = new Map(weights.extra);
+    const report: LayerReport = { layer, seconds: 0, groups: {}, linears: {}, blockOutputRelError: 0 };
+    let gi = 0;
+    for (const g of GROUPS) {
+      const members: GroupLinear[] = [];
+      for (const role of g.roles) {
+        const w = weights.linears[role];
+        if (w === undefined) continue;
+        const cols = widths.get(g.tap)!;
+        members.push({ role, weight: w, rows: w.length / cols });
+      }
+      if (members.length === 0) continue;
+      const cols = widths.get(g.tap)!;
+      const q: QuantizedGroup = quantizeGroup(g.name, members, cols, stats.get(g.tap)!, statTokens, settings, options.seed + 7919 * layer + 31 * gi);
+      gi++;
+      const rotationNames = q.rotation === undefined ? undefined : {
+        r1: `model.layers.${layer}.${g.name}.okt_r1`, r2: `model.layers.${layer}.${g.name}.okt_r2`,
+      };
+      if (q.rotation !== undefined && rotationNames !== undefined) {
+        const r1 = { data: Float32Array.from(q.rotation.r1), shape: [q.rotation.a, q.rotation.a] };
+        const r2 = { data: Float32Array.from(q.rotation.r2), shape: [q.rotation.b, q.rotation.b] };
+        result.rotations.set(rotationNames.r1, r1);
+        result.rotations.set(rotationNames.r2, r2);
+        extra.set(rotationNames.r1, r1);
+        extra.set(rotationNames.r2, r2);
+      }
+      for (const ql of q.linears) {
+        const entry: LinearInputRecipe = rotationNames === undefined
+          ? { quantizer: q.quantizer }
+          : { rotation: { kind: 'kronecker', r1: rotationNames.r1, r2: rotationNames.r2 }, quantizer: q.quantizer };
+        recipeLinears[ql.role] = entry;
+        newLinears[ql.role] = ql.simulated;
+        const ln = linearByRole(names, ql.role)!;
+        result.linears.set(ln.weight, { q: ql, prefix: ln.weight.replace(/\.weight$/, ''), bias: ln.bias });
+        report.linears[ql.role] = { weightRelError: ql.weightRelError, plainBinarizationRelError: ql.plainRelError, pspRank: ql.rank };
+      }
+      report.groups[g.name] = {
+        quantizer: describeQuantizer(q.quantizer),
+        outputRelError: q.outputRelError,
+        ...(q.rotation === undefined ? {} : {
+          rotation: { init: q.rotation.init, a: q.rotation.a, b: q.rotation.b, oktObjective: q.rotation.history },
+          candidates: q.candidates,
+        }),
+      };
+      progress.update(gi, GROUPS.length, g.name);
+    }
+
+    let attention: AttentionRecipe | undefined;
+    if (options.method === 'bwta') {
+      const att = await calibrateAttention(runner, layer, hidden, seqlen, weights, config.numHeads, config.numKvHeads, config.headDim, options.attentionRows ?? 64, rng);
+      attention = { query: att.query, key: att.key, probs: att.probs, value: att.value };
+      report.attention = {
+        query: describeQuantizer(att.query), key: describeQuantizer(att.key), value: describeQuantizer(att.value),
+        probs: describeQuantizer(att.probs), scoresRelError: Math.sqrt(att.scoresRelError), contextRelError: Math.sqrt(att.contextRelError),
+      };
+    }
+    const recipe: LayerRecipe = attention === undefined ? { linears: recipeLinears } : { linears: recipeLinears, attention };
+    result.recipes.push(recipe);
+    progress.succeed(`${tag}: quantized (${Object.entries(report.groups).map(([k, v]) => `${k} ${v.quantizer} err ${v.outputRelError.toFixed(3)}`).join(', ')})`);
+
+    // d. propagate through the quantized block
+    progress.start(`${tag}: propagating`);
+    const qWeights: BlockWeights = { ...weights, linears: newLinears, extra };
+    for (let b = 0; b < nBatches; b++) {
+      const n = Math.min(bs, ns - b * bs);
+      const lo = b * bs * seqlen * h;
+      const hi = lo + n * seqlen * h;
+      const out = await runner.run(layer, hidden.subarray(lo, hi), n, seqlen, { weights: qWeights, recipe });
+      if (b === 0 && firstFloatOut !== undefined) {
+        let num = 0;
+        let den = 0;
+        for (let i = 0; i < out.output.length; i++) {
+          num += (out.output[i]! - firstFloatOut[i]!) ** 2;
+          den += firstFloatOut[i]! ** 2;
+        }
+        report.blockOutputRelError = den > 0 ? Math.sqrt(num / den) : 0;
+      }
+      hidden.set(out.output, lo);
+      progress.update(b + 1, nBatches);
+    }
+    report.seconds = (performance.now() - tl) / 1000;
+    result.reports.push(report);
+    progress.succeed(`${tag}: done in ${report.seconds.toFixed(1)} s (block output rel. error ${report.blockOutputRelError.toFixed(3)})`);
+  }
+  return result;
+}
+
+/** Attention taps of one window (truncated so the [heads, S, S] probs stay ≤ 64 MiB). */
+async function calibrateAttention(
+  runner: BlockRunner, layer: number, hidden: Float32Array, seqlen: number, weights: BlockWeights,
+  heads: number, kvHeads: number, headDim: number, rows: number, rng: Rng,
+): Promise<AttentionSearchResult> {
+  const cap = Math.max(16, Math.floor(Math.sqrt((64 * 2 ** 20) / (4 * heads))));
+  const seq = Math.min(seqlen, cap);
+  const hiddenSize = weights.inputNorm.weight.length;
+  // the first `seq` positions of window 0 (causal: identical to the full window's prefix)
+  const x = new Float32Array(seq * hiddenSize);
+  x.set(hidden.subarray(0, seq * hiddenSize));
+  const out = await runner.run(layer, x, 1, seq, { weights, recipe: { linears: {} }, taps: ['query', 'key', 'value', 'probs'] });
+  const picked = rng.sample(seq, Math.min(rows, seq));
+  return searchAttentionTernary({
+    query: out.taps.get('query')!, key: out.taps.get('key')!, value: out.taps.get('value')!, probs: out.taps.get('probs')!,
+    heads, kvHeads, seq, headDim, rows: picked,
+  });
+}
+
+async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOptions, seqlen: number, result: PipelineResult, seconds: number): Promise<string[]> {
+  const { checkpoint, config } = model;
+  const files: string[] = [];
+  const names = checkpoint.names();
+  const lazyF32 = (name: string) => (): Promise<Float32Array> => checkpoint.readFloat32(name);
+  const shapeOf = (name: string): number[] => [...checkpoint.info(name).shape];
+
+  // simulated model: every tensor F32, quantized linears replaced, okt tensors appended
+  const simulated: TensorToWrite[] = [];
+  for (const name of names) {
+    const q = result.linears.get(name);
+    simulated.push(q === undefined
+      ? { name, dtype: 'F32', shape: shapeOf(name), data: lazyF32(name) }
+      : { name, dtype: 'F32', shape: [q.q.rows, q.q.cols], data: q.q.simulated });
+  }
+  for (const [name, t] of result.rotations) simulated.push({ name, dtype: 'F32', shape: t.shape, data: t.data });
+  await writeSafetensors(join(temp, 'model.safetensors'), simulated, { format: 'pt', bwq: `simulated-${options.method}` });
+  files.push('model.safetensors');
+
+  // packed weights (bwq-packed-v1)
+  const packed: TensorToWrite[] = [];
+  for (const name of names) {
+    const q = result.linears.get(name);
+    if (q === undefined) {
+      packed.push({ name, dtype: 'F32', shape: shapeOf(name), data: lazyF32(name) });
+      continue;
+    }
+    const { rows, cols } = q.q;
+    packed.push({ name: `${q.prefix}.qweight`, dtype: 'U32', shape: [rows, Math.ceil(cols / 32)], data: packSignRows(q.q.signs, rows, cols) });
+    packed.push({ name: `${q.prefix}.wscale`, dtype: 'F32', shape: [rows], data: q.q.scales });
+    if (q.q.rank > 0) {
+      packed.push({ name: `${q.prefix}.lr_a`, dtype: 'F32', shape: [rows, q.q.rank], data: q.q.lrA });
+      packed.push({ name: `${q.prefix}.lr_b`, dtype: 'F32', shape: [q.q.rank, cols], data: q.q.lrB });
+    }
+  }
+  for (const [name, t] of result.rotations) packed.push({ name, dtype: 'F32', shape: t.shape, data: t.data });
+  await writeSafetensors(join(temp, 'model.packed.safetensors'), packed, {
+    format: 'bwq-packed-v1', method: options.method, a_bits: String(options.aBits), bwq_version: VERSION,
+  });
+  files.push('model.packed.safetensors');
+
+  // config.json: original + quantization_config, dtype float32
+  const raw = JSON.parse(await readFile(join(model.dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const quantization: QuantizationConfig = {
+    quant_method: 'bwq',
+    bwq_version: VERSION,
+    method: options.method,
+    w_bits: 1,
+    a_bits: options.aBits,
+    layers: result.recipes,
+    packed_weights: 'model.packed.safetensors',
+    settings: {
+      calib: basename(options.calibFile), nsamples: options.nsamples, seqlen, seed: options.seed,
+      rank: options.method === 'bwla' ? options.rank : 0,
+      okt_iterations: options.method === 'bwla' ? options.oktIterations ?? 15 : 0,
+      psp_iterations: options.method === 'bwla' ? options.pspIterations ?? 3 : 0,
+      psp_tau_ratio: options.pspTauRatio ?? 0.25,
+      stat_tokens: Math.min(options.statTokens ?? 256, options.nsamples * seqlen),
+    },
+  };
+  raw['quantization_config'] = quantization;
+  raw['dtype'] = 'float32';
+  if ('torch_dtype' in raw) raw['torch_dtype'] = 'float32';
+  await writeFile(join(temp, 'config.json'), `${JSON.stringify(raw, null, 2)}\n`);
+  files.push('config.json');
+
+  for (const f of COPIED_FILES) {
+    const src = join(model.dir, f);
+    if ((await stat(src).catch(() => undefined))?.isFile()) {
+      await copyFile(src, join(temp, f));
+      files.push(f);
+    }
+  }
+
+  const report = {
+    bwq_version: VERSION, method: options.method, a_bits: options.aBits, model: options.modelDir,
+    calib: options.calibFile, nsamples: options.nsamples, seqlen, seed: options.seed,
+    architecture: config.architecture, seconds, layers: result.reports,
+  };
+  await writeFile(join(temp, 'quantize-report.json'), `${JSON.stringify(report, null, 2)}\n`);
+  files.push('quantize-report.json');
+  return files;
+}
