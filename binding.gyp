@@ -1,0 +1,39 @@
+{
+  # Native kernels for bwq (see docs/KERNELS.md). `npm install` / `npm ci` runs `node-gyp rebuild`.
+  # - bwq.node: N-API addon + CPU kernels (scalar, AVX2, AVX-512 objects; runtime dispatch by cpuid).
+  # - libbwq_cuda.so: CUDA kernels, built by native/build-cuda.sh only when nvcc is found
+  #   (BWQ_NO_CUDA=1 skips it); opened lazily by the addon with dlopen.
+  "targets": [
+    {
+      "target_name": "bwq_kernels_avx2",
+      "type": "static_library",
+      "sources": ["native/src/kernels_avx2.cpp"],
+      "cflags_cc": ["-O3", "-fPIC", "-mavx2", "-mpopcnt"]
+    },
+    {
+      "target_name": "bwq_kernels_avx512",
+      "type": "static_library",
+      "sources": ["native/src/kernels_avx512.cpp"],
+      "cflags_cc": ["-O3", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq", "-mpopcnt"]
+    },
+    {
+      "target_name": "bwq",
+      "sources": ["native/src/addon.cpp", "native/src/cpu.cpp", "native/src/kernels_scalar.cpp"],
+      "dependencies": ["bwq_kernels_avx2", "bwq_kernels_avx512"],
+      "cflags_cc": ["-O3", "-fPIC"],
+      "libraries": ["-ldl", "-lpthread"]
+    },
+    {
+      "target_name": "bwq_cuda",
+      "type": "none",
+      "actions": [
+        {
+          "action_name": "build_cuda",
+          "inputs": ["native/cuda/bwq_cuda.cu", "native/include/bwq.h", "native/build-cuda.sh"],
+          "outputs": ["<(PRODUCT_DIR)/bwq_cuda.stamp"],
+          "action": ["sh", "native/build-cuda.sh", "<(PRODUCT_DIR)"]
+        }
+      ]
+    }
+  ]
+}

@@ -1,0 +1,42 @@
+#!/bin/sh
+# Builds libbwq_cuda.so (CUDA kernels, cudart linked statically) into $1 when nvcc is available.
+# Never fails the install: without nvcc (or with BWQ_NO_CUDA=1) it only prints a notice.
+# Environment: NVCC (compiler path), BWQ_CUDA_ARCHS (default "80 86 89 90"), BWQ_NO_CUDA=1 to skip.
+set -u
+OUT_DIR=${1:-build/Release}
+HERE=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$OUT_DIR"
+STAMP="$OUT_DIR/bwq_cuda.stamp"
+if [ "${BWQ_NO_CUDA:-}" = "1" ]; then
+  echo "bwq: BWQ_NO_CUDA=1, building CPU kernels only" >&2
+  : > "$STAMP"; exit 0
+fi
+NVCC=${NVCC:-}
+if [ -z "$NVCC" ]; then
+  if command -v nvcc >/dev/null 2>&1; then NVCC=$(command -v nvcc)
+  elif [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then NVCC="$CUDA_HOME/bin/nvcc"
+  elif [ -x /usr/local/cuda/bin/nvcc ]; then NVCC=/usr/local/cuda/bin/nvcc
+  fi
+fi
+if [ -z "$NVCC" ]; then
+  echo "bwq: nvcc not found, building CPU kernels only" >&2
+  : > "$STAMP"; exit 0
+fi
+ARCHS=${BWQ_CUDA_ARCHS:-"80 86 89 90"}
+GENCODE=""
+LAST=""
+for a in $ARCHS; do GENCODE="$GENCODE -gencode arch=compute_$a,code=sm_$a"; LAST=$a; done
+# PTX of the newest arch too, so newer GPUs can JIT it.
+GENCODE="$GENCODE -gencode arch=compute_$LAST,code=compute_$LAST"
+TMP="$OUT_DIR/libbwq_cuda.so.tmp"
+# shellcheck disable=SC2086
+if "$NVCC" -O3 -std=c++17 -shared -Xcompiler -fPIC,-fvisibility=hidden -cudart static --threads 0 $GENCODE \
+    -o "$TMP" "$HERE/cuda/bwq_cuda.cu"; then
+  mv -f "$TMP" "$OUT_DIR/libbwq_cuda.so"
+  echo "bwq: built $OUT_DIR/libbwq_cuda.so (sm: $ARCHS)" >&2
+else
+  rm -f "$TMP"
+  echo "bwq: CUDA build failed, continuing with CPU kernels only" >&2
+fi
+: > "$STAMP"
+exit 0

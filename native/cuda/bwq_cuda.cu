@@ -1,0 +1,790 @@
+// bwq CUDA kernels (libbwq_cuda.so, cudart linked statically; opened by the addon with dlopen).
+//
+//  ternary x binary  : M <= 16  -> tb_gemv   (warp per weight row, activations in shared memory, LOP3 + popc)
+//                      M  > 16  -> tb_mma_b1 (mma.sync m16n8k256 .b1 AND+POPC, 128x128x512-bit tiles, cp.async)
+//  int8 x binary     : M <= 16  -> i8_gemv   (warp per weight row, bits expanded to +-1 bytes, dp4a)
+//                      M  > 16  -> i8_mma_s8 (mma.sync m16n8k32 s8, weights expanded to +-1 int8 in shared memory)
+//
+// Device layout (internal): bit matrices are stored with row stride KWd = roundup(ceil(K/32), 16) words
+// and row counts padded to multiples of 128, all padding zero; int8 activations with row stride KWd*32
+// bytes. Ternary x binary uses  sum_k t*b = 2*popc((w&p)|(~w&q)) - (popc(p)+popc(q)),  which needs
+// only zero padding in the activation planes (p = q = 0 there, whatever the weight bits are).
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mutex>
+#include <random>
+#include <vector>
+
+#include "../include/bwq.h"
+
+namespace {
+
+thread_local char g_err[512] = "";
+
+#define CK(call)                                                                                   \
+  do {                                                                                             \
+    cudaError_t e_ = (call);                                                                       \
+    if (e_ != cudaSuccess) {                                                                       \
+      snprintf(g_err, sizeof g_err, "%s failed: %s (%s:%d)", #call, cudaGetErrorString(e_), __FILE__, __LINE__); \
+      return BWQ_ECUDA;                                                                            \
+    }                                                                                              \
+  } while (0)
+
+inline int kw_of(int k) { return (k + 31) / 32; }
+inline int round_up(int x, int a) { return (x + a - 1) / a * a; }
+
+// ---------------------------------------------------------------------------------------------
+// Device helpers
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void mma_b1(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void mma_s8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 4 weight bits -> 4 bytes of +1 (bit set) / -1 (bit clear), byte i <- bit i.
+__device__ __forceinline__ uint32_t nibble_pm1(uint32_t nib) {
+  const uint32_t m = (nib * 0x00204081u) & 0x01010101u;
+  return ((m ^ 0x01010101u) * 0xFFu) | m;
+}
+
+__device__ __forceinline__ int popsel(uint32_t w, uint32_t p, uint32_t q) { return __popc((w & p) | (~w & q)); }
+
+// ---------------------------------------------------------------------------------------------
+// Small kernels
+// Clears bits >= k in the last word of each row of an activation plane (caller data may be dirty there).
+__global__ void mask_last_word(uint32_t *x, int rows, int ldk, int kw, uint32_t mask) {
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r < rows) x[(size_t)r * ldk + kw - 1] &= mask;
+}
+
+// nz[r] = popc(P[r]) + popc(Q[r])  (one warp per row)
+__global__ void row_popc(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q, int ldk, int rows,
+                         int *__restrict__ nz) {
+  const int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  int c = 0;
+  for (int i = lane; i < ldk; i += 32) c += __popc(P[(size_t)r * ldk + i]) + __popc(Q[(size_t)r * ldk + i]);
+  for (int o = 16; o; o >>= 1) c += __shfl_xor_sync(0xffffffffu, c, o);
+  if (lane == 0) nz[r] = c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ternary x binary GEMV (M <= MT <= 16): warp per weight row.
+template <int MT>
+__global__ void __launch_bounds__(256) tb_gemv(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
+                                               const uint32_t *__restrict__ W, int ldk, int M, int N,
+                                               int rows_per_warp, int32_t *__restrict__ out, int ldo) {
+  extern __shared__ uint4 sm4[];
+  __shared__ int nzs[MT];
+  const int ld4 = ldk / 4;
+  uint4 *sP = sm4, *sQ = sm4 + MT * ld4;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const uint4 *P4 = reinterpret_cast<const uint4 *>(P), *Q4 = reinterpret_cast<const uint4 *>(Q);
+  for (int i = tid; i < MT * ld4; i += 256) {
+    const int m = i / ld4;
+    sP[i] = m < M ? P4[i] : make_uint4(0, 0, 0, 0);
+    sQ[i] = m < M ? Q4[i] : make_uint4(0, 0, 0, 0);
+  }
+  __syncthreads();
+  for (int m = warp; m < MT; m += 8) {
+    int c = 0;
+    for (int i = lane; i < ld4; i += 32) {
+      const uint4 p = sP[m * ld4 + i], q = sQ[m * ld4 + i];
+      c += __popc(p.x) + __popc(p.y) + __popc(p.z) + __popc(p.w) + __popc(q.x) + __popc(q.y) + __popc(q.z) +
+           __popc(q.w);
+    }
+    for (int o = 16; o; o >>= 1) c += __shfl_xor_sync(0xffffffffu, c, o);
+    if (lane == 0) nzs[m] = c;
+  }
+  __syncthreads();
+  const int n_begin = (blockIdx.x * 8 + warp) * rows_per_warp;
+  for (int r = 0; r < rows_per_warp; ++r) {
+    const int n = n_begin + r;
+    if (n >= N) break;
+    const uint4 *w4 = reinterpret_cast<const uint4 *>(W + (size_t)n * ldk);
+    int pos[MT];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) pos[m] = 0;
+    for (int i = lane; i < ld4; i += 32) {
+      const uint4 w = __ldg(w4 + i);
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        const uint4 p = sP[m * ld4 + i], q = sQ[m * ld4 + i];
+        pos[m] += popsel(w.x, p.x, q.x) + popsel(w.y, p.y, q.y) + popsel(w.z, p.z, q.z) + popsel(w.w, p.w, q.w);
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      int v = pos[m];
+      for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == m && m < M) out[(size_t)m * ldo + n] = 2 * v - nzs[m];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ternary x binary GEMM with binary tensor cores. Block 128x128, 8 warps (2 x 4), warp tile 64x32,
+// K stage = 512 bits (16 words), 2-stage cp.async pipeline. Requires padded operands (see top).
+constexpr int TB_BM = 128, TB_BN = 128, TB_KW = 16, TB_SROW = TB_KW + 4;
+constexpr int TB_STAGE_WORDS = 3 * TB_BM * TB_SROW;
+constexpr int TB_SMEM = 2 * TB_STAGE_WORDS * 4;
+
+__global__ void __launch_bounds__(256) tb_mma(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
+                                              const uint32_t *__restrict__ W, int ldk, const int *__restrict__ nz,
+                                              int M, int N, int32_t *__restrict__ out, int ldo) {
+  extern __shared__ uint32_t smem[];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = warp >> 2, wn = warp & 3, g = lane >> 2, t = lane & 3;
+  const int m0 = blockIdx.y * TB_BM, n0 = blockIdx.x * TB_BN;
+  const int nk = ldk / TB_KW;
+
+  auto load_stage = [&](int s, int kt) {
+    uint32_t *base = smem + s * TB_STAGE_WORDS;
+#pragma unroll
+    for (int c = tid; c < TB_BM * 4; c += 256) {
+      const int r = c >> 2, q4 = (c & 3) * 4;
+      const size_t ka = (size_t)kt * TB_KW + q4;
+      cp_async16(base + r * TB_SROW + q4, P + (size_t)(m0 + r) * ldk + ka);
+      cp_async16(base + TB_BM * TB_SROW + r * TB_SROW + q4, Q + (size_t)(m0 + r) * ldk + ka);
+      cp_async16(base + 2 * TB_BM * TB_SROW + r * TB_SROW + q4, W + (size_t)(n0 + r) * ldk + ka);
+    }
+    cp_async_commit();
+  };
+
+  int acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+
+  load_stage(0, 0);
+  for (int kt = 0; kt < nk; ++kt) {
+    if (kt + 1 < nk) {
+      load_stage((kt + 1) & 1, kt + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const uint32_t *sP = smem + (kt & 1) * TB_STAGE_WORDS;
+    const uint32_t *sQ = sP + TB_BM * TB_SROW;
+    const uint32_t *sW = sQ + TB_BM * TB_SROW;
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      const int ko = ks * 8 + t;
+      uint32_t ap[4][4], aq[4][4], bw[4][2], bn[4][2];
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt) {
+        const int r = wm * 64 + mt * 16 + g;
+        ap[mt][0] = sP[r * TB_SROW + ko];
+        ap[mt][1] = sP[(r + 8) * TB_SROW + ko];
+        ap[mt][2] = sP[r * TB_SROW + ko + 4];
+        ap[mt][3] = sP[(r + 8) * TB_SROW + ko + 4];
+        aq[mt][0] = sQ[r * TB_SROW + ko];
+        aq[mt][1] = sQ[(r + 8) * TB_SROW + ko];
+        aq[mt][2] = sQ[r * TB_SROW + ko + 4];
+        aq[mt][3] = sQ[(r + 8) * TB_SROW + ko + 4];
+      }
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const int c = wn * 32 + nt * 8 + g;
+        bw[nt][0] = sW[c * TB_SROW + ko];
+        bw[nt][1] = sW[c * TB_SROW + ko + 4];
+        bn[nt][0] = ~bw[nt][0];
+        bn[nt][1] = ~bw[nt][1];
+      }
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          mma_b1(acc[mt][nt], ap[mt], bw[nt][0], bw[nt][1]);
+          mma_b1(acc[mt][nt], aq[mt], bn[nt][0], bn[nt][1]);
+        }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      const int r0 = m0 + wm * 64 + mt * 16 + g, c0 = n0 + wn * 32 + nt * 8 + 2 * t;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = r0 + (e >> 1) * 8, c = c0 + (e & 1);
+        if (r < M && c < N) out[(size_t)r * ldo + c] = 2 * acc[mt][nt][e] - nz[r];
+      }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// int8 x binary GEMV (M <= MT <= 8): warp per weight row; 4 weight bits -> 4 bytes of +-1 -> dp4a.
+template <int MT>
+__global__ void __launch_bounds__(256) i8_gemv(const int8_t *__restrict__ A, int lda, const uint32_t *__restrict__ W,
+                                               int ldk, int M, int N, int32_t *__restrict__ out, int ldo) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n = blockIdx.x * 8 + warp;
+  if (n >= N) return;
+  const int ld4 = ldk / 4;
+  const uint4 *w4 = reinterpret_cast<const uint4 *>(W + (size_t)n * ldk);
+  int acc[MT];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) acc[m] = 0;
+  for (int i = lane; i < ld4; i += 32) {
+    const uint4 wv = __ldg(w4 + i);
+    const uint32_t ws[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint32_t b[8];
+#pragma unroll
+      for (int h = 0; h < 8; ++h) b[h] = nibble_pm1((ws[j] >> (4 * h)) & 0xFu);
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        if (m < M) {
+          const int4 *a4 = reinterpret_cast<const int4 *>(A + (size_t)m * lda + (size_t)(4 * i + j) * 32);
+          const int4 x = __ldg(a4), y = __ldg(a4 + 1);
+          int s = acc[m];
+          s = __dp4a(x.x, (int)b[0], s);
+          s = __dp4a(x.y, (int)b[1], s);
+          s = __dp4a(x.z, (int)b[2], s);
+          s = __dp4a(x.w, (int)b[3], s);
+          s = __dp4a(y.x, (int)b[4], s);
+          s = __dp4a(y.y, (int)b[5], s);
+          s = __dp4a(y.z, (int)b[6], s);
+          s = __dp4a(y.w, (int)b[7], s);
+          acc[m] = s;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    int v = acc[m];
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == m && m < M) out[(size_t)m * ldo + n] = v;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// int8 x binary GEMM with int8 tensor cores. Block 128x128, 8 warps (2 x 4), warp tile 64x32, K stage 64.
+// Weights: 64 bits per row per stage expanded to 64 bytes of +-1 in shared memory.
+constexpr int I8_BM = 128, I8_BN = 128, I8_BK = 64, I8_SROW = 20;  // words per smem row (64 bytes + 16 pad)
+
+__global__ void __launch_bounds__(256) i8_mma(const int8_t *__restrict__ A, int lda, const uint32_t *__restrict__ W,
+                                              int ldk, int M, int N, int32_t *__restrict__ out, int ldo) {
+  __shared__ __align__(16) uint32_t sA[2][I8_BM * I8_SROW];
+  __shared__ __align__(16) uint32_t sB[2][I8_BN * I8_SROW];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = warp >> 2, wn = warp & 3, g = lane >> 2, t = lane & 3;
+  const int m0 = blockIdx.y * I8_BM, n0 = blockIdx.x * I8_BN;
+  const int nk = lda / I8_BK;
+  const int br = tid >> 1, bh = tid & 1;  // this thread expands weight word (row br, half bh) of each stage
+  const uint32_t *wrow = W + (size_t)(n0 + br) * ldk + bh;
+
+  auto load_a = [&](int s, int kt) {
+#pragma unroll
+    for (int c = tid; c < I8_BM * 4; c += 256) {
+      const int r = c >> 2, q = c & 3;
+      cp_async16(&sA[s][r * I8_SROW + q * 4], A + (size_t)(m0 + r) * lda + (size_t)kt * I8_BK + q * 16);
+    }
+    cp_async_commit();
+  };
+  auto store_b = [&](int s, uint32_t bits) {
+    uint32_t v[8];
+#pragma unroll
+    for (int h = 0; h < 8; ++h) v[h] = nibble_pm1((bits >> (4 * h)) & 0xFu);
+    uint4 *dst = reinterpret_cast<uint4 *>(&sB[s][br * I8_SROW + bh * 8]);
+    dst[0] = make_uint4(v[0], v[1], v[2], v[3]);
+    dst[1] = make_uint4(v[4], v[5], v[6], v[7]);
+  };
+
+  int acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+
+  load_a(0, 0);
+  store_b(0, __ldg(wrow));
+  cp_async_wait<0>();
+  __syncthreads();
+  for (int kt = 0; kt < nk; ++kt) {
+    const int s = kt & 1;
+    uint32_t next_bits = 0;
+    if (kt + 1 < nk) {
+      load_a(s ^ 1, kt + 1);
+      next_bits = __ldg(wrow + (size_t)(kt + 1) * 2);
+    }
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      const int ko = ks * 8 + t;
+      uint32_t a[4][4], b[4][2];
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt) {
+        const int r = wm * 64 + mt * 16 + g;
+        a[mt][0] = sA[s][r * I8_SROW + ko];
+        a[mt][1] = sA[s][(r + 8) * I8_SROW + ko];
+        a[mt][2] = sA[s][r * I8_SROW + ko + 4];
+        a[mt][3] = sA[s][(r + 8) * I8_SROW + ko + 4];
+      }
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const int c = wn * 32 + nt * 8 + g;
+        b[nt][0] = sB[s][c * I8_SROW + ko];
+        b[nt][1] = sB[s][c * I8_SROW + ko + 4];
+      }
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) mma_s8(acc[mt][nt], a[mt], b[nt][0], b[nt][1]);
+    }
+    if (kt + 1 < nk) store_b(s ^ 1, next_bits);
+    cp_async_wait<0>();
+    __syncthreads();
+  }
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      const int r0 = m0 + wm * 64 + mt * 16 + g, c0 = n0 + wn * 32 + nt * 8 + 2 * t;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = r0 + (e >> 1) * 8, c = c0 + (e & 1);
+        if (r < M && c < N) out[(size_t)r * ldo + c] = acc[mt][nt][e];
+      }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launchers (device pointers, padded layout). They return the kernel name used.
+int g_max_smem_optin = 48 * 1024;
+
+const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz, int m, int n,
+                      int32_t *dOut, cudaStream_t st) {
+  const size_t gemv_smem = 2 * 16 * (size_t)ldk * 4;
+  if (m <= 16 && (m <= 8 || gemv_smem <= (size_t)g_max_smem_optin)) {
+    const int mt = m <= 1 ? 1 : m <= 2 ? 2 : m <= 4 ? 4 : m <= 8 ? 8 : 16;
+    const size_t smem = 2 * (size_t)mt * ldk * 4;
+    if (smem > (size_t)g_max_smem_optin) goto mma;
+    const int rpw = mt >= 4 ? 4 : 1;
+    const int blocks = (n + 8 * rpw - 1) / (8 * rpw);
+#define BWQ_TB_GEMV(MT)                                                                                     \
+  do {                                                                                                      \
+    if (smem > 48 * 1024) cudaFuncSetAttribute(tb_gemv<MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem); \
+    tb_gemv<MT><<<blocks, 256, smem, st>>>(dP, dQ, dW, ldk, m, n, rpw, dOut, n);                           \
+  } while (0)
+    switch (mt) {
+      case 1: BWQ_TB_GEMV(1); break;
+      case 2: BWQ_TB_GEMV(2); break;
+      case 4: BWQ_TB_GEMV(4); break;
+      case 8: BWQ_TB_GEMV(8); break;
+      default: BWQ_TB_GEMV(16); break;
+    }
+#undef BWQ_TB_GEMV
+    return "tb_gemv";
+  }
+mma:
+  row_popc<<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
+  {
+    static bool attr = false;
+    if (!attr) {
+      cudaFuncSetAttribute(tb_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, TB_SMEM);
+      attr = true;
+    }
+    dim3 grid((n + TB_BN - 1) / TB_BN, (m + TB_BM - 1) / TB_BM);
+    tb_mma<<<grid, 256, TB_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
+  }
+  return "tb_mma_b1";
+}
+
+const char *launch_i8(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int m, int n, int32_t *dOut,
+                      cudaStream_t st) {
+  if (m <= 16) {
+    const int blocks = (n + 7) / 8;
+    for (int m0 = 0; m0 < m; m0 += 8) {
+      const int mm = m - m0 < 8 ? m - m0 : 8;
+      const int8_t *a = dA + (size_t)m0 * lda;
+      int32_t *o = dOut + (size_t)m0 * n;
+      if (mm == 1) i8_gemv<1><<<blocks, 256, 0, st>>>(a, lda, dW, ldk, mm, n, o, n);
+      else if (mm <= 2) i8_gemv<2><<<blocks, 256, 0, st>>>(a, lda, dW, ldk, mm, n, o, n);
+      else if (mm <= 4) i8_gemv<4><<<blocks, 256, 0, st>>>(a, lda, dW, ldk, mm, n, o, n);
+      else i8_gemv<8><<<blocks, 256, 0, st>>>(a, lda, dW, ldk, mm, n, o, n);
+    }
+    return "i8_gemv_dp4a";
+  }
+  dim3 grid((n + I8_BN - 1) / I8_BN, (m + I8_BM - 1) / I8_BM);
+  i8_mma<<<grid, 256, 0, st>>>(dA, lda, dW, ldk, m, n, dOut, n);
+  return "i8_mma_s8";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grow-only device workspace for the host-pointer entry points.
+struct Workspace {
+  std::mutex mu;
+  void *buf[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
+  size_t cap[5] = {0, 0, 0, 0, 0};
+  cudaStream_t stream = nullptr;
+  int get(int i, size_t bytes, void **out) {
+    if (cap[i] < bytes) {
+      if (buf[i]) cudaFree(buf[i]);
+      buf[i] = nullptr;
+      cap[i] = 0;
+      CK(cudaMalloc(&buf[i], bytes));
+      cap[i] = bytes;
+    }
+    *out = buf[i];
+    return BWQ_OK;
+  }
+};
+Workspace g_ws;
+bool g_inited = false;
+std::mutex g_init_mu;
+
+int ensure_init() {
+  if (g_inited) return BWQ_OK;
+  char msg[256];
+  return bwq_cuda_init(msg, sizeof msg);
+}
+
+// Uploads rows x cols_bytes (host pitch src_pitch) into a zeroed device buffer of pitch dst_pitch and rows_pad rows.
+int upload_padded(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t width, int rows, int rows_pad,
+                  cudaStream_t st) {
+  CK(cudaMemsetAsync(dst, 0, dst_pitch * rows_pad, st));
+  CK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyHostToDevice, st));
+  return BWQ_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// cuBLAS through dlopen (no link-time dependency; the toolkit headers are not needed either).
+typedef int (*cublasCreate_t)(void **);
+typedef int (*cublasDestroy_t)(void *);
+typedef int (*cublasSetStream_t)(void *, cudaStream_t);
+typedef int (*cublasGemmEx_t)(void *, int, int, int, int, int, const void *, const void *, int, int, const void *, int,
+                              int, const void *, void *, int, int, int, int);
+struct Cublas {
+  bool tried = false, ok = false;
+  cublasCreate_t create = nullptr;
+  cublasDestroy_t destroy = nullptr;
+  cublasSetStream_t set_stream = nullptr;
+  cublasGemmEx_t gemm_ex = nullptr;
+  void *handle = nullptr;
+};
+Cublas g_cublas;
+
+bool load_cublas() {
+  if (g_cublas.tried) return g_cublas.ok;
+  g_cublas.tried = true;
+  const char *names[] = {getenv("BWQ_CUBLAS"), "libcublas.so.13", "libcublas.so.12", "libcublas.so",
+                         "/usr/local/cuda/lib64/libcublas.so"};
+  void *h = nullptr;
+  for (const char *nm : names)
+    if (nm && (h = dlopen(nm, RTLD_NOW | RTLD_LOCAL))) break;
+  if (!h) return false;
+  g_cublas.create = (cublasCreate_t)dlsym(h, "cublasCreate_v2");
+  g_cublas.destroy = (cublasDestroy_t)dlsym(h, "cublasDestroy_v2");
+  g_cublas.set_stream = (cublasSetStream_t)dlsym(h, "cublasSetStream_v2");
+  g_cublas.gemm_ex = (cublasGemmEx_t)dlsym(h, "cublasGemmEx");
+  if (!g_cublas.create || !g_cublas.gemm_ex || !g_cublas.set_stream) return false;
+  if (g_cublas.create(&g_cublas.handle) != 0) return false;
+  g_cublas.ok = true;
+  return true;
+}
+
+__global__ void fill_half_random(unsigned short *x, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    // fp16 in [-1, 1): sign | exponent 14 (0.5..1) scaled by mantissa
+    x[i] = (unsigned short)(((h & 1u) << 15) | (14u << 10) | ((h >> 1) & 0x3FFu));
+  }
+}
+
+}  // namespace
+
+// =============================================================================================
+extern "C" {
+
+const char *bwq_cuda_last_error(void) { return g_err; }
+
+int bwq_cuda_init(char *msg, size_t msg_len) {
+  std::lock_guard<std::mutex> lk(g_init_mu);
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    snprintf(g_err, sizeof g_err, "no CUDA device (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    if (msg && msg_len) snprintf(msg, msg_len, "%s", g_err);
+    return BWQ_ENODEV;
+  }
+  cudaDeviceProp prop;
+  e = cudaSetDevice(0);
+  if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, 0);
+  if (e == cudaSuccess && prop.major < 8) {
+    snprintf(g_err, sizeof g_err, "CUDA device %s is sm_%d%d; bwq kernels need sm_80 or newer", prop.name, prop.major,
+             prop.minor);
+    if (msg && msg_len) snprintf(msg, msg_len, "%s", g_err);
+    return BWQ_ENODEV;
+  }
+  if (e == cudaSuccess && !g_ws.stream) e = cudaStreamCreateWithFlags(&g_ws.stream, cudaStreamNonBlocking);
+  if (e != cudaSuccess) {
+    snprintf(g_err, sizeof g_err, "CUDA initialisation failed: %s", cudaGetErrorString(e));
+    if (msg && msg_len) snprintf(msg, msg_len, "%s", g_err);
+    return BWQ_ECUDA;
+  }
+  g_max_smem_optin = (int)prop.sharedMemPerBlockOptin;
+  g_inited = true;
+  if (msg && msg_len)
+    snprintf(msg, msg_len, "%s (sm_%d%d, %d SMs, %.0f GiB)", prop.name, prop.major, prop.minor,
+             prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0);
+  return BWQ_OK;
+}
+
+int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t *minus, const uint32_t *weights, int m, int n,
+                                 int k, int32_t *out) {
+  if (m < 0 || n < 0 || k < 0) return BWQ_EINVAL;
+  if (m == 0 || n == 0) return BWQ_OK;
+  if (!out) return BWQ_EINVAL;
+  if (k == 0) {
+    memset(out, 0, sizeof(int32_t) * (size_t)m * n);
+    return BWQ_OK;
+  }
+  if (!plus || !minus || !weights) return BWQ_EINVAL;
+  int rc = ensure_init();
+  if (rc) return rc;
+  std::lock_guard<std::mutex> lk(g_ws.mu);
+  cudaStream_t st = g_ws.stream;
+  const int kw = kw_of(k), ldk = round_up(kw, 16), mp = round_up(m, 128), np = round_up(n, 128);
+  void *dP, *dQ, *dW, *dO, *dNz;
+  if ((rc = g_ws.get(0, (size_t)mp * ldk * 4, &dP)) || (rc = g_ws.get(1, (size_t)mp * ldk * 4, &dQ)) ||
+      (rc = g_ws.get(2, (size_t)np * ldk * 4, &dW)) || (rc = g_ws.get(3, (size_t)m * n * 4, &dO)) ||
+      (rc = g_ws.get(4, (size_t)mp * 4, &dNz)))
+    return rc;
+  if ((rc = upload_padded(dP, ldk * 4, plus, kw * 4, kw * 4, m, mp, st)) ||
+      (rc = upload_padded(dQ, ldk * 4, minus, kw * 4, kw * 4, m, mp, st)) ||
+      (rc = upload_padded(dW, ldk * 4, weights, kw * 4, kw * 4, n, np, st)))
+    return rc;
+  const uint32_t lm = (k % 32) ? ((1u << (k % 32)) - 1u) : 0xFFFFFFFFu;
+  if (lm != 0xFFFFFFFFu) {
+    mask_last_word<<<(m + 255) / 256, 256, 0, st>>>((uint32_t *)dP, m, ldk, kw, lm);
+    mask_last_word<<<(m + 255) / 256, 256, 0, st>>>((uint32_t *)dQ, m, ldk, kw, lm);
+  }
+  launch_tb((const uint32_t *)dP, (const uint32_t *)dQ, (const uint32_t *)dW, ldk, (int *)dNz, m, n, (int32_t *)dO, st);
+  CK(cudaGetLastError());
+  CK(cudaMemcpyAsync(out, dO, (size_t)m * n * 4, cudaMemcpyDeviceToHost, st));
+  CK(cudaStreamSynchronize(st));
+  return BWQ_OK;
+}
+
+int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out) {
+  if (m < 0 || n < 0 || k < 0) return BWQ_EINVAL;
+  if (m == 0 || n == 0) return BWQ_OK;
+  if (!out) return BWQ_EINVAL;
+  if (k == 0) {
+    memset(out, 0, sizeof(int32_t) * (size_t)m * n);
+    return BWQ_OK;
+  }
+  if (!a || !weights) return BWQ_EINVAL;
+  int rc = ensure_init();
+  if (rc) return rc;
+  std::lock_guard<std::mutex> lk(g_ws.mu);
+  cudaStream_t st = g_ws.stream;
+  const int kw = kw_of(k), ldk = round_up(kw, 16), lda = ldk * 32, mp = round_up(m, 128), np = round_up(n, 128);
+  void *dA, *dW, *dO;
+  if ((rc = g_ws.get(0, (size_t)mp * lda, &dA)) || (rc = g_ws.get(2, (size_t)np * ldk * 4, &dW)) ||
+      (rc = g_ws.get(3, (size_t)m * n * 4, &dO)))
+    return rc;
+  if ((rc = upload_padded(dA, lda, a, k, k, m, mp, st)) ||
+      (rc = upload_padded(dW, ldk * 4, weights, kw * 4, kw * 4, n, np, st)))
+    return rc;
+  launch_i8((const int8_t *)dA, lda, (const uint32_t *)dW, ldk, m, n, (int32_t *)dO, st);
+  CK(cudaGetLastError());
+  CK(cudaMemcpyAsync(out, dO, (size_t)m * n * 4, cudaMemcpyDeviceToHost, st));
+  CK(cudaStreamSynchronize(st));
+  return BWQ_OK;
+}
+
+int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_bench_result *res) {
+  if (!res || m <= 0 || n <= 0 || k <= 0 || reps <= 0 || warmup < 0) return BWQ_EINVAL;
+  if (kind != BWQ_BENCH_TERNARY_BINARY && kind != BWQ_BENCH_INT8_BINARY) return BWQ_EINVAL;
+  memset(res, 0, sizeof *res);
+  int rc = ensure_init();
+  if (rc) return rc;
+  std::lock_guard<std::mutex> lk(g_ws.mu);
+  cudaStream_t st = g_ws.stream;
+  const int kw = kw_of(k), ldk = round_up(kw, 16), lda = ldk * 32, mp = round_up(m, 128), np = round_up(n, 128);
+
+  // Host operands (random), kept for the sampled reference check.
+  std::mt19937_64 rng(1234567u + (uint64_t)m * 31 + n * 7 + k + kind);
+  std::vector<uint32_t> hP((size_t)m * kw, 0), hQ((size_t)m * kw, 0), hW((size_t)n * kw);
+  std::vector<int8_t> hA;
+  for (auto &w : hW) w = (uint32_t)rng();
+  if (k % 32)
+    for (int r = 0; r < n; ++r) hW[(size_t)r * kw + kw - 1] &= (1u << (k % 32)) - 1u;
+  if (kind == BWQ_BENCH_TERNARY_BINARY) {
+    for (size_t i = 0; i < hP.size(); ++i) {
+      const uint32_t nzmask = (uint32_t)rng() | (uint32_t)rng();  // ~75% non-zero
+      const uint32_t sign = (uint32_t)rng();
+      hP[i] = nzmask & sign;
+      hQ[i] = nzmask & ~sign;
+    }
+    if (k % 32)
+      for (int r = 0; r < m; ++r) {
+        hP[(size_t)r * kw + kw - 1] &= (1u << (k % 32)) - 1u;
+        hQ[(size_t)r * kw + kw - 1] &= (1u << (k % 32)) - 1u;
+      }
+  } else {
+    hA.resize((size_t)m * k);
+    for (auto &v : hA) v = (int8_t)((int)(rng() % 64) - 32);
+  }
+
+  void *dP = nullptr, *dQ = nullptr, *dW = nullptr, *dO = nullptr, *dNz = nullptr, *dA = nullptr;
+  void *hX = nullptr, *hB = nullptr, *hC = nullptr;
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  const char *kname = "";
+  int result = BWQ_OK;
+  float ms = 0;
+  auto fail = [&](cudaError_t e, const char *what) {
+    snprintf(g_err, sizeof g_err, "%s: %s", what, cudaGetErrorString(e));
+    result = BWQ_ECUDA;
+  };
+#define BCK(call)                  \
+  do {                             \
+    cudaError_t e_ = (call);       \
+    if (e_ != cudaSuccess) {       \
+      fail(e_, #call);             \
+      goto cleanup;                \
+    }                              \
+  } while (0)
+  BCK(cudaEventCreate(&e0));
+  BCK(cudaEventCreate(&e1));
+  BCK(cudaMalloc(&dW, (size_t)np * ldk * 4));
+  BCK(cudaMemsetAsync(dW, 0, (size_t)np * ldk * 4, st));
+  BCK(cudaMemcpy2DAsync(dW, ldk * 4, hW.data(), kw * 4, kw * 4, n, cudaMemcpyHostToDevice, st));
+  BCK(cudaMalloc(&dO, (size_t)m * n * 4));
+  if (kind == BWQ_BENCH_TERNARY_BINARY) {
+    BCK(cudaMalloc(&dP, (size_t)mp * ldk * 4));
+    BCK(cudaMalloc(&dQ, (size_t)mp * ldk * 4));
+    BCK(cudaMalloc(&dNz, (size_t)mp * 4));
+    BCK(cudaMemsetAsync(dP, 0, (size_t)mp * ldk * 4, st));
+    BCK(cudaMemsetAsync(dQ, 0, (size_t)mp * ldk * 4, st));
+    BCK(cudaMemcpy2DAsync(dP, ldk * 4, hP.data(), kw * 4, kw * 4, m, cudaMemcpyHostToDevice, st));
+    BCK(cudaMemcpy2DAsync(dQ, ldk * 4, hQ.data(), kw * 4, kw * 4, m, cudaMemcpyHostToDevice, st));
+  } else {
+    BCK(cudaMalloc(&dA, (size_t)mp * lda));
+    BCK(cudaMemsetAsync(dA, 0, (size_t)mp * lda, st));
+    BCK(cudaMemcpy2DAsync(dA, lda, hA.data(), k, k, m, cudaMemcpyHostToDevice, st));
+  }
+  {
+    auto launch = [&]() {
+      if (kind == BWQ_BENCH_TERNARY_BINARY)
+        kname = launch_tb((const uint32_t *)dP, (const uint32_t *)dQ, (const uint32_t *)dW, ldk, (int *)dNz, m, n,
+                          (int32_t *)dO, st);
+      else
+        kname = launch_i8((const int8_t *)dA, lda, (const uint32_t *)dW, ldk, m, n, (int32_t *)dO, st);
+    };
+    for (int i = 0; i < warmup; ++i) launch();
+    BCK(cudaGetLastError());
+    BCK(cudaEventRecord(e0, st));
+    for (int i = 0; i < reps; ++i) launch();
+    BCK(cudaEventRecord(e1, st));
+    BCK(cudaEventSynchronize(e1));
+    BCK(cudaGetLastError());
+    BCK(cudaEventElapsedTime(&ms, e0, e1));
+    res->ms_ours = ms / reps;
+    snprintf(res->kernel, sizeof res->kernel, "%s", kname);
+  }
+  {
+    // Sampled exact check against a host reference.
+    std::vector<int32_t> hO((size_t)m * n);
+    BCK(cudaMemcpyAsync(hO.data(), dO, (size_t)m * n * 4, cudaMemcpyDeviceToHost, st));
+    BCK(cudaStreamSynchronize(st));
+    int bad = 0;
+    for (int s = 0; s < 256; ++s) {
+      const int i = (int)(rng() % m), j = (int)(rng() % n);
+      long ref = 0;
+      for (int t = 0; t < k; ++t) {
+        const int b = (hW[(size_t)j * kw + t / 32] >> (t % 32)) & 1 ? 1 : -1;
+        int a;
+        if (kind == BWQ_BENCH_TERNARY_BINARY)
+          a = ((hP[(size_t)i * kw + t / 32] >> (t % 32)) & 1) - (int)((hQ[(size_t)i * kw + t / 32] >> (t % 32)) & 1);
+        else
+          a = hA[(size_t)i * k + t];
+        ref += (long)a * b;
+      }
+      if (ref != hO[(size_t)i * n + j]) ++bad;
+    }
+    res->checked = 1;
+    res->mismatches = bad;
+  }
+  res->tops_ours = 2.0 * m * n * k / (res->ms_ours * 1e-3) / 1e12;
+  if (!load_cublas()) {
+    snprintf(g_err, sizeof g_err, "cuBLAS not found (set BWQ_CUBLAS to libcublas.so path)");
+    result = BWQ_ECUBLAS;
+    goto cleanup;
+  }
+  {
+    BCK(cudaMalloc(&hX, (size_t)m * k * 2));  // X [M,K] fp16
+    BCK(cudaMalloc(&hB, (size_t)n * k * 2));  // W [N,K] fp16
+    BCK(cudaMalloc(&hC, (size_t)m * n * 2));  // Y [M,N] fp16
+    fill_half_random<<<1024, 256, 0, st>>>((unsigned short *)hX, (size_t)m * k, 17u);
+    fill_half_random<<<1024, 256, 0, st>>>((unsigned short *)hB, (size_t)n * k, 91u);
+    BCK(cudaGetLastError());
+    g_cublas.set_stream(g_cublas.handle, st);
+    const float alpha = 1.0f, beta = 0.0f;
+    // Row-major Y[M,N] = X[M,K] * W[N,K]^T  ==  column-major Y^T[N,M] = W (op T) * X^T (op N).
+    // CUBLAS_OP_T = 1, CUBLAS_OP_N = 0, CUDA_R_16F = 2, CUBLAS_COMPUTE_32F = 68, CUBLAS_GEMM_DEFAULT = -1.
+    auto gemm = [&]() {
+      return g_cublas.gemm_ex(g_cublas.handle, 1, 0, n, m, k, &alpha, hB, 2, k, hX, 2, k, &beta, hC, 2, n, 68, -1);
+    };
+    for (int i = 0; i < warmup; ++i)
+      if (gemm() != 0) {
+        snprintf(g_err, sizeof g_err, "cublasGemmEx failed");
+        result = BWQ_ECUBLAS;
+        goto cleanup;
+      }
+    BCK(cudaEventRecord(e0, st));
+    for (int i = 0; i < reps; ++i) gemm();
+    BCK(cudaEventRecord(e1, st));
+    BCK(cudaEventSynchronize(e1));
+    BCK(cudaEventElapsedTime(&ms, e0, e1));
+    res->ms_cublas = ms / reps;
+    res->tops_cublas = 2.0 * m * n * k / (res->ms_cublas * 1e-3) / 1e12;
+  }
+cleanup:
+#undef BCK
+  if (e0) cudaEventDestroy(e0);
+  if (e1) cudaEventDestroy(e1);
+  void *bufs[] = {dP, dQ, dW, dO, dNz, dA, hX, hB, hC};
+  for (void *b : bufs)
+    if (b) cudaFree(b);
+  return result;
+}
+
+}  // extern "C"

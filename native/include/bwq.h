@@ -1,0 +1,96 @@
+/*
+ * bwq native kernels: C ABI.
+ *
+ * Bit layouts (docs/KERNELS.md, docs/FORMATS.md):
+ *  - Binary weights B[N,K] (entries +1/-1): per output row n, KW = ceil(K/32) uint32 words;
+ *    bit j of word w is 1 iff B[n, 32w+j] = +1 (LSB first). Padding bits (k >= K) should be 0;
+ *    the kernels never let them contribute.
+ *  - Ternary activations t[M,K] (entries -1/0/+1): two bit-planes plus/minus in the same layout
+ *    ([M, KW] words each); plus bit = 1 iff t = +1, minus bit = 1 iff t = -1. A position with both
+ *    bits set is invalid. Padding bits are ignored (masked by the kernels).
+ *  - int8 activation codes a[M,K], row-major, K bytes per row (no padding).
+ *  - Outputs int32 Y[M,N], row-major, exact.
+ *
+ * CPU entry points live in the addon / libbwq_cpu; CUDA entry points (bwq_cuda_*) live in the
+ * separately built shared library libbwq_cuda.so, which the addon opens with dlopen on demand.
+ * All functions return 0 on success, a negative BWQ_E* code on failure.
+ */
+#ifndef BWQ_H
+#define BWQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BWQ_OK 0
+#define BWQ_EINVAL (-1)   /* bad shape or null pointer */
+#define BWQ_ENOMEM (-2)   /* allocation failed (host or device) */
+#define BWQ_ECUDA (-3)    /* CUDA runtime error; see bwq_cuda_last_error() */
+#define BWQ_ENODEV (-4)   /* no CUDA device */
+#define BWQ_ECUBLAS (-5)  /* cuBLAS missing or failed (bench only) */
+
+#define BWQ_EXPORT __attribute__((visibility("default")))
+
+/* ---------------- CPU ---------------- */
+/* CPU code paths, best available picked at first use by cpuid. */
+#define BWQ_CPU_SCALAR 0
+#define BWQ_CPU_AVX2 1
+#define BWQ_CPU_AVX512 2 /* AVX-512 F/BW/VL + VPOPCNTDQ */
+
+/* Best level this CPU supports. */
+BWQ_EXPORT int bwq_cpu_detect(void);
+/* Level in use (default: bwq_cpu_detect(), or env BWQ_CPU=scalar|avx2|avx512, clamped). */
+BWQ_EXPORT int bwq_cpu_level(void);
+/* Force a level (clamped to what the CPU supports); returns the level now in use. */
+BWQ_EXPORT int bwq_cpu_set_level(int level);
+/* "scalar" | "avx2" | "avx512" */
+BWQ_EXPORT const char *bwq_cpu_level_name(int level);
+/* Worker threads (default: hardware concurrency, or env BWQ_NUM_THREADS). n <= 0 restores the default. */
+BWQ_EXPORT void bwq_cpu_set_threads(int n);
+BWQ_EXPORT int bwq_cpu_threads(void);
+
+/* Y[m,n] = sum_k t[m,k] * B[n,k]; t given as plus/minus planes [M,KW], weights [N,KW]. */
+BWQ_EXPORT int bwq_cpu_ternary_binary_gemm(const uint32_t *plus, const uint32_t *minus, const uint32_t *weights,
+                                           int m, int n, int k, int32_t *out);
+/* Y[m,n] = sum_k a[m,k] * B[n,k]; a int8 [M,K]. */
+BWQ_EXPORT int bwq_cpu_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out);
+/* Y[m,n] = sum_k t1[m,k] * t2[n,k]; both ternary as plus/minus planes ([M,KW] and [N,KW]). */
+BWQ_EXPORT int bwq_cpu_ternary_ternary_gemm(const uint32_t *a_plus, const uint32_t *a_minus, const uint32_t *b_plus,
+                                            const uint32_t *b_minus, int m, int n, int k, int32_t *out);
+
+/* ---------------- CUDA (libbwq_cuda.so) ---------------- */
+/* Initialise: picks device 0. Returns BWQ_OK, BWQ_ENODEV or BWQ_ECUDA; msg gets a one-line description. */
+BWQ_EXPORT int bwq_cuda_init(char *msg, size_t msg_len);
+/* Last CUDA error text (thread-local). */
+BWQ_EXPORT const char *bwq_cuda_last_error(void);
+
+/* Host-pointer convenience entry points: copy in, run, copy out (synchronous). Same semantics as CPU. */
+BWQ_EXPORT int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t *minus, const uint32_t *weights,
+                                            int m, int n, int k, int32_t *out);
+BWQ_EXPORT int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out);
+
+#define BWQ_BENCH_TERNARY_BINARY 0
+#define BWQ_BENCH_INT8_BINARY 1
+
+typedef struct bwq_bench_result {
+  double ms_ours;      /* mean time per call of our kernel (ms), cudaEvent timing over `reps` calls */
+  double ms_cublas;    /* mean time per call of cuBLAS FP16 GEMM (cublasGemmEx, fp32 accumulate), same timing */
+  double tops_ours;    /* 2*M*N*K / time, in tera-ops per second */
+  double tops_cublas;
+  int checked;         /* 1 if the output was compared with a CPU reference on sampled entries */
+  int mismatches;      /* number of sampled entries that differed */
+  char kernel[48];     /* which kernel variant ran (e.g. "tb_gemv", "tb_mma_b1") */
+} bwq_bench_result;
+
+/* Times our kernel (on device-resident random operands, M x K activations, N x K packed weights)
+ * and cuBLAS FP16 GEMM of the same shape, each `warmup` + `reps` launches between two cudaEvents.
+ * cuBLAS is opened with dlopen (libcublas.so.13/.12/.so); if missing, ms_cublas = 0 and BWQ_ECUBLAS. */
+BWQ_EXPORT int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_bench_result *result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BWQ_H */

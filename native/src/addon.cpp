@@ -1,0 +1,335 @@
+// N-API binding (plain C API from node_api.h; no node-addon-api). Exposes the CPU kernels and, through a
+// lazily dlopen'ed libbwq_cuda.so (built next to this addon when nvcc was present), the CUDA kernels.
+// The addon itself never links CUDA, so it loads on machines without a GPU or CUDA runtime.
+#include <dlfcn.h>
+#include <node_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mutex>
+#include <string>
+
+#include "../include/bwq.h"
+
+namespace {
+
+// ---------------------------------------------------------------- CUDA library (dlopen)
+typedef int (*cuda_init_fn)(char *, size_t);
+typedef const char *(*cuda_err_fn)(void);
+typedef int (*cuda_tb_fn)(const uint32_t *, const uint32_t *, const uint32_t *, int, int, int, int32_t *);
+typedef int (*cuda_i8_fn)(const int8_t *, const uint32_t *, int, int, int, int32_t *);
+typedef int (*cuda_bench_fn)(int, int, int, int, int, int, bwq_bench_result *);
+
+struct CudaLib {
+  bool tried = false;
+  bool ok = false;
+  std::string message;  // device description, or why CUDA is unavailable
+  std::string path;
+  cuda_err_fn last_error = nullptr;
+  cuda_tb_fn tb = nullptr;
+  cuda_i8_fn i8 = nullptr;
+  cuda_bench_fn bench = nullptr;
+};
+CudaLib g_cuda;
+std::mutex g_cuda_mu;
+
+std::string addon_dir() {
+  Dl_info info;
+  if (dladdr((void *)&addon_dir, &info) && info.dli_fname) {
+    std::string p(info.dli_fname);
+    const size_t slash = p.rfind('/');
+    if (slash != std::string::npos) return p.substr(0, slash);
+  }
+  return ".";
+}
+
+void cuda_load() {
+  std::lock_guard<std::mutex> lk(g_cuda_mu);
+  if (g_cuda.tried) return;
+  g_cuda.tried = true;
+  const char *env = getenv("BWQ_CUDA_LIB");
+  g_cuda.path = env && *env ? env : addon_dir() + "/libbwq_cuda.so";
+  FILE *f = fopen(g_cuda.path.c_str(), "rb");
+  if (!f) {
+    g_cuda.message = "CUDA kernels were not built (nvcc was not found when the package was installed)";
+    return;
+  }
+  fclose(f);
+  void *h = dlopen(g_cuda.path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *e = dlerror();
+    g_cuda.message = std::string("cannot load ") + g_cuda.path + ": " + (e ? e : "unknown error");
+    return;
+  }
+  cuda_init_fn init = (cuda_init_fn)dlsym(h, "bwq_cuda_init");
+  g_cuda.last_error = (cuda_err_fn)dlsym(h, "bwq_cuda_last_error");
+  g_cuda.tb = (cuda_tb_fn)dlsym(h, "bwq_cuda_ternary_binary_gemm");
+  g_cuda.i8 = (cuda_i8_fn)dlsym(h, "bwq_cuda_int8_binary_gemm");
+  g_cuda.bench = (cuda_bench_fn)dlsym(h, "bwq_cuda_bench");
+  if (!init || !g_cuda.last_error || !g_cuda.tb || !g_cuda.i8 || !g_cuda.bench) {
+    g_cuda.message = g_cuda.path + " lacks the bwq_cuda_* entry points (rebuild with npm rebuild)";
+    return;
+  }
+  char msg[512] = "";
+  const int rc = init(msg, sizeof msg);
+  g_cuda.message = msg;
+  g_cuda.ok = rc == BWQ_OK;
+}
+
+// ---------------------------------------------------------------- N-API helpers
+#define NAPI_CALL(env, call)                                          \
+  do {                                                                \
+    if ((call) != napi_ok) {                                          \
+      napi_throw_error((env), "BWQ_NAPI", "N-API call failed: " #call); \
+      return nullptr;                                                 \
+    }                                                                 \
+  } while (0)
+
+bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok) return false;
+  if (argc < want) {
+    napi_throw_type_error(env, "BWQ_ARGS", "bwq native: too few arguments");
+    return false;
+  }
+  return true;
+}
+
+bool get_int(napi_env env, napi_value v, int *out, const char *what) {
+  int32_t x;
+  if (napi_get_value_int32(env, v, &x) != napi_ok) {
+    napi_throw_type_error(env, "BWQ_ARGS", (std::string("bwq native: ") + what + " must be an integer").c_str());
+    return false;
+  }
+  if (x < 0) {
+    napi_throw_range_error(env, "BWQ_ARGS", (std::string("bwq native: ") + what + " must be >= 0").c_str());
+    return false;
+  }
+  *out = x;
+  return true;
+}
+
+// Fetches a typed array of the given type with at least `need` elements.
+bool get_typed(napi_env env, napi_value v, napi_typedarray_type want, size_t need, void **data, const char *what) {
+  bool is_ta = false;
+  napi_is_typedarray(env, v, &is_ta);
+  napi_typedarray_type type;
+  size_t length = 0;
+  napi_value ab;
+  size_t off;
+  if (!is_ta || napi_get_typedarray_info(env, v, &type, &length, data, &ab, &off) != napi_ok || type != want) {
+    napi_throw_type_error(env, "BWQ_ARGS", (std::string("bwq native: ") + what + " has the wrong array type").c_str());
+    return false;
+  }
+  if (length < need) {
+    napi_throw_range_error(env, "BWQ_ARGS",
+                           (std::string("bwq native: ") + what + " is too short (" + std::to_string(length) +
+                            " < " + std::to_string(need) + ")")
+                               .c_str());
+    return false;
+  }
+  return true;
+}
+
+napi_value make_string(napi_env env, const char *s) {
+  napi_value v;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+napi_value make_int(napi_env env, int x) {
+  napi_value v;
+  napi_create_int32(env, x, &v);
+  return v;
+}
+napi_value make_double(napi_env env, double x) {
+  napi_value v;
+  napi_create_double(env, x, &v);
+  return v;
+}
+napi_value make_bool(napi_env env, bool b) {
+  napi_value v;
+  napi_get_boolean(env, b, &v);
+  return v;
+}
+void set(napi_env env, napi_value obj, const char *key, napi_value v) { napi_set_named_property(env, obj, key, v); }
+
+bool get_bool(napi_env env, napi_value v) {
+  bool b = false;
+  napi_get_value_bool(env, v, &b);
+  return b;
+}
+
+bool check_rc(napi_env env, int rc, bool cuda) {
+  if (rc == BWQ_OK) return true;
+  std::string msg = "bwq native kernel failed (code " + std::to_string(rc) + ")";
+  if (cuda && g_cuda.last_error) msg += std::string(": ") + g_cuda.last_error();
+  napi_throw_error(env, "BWQ_KERNEL", msg.c_str());
+  return false;
+}
+
+// ---------------------------------------------------------------- exported functions
+napi_value CpuInfo(napi_env env, napi_callback_info) {
+  napi_value o;
+  NAPI_CALL(env, napi_create_object(env, &o));
+  set(env, o, "level", make_string(env, bwq_cpu_level_name(bwq_cpu_level())));
+  set(env, o, "detected", make_string(env, bwq_cpu_level_name(bwq_cpu_detect())));
+  set(env, o, "threads", make_int(env, bwq_cpu_threads()));
+  return o;
+}
+
+napi_value SetCpuLevel(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return nullptr;
+  char buf[16] = "";
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, argv[0], buf, sizeof buf, &len) != napi_ok) {
+    napi_throw_type_error(env, "BWQ_ARGS", "bwq native: level must be a string");
+    return nullptr;
+  }
+  int want = -1;
+  if (!strcmp(buf, "scalar")) want = BWQ_CPU_SCALAR;
+  else if (!strcmp(buf, "avx2")) want = BWQ_CPU_AVX2;
+  else if (!strcmp(buf, "avx512")) want = BWQ_CPU_AVX512;
+  else if (strcmp(buf, "auto") != 0) {
+    napi_throw_range_error(env, "BWQ_ARGS", "bwq native: level must be auto|scalar|avx2|avx512");
+    return nullptr;
+  }
+  return make_string(env, bwq_cpu_level_name(bwq_cpu_set_level(want)));
+}
+
+napi_value SetThreads(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return nullptr;
+  int n = 0;
+  if (!get_int(env, argv[0], &n, "threads")) return nullptr;
+  bwq_cpu_set_threads(n);
+  return make_int(env, bwq_cpu_threads());
+}
+
+// ternaryBinaryGemm(plus, minus, weights, m, n, k, out, cuda)
+napi_value TernaryBinaryGemm(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!get_args(env, info, 8, argv)) return nullptr;
+  int m, n, k;
+  if (!get_int(env, argv[3], &m, "m") || !get_int(env, argv[4], &n, "n") || !get_int(env, argv[5], &k, "k"))
+    return nullptr;
+  const size_t kw = (size_t)(k + 31) / 32;
+  void *p, *q, *w, *o;
+  if (!get_typed(env, argv[0], napi_uint32_array, (size_t)m * kw, &p, "plus") ||
+      !get_typed(env, argv[1], napi_uint32_array, (size_t)m * kw, &q, "minus") ||
+      !get_typed(env, argv[2], napi_uint32_array, (size_t)n * kw, &w, "weights") ||
+      !get_typed(env, argv[6], napi_int32_array, (size_t)m * n, &o, "out"))
+    return nullptr;
+  const bool cuda = get_bool(env, argv[7]) && g_cuda.ok;
+  const int rc = cuda ? g_cuda.tb((const uint32_t *)p, (const uint32_t *)q, (const uint32_t *)w, m, n, k, (int32_t *)o)
+                      : bwq_cpu_ternary_binary_gemm((const uint32_t *)p, (const uint32_t *)q, (const uint32_t *)w, m,
+                                                    n, k, (int32_t *)o);
+  if (!check_rc(env, rc, cuda)) return nullptr;
+  return argv[6];
+}
+
+// int8BinaryGemm(a, weights, m, n, k, out, cuda)
+napi_value Int8BinaryGemm(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return nullptr;
+  int m, n, k;
+  if (!get_int(env, argv[2], &m, "m") || !get_int(env, argv[3], &n, "n") || !get_int(env, argv[4], &k, "k"))
+    return nullptr;
+  const size_t kw = (size_t)(k + 31) / 32;
+  void *a, *w, *o;
+  if (!get_typed(env, argv[0], napi_int8_array, (size_t)m * k, &a, "a") ||
+      !get_typed(env, argv[1], napi_uint32_array, (size_t)n * kw, &w, "weights") ||
+      !get_typed(env, argv[5], napi_int32_array, (size_t)m * n, &o, "out"))
+    return nullptr;
+  const bool cuda = get_bool(env, argv[6]) && g_cuda.ok;
+  const int rc = cuda ? g_cuda.i8((const int8_t *)a, (const uint32_t *)w, m, n, k, (int32_t *)o)
+                      : bwq_cpu_int8_binary_gemm((const int8_t *)a, (const uint32_t *)w, m, n, k, (int32_t *)o);
+  if (!check_rc(env, rc, cuda)) return nullptr;
+  return argv[5];
+}
+
+// ternaryTernaryGemm(aPlus, aMinus, bPlus, bMinus, m, n, k, out)
+napi_value TernaryTernaryGemm(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!get_args(env, info, 8, argv)) return nullptr;
+  int m, n, k;
+  if (!get_int(env, argv[4], &m, "m") || !get_int(env, argv[5], &n, "n") || !get_int(env, argv[6], &k, "k"))
+    return nullptr;
+  const size_t kw = (size_t)(k + 31) / 32;
+  void *ap, *am, *bp, *bm, *o;
+  if (!get_typed(env, argv[0], napi_uint32_array, (size_t)m * kw, &ap, "aPlus") ||
+      !get_typed(env, argv[1], napi_uint32_array, (size_t)m * kw, &am, "aMinus") ||
+      !get_typed(env, argv[2], napi_uint32_array, (size_t)n * kw, &bp, "bPlus") ||
+      !get_typed(env, argv[3], napi_uint32_array, (size_t)n * kw, &bm, "bMinus") ||
+      !get_typed(env, argv[7], napi_int32_array, (size_t)m * n, &o, "out"))
+    return nullptr;
+  const int rc = bwq_cpu_ternary_ternary_gemm((const uint32_t *)ap, (const uint32_t *)am, (const uint32_t *)bp,
+                                              (const uint32_t *)bm, m, n, k, (int32_t *)o);
+  if (!check_rc(env, rc, false)) return nullptr;
+  return argv[7];
+}
+
+// cudaInit() -> { ok, message, library }
+napi_value CudaInit(napi_env env, napi_callback_info) {
+  cuda_load();
+  napi_value o;
+  NAPI_CALL(env, napi_create_object(env, &o));
+  set(env, o, "ok", make_bool(env, g_cuda.ok));
+  set(env, o, "message", make_string(env, g_cuda.message.c_str()));
+  set(env, o, "library", make_string(env, g_cuda.path.c_str()));
+  return o;
+}
+
+// cudaBench(kind, m, n, k, warmup, reps) -> { msOurs, msCublas, topsOurs, tflopsCublas, kernel, checked, mismatches, cublas }
+napi_value CudaBench(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!get_args(env, info, 6, argv)) return nullptr;
+  int kind, m, n, k, warmup, reps;
+  if (!get_int(env, argv[0], &kind, "kind") || !get_int(env, argv[1], &m, "m") || !get_int(env, argv[2], &n, "n") ||
+      !get_int(env, argv[3], &k, "k") || !get_int(env, argv[4], &warmup, "warmup") ||
+      !get_int(env, argv[5], &reps, "reps"))
+    return nullptr;
+  cuda_load();
+  if (!g_cuda.ok) {
+    napi_throw_error(env, "BWQ_CUDA", ("bwq: CUDA unavailable: " + g_cuda.message).c_str());
+    return nullptr;
+  }
+  bwq_bench_result r;
+  memset(&r, 0, sizeof r);
+  const int rc = g_cuda.bench(kind, m, n, k, warmup, reps, &r);
+  if (rc != BWQ_OK && rc != BWQ_ECUBLAS) {
+    check_rc(env, rc, true);
+    return nullptr;
+  }
+  napi_value o;
+  NAPI_CALL(env, napi_create_object(env, &o));
+  set(env, o, "msOurs", make_double(env, r.ms_ours));
+  set(env, o, "msCublas", make_double(env, r.ms_cublas));
+  set(env, o, "topsOurs", make_double(env, r.tops_ours));
+  set(env, o, "tflopsCublas", make_double(env, r.tops_cublas));
+  set(env, o, "kernel", make_string(env, r.kernel));
+  set(env, o, "checked", make_bool(env, r.checked != 0));
+  set(env, o, "mismatches", make_int(env, r.mismatches));
+  set(env, o, "cublas", make_bool(env, rc == BWQ_OK));
+  return o;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+      {"cpuInfo", nullptr, CpuInfo, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setCpuLevel", nullptr, SetCpuLevel, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"ternaryBinaryGemm", nullptr, TernaryBinaryGemm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"int8BinaryGemm", nullptr, Int8BinaryGemm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"ternaryTernaryGemm", nullptr, TernaryTernaryGemm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"cudaInit", nullptr, CudaInit, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"cudaBench", nullptr, CudaBench, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,47 @@
+#!/bin/sh
+# Builds the CUDA library, the CPU kernels and the C++ driver with nvcc/g++ on a GPU machine (no Node.js
+# needed), runs the exactness tests and the benchmark.  Usage (repo root):  sh native/test/gpu-run.sh [OUTDIR]
+# Writes OUTDIR/gpu-test.log, gpu-bench.txt, gpu-bench.json, machine.txt.
+set -u
+OUT=${1:-${OUT:-/tmp/bwq-gpu}}
+mkdir -p "$OUT"
+B=/tmp/bwq-gpu-build
+rm -rf "$B"; mkdir -p "$B"
+NATIVE=$(cd "$(dirname "$0")/.." && pwd)
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+  nvcc --version | tail -2
+  grep -m1 'model name' /proc/cpuinfo; nproc
+} > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+# cuBLAS for the baseline (dlopen'ed by libbwq_cuda.so)
+if [ -z "${BWQ_CUBLAS:-}" ]; then
+  for c in /usr/local/cuda/lib64/libcublas.so /usr/local/cuda/lib64/libcublas.so.13 /usr/local/cuda/lib64/libcublas.so.12; do
+    [ -e "$c" ] && BWQ_CUBLAS=$c && break
+  done
+fi
+if [ -z "${BWQ_CUBLAS:-}" ]; then
+  BWQ_CUBLAS=$(python3 -c "import nvidia.cublas,os,glob;d=os.path.dirname(nvidia.cublas.__file__);print((glob.glob(d+'/lib/libcublas.so*'))[0])" 2>/dev/null || true)
+fi
+[ -z "$BWQ_CUBLAS" ] && BWQ_CUBLAS=$(ldconfig -p | awk '/libcublas\.so/{print $NF; exit}')
+export BWQ_CUBLAS
+echo "cublas: $BWQ_CUBLAS"
+t0=$(date +%s)
+sh "$NATIVE/build-cuda.sh" "$B" || exit 1
+[ -f "$B/libbwq_cuda.so" ] || { echo "CUDA build failed"; exit 1; }
+CXX=${CXX:-g++}
+$CXX -O3 -std=c++17 -fPIC -c "$NATIVE/src/kernels_scalar.cpp" -o "$B/ks.o" &&
+$CXX -O3 -std=c++17 -fPIC -mavx2 -mpopcnt -c "$NATIVE/src/kernels_avx2.cpp" -o "$B/k2.o" &&
+$CXX -O3 -std=c++17 -fPIC -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mpopcnt -c "$NATIVE/src/kernels_avx512.cpp" -o "$B/k5.o" &&
+$CXX -O3 -std=c++17 -fPIC -c "$NATIVE/src/cpu.cpp" -o "$B/cpu.o" &&
+$CXX -O2 -std=c++17 -DBWQ_DRIVER_CUDA "$NATIVE/test/driver.cpp" "$B"/*.o -L"$B" -lbwq_cuda -Wl,-rpath,"$B" -lpthread -o "$B/driver" || exit 1
+echo "build: $(( $(date +%s) - t0 )) s"
+"$B/driver" test > "$OUT/gpu-test.log" 2>&1
+rc_test=$?
+cat "$OUT/gpu-test.log"
+"$B/driver" bench --json "$OUT/gpu-bench.json" > "$OUT/gpu-bench.txt" 2>&1
+rc_bench=$?
+cat "$OUT/gpu-bench.txt"
+echo "test rc=$rc_test bench rc=$rc_bench"
+[ $rc_test -eq 0 ] && [ $rc_bench -eq 0 ]

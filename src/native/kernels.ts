@@ -1,0 +1,130 @@
+/**
+ * Typed access to the native packed kernels (native/, docs/KERNELS.md).
+ *
+ * Layouts: binary weights B[N,K] as Uint32 words [N, ceil(K/32)], bit j of word w = 1 iff B[n,32w+j] = +1
+ * (LSB first, padding bits 0); ternary operands as two bit-planes (plus, minus) in the same layout;
+ * int8 codes row-major [M,K]. All results are exact int32 sums.
+ */
+import { BwqError } from '../errors.js';
+import { loadAddon, type CudaBenchRaw, type NativeAddon } from './loader.js';
+
+export interface NativeKernels {
+  readonly backend: 'cpu' | 'cuda'; readonly cpuFeatures: string;   // e.g. 'avx512' | 'avx2' | 'scalar'
+  /** Y[M,N] (F32) = (Σ_k t[m,k]·B[n,k]) as exact integers; t ternary given as plus/minus bit-planes [M, ceil(K/32)] */
+  ternaryBinaryGemm(plus: Uint32Array, minus: Uint32Array, weights: Uint32Array, m: number, n: number, k: number, out?: Int32Array): Int32Array;
+  /** Y[M,N] int32 = Σ_k a[m,k]·B[n,k], a int8 codes [M,K] */
+  int8BinaryGemm(a: Int8Array, weights: Uint32Array, m: number, n: number, k: number, out?: Int32Array): Int32Array;
+  /** ternary × ternary (attention): Y[M,N] = Σ_k t1[m,k]·t2[n,k] */
+  ternaryTernaryGemm(aPlus: Uint32Array, aMinus: Uint32Array, bPlus: Uint32Array, bMinus: Uint32Array, m: number, n: number, k: number, out?: Int32Array): Int32Array;
+  /** true if a CUDA device is used */ readonly gpu: boolean; readonly notice: string | undefined;
+}
+
+export type NativeDevice = 'auto' | 'cpu' | 'cuda';
+
+function checkDims(m: number, n: number, k: number): void {
+  for (const [name, v] of [['m', m], ['n', n], ['k', k]] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) {
+      throw new BwqError(`native kernel: ${name} must be a non-negative integer, got ${v}`);
+    }
+  }
+  if (m * n > 0x7fffffff) throw new BwqError(`native kernel: output ${m}x${n} is too large`);
+}
+
+function checkLength(what: string, arr: ArrayLike<number>, need: number): void {
+  if (arr.length < need) throw new BwqError(`native kernel: ${what} has ${arr.length} elements, needs ${need}`);
+}
+
+function outBuffer(out: Int32Array | undefined, m: number, n: number): Int32Array {
+  if (out === undefined) return new Int32Array(m * n);
+  checkLength('out', out, m * n);
+  return out;
+}
+
+class Kernels implements NativeKernels {
+  readonly backend: 'cpu' | 'cuda';
+  readonly gpu: boolean;
+  readonly notice: string | undefined;
+  constructor(private readonly addon: NativeAddon, cuda: boolean, notice: string | undefined) {
+    this.backend = cuda ? 'cuda' : 'cpu';
+    this.gpu = cuda;
+    this.notice = notice;
+  }
+  get cpuFeatures(): string {
+    return this.addon.cpuInfo().level;
+  }
+  ternaryBinaryGemm(plus: Uint32Array, minus: Uint32Array, weights: Uint32Array, m: number, n: number, k: number,
+    out?: Int32Array): Int32Array {
+    checkDims(m, n, k);
+    const kw = Math.ceil(k / 32);
+    checkLength('plus', plus, m * kw);
+    checkLength('minus', minus, m * kw);
+    checkLength('weights', weights, n * kw);
+    const y = outBuffer(out, m, n);
+    this.addon.ternaryBinaryGemm(plus, minus, weights, m, n, k, y, this.gpu);
+    return y;
+  }
+  int8BinaryGemm(a: Int8Array, weights: Uint32Array, m: number, n: number, k: number, out?: Int32Array): Int32Array {
+    checkDims(m, n, k);
+    checkLength('a', a, m * k);
+    checkLength('weights', weights, n * Math.ceil(k / 32));
+    const y = outBuffer(out, m, n);
+    this.addon.int8BinaryGemm(a, weights, m, n, k, y, this.gpu);
+    return y;
+  }
+  ternaryTernaryGemm(aPlus: Uint32Array, aMinus: Uint32Array, bPlus: Uint32Array, bMinus: Uint32Array, m: number,
+    n: number, k: number, out?: Int32Array): Int32Array {
+    checkDims(m, n, k);
+    const kw = Math.ceil(k / 32);
+    checkLength('aPlus', aPlus, m * kw);
+    checkLength('aMinus', aMinus, m * kw);
+    checkLength('bPlus', bPlus, n * kw);
+    checkLength('bMinus', bMinus, n * kw);
+    const y = outBuffer(out, m, n);
+    // Attention operands are small; this one always runs on the CPU kernels.
+    this.addon.ternaryTernaryGemm(aPlus, aMinus, bPlus, bMinus, m, n, k, y);
+    return y;
+  }
+}
+
+/**
+ * Loads the addon (BwqError if it is not built) and picks the device. 'auto' and 'cuda' use CUDA when
+ * libbwq_cuda.so was built and a device answers; otherwise the CPU kernels, with a one-line `notice`
+ * saying why (callers print it once). 'cpu' never touches CUDA.
+ */
+export function loadNativeKernels(options: { device?: NativeDevice } = {}): NativeKernels {
+  const device = options.device ?? 'auto';
+  const addon = loadAddon();
+  if (device === 'cpu') return new Kernels(addon, false, undefined);
+  const cuda = addon.cudaInit();
+  if (cuda.ok) return new Kernels(addon, true, undefined);
+  const cpu = addon.cpuInfo();
+  const notice = `bwq: CUDA unavailable (${cuda.message}); using CPU kernels (${cpu.level}, ${cpu.threads} threads)`;
+  return new Kernels(addon, false, notice);
+}
+
+/** Worker threads of the CPU kernels (default: hardware concurrency or BWQ_NUM_THREADS); n <= 0 restores it. */
+export function setNativeThreads(n: number): number {
+  return loadAddon().setThreads(Math.max(0, Math.trunc(n)));
+}
+
+/** Forces a CPU code path (clamped to what the CPU supports); returns the path now in use. */
+export function setNativeCpuLevel(level: 'auto' | 'scalar' | 'avx2' | 'avx512'): string {
+  return loadAddon().setCpuLevel(level);
+}
+
+/** CPU code path detected by cpuid, the one in use, and the thread count. */
+export function nativeCpuInfo(): { level: string; detected: string; threads: number } {
+  return loadAddon().cpuInfo();
+}
+
+export type CudaBenchResult = CudaBenchRaw;
+
+/**
+ * Times our CUDA kernel and cuBLAS FP16 GEMM (cudaEvent timing inside libbwq_cuda.so, the same code the
+ * C++ driver native/test/driver.cpp uses). kind: 'ternary-binary' | 'int8-binary'.
+ */
+export function nativeCudaBench(kind: 'ternary-binary' | 'int8-binary', m: number, n: number, k: number,
+  warmup = 10, reps = 100): CudaBenchResult {
+  checkDims(m, n, k);
+  return loadAddon().cudaBench(kind === 'ternary-binary' ? 0 : 1, m, n, k, warmup, reps);
+}

@@ -1,0 +1,65 @@
+/**
+ * Locates and loads the N-API addon built by `npm install` (node-gyp → build/Release/bwq.node).
+ * Only this module touches the raw binding; src/native/kernels.ts wraps it in the typed API.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BwqError } from '../errors.js';
+
+/** Raw functions exported by native/src/addon.cpp. */
+export interface NativeAddon {
+  cpuInfo(): { level: string; detected: string; threads: number };
+  setCpuLevel(level: 'auto' | 'scalar' | 'avx2' | 'avx512'): string;
+  setThreads(n: number): number;
+  ternaryBinaryGemm(plus: Uint32Array, minus: Uint32Array, weights: Uint32Array, m: number, n: number, k: number,
+    out: Int32Array, cuda: boolean): Int32Array;
+  int8BinaryGemm(a: Int8Array, weights: Uint32Array, m: number, n: number, k: number, out: Int32Array,
+    cuda: boolean): Int32Array;
+  ternaryTernaryGemm(aPlus: Uint32Array, aMinus: Uint32Array, bPlus: Uint32Array, bMinus: Uint32Array, m: number,
+    n: number, k: number, out: Int32Array): Int32Array;
+  cudaInit(): { ok: boolean; message: string; library: string };
+  cudaBench(kind: number, m: number, n: number, k: number, warmup: number, reps: number): CudaBenchRaw;
+}
+
+export interface CudaBenchRaw {
+  msOurs: number; msCublas: number; topsOurs: number; tflopsCublas: number; kernel: string;
+  checked: boolean; mismatches: number; cublas: boolean;
+}
+
+/** Package root: this file is src/native/loader.ts or dist/native/loader.js, two levels below it. */
+export function packageRoot(): string {
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+}
+
+/** Candidate paths of the addon, first match wins (BWQ_NATIVE_ADDON overrides). */
+export function addonCandidates(): string[] {
+  const root = packageRoot();
+  const list: string[] = [];
+  const env = process.env['BWQ_NATIVE_ADDON'];
+  if (env !== undefined && env !== '') list.push(resolve(env));
+  list.push(join(root, 'build', 'Release', 'bwq.node'), join(root, 'build', 'Debug', 'bwq.node'));
+  return list;
+}
+
+let cached: NativeAddon | undefined;
+
+/** Loads the addon once; BwqError naming the expected path when it is missing or broken. */
+export function loadAddon(): NativeAddon {
+  if (cached !== undefined) return cached;
+  const candidates = addonCandidates();
+  const found = candidates.find((p) => existsSync(p));
+  if (found === undefined) {
+    throw new BwqError('native kernels are not built (run `npm install` or `npx node-gyp rebuild` in the bwq package)',
+      { file: candidates[candidates.length - 2] ?? 'build/Release/bwq.node' });
+  }
+  const require = createRequire(import.meta.url);
+  try {
+    cached = require(found) as NativeAddon;
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw new BwqError(`cannot load the native addon: ${message}`, { file: found, cause: error });
+  }
+  return cached;
+}
