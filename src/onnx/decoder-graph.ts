@@ -245,14 +245,16 @@ export function lmHead(g: GraphBuilder, hidden: string, weight: string): string 
 }
 
 /**
- * Per-token NLL [B, S-1] of ids[:, t+1] under the logits of position t, computed from the final
+ * Per-token NLL [B, S-1] of ids[:, t+1] under the logits of position t (logsumexp − target logit), from the final
  * normed hidden states (the last position is dropped before the LM head).
  */
 export function nllHead(g: GraphBuilder, hidden: string, weight: string, ids: string): string {
   const big = Number.MAX_SAFE_INTEGER;
   const head = g.node('Slice', [hidden, g.constInt64([0]), g.constInt64([-1]), g.constInt64([1])]);
-  const logp = g.node('LogSoftmax', [lmHead(g, head, weight)], { axis: -1 });
+  const logits = lmHead(g, head, weight);
+  // -log softmax(z)[y] = logsumexp(z) - z[y]  (ORT's ReduceLogSumExp subtracts the max first)
+  const lse = g.node('ReduceLogSumExp', [logits], { axes: [-1], keepdims: 1 });
   const targets = g.node('Unsqueeze', [g.node('Slice', [ids, g.constInt64([1]), g.constInt64([big]), g.constInt64([1])]), g.constInt64([2])]);
-  const picked = g.node('GatherElements', [logp, targets], { axis: 2 });
-  return g.node('Neg', [g.node('Squeeze', [picked, g.constInt64([2])])]);
+  const picked = g.node('GatherElements', [logits, targets], { axis: 2 });
+  return g.node('Squeeze', [g.sub(lse, picked), g.constInt64([2])]);
 }
