@@ -1,15 +1,216 @@
+/**
+ * `bwq bench`: kernel throughput and speedups measured in one run.
+ *  - CPU: packed ternary×binary (and int8×binary) GEMM of the native addon vs onnxruntime fp32 MatMul.
+ *  - GPU (when CUDA is available): our CUDA kernels vs cuBLAS FP16 GEMM, timed inside libbwq_cuda.so.
+ *  - Eval tokens/s of the bundled model (src/eval/benchmark.js), when that module is present.
+ */
+import { cpus } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import type { Command } from 'commander';
-import { BwqError } from '../../errors.js';
+import { BwqError, usageError } from '../../errors.js';
+import { loadNativeKernels, nativeCpuInfo, nativeCudaBench, setNativeThreads } from '../../native/kernels.js';
+import { loadAddon } from '../../native/loader.js';
 
-/** Placeholder until its issue lands: says so and exits with code 2. */
+export const BENCH_SHAPES: ReadonlyArray<{ k: number; n: number }> = [
+  { k: 4096, n: 4096 }, { k: 4096, n: 11008 }, { k: 11008, n: 4096 },
+];
+export const BENCH_MS = [1, 16, 512, 2048] as const;
+export const QUICK_MS = [1, 16] as const;
+
+export interface CpuBenchRow {
+  m: number; k: number; n: number;
+  msTernaryBinary: number; msInt8Binary: number; msOrtFp32: number;
+  speedupTernaryBinary: number; speedupInt8Binary: number;
+  /** sampled outputs of our kernel equal ORT's fp32 result on the same ±1 / ternary values */
+  agrees: boolean;
+}
+export interface GpuBenchRow {
+  op: 'ternary-binary' | 'int8-binary'; kernel: string; m: number; k: number; n: number;
+  msOurs: number; msCublasFp16: number; speedup: number; checked: boolean; mismatches: number;
+}
+export interface BenchReport {
+  date: string;
+  machine: { cpu: string; cores: number; cpuPath: string; threads: number; gpu: string | undefined; notice: string | undefined };
+  cpu: CpuBenchRow[];
+  gpu: GpuBenchRow[];
+  eval: { tokensPerSecond: number; seqlen: number; windows: number; tokens: number } | { skipped: string };
+  targets: { name: string; value: number | undefined; target: number; met: boolean | undefined }[];
+}
+
+interface BenchOptions { quick?: boolean; json?: boolean; threads?: string; gpu?: boolean; cpu?: boolean; eval?: boolean; ms?: string }
+
+function xorshift(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    return s;
+  };
+}
+
+/** Mean ms per call: one warm-up call, then at least `minReps` calls and until `minMs` has passed. */
+async function timeCalls(fn: () => unknown, minReps: number, minMs: number, maxReps = 1000): Promise<number> {
+  await fn();
+  let reps = 0;
+  const t0 = performance.now();
+  while (reps < minReps || (performance.now() - t0 < minMs && reps < maxReps)) {
+    await fn();
+    reps++;
+  }
+  return (performance.now() - t0) / reps;
+}
+
+async function cpuBench(ms: readonly number[], quick: boolean, log: (s: string) => void): Promise<CpuBenchRow[]> {
+  const { ortMatmul } = await import('../../onnx/ort-matmul.js');
+  const kernels = loadNativeKernels({ device: 'cpu' });
+  const rows: CpuBenchRow[] = [];
+  const r = xorshift(2024);
+  for (const { k, n } of BENCH_SHAPES) {
+    const kw = Math.ceil(k / 32);
+    // Weights: random signs, packed and as fp32 [N,K] for ORT (Gemm with transB).
+    const w = new Uint32Array(n * kw);
+    for (let i = 0; i < w.length; i++) w[i] = r();
+    if (k % 32) for (let j = 0; j < n; j++) w[j * kw + kw - 1] = (w[j * kw + kw - 1]! & ((1 << (k % 32)) - 1)) >>> 0;
+    const bf = new Float32Array(n * k);
+    for (let j = 0; j < n; j++) for (let t = 0; t < k; t++) bf[j * k + t] = (w[j * kw + (t >> 5)]! >>> (t & 31)) & 1 ? 1 : -1;
+    for (const m of ms) {
+      const plus = new Uint32Array(m * kw), minus = new Uint32Array(m * kw);
+      const af = new Float32Array(m * k);
+      const a8 = new Int8Array(m * k);
+      for (let i = 0; i < m; i++) {
+        for (let t = 0; t < k; t++) {
+          const v = (r() % 3) - 1;
+          af[i * k + t] = v;
+          a8[i * k + t] = v * 17;
+          if (v === 1) plus[i * kw + (t >> 5)] = (plus[i * kw + (t >> 5)]! | (1 << (t & 31))) >>> 0;
+          if (v === -1) minus[i * kw + (t >> 5)] = (minus[i * kw + (t >> 5)]! | (1 << (t & 31))) >>> 0;
+        }
+      }
+      const out = new Int32Array(m * n);
+      const big = m >= 512;
+      const minMs = quick ? 200 : 500;
+      const msTb = await timeCalls(() => kernels.ternaryBinaryGemm(plus, minus, w, m, n, k, out), big ? 2 : 5, minMs);
+      const tb = Int32Array.from(out);
+      const msI8 = await timeCalls(() => kernels.int8BinaryGemm(a8, w, m, n, k, out), big ? 2 : 5, minMs);
+      let ortOut: Float32Array = new Float32Array(0);
+      const msOrt = await timeCalls(async () => { ortOut = await ortMatmul(af, bf, m, k, n, { transposeB: true }); },
+        big ? 1 : 3, big ? 0 : minMs);
+      let agrees = true;
+      for (let s = 0; s < 64; s++) {
+        const idx = r() % (m * n);
+        if (tb[idx] !== ortOut[idx]) agrees = false;
+      }
+      const row: CpuBenchRow = { m, k, n, msTernaryBinary: msTb, msInt8Binary: msI8, msOrtFp32: msOrt,
+        speedupTernaryBinary: msOrt / msTb, speedupInt8Binary: msOrt / msI8, agrees };
+      rows.push(row);
+      log(`cpu  M=${String(m).padEnd(5)} K=${String(k).padEnd(6)} N=${String(n).padEnd(6)} ` +
+        `ternary×binary ${msTb.toFixed(3).padStart(9)} ms  int8×binary ${msI8.toFixed(3).padStart(9)} ms  ` +
+        `ORT fp32 ${msOrt.toFixed(3).padStart(9)} ms  speedup ${(msOrt / msTb).toFixed(2).padStart(7)}× / ` +
+        `${(msOrt / msI8).toFixed(2).padStart(6)}×${agrees ? '' : '  RESULT MISMATCH'}`);
+    }
+  }
+  return rows;
+}
+
+function gpuBench(ms: readonly number[], log: (s: string) => void): GpuBenchRow[] {
+  const rows: GpuBenchRow[] = [];
+  for (const op of ['ternary-binary', 'int8-binary'] as const) {
+    for (const { k, n } of BENCH_SHAPES) {
+      for (const m of ms) {
+        const r = nativeCudaBench(op, m, n, k, 10, m >= 512 ? 50 : 200);
+        const speedup = r.msCublas > 0 ? r.msCublas / r.msOurs : 0;
+        rows.push({ op, kernel: r.kernel, m, k, n, msOurs: r.msOurs, msCublasFp16: r.msCublas, speedup,
+          checked: r.checked, mismatches: r.mismatches });
+        log(`gpu  ${op.padEnd(14)} ${r.kernel.padEnd(13)} M=${String(m).padEnd(5)} K=${String(k).padEnd(6)} ` +
+          `N=${String(n).padEnd(6)} ours ${r.msOurs.toFixed(4)} ms  cuBLAS fp16 ${r.cublas ? r.msCublas.toFixed(4) + ' ms' : 'n/a'}` +
+          `  speedup ${speedup.toFixed(2)}×${r.mismatches > 0 ? '  MISMATCH' : ''}`);
+      }
+    }
+  }
+  return rows;
+}
+
+function minOf(values: number[]): number | undefined {
+  return values.length === 0 ? undefined : Math.min(...values);
+}
+
+export async function runBench(options: BenchOptions, log: (s: string) => void): Promise<BenchReport> {
+  const quick = options.quick === true;
+  let ms: number[] = quick ? [...QUICK_MS] : [...BENCH_MS];
+  if (options.ms !== undefined) {
+    ms = options.ms.split(',').map((s) => Number(s.trim()));
+    if (ms.some((v) => !Number.isInteger(v) || v < 1)) throw usageError(`--m expects positive integers, got "${options.ms}"`);
+  }
+  if (options.threads !== undefined) {
+    const t = Number(options.threads);
+    if (!Number.isInteger(t) || t < 1) throw usageError(`--threads expects a positive integer, got "${options.threads}"`);
+    setNativeThreads(t);
+  }
+  const auto = loadNativeKernels({ device: options.gpu === false ? 'cpu' : 'auto' });
+  if (auto.notice !== undefined) process.stderr.write(`${auto.notice}\n`);
+  const info = nativeCpuInfo();
+  const cuda = auto.gpu ? loadAddon().cudaInit() : undefined;
+  const report: BenchReport = {
+    date: new Date().toISOString(),
+    machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, cpuPath: info.level, threads: info.threads,
+      gpu: cuda?.message, notice: auto.notice },
+    cpu: [], gpu: [], eval: { skipped: 'disabled' }, targets: [],
+  };
+  log(`bwq bench ${report.date}  CPU: ${report.machine.cpu} (${report.machine.cores} cores, ${info.level}, ${info.threads} threads)` +
+    `${cuda ? `  GPU: ${cuda.message}` : ''}`);
+  if (options.cpu !== false) report.cpu = await cpuBench(ms, quick, log);
+  if (auto.gpu) report.gpu = gpuBench(ms, log);
+  if (options.eval !== false) {
+    try {
+      const mod = (await import('../../eval/benchmark.js')) as {
+        benchmarkEval?: (o: { windows?: number; seqlen?: number }) => Promise<{ tokensPerSecond: number; seqlen: number; windows: number; tokens: number }>;
+      };
+      if (typeof mod.benchmarkEval !== 'function') {
+        report.eval = { skipped: 'src/eval/benchmark.js has no benchmarkEval' };
+      } else {
+        const e = await mod.benchmarkEval(quick ? { windows: 2, seqlen: 256 } : { windows: 8 });
+        report.eval = { tokensPerSecond: e.tokensPerSecond, seqlen: e.seqlen, windows: e.windows, tokens: e.tokens };
+        log(`eval ${e.tokens} tokens (seqlen ${e.seqlen}, ${e.windows} windows): ${e.tokensPerSecond.toFixed(1)} tokens/s`);
+      }
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      report.eval = { skipped: `eval benchmark unavailable: ${message.split('\n')[0]}` };
+      log(`eval skipped: ${message.split('\n')[0]}`);
+    }
+  }
+  const cpuM1 = minOf(report.cpu.filter((r) => r.m === 1).map((r) => r.speedupTernaryBinary));
+  const gpuTb = report.gpu.filter((r) => r.op === 'ternary-binary' && r.speedup > 0);
+  const gpuM1 = minOf(gpuTb.filter((r) => r.m === 1).map((r) => r.speedup));
+  const gpuM2048 = minOf(gpuTb.filter((r) => r.m === 2048).map((r) => r.speedup));
+  const target = (name: string, value: number | undefined, t: number) =>
+    ({ name, value, target: t, met: value === undefined ? undefined : value >= t });
+  report.targets = [
+    target('CPU M=1 ternary×binary vs ORT fp32 (min over shapes)', cpuM1, 8),
+    target('GPU M=1 ternary×binary vs cuBLAS FP16 (min over shapes)', gpuM1, 10),
+    target('GPU M=2048 ternary×binary vs cuBLAS FP16 (min over shapes)', gpuM2048, 4),
+  ];
+  for (const t of report.targets) {
+    log(`target ${t.name}: ${t.value === undefined ? 'not measured' : `${t.value.toFixed(2)}× (target ${t.target}×) ${t.met ? 'met' : 'MISSED'}`}`);
+  }
+  return report;
+}
+
 export function registerBench(program: Command): void {
   program
     .command('bench')
-    .description('bench (not built yet)')
-    .allowUnknownOption()
-    .argument('[args...]')
-    .option('--json', 'machine-readable output')
-    .action(() => {
-      throw new BwqError('`bwq bench` is not built yet', { exitCode: 2 });
+    .description('kernel throughput: packed CPU kernels vs onnxruntime fp32, CUDA kernels vs cuBLAS FP16, eval tokens/s')
+    .option('--quick', `CI-friendly run: M in {${QUICK_MS.join(', ')}} instead of {${BENCH_MS.join(', ')}}`)
+    .option('--m <list>', 'comma-separated M values (overrides --quick)')
+    .option('--threads <n>', 'CPU threads for our kernels (default: hardware concurrency)')
+    .option('--no-gpu', 'skip the CUDA benchmark even when a GPU is present')
+    .option('--no-cpu', 'skip the CPU benchmark')
+    .option('--no-eval', 'skip the eval tokens/s benchmark')
+    .option('--json', 'print one JSON report on stdout')
+    .action(async (options: BenchOptions) => {
+      const json = options.json === true;
+      const log = (s: string) => (json ? process.stderr : process.stdout).write(`${s}\n`);
+      const report = await runBench(options, log);
+      if (json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      const bad = report.cpu.some((r) => !r.agrees) || report.gpu.some((r) => r.mismatches > 0);
+      if (bad) throw new BwqError('bench: a kernel result disagreed with its reference (see output above)');
     });
 }
