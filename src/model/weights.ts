@@ -173,6 +173,9 @@ export function linearByRole(layer: LayerWeightNames, role: LinearRole): LinearW
 export interface TensorNameSource {
   has(name: string): boolean;
   names(): string[];
+  /** Used to name the checkpoint in errors when no file is given (Checkpoint has both). */
+  readonly indexFile?: string | undefined;
+  readonly files?: readonly string[];
 }
 
 function mapNames(names: ModelWeightNames, rename: (n: string) => string): ModelWeightNames {
@@ -197,9 +200,11 @@ function mapNames(names: ModelWeightNames, rename: (n: string) => string): Model
 /**
  * Weight names matched against the tensors actually present: tries the canonical prefix, then
  * none (GPT-2 hub checkpoints: `h.0.…`, `wte.weight`; bare Llama bodies: `layers.0.…`). A tied
- * model keeps lmHead = embedTokens. Throws a BwqError naming `file` listing the first missing tensor.
+ * model keeps lmHead = embedTokens. Throws a BwqError naming `file` (default: the checkpoint's index
+ * or first file) and the first missing tensor.
  */
-export function resolveWeightNames(config: ModelConfig, checkpoint: TensorNameSource, file: string): ModelWeightNames {
+export function resolveWeightNames(config: ModelConfig, checkpoint: TensorNameSource, file?: string): ModelWeightNames {
+  const where = file ?? checkpoint.indexFile ?? checkpoint.files?.[0] ?? 'checkpoint';
   const canonical = modelWeightNames(config);
   const strip = config.architecture === 'gpt2' ? 'transformer.' : 'model.';
   const candidates: ModelWeightNames[] = [
@@ -214,7 +219,7 @@ export function resolveWeightNames(config: ModelConfig, checkpoint: TensorNameSo
   }
   const missing = best!.missing;
   const more = missing.length > 1 ? ` (and ${missing.length - 1} more)` : '';
-  throw new BwqError(`checkpoint has no tensor '${missing[0]}'${more} required by the ${config.architecture} config`, { file });
+  throw new BwqError(`checkpoint has no tensor '${missing[0]}'${more} required by the ${config.architecture} config`, { file: where });
 }
 
 /** Minimal view of a checkpoint needed to check shapes. */

@@ -94,6 +94,8 @@ describe('resolveWeightNames', () => {
     const source = { has: (n: string) => present.has(n), names: () => [...present] };
     expect(() => resolveWeightNames(config, source, 'm/model.safetensors'))
       .toThrow(/checkpoint has no tensor 'model.layers.1.self_attn.k_norm.weight' required by the qwen3 config/);
+    const withFiles = { ...source, files: ['m/weights.safetensors'] };
+    expect(() => resolveWeightNames(config, withFiles)).toThrow(expect.objectContaining({ file: 'm/weights.safetensors' }));
   });
 });
 

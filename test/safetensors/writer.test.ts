@@ -18,7 +18,12 @@ const FIXTURES = [
   'test/fixtures/models/tiny-mistral/model.safetensors',
   'test/fixtures/models/tiny-qwen2/model.safetensors',
   'test/fixtures/models/tiny-qwen3/model.safetensors',
+  'test/fixtures/reference/sotu-llama.logits.safetensors',
+  'test/fixtures/reference/tiny-gpt2.logits.safetensors',
   'test/fixtures/reference/tiny-llama.logits.safetensors',
+  'test/fixtures/reference/tiny-mistral.logits.safetensors',
+  'test/fixtures/reference/tiny-qwen2.logits.safetensors',
+  'test/fixtures/reference/tiny-qwen3.logits.safetensors',
   'models/sotu-llama/model.safetensors',
 ];
 
