@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { SafetensorsFile } from '../../src/safetensors/reader.js';
@@ -193,6 +193,26 @@ describe('invalid files: one-line BwqError naming the file', () => {
     expect(f.metadata).toEqual({ a: 'x', b: 'say "a"' });
     expect([...(await f.readBytes('q"uote'))]).toEqual([9]);
     await f.close();
+  });
+
+  test('opening and reading touch only the header and the requested range (sparse 5 GiB file)', async () => {
+    const big = 5 * 2 ** 30;
+    const header = headerOf({
+      big: { dtype: 'U8', shape: [big], data_offsets: [0, big] },
+      small: { dtype: 'F32', shape: [2], data_offsets: [big, big + 8] },
+    });
+    const p = buildFile(path(), header);
+    const dataStart = 8 + Buffer.byteLength(header);
+    truncateSync(p, dataStart + big + 8); // sparse: no disk blocks for the 5 GiB tensor
+    const fd = openSync(p, 'r+');
+    writeSync(fd, Buffer.from(Float32Array.from([1.5, -3]).buffer), 0, 8, dataStart + big);
+    closeSync(fd);
+    expect(statSync(p).size).toBe(dataStart + big + 8);
+    const f = await SafetensorsFile.open(p);
+    expect(f.info('small').fileOffset).toBe(dataStart + big);
+    expect([...(await f.readFloat32('small'))]).toEqual([1.5, -3]);
+    await f.close();
+    writeFileSync(p, ''); // release the sparse file
   });
 
   test('reading after close fails with a BwqError', async () => {
