@@ -28,6 +28,9 @@ export function isSafetensorsDtype(s: string): s is SafetensorsDtype {
 
 const scratch = new DataView(new ArrayBuffer(4));
 
+/** Typed-array fast paths reinterpret bytes in platform order, valid only on little-endian hosts. */
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
 /** Exact value of an IEEE 754 binary16 bit pattern (subnormals, ±0, ±inf, NaN). */
 export function float16BitsToFloat32(bits: number): number {
   const sign = bits & 0x8000 ? -1 : 1;
@@ -122,19 +125,21 @@ export function bytesToFloat32(bytes: Uint8Array, dtype: SafetensorsDtype): Floa
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   switch (dtype) {
     case 'F32':
-      new Uint8Array(out.buffer).set(bytes);
+      if (LITTLE_ENDIAN) new Uint8Array(out.buffer).set(bytes);
+      else for (let i = 0; i < n; i++) out[i] = view.getFloat32(i * 4, true);
       break;
     case 'F64':
       for (let i = 0; i < n; i++) out[i] = view.getFloat64(i * 8, true);
       break;
-    case 'F16': {
-      const table = float16Table();
-      for (let i = 0; i < n; i++) out[i] = table[view.getUint16(i * 2, true)]!;
-      break;
-    }
+    case 'F16':
     case 'BF16': {
-      const table = bfloat16Table();
-      for (let i = 0; i < n; i++) out[i] = table[view.getUint16(i * 2, true)]!;
+      const table = dtype === 'F16' ? float16Table() : bfloat16Table();
+      if (LITTLE_ENDIAN && bytes.byteOffset % 2 === 0) {
+        const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+        for (let i = 0; i < n; i++) out[i] = table[halves[i]!]!;
+      } else {
+        for (let i = 0; i < n; i++) out[i] = table[view.getUint16(i * 2, true)]!;
+      }
       break;
     }
     case 'I64':
@@ -175,7 +180,8 @@ export function float32ToBytes(values: Float32Array, dtype: 'F32' | 'F16' | 'BF1
   const view = new DataView(out.buffer);
   switch (dtype) {
     case 'F32':
-      out.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+      if (LITTLE_ENDIAN) out.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+      else for (let i = 0; i < values.length; i++) view.setFloat32(i * 4, values[i]!, true);
       break;
     case 'F64':
       for (let i = 0; i < values.length; i++) view.setFloat64(i * 8, values[i]!, true);

@@ -6,6 +6,8 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { BwqError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { bytesToFloat32, type SafetensorsDtype } from './dtypes.js';
+
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 import { parseHeader, parseHeaderLength, type HeaderEntry } from './header.js';
 
 export interface TensorInfo {
@@ -125,7 +127,8 @@ export class SafetensorsFile {
   async readFloat32(name: string): Promise<Float32Array> {
     const info = this.info(name);
     const bytes = await this.readBytes(name);
-    if (info.dtype === 'F32') return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    // Fresh, aligned buffer: reinterpret F32 in place on little-endian hosts.
+    if (info.dtype === 'F32' && LITTLE_ENDIAN) return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
     return bytesToFloat32(bytes, info.dtype);
   }
 

@@ -142,6 +142,12 @@ describe('bytesToFloat32', () => {
     const f32 = new Uint8Array(5);
     new DataView(f32.buffer).setFloat32(1, 1.25, true);
     expect([...bytesToFloat32(f32.subarray(1), 'F32')]).toEqual([1.25]);
+    const halves = Uint8Array.from([0xaa, 0x00, 0x3c, 0x00, 0xc1]); // odd offset: F16 1, -2.5
+    expect([...bytesToFloat32(halves.subarray(1), 'F16')]).toEqual([1, -2.5]);
+    expect([...bytesToFloat32(Uint8Array.from([0x00, 0x3c, 0x00, 0xc1]), 'F16')]).toEqual([1, -2.5]);
+    const bf = Uint8Array.from([0xaa, 0x80, 0x3f, 0x20, 0xc0]); // odd offset: BF16 1, -2.5
+    expect([...bytesToFloat32(bf.subarray(1), 'BF16')]).toEqual([1, -2.5]);
+    expect([...bytesToFloat32(Uint8Array.from([0x80, 0x3f, 0x20, 0xc0]), 'BF16')]).toEqual([1, -2.5]);
   });
   test('rejects a partial element', () => {
     expect(() => bytesToFloat32(new Uint8Array(3), 'F16')).toThrow(/not a whole number/);
