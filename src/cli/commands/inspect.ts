@@ -42,6 +42,10 @@ function formatCount(n: number): string {
   return n.toLocaleString('en-US');
 }
 
+function plural(n: number, word: string): string {
+  return `${formatCount(n)} ${word}${n === 1 ? '' : 's'}`;
+}
+
 function shapeText(shape: readonly number[] | undefined): string {
   return shape === undefined ? '[various]' : `[${shape.join(', ')}]`;
 }
@@ -117,7 +121,7 @@ export function formatInspect(report: InspectReport): string {
   lines.push(`parameters    ${formatCount(report.parameterCount)} in ${report.tensorCount} tensors (${formatBytes(report.dataBytes)})`);
   lines.push('dtypes');
   lines.push(...table(Object.entries(report.dtypes).map(([d, s]) => [
-    d, `${s.tensors} tensors`, `${formatCount(s.parameters)} values`, formatBytes(s.bytes),
+    d, plural(s.tensors, 'tensor'), plural(s.parameters, 'value'), formatBytes(s.bytes),
   ]), '  '));
   const metaEntries = Object.entries(report.metadata).filter(([, m]) => Object.keys(m).length > 0);
   const metaTexts = [...new Set(metaEntries.map(([, m]) => Object.entries(m).map(([k, v]) => `${k}=${v}`).join(', ')))];
