@@ -5,7 +5,7 @@
  * B = Qᵀ A [(r + p), n]; U = Q U_B. Returns the leading `rank` triplets (plus the rest of the
  * sketch's singular values in `sAll`, useful for thresholds).
  */
-import { gemm } from './dense.js';
+import { jsMatmul, type Matmul } from './matmul.js';
 import { qr } from './qr.js';
 import { Rng } from './random.js';
 import { svd } from './svd.js';
@@ -19,28 +19,29 @@ export interface TruncatedSvd {
   sAll: Float64Array;
 }
 
-export function randomizedSvd(
+export async function randomizedSvd(
   a: Float64Array | Float32Array,
   m: number,
   n: number,
   rank: number,
-  options: { oversample?: number; powerIterations?: number; seed?: number } = {},
-): TruncatedSvd {
+  options: { oversample?: number; powerIterations?: number; seed?: number; matmul?: Matmul } = {},
+): Promise<TruncatedSvd> {
+  const mm = options.matmul ?? jsMatmul;
   const p = options.oversample ?? 8;
   const iters = options.powerIterations ?? 2;
   const l = Math.min(rank + p, m, n);
   const rng = new Rng(options.seed ?? 0);
   const omega = new Float64Array(n * l);
   for (let i = 0; i < omega.length; i++) omega[i] = rng.normal();
-  let y = gemm(a, omega, m, n, l); // [m, l]
+  let y = await mm(a, omega, m, n, l); // [m, l]
   let q = qr(y, m, l).q;
   for (let it = 0; it < iters; it++) {
-    const z = gemm(a, q, n, m, l, { transposeA: true }); // Aᵀ Q  [n, l]
+    const z = await mm(a, q, n, m, l, { transposeA: true }); // Aᵀ Q  [n, l]
     const qz = qr(z, n, l).q;
-    y = gemm(a, qz, m, n, l);
+    y = await mm(a, qz, m, n, l);
     q = qr(y, m, l).q;
   }
-  const b = gemm(q, a, l, m, n, { transposeA: true }); // Qᵀ A [l, n]
+  const b = await mm(q, a, l, m, n, { transposeA: true }); // Qᵀ A [l, n]
   const small = svd(b, l, n); // u [l, l], s [l], v [n, l]
   const r = Math.min(rank, l);
   const ub = small.u;

@@ -7,7 +7,7 @@
  *   Q·Kᵀ operands:   Σ_h ‖(Q_h K_hᵀ − Q̂_h K̂_hᵀ) ⊙ causal‖²  (sampled query rows, all keys)
  *   P·V operands:    Σ_h ‖P_h V_h − P̂_h V̂_h‖²               (sampled query rows)
  */
-import { gemm } from '../linalg/dense.js';
+import { jsMatmul, type Matmul } from '../linalg/matmul.js';
 import type { ActivationQuantizer } from './recipe.js';
 import { quantizeRows } from './quantizers.js';
 
@@ -38,11 +38,11 @@ export function candidateQuantizers(kind: 'int' | 'ternary', bits: number, grid?
 }
 
 /** Output squared error Σ_l ‖ref_l − Q(X) Ŵ_lᵀ‖² for one quantizer. */
-export function linearOutputError(x: Float32Array, tokens: number, cols: number, q: ActivationQuantizer, targets: readonly LinearTarget[]): number {
+export async function linearOutputError(x: Float32Array, tokens: number, cols: number, q: ActivationQuantizer, targets: readonly LinearTarget[], mm: Matmul = jsMatmul): Promise<number> {
   const xq = quantizeRows(x, cols, q);
   let err = 0;
   for (const t of targets) {
-    const y = gemm(xq, t.weight, tokens, cols, t.rows, { transposeB: true });
+    const y = await mm(xq, t.weight, tokens, cols, t.rows, { transposeB: true });
     for (let i = 0; i < y.length; i++) {
       const d = y[i]! - t.reference[i]!;
       err += d * d;
@@ -51,24 +51,27 @@ export function linearOutputError(x: Float32Array, tokens: number, cols: number,
   return err;
 }
 
-export function referenceOutputs(x: Float32Array, tokens: number, cols: number, floatWeights: ReadonlyArray<{ weight: Float32Array; rows: number }>): Float64Array[] {
-  return floatWeights.map((w) => gemm(x, w.weight, tokens, cols, w.rows, { transposeB: true }));
+export async function referenceOutputs(x: Float32Array, tokens: number, cols: number, floatWeights: ReadonlyArray<{ weight: Float32Array; rows: number }>, mm: Matmul = jsMatmul): Promise<Float64Array[]> {
+  const out: Float64Array[] = [];
+  for (const w of floatWeights) out.push(await mm(x, w.weight, tokens, cols, w.rows, { transposeB: true }));
+  return out;
 }
 
-export function searchLinearQuantizer(
+export async function searchLinearQuantizer(
   x: Float32Array,
   tokens: number,
   cols: number,
   candidates: ReadonlyArray<{ value: number; quantizer: ActivationQuantizer }>,
   targets: readonly LinearTarget[],
-): SearchResult {
+  mm: Matmul = jsMatmul,
+): Promise<SearchResult> {
   let referenceEnergy = 0;
   for (const t of targets) for (let i = 0; i < t.reference.length; i++) referenceEnergy += t.reference[i]! ** 2;
   const curve: Array<{ value: number; error: number }> = [];
   let best = candidates[0]!;
   let bestErr = Infinity;
   for (const c of candidates) {
-    const e = linearOutputError(x, tokens, cols, c.quantizer, targets);
+    const e = await linearOutputError(x, tokens, cols, c.quantizer, targets, mm);
     curve.push({ value: c.value, error: e });
     if (e < bestErr) {
       bestErr = e;
@@ -101,10 +104,11 @@ function gatherRows(src: Float32Array, blocks: number, rowsPerBlock: number, col
 }
 
 /** Σ_h ‖(A_h B_gᵀ − Â_h B̂_gᵀ)‖² over sampled rows (causal mask when `causal`). a: [heads, r, d], b: [kvHeads, n, d]. */
-function productError(
+async function productError(
+  mm: Matmul,
   aRef: Float32Array, bRef: Float32Array, aq: Float32Array, bq: Float32Array,
   heads: number, kvHeads: number, r: number, n: number, d: number, rowPos: Int32Array | undefined,
-): number {
+): Promise<number> {
   const group = heads / kvHeads;
   let err = 0;
   for (let h = 0; h < heads; h++) {
@@ -113,8 +117,8 @@ function productError(
     const Aq = aq.subarray(h * r * d, (h + 1) * r * d);
     const B = bRef.subarray(g * n * d, (g + 1) * n * d);
     const Bq = bq.subarray(g * n * d, (g + 1) * n * d);
-    const y = gemm(A, B, r, d, n, { transposeB: true });
-    const yq = gemm(Aq, Bq, r, d, n, { transposeB: true });
+    const y = await mm(A, B, r, d, n, { transposeB: true });
+    const yq = await mm(Aq, Bq, r, d, n, { transposeB: true });
     for (let i = 0; i < r; i++) {
       const limit = rowPos === undefined ? n : rowPos[i]! + 1;
       for (let j = 0; j < limit; j++) {
@@ -137,27 +141,27 @@ export interface AttentionSearchResult {
 }
 
 /** Ternary thresholds for Q, K (scores error) and V, P (context error), coordinate-wise. */
-export function searchAttentionTernary(s: AttentionSample, grid: readonly number[] = TERNARY_GRID, probsGrid?: readonly number[]): AttentionSearchResult {
+export async function searchAttentionTernary(s: AttentionSample, mm: Matmul = jsMatmul, grid: readonly number[] = TERNARY_GRID, probsGrid?: readonly number[]): Promise<AttentionSearchResult> {
   const { heads, kvHeads, seq, headDim: d, rows } = s;
   const r = rows.length;
   const qRows = gatherRows(s.query, heads, seq, d, rows);
   const pRows = gatherRows(s.probs, heads, seq, seq, rows);
   const tern = (t: number): ActivationQuantizer => ({ kind: 'ternary', thresholdRatio: t });
-  const energy = (aRef: Float32Array, bRef: Float32Array, n: number, dd: number, causal: boolean): number =>
-    productError(aRef, bRef, new Float32Array(aRef.length), new Float32Array(bRef.length), heads, kvHeads, r, n, dd, causal ? rows : undefined);
+  const energy = (aRef: Float32Array, bRef: Float32Array, n: number, dd: number, causal: boolean): Promise<number> =>
+    productError(mm, aRef, bRef, new Float32Array(aRef.length), new Float32Array(bRef.length), heads, kvHeads, r, n, dd, causal ? rows : undefined);
   // scores = Q Kᵀ (r × seq per head); causal
-  const scoresEnergy = energy(qRows, s.key, seq, d, true);
+  const scoresEnergy = await energy(qRows, s.key, seq, d, true);
   let bestQ = grid[0]!;
   let bestErr = Infinity;
   for (const t of grid) {
-    const e = productError(qRows, s.key, quantizeRows(qRows, d, tern(t)), s.key, heads, kvHeads, r, seq, d, rows);
+    const e = await productError(mm, qRows, s.key, quantizeRows(qRows, d, tern(t)), s.key, heads, kvHeads, r, seq, d, rows);
     if (e < bestErr) { bestErr = e; bestQ = t; }
   }
   const qHat = quantizeRows(qRows, d, tern(bestQ));
   let bestK = grid[0]!;
   bestErr = Infinity;
   for (const t of grid) {
-    const e = productError(qRows, s.key, qHat, quantizeRows(s.key, d, tern(t)), heads, kvHeads, r, seq, d, rows);
+    const e = await productError(mm, qRows, s.key, qHat, quantizeRows(s.key, d, tern(t)), heads, kvHeads, r, seq, d, rows);
     if (e < bestErr) { bestErr = e; bestK = t; }
   }
   const scoresErr = bestErr;
@@ -171,12 +175,12 @@ export function searchAttentionTernary(s: AttentionSample, grid: readonly number
       for (let t = 0; t < seq; t++) for (let c = 0; c < d; c++) out[g * d * seq + c * seq + t] = v[g * seq * d + t * d + c]!;
     return out;
   };
-  const contextEnergy = productError(pRows, vT, new Float32Array(pRows.length), new Float32Array(vT.length), heads, kvHeads, r, d, seq, undefined);
+  const contextEnergy = await productError(mm, pRows, vT, new Float32Array(pRows.length), new Float32Array(vT.length), heads, kvHeads, r, d, seq, undefined);
   let bestV = grid[0]!;
   bestErr = Infinity;
   for (const t of grid) {
     const vq = transposeV(quantizeRows(s.value, d, tern(t)));
-    const e = productError(pRows, vT, pRows, vq, heads, kvHeads, r, d, seq, undefined);
+    const e = await productError(mm, pRows, vT, pRows, vq, heads, kvHeads, r, d, seq, undefined);
     if (e < bestErr) { bestErr = e; bestV = t; }
   }
   const vHatT = transposeV(quantizeRows(s.value, d, tern(bestV)));
@@ -184,7 +188,7 @@ export function searchAttentionTernary(s: AttentionSample, grid: readonly number
   let bestP = pg[0]!;
   bestErr = Infinity;
   for (const t of pg) {
-    const e = productError(pRows, vT, quantizeRows(pRows, seq, tern(t)), vHatT, heads, kvHeads, r, d, seq, undefined);
+    const e = await productError(mm, pRows, vT, quantizeRows(pRows, seq, tern(t)), vHatT, heads, kvHeads, r, d, seq, undefined);
     if (e < bestErr) { bestErr = e; bestP = t; }
   }
   return {

@@ -11,6 +11,7 @@ import { binarizeRows, dequantizeBinary } from './binarize.js';
 import { learnOkt } from './okt.js';
 import { rotateRows } from './kronecker.js';
 import { psp, reconstructWeight } from './psp.js';
+import type { Matmul } from '../linalg/matmul.js';
 import { candidateQuantizers, linearOutputError, referenceOutputs, searchLinearQuantizer, type LinearTarget } from './act-calib.js';
 
 export type GroupName = 'attn_in' | 'attn_out' | 'mlp_in' | 'mlp_out';
@@ -46,6 +47,8 @@ export interface GroupSettings {
   pspIterations: number;
   pspTauRatio: number;
   seed: number;
+  /** OKT initialisation: one of them, or 'best' = try both, keep the lower output error */
+  oktInit: 'identity' | 'random' | 'best';
 }
 
 export interface QuantizedGroup {
@@ -92,8 +95,8 @@ function binaryLinear(l: GroupLinear, cols: number): QuantizedLinear {
 /**
  * x: sampled calibration inputs of the group [tokens, cols] (raw, unrotated).
  */
-export function quantizeGroup(group: GroupName, linears: readonly GroupLinear[], cols: number, x: Float32Array, tokens: number, s: GroupSettings, seed: number): QuantizedGroup {
-  const refs = referenceOutputs(x, tokens, cols, linears);
+export async function quantizeGroup(group: GroupName, linears: readonly GroupLinear[], cols: number, x: Float32Array, tokens: number, s: GroupSettings, seed: number, mm: Matmul): Promise<QuantizedGroup> {
+  const refs = await referenceOutputs(x, tokens, cols, linears, mm);
   let energy = 0;
   for (const r of refs) for (let i = 0; i < r.length; i++) energy += r[i]! ** 2;
   const rel = (err: number): number => (energy > 0 ? Math.sqrt(err / energy) : 0);
@@ -102,44 +105,46 @@ export function quantizeGroup(group: GroupName, linears: readonly GroupLinear[],
     const q = linears.map((l) => binaryLinear(l, cols));
     const targets: LinearTarget[] = q.map((ql, i) => ({ weight: ql.simulated, rows: ql.rows, reference: refs[i]! }));
     if (s.method === 'bwta') {
-      const res = searchLinearQuantizer(x, tokens, cols, candidateQuantizers('ternary', 0), targets);
+      const res = await searchLinearQuantizer(x, tokens, cols, candidateQuantizers('ternary', 0), targets, mm);
       return { linears: q, quantizer: res.quantizer, rotation: undefined, outputRelError: rel(res.error), candidates: [], curve: res.curve };
     }
     const quantizer = fixedQuantizer(s.aBits);
-    const err = linearOutputError(x, tokens, cols, quantizer, targets);
+    const err = await linearOutputError(x, tokens, cols, quantizer, targets, mm);
     return { linears: q, quantizer, rotation: undefined, outputRelError: rel(err), candidates: [], curve: [] };
   }
 
   // BWLA
-  const inits: Array<'identity' | 'random'> = s.oktIterations > 0 ? ['identity', 'random'] : ['identity'];
+  const inits: Array<'identity' | 'random'> = s.oktIterations <= 0 ? ['identity'] : s.oktInit === 'best' ? ['identity', 'random'] : [s.oktInit];
   let best: QuantizedGroup | undefined;
   let bestErr = Infinity;
   const candidates: Array<{ init: string; outputRelError: number }> = [];
   for (const init of inits) {
-    const okt = learnOkt(linears.map((l) => ({ data: l.weight, rows: l.rows })), cols, { iterations: s.oktIterations, init, seed });
+    const okt = await learnOkt(linears.map((l) => ({ data: l.weight, rows: l.rows })), cols, { iterations: s.oktIterations, init, seed, matmul: mm });
     const xr = rotateRows(x, tokens, okt.r1, okt.a, okt.r2, okt.b);
-    const q: QuantizedLinear[] = linears.map((l, li) => {
+    const q: QuantizedLinear[] = [];
+    for (let li = 0; li < linears.length; li++) {
+      const l = linears[li]!;
       const wr = rotateRows(Float64Array.from(l.weight), l.rows, okt.r1, okt.a, okt.r2, okt.b);
-      const p = psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1) });
+      const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm });
       const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols);
       const w = norm(l.weight);
       const plain = binarizeRows(l.weight, l.rows, cols);
       const plainSim = dequantizeBinary(plain.signs, plain.scales, l.rows, cols);
-      return {
+      q.push({
         role: l.role, rows: l.rows, cols, simulated: sim, signs: p.signs, scales: p.scales, lrA: p.lrA, lrB: p.lrB, rank: p.rank,
         weightRelError: w > 0 ? diffNorm(wr, sim) / w : 0,
         plainRelError: w > 0 ? diffNorm(l.weight, plainSim) / w : 0,
-      };
-    });
+      });
+    }
     const targets: LinearTarget[] = q.map((ql, i) => ({ weight: ql.simulated, rows: ql.rows, reference: refs[i]! }));
     let quantizer: ActivationQuantizer;
     let err: number;
     let curve: Array<{ value: number; error: number }> = [];
     if (s.aBits === 'ternary' || s.aBits >= 16) {
       quantizer = fixedQuantizer(s.aBits);
-      err = linearOutputError(xr, tokens, cols, quantizer, targets);
+      err = await linearOutputError(xr, tokens, cols, quantizer, targets, mm);
     } else {
-      const res = searchLinearQuantizer(xr, tokens, cols, candidateQuantizers('int', s.aBits), targets);
+      const res = await searchLinearQuantizer(xr, tokens, cols, candidateQuantizers('int', s.aBits), targets, mm);
       quantizer = res.quantizer;
       err = res.error;
       curve = res.curve;

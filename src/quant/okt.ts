@@ -13,7 +13,7 @@
  * Several weight matrices that share an input (q/k/v; gate/up) are stacked; each matrix is scaled by
  * 1/rms(W) so that one matrix does not dominate the sum.
  */
-import { identity, qr, Rng, procrustes } from '../linalg/index.js';
+import { identity, jsMatmul, qr, Rng, procrustes, type Matmul } from '../linalg/index.js';
 import { kroneckerFactors } from './kronecker.js';
 
 export interface OktInput {
@@ -25,6 +25,7 @@ export interface OktOptions {
   iterations?: number;
   init?: 'identity' | 'random';
   seed?: number;
+  matmul?: Matmul;
 }
 
 export interface OktResult {
@@ -43,7 +44,8 @@ export function randomOrthogonal(n: number, rng: Rng): Float64Array {
   return qr(g, n, n).q;
 }
 
-export function learnOkt(weights: readonly OktInput[], cols: number, options: OktOptions = {}): OktResult {
+export async function learnOkt(weights: readonly OktInput[], cols: number, options: OktOptions = {}): Promise<OktResult> {
+  const gemm = options.matmul ?? jsMatmul;
   const { a, b } = kroneckerFactors(cols);
   const iterations = options.iterations ?? 20;
   const rng = new Rng(options.seed ?? 0);
@@ -63,82 +65,64 @@ export function learnOkt(weights: readonly OktInput[], cols: number, options: Ok
     off += n;
   }
   const history: number[] = [];
-  const z = new Float64Array(cols); // scratch (a×b)
-  const y = new Float64Array(cols); // rotated row (a×b)
-  const t = new Float64Array(cols); // targets (a×b)
+  const n = totalRows;
+  const xt = transposeBlocks(x, n, a, b); // [N, b, a]
+  const t = new Float64Array(n * cols);
 
-  /** y = R1ᵀ X R2 of row n (via z = X R2) and t = α sign(y); returns the row's error. */
-  const eStep = (n: number): number => {
-    const xo = n * cols;
-    z.fill(0);
-    for (let p = 0; p < a; p++)
-      for (let q = 0; q < b; q++) {
-        const v = x[xo + p * b + q]!;
-        for (let j = 0; j < b; j++) z[p * b + j] = z[p * b + j]! + v * r2[q * b + j]!;
-      }
-    y.fill(0);
-    for (let p = 0; p < a; p++)
-      for (let i = 0; i < a; i++) {
-        const c = r1[p * a + i]!;
-        for (let j = 0; j < b; j++) y[i * b + j] = y[i * b + j]! + c * z[p * b + j]!;
-      }
-    let sumAbs = 0;
-    for (let k = 0; k < cols; k++) sumAbs += Math.abs(y[k]!);
-    const alpha = sumAbs / cols;
+  /** T = α_n sign(Y) row-block-wise (α_n = mean |Y_n|); returns Σ ‖Y − T‖². Layout-agnostic within a row. */
+  const eStep = (y: Float64Array): number => {
     let err = 0;
-    for (let k = 0; k < cols; k++) {
-      t[k] = y[k]! >= 0 ? alpha : -alpha;
-      const d = y[k]! - t[k]!;
-      err += d * d;
+    for (let r = 0; r < n; r++) {
+      const o = r * cols;
+      let sumAbs = 0;
+      for (let k = 0; k < cols; k++) sumAbs += Math.abs(y[o + k]!);
+      const alpha = sumAbs / cols;
+      for (let k = 0; k < cols; k++) {
+        const v = y[o + k]!;
+        const target = v >= 0 ? alpha : -alpha;
+        t[o + k] = target;
+        err += (v - target) * (v - target);
+      }
     }
     return err;
   };
 
-  const objective = (): number => {
-    let e = 0;
-    for (let n = 0; n < totalRows; n++) e += eStep(n);
-    return e;
+  /** E-step at the current (R1, R2) in the transposed layout; returns Z^t = (X R2)^t and the error. */
+  const eStepR1 = async (): Promise<{ zt: Float64Array; err: number }> => {
+    const z = await gemm(x, r2, n * a, b, b); // Z[n,p,j] = Σ_q X[n,p,q] R2[q,j]
+    const zt = transposeBlocks(z, n, a, b); // [N, b, a]
+    const yt = await gemm(zt, r1, n * b, a, a); // Yt[n,j,i] = Σ_p Z[n,p,j] R1[p,i] = (R1ᵀ X_n R2)[i,j]
+    return { zt, err: eStep(yt) };
   };
 
-  history.push(objective());
   for (let it = 0; it < iterations; it++) {
-    // R1 step: M1 = Σ X_n R2 T_nᵀ = Σ z_n t_nᵀ  (a×a)
-    const m1 = new Float64Array(a * a);
-    for (let n = 0; n < totalRows; n++) {
-      eStep(n);
-      for (let p = 0; p < a; p++)
-        for (let i = 0; i < a; i++) {
-          let acc = 0;
-          for (let j = 0; j < b; j++) acc += z[p * b + j]! * t[i * b + j]!;
-          m1[p * a + i] = m1[p * a + i]! + acc;
-        }
+    // R1 step: M1[p,i] = Σ_{n,j} Z[n,p,j] T[n,i,j]  (T in the same transposed layout as Yt)
+    const { zt, err } = await eStepR1();
+    history.push(err);
+    if (it > 0) {
+      const prev = history[history.length - 2]!;
+      if (prev - err <= 1e-7 * prev) break;
     }
-    r1 = procrustes(m1, a);
-    // R2 step: M2 = Σ X_nᵀ R1 T_n = Σ (R1ᵀ X_n)ᵀ T_n (b×b)
-    const m2 = new Float64Array(b * b);
-    const u = new Float64Array(cols); // R1ᵀ X_n
-    for (let n = 0; n < totalRows; n++) {
-      eStep(n);
-      const xo = n * cols;
-      u.fill(0);
-      for (let p = 0; p < a; p++)
-        for (let i = 0; i < a; i++) {
-          const c = r1[p * a + i]!;
-          for (let q = 0; q < b; q++) u[i * b + q] = u[i * b + q]! + c * x[xo + p * b + q]!;
-        }
-      for (let i = 0; i < a; i++)
-        for (let q = 0; q < b; q++) {
-          const uv = u[i * b + q]!;
-          for (let j = 0; j < b; j++) m2[q * b + j] = m2[q * b + j]! + uv * t[i * b + j]!;
-        }
-    }
-    r2 = procrustes(m2, b);
-    history.push(objective());
-    const prev = history[history.length - 2]!;
-    const cur = history[history.length - 1]!;
-    if (prev - cur <= 1e-7 * prev) break;
+    r1 = procrustes(await gemm(zt, t, a, n * b, a, { transposeA: true }), a);
+    // R2 step: U = R1ᵀ X_n, Y = U R2, M2[q,j] = Σ_{n,i} U[n,i,q] T[n,i,j]
+    const ut = await gemm(xt, r1, n * b, a, a); // Ut[n,q,i] = Σ_p X[n,p,q] R1[p,i]
+    const u = transposeBlocks(ut, n, b, a); // [N, a, b]
+    eStep(await gemm(u, r2, n * a, b, b));
+    r2 = procrustes(await gemm(u, t, b, n * a, b, { transposeA: true }), b);
   }
+  history.push((await eStepR1()).err);
   return { r1, r2, a, b, history };
+}
+
+/** [blocks, p, q] → [blocks, q, p] (transpose of each p×q block). */
+function transposeBlocks(src: Float64Array, blocks: number, p: number, q: number): Float64Array {
+  const out = new Float64Array(src.length);
+  const size = p * q;
+  for (let k = 0; k < blocks; k++) {
+    const o = k * size;
+    for (let i = 0; i < p; i++) for (let j = 0; j < q; j++) out[o + j * p + i] = src[o + i * q + j]!;
+  }
+  return out;
 }
 
 /** W' = W R for weight rows (same operation as the online activation rotation). */

@@ -32,6 +32,8 @@ import { searchAttentionTernary, type AttentionSearchResult } from './act-calib.
 import { packSignRows } from './pack.js';
 import { describeQuantizer } from './quantizers.js';
 import { VERSION } from '../version.js';
+import { createOrtEngine } from './ort-engine.js';
+import type { Matmul } from '../linalg/matmul.js';
 
 export interface QuantizeOptions {
   modelDir: string;
@@ -49,8 +51,10 @@ export interface QuantizeOptions {
   threads?: number;
   /** rows of each linear-input tap kept for calibration statistics (default 256) */
   statTokens?: number;
-  /** OKT EM iterations (default 15) */
+  /** OKT EM iterations (default 10) */
   oktIterations?: number;
+  /** OKT initialisation (default 'random'; 'best' tries identity and random) */
+  oktInit?: 'identity' | 'random' | 'best';
   /** PSP alternations (default 3) */
   pspIterations?: number;
   /** PSP soft threshold τ = ratio·σ_{r+1} (default 0.25) */
@@ -183,7 +187,8 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
   const statTokens = Math.min(options.statTokens ?? 256, ns * seqlen);
   const settings: GroupSettings = {
     method: options.method, aBits: options.aBits, rank: options.method === 'bwla' ? options.rank : 0,
-    oktIterations: options.method === 'bwla' ? options.oktIterations ?? 15 : 0,
+    oktIterations: options.method === 'bwla' ? options.oktIterations ?? 10 : 0,
+    oktInit: options.oktInit ?? 'random',
     pspIterations: options.pspIterations ?? 3, pspTauRatio: options.pspTauRatio ?? 0.25, seed: options.seed,
   };
 
@@ -200,6 +205,9 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
   const result: PipelineResult = { linears: new Map(), rotations: new Map(), recipes: [], reports: [] };
   const floatRecipe: LayerRecipe = { linears: {} };
   const rng = new Rng(options.seed ^ 0x5bd1e995);
+  const engine = createOrtEngine(options.threads);
+  const mm = engine.matmul;
+  try {
 
   for (let layer = 0; layer < config.numLayers; layer++) {
     const tl = performance.now();
@@ -256,7 +264,7 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
       }
       if (members.length === 0) continue;
       const cols = widths.get(g.tap)!;
-      const q: QuantizedGroup = quantizeGroup(g.name, members, cols, stats.get(g.tap)!, statTokens, settings, options.seed + 7919 * layer + 31 * gi);
+      const q: QuantizedGroup = await quantizeGroup(g.name, members, cols, stats.get(g.tap)!, statTokens, settings, options.seed + 7919 * layer + 31 * gi, mm);
       gi++;
       const rotationNames = q.rotation === undefined ? undefined : {
         r1: `model.layers.${layer}.${g.name}.okt_r1`, r2: `model.layers.${layer}.${g.name}.okt_r2`,
@@ -292,7 +300,7 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
 
     let attention: AttentionRecipe | undefined;
     if (options.method === 'bwta') {
-      const att = await calibrateAttention(runner, layer, hidden, seqlen, weights, config.numHeads, config.numKvHeads, config.headDim, options.attentionRows ?? 64, rng);
+      const att = await calibrateAttention(runner, layer, hidden, seqlen, weights, config.numHeads, config.numKvHeads, config.headDim, options.attentionRows ?? 64, rng, mm);
       attention = { query: att.query, key: att.key, probs: att.probs, value: att.value };
       report.attention = {
         query: describeQuantizer(att.query), key: describeQuantizer(att.key), value: describeQuantizer(att.value),
@@ -327,13 +335,16 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
     result.reports.push(report);
     progress.succeed(`${tag}: done in ${report.seconds.toFixed(1)} s (block output rel. error ${report.blockOutputRelError.toFixed(3)})`);
   }
+  } finally {
+    await engine.close();
+  }
   return result;
 }
 
 /** Attention taps of one window (truncated so the [heads, S, S] probs stay ≤ 64 MiB). */
 async function calibrateAttention(
   runner: BlockRunner, layer: number, hidden: Float32Array, seqlen: number, weights: BlockWeights,
-  heads: number, kvHeads: number, headDim: number, rows: number, rng: Rng,
+  heads: number, kvHeads: number, headDim: number, rows: number, rng: Rng, mm: Matmul,
 ): Promise<AttentionSearchResult> {
   const cap = Math.max(16, Math.floor(Math.sqrt((64 * 2 ** 20) / (4 * heads))));
   const seq = Math.min(seqlen, cap);
@@ -346,7 +357,7 @@ async function calibrateAttention(
   return searchAttentionTernary({
     query: out.taps.get('query')!, key: out.taps.get('key')!, value: out.taps.get('value')!, probs: out.taps.get('probs')!,
     heads, kvHeads, seq, headDim, rows: picked,
-  });
+  }, mm);
 }
 
 async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOptions, seqlen: number, result: PipelineResult, seconds: number): Promise<string[]> {
@@ -403,7 +414,8 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
     settings: {
       calib: basename(options.calibFile), nsamples: options.nsamples, seqlen, seed: options.seed,
       rank: options.method === 'bwla' ? options.rank : 0,
-      okt_iterations: options.method === 'bwla' ? options.oktIterations ?? 15 : 0,
+      okt_iterations: options.method === 'bwla' ? options.oktIterations ?? 10 : 0,
+      okt_init: options.method === 'bwla' ? options.oktInit ?? 'random' : 'none',
       psp_iterations: options.method === 'bwla' ? options.pspIterations ?? 3 : 0,
       psp_tau_ratio: options.pspTauRatio ?? 0.25,
       stat_tokens: Math.min(options.statTokens ?? 256, options.nsamples * seqlen),

@@ -10,7 +10,7 @@
  * kept directions are shrunk relative to the first discarded one). Both steps are exact minimisers
  * of the objective in their block, so the objective is monotone non-increasing.
  */
-import { randomizedSvd } from '../linalg/index.js';
+import { jsMatmul, randomizedSvd, type Matmul } from '../linalg/index.js';
 import { binarizeRows } from './binarize.js';
 
 export interface PspOptions {
@@ -18,6 +18,7 @@ export interface PspOptions {
   iterations?: number;
   tauRatio?: number;
   seed?: number;
+  matmul?: Matmul;
 }
 
 export interface PspResult {
@@ -34,7 +35,8 @@ export interface PspResult {
   errorAfter: number;
 }
 
-export function psp(w: Float32Array | Float64Array, rows: number, cols: number, options: PspOptions): PspResult {
+export async function psp(w: Float32Array | Float64Array, rows: number, cols: number, options: PspOptions): Promise<PspResult> {
+  const mm = options.matmul ?? jsMatmul;
   const rank = Math.min(options.rank, rows, cols);
   const iterations = options.iterations ?? 3;
   const tauRatio = options.tauRatio ?? 0.25;
@@ -51,10 +53,10 @@ export function psp(w: Float32Array | Float64Array, rows: number, cols: number, 
   if (rank <= 0) {
     return { signs, scales, lrA: new Float32Array(0), lrB: new Float32Array(0), rank: 0, errorBefore, errorAfter: errorBefore };
   }
-  let lowRank = new Float64Array(rows * cols);
+  let lowRank: Float64Array = new Float64Array(rows * cols);
   let factors = { a: new Float64Array(0), b: new Float64Array(0), rank: 0 };
-  const lStep = (seed: number): void => {
-    const t = randomizedSvd(residual, rows, cols, rank + 1, { seed, oversample: 8, powerIterations: 2 });
+  const lStep = async (seed: number): Promise<void> => {
+    const t = await randomizedSvd(residual, rows, cols, rank + 1, { seed, oversample: 8, powerIterations: 2, matmul: mm });
     const tau = tauRatio * (t.s[rank] ?? 0);
     let kept = 0;
     for (let k = 0; k < Math.min(rank, t.rank); k++) if (t.s[k]! - tau > 0) kept++;
@@ -65,23 +67,18 @@ export function psp(w: Float32Array | Float64Array, rows: number, cols: number, 
       for (let r = 0; r < rows; r++) a[r * kept + k] = t.u[r * t.rank + k]! * sigma;
       for (let c = 0; c < cols; c++) b[k * cols + c] = t.v[c * t.rank + k]!;
     }
-    lowRank = new Float64Array(rows * cols);
-    for (let r = 0; r < rows; r++)
-      for (let k = 0; k < kept; k++) {
-        const av = a[r * kept + k]!;
-        for (let c = 0; c < cols; c++) lowRank[r * cols + c] = lowRank[r * cols + c]! + av * b[k * cols + c]!;
-      }
+    lowRank = kept === 0 ? new Float64Array(rows * cols) : await mm(a, b, rows, kept, cols);
     factors = { a, b, rank: kept };
   };
   const seed = options.seed ?? 0;
   const target = new Float64Array(rows * cols);
   for (let it = 0; it < iterations; it++) {
-    lStep(seed + it);
+    await lStep(seed + it);
     for (let i = 0; i < target.length; i++) target[i] = w[i]! - lowRank[i]!;
     ({ signs, scales } = binarizeRows(target, rows, cols));
     fillResidual();
   }
-  lStep(seed + iterations);
+  await lStep(seed + iterations);
   let err = 0;
   for (let i = 0; i < residual.length; i++) {
     const d = residual[i]! - lowRank[i]!;

@@ -104,7 +104,7 @@ describe('procrustes', () => {
 });
 
 describe('randomizedSvd', () => {
-  it('recovers the leading singular triplets of a low-rank-plus-noise matrix', () => {
+  it('recovers the leading singular triplets of a low-rank-plus-noise matrix', async () => {
     const rng = new Rng(7);
     const m = 120, n = 80, rank = 4;
     const left = qr(randomMatrix(rng, m, rank), m, rank).q;
@@ -118,7 +118,7 @@ describe('randomizedSvd', () => {
         a[i * n + j] = v;
       }
     const exact = svd(a, m, n).s;
-    const t = randomizedSvd(a, m, n, rank, { seed: 1 });
+    const t = await randomizedSvd(a, m, n, rank, { seed: 1 });
     for (let k = 0; k < rank; k++) expect(Math.abs(t.s[k]! - exact[k]!)).toBeLessThan(1e-9 * exact[0]!);
     expect(orthogonalityError(gemm(t.u, t.u, rank, m, rank, { transposeA: true }), rank)).toBeLessThan(1e-10);
   });

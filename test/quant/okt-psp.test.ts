@@ -20,8 +20,8 @@ describe('OKT (orthogonal Kronecker transformation)', () => {
   const w2 = llmLikeWeight(rng, 32, cols);
 
   for (const init of ['identity', 'random'] as const) {
-    it(`(${init} init) factors are orthogonal, the objective is monotone, and bimodality improves`, () => {
-      const res = learnOkt([{ data: w1, rows: 64 }, { data: w2, rows: 32 }], cols, { iterations: 15, init, seed: 3 });
+    it(`(${init} init) factors are orthogonal, the objective is monotone, and bimodality improves`, async () => {
+      const res = await learnOkt([{ data: w1, rows: 64 }, { data: w2, rows: 32 }], cols, { iterations: 15, init, seed: 3 });
       expect(res.a).toBe(8);
       expect(res.b).toBe(12);
       expect(orthogonalityError(res.r1, res.a)).toBeLessThan(1e-5);
@@ -49,15 +49,15 @@ describe('OKT (orthogonal Kronecker transformation)', () => {
     for (let i = 0; i < 30; i++) expect(Math.abs(dense[i]! - fast[i]!)).toBeLessThan(1e-12);
   });
 
-  it('is deterministic for a seed', () => {
-    const a = learnOkt([{ data: w2, rows: 32 }], cols, { iterations: 3, init: 'random', seed: 9 });
-    const b = learnOkt([{ data: w2, rows: 32 }], cols, { iterations: 3, init: 'random', seed: 9 });
+  it('is deterministic for a seed', async () => {
+    const a = await learnOkt([{ data: w2, rows: 32 }], cols, { iterations: 3, init: 'random', seed: 9 });
+    const b = await learnOkt([{ data: w2, rows: 32 }], cols, { iterations: 3, init: 'random', seed: 9 });
     expect(Array.from(a.r1)).toEqual(Array.from(b.r1));
   });
 });
 
 describe('PSP (proximal SVD projection)', () => {
-  it('reduces the weight reconstruction error and stays within rank', () => {
+  it('reduces the weight reconstruction error and stays within rank', async () => {
     const rng = new Rng(31);
     const rows = 80, cols = 64;
     // weight with a genuine low-rank component plus noise
@@ -66,7 +66,7 @@ describe('PSP (proximal SVD projection)', () => {
     const v = Float64Array.from({ length: 2 * cols }, () => rng.normal());
     const low = gemm(u, v, rows, 2, cols);
     for (let i = 0; i < w.length; i++) w[i] = w[i]! + 0.01 * low[i]!;
-    const res = psp(w, rows, cols, { rank: 8, iterations: 3, seed: 1 });
+    const res = await psp(w, rows, cols, { rank: 8, iterations: 3, seed: 1 });
     expect(res.rank).toBeGreaterThan(0);
     expect(res.rank).toBeLessThanOrEqual(8);
     expect(res.errorBefore).toBeCloseTo(Math.sqrt(binarizationError(w, rows, cols)), 5);
@@ -76,14 +76,14 @@ describe('PSP (proximal SVD projection)', () => {
     for (let i = 0; i < w.length; i++) err += (w[i]! - rec[i]!) ** 2;
     expect(Math.sqrt(err)).toBeCloseTo(res.errorAfter, 4);
     // more rank never hurts (same seed)
-    const res16 = psp(w, rows, cols, { rank: 16, iterations: 3, seed: 1 });
+    const res16 = await psp(w, rows, cols, { rank: 16, iterations: 3, seed: 1 });
     expect(res16.errorAfter).toBeLessThan(res.errorAfter);
   });
 
-  it('rank 0 is plain binarization', () => {
+  it('rank 0 is plain binarization', async () => {
     const rng = new Rng(32);
     const w = llmLikeWeight(rng, 10, 40);
-    const res = psp(w, 10, 40, { rank: 0 });
+    const res = await psp(w, 10, 40, { rank: 0 });
     expect(res.rank).toBe(0);
     expect(res.errorAfter).toBe(res.errorBefore);
   });

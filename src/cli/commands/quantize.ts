@@ -14,8 +14,8 @@ export function packageRoot(): string {
   return fileURLToPath(new URL('../../../', import.meta.url));
 }
 
-export const DEFAULT_NSAMPLES = 128;
-export const DEFAULT_SEQLEN = 2048;
+export const DEFAULT_NSAMPLES = 32;
+export const DEFAULT_SEQLEN = 512;
 export const DEFAULT_RANK = 8;
 export const DEFAULT_SEED = 0;
 
