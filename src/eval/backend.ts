@@ -11,8 +11,7 @@ interface NativeForwardModule {
 }
 
 /** Loaded through a computed specifier so bwq builds and runs without helper E's module. */
-async function importNativeForward(): Promise<NativeForwardModule> {
-  const specifier = '../native/forward.js';
+export async function importNativeForward(specifier = '../native/forward.js'): Promise<NativeForwardModule> {
   let mod: Partial<NativeForwardModule>;
   try {
     mod = (await import(specifier)) as Partial<NativeForwardModule>;
@@ -25,7 +24,7 @@ async function importNativeForward(): Promise<NativeForwardModule> {
   return mod as NativeForwardModule;
 }
 
-export async function createRunner(model: ModelDir, backend: EvalBackend, options: { threads?: number } = {}): Promise<ModelRunner> {
-  if (backend === 'native') return (await importNativeForward()).createNativeModelRunner(model);
+export async function createRunner(model: ModelDir, backend: EvalBackend, options: { threads?: number; nativeModule?: string } = {}): Promise<ModelRunner> {
+  if (backend === 'native') return (await importNativeForward(options.nativeModule)).createNativeModelRunner(model);
   return createModelRunner(model, options);
 }

@@ -25,7 +25,7 @@ export async function benchmarkEval(options: { modelDir?: string; seqlen?: numbe
     const tokenizer = await loadTokenizer(modelDir);
     const ids = await loadEvalTokens(options.dataset ?? DEFAULT_EVAL_DATASET, tokenizer);
     const seqlen = Math.min(options.seqlen ?? 1024, model.config.maxPositionEmbeddings);
-    const batch = options.batch ?? 4;
+    const batch = options.batch ?? 1;
     const runner = await createModelRunner(model, options.threads === undefined ? {} : { threads: options.threads });
     try {
       // Warm-up (session creation, first-run allocations) outside the timing.

@@ -21,7 +21,7 @@ import {
   type LayerRefs,
   type LinearRef,
 } from './decoder-graph.js';
-import { rotaryDim } from './rope.js';
+import { inverseFrequencies, rotaryDim } from './rope.js';
 import type { RotationResolver } from './recipe-ops.js';
 
 export type HeadMode = 'logits' | 'nll';
@@ -32,7 +32,11 @@ export function checkSupported(config: ModelConfig, file: string): void {
   if (!supported.includes(config.architecture)) {
     throw new BwqError(`unknown architecture "${String(config.architecture)}" (supported: ${supported.join(', ')})`, { file });
   }
-  if (config.rope !== undefined) rotaryDim(config); // validates rope type lazily in inverseFrequencies
+  if (config.rope !== undefined) inverseFrequencies(config); // rejects unsupported rope types
+  if (config.architecture === 'gpt2') {
+    if (config.raw['scale_attn_weights'] === false) throw new BwqError('gpt2 with scale_attn_weights=false is not supported', { file });
+    if (config.raw['scale_attn_by_inverse_layer_idx'] === true) throw new BwqError('gpt2 with scale_attn_by_inverse_layer_idx=true is not supported', { file });
+  }
 }
 
 /** Collects the (deduplicated) rotation tensors a layer recipe refers to. */

@@ -66,3 +66,12 @@ describe('resolveSeqlen', () => {
     expect(() => resolveSeqlen(2048, 1024, 'c.json')).toThrow(/exceeds the model's max_position_embeddings 1024/);
   });
 });
+
+describe('native backend loading', () => {
+  test('a missing native forward module is reported as "native backend not built"', async () => {
+    const { importNativeForward } = await import('../../src/eval/backend.js');
+    await expect(importNativeForward('../native/does-not-exist.js')).rejects.toThrow(/^native backend not built$/);
+    // a module without createNativeModelRunner is not a backend either
+    await expect(importNativeForward('./seqlen.js')).rejects.toThrow(/^native backend not built$/);
+  });
+});

@@ -46,7 +46,7 @@ export async function runEval(modelArg: string | undefined, flags: EvalFlags): P
   if (!EVAL_BACKENDS.includes(backend)) throw usageError(`--backend must be one of ${EVAL_BACKENDS.join(', ')}, got "${flags.backend}"`);
   const explicitSeqlen = flags.seqlen === undefined ? undefined : parseIntegerFlag('--seqlen', flags.seqlen, 2);
   const maxWindows = flags.maxWindows === undefined ? undefined : parseIntegerFlag('--max-windows', flags.maxWindows, 1);
-  const batch = flags.batch === undefined ? 4 : parseIntegerFlag('--batch', flags.batch, 1);
+  const batch = flags.batch === undefined ? 1 : parseIntegerFlag('--batch', flags.batch, 1);
   const threads = flags.threads === undefined ? defaultThreads() : parseIntegerFlag('--threads', flags.threads, 1);
   const modelDir = modelArg === undefined ? DEFAULT_MODEL_DIR : resolve(modelArg);
   const dataset = flags.dataset === undefined ? DEFAULT_EVAL_DATASET : resolve(flags.dataset);
@@ -109,7 +109,7 @@ export function registerEval(program: Command): void {
     .option('--dataset <FILE>', 'text to evaluate: .txt, .jsonl or .json (default: bundled data/sotu-test.txt)')
     .option('--seqlen <N>', 'window length in tokens (default: 2048, clamped to max_position_embeddings)')
     .option('--max-windows <N>', 'evaluate at most N windows (default: all)')
-    .option('--batch <N>', 'windows per forward call (default: 4)')
+    .option('--batch <N>', 'windows per forward call (default: 1)')
     .option('--threads <N>', 'CPU threads for onnxruntime (default: all cores)')
     .option('--backend <NAME>', 'onnx (simulated quantization, default) or native (packed 1-bit kernels)', 'onnx')
     .option('--json', 'print one JSON object')
