@@ -49,7 +49,7 @@ export interface QuantizeOptions {
   seed: number;
   force: boolean;
   threads?: number;
-  /** rows of each linear-input tap kept for calibration statistics (default 256) */
+  /** rows of each linear-input tap kept for calibration statistics (default 512) */
   statTokens?: number;
   /** OKT EM iterations (default 10) */
   oktIterations?: number;
@@ -184,7 +184,7 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
   const ns = options.nsamples;
   const bs = batchSize(ns, seqlen, config.numHeads);
   const nBatches = Math.ceil(ns / bs);
-  const statTokens = Math.min(options.statTokens ?? 256, ns * seqlen);
+  const statTokens = Math.min(options.statTokens ?? 512, ns * seqlen);
   const settings: GroupSettings = {
     method: options.method, aBits: options.aBits, rank: options.method === 'bwla' ? options.rank : 0,
     oktIterations: options.method === 'bwla' ? options.oktIterations ?? 10 : 0,
@@ -418,7 +418,7 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
       okt_init: options.method === 'bwla' ? options.oktInit ?? 'random' : 'none',
       psp_iterations: options.method === 'bwla' ? options.pspIterations ?? 3 : 0,
       psp_tau_ratio: options.pspTauRatio ?? 0.25,
-      stat_tokens: Math.min(options.statTokens ?? 256, options.nsamples * seqlen),
+      stat_tokens: Math.min(options.statTokens ?? 512, options.nsamples * seqlen),
     },
   };
   raw['quantization_config'] = quantization;

@@ -22,6 +22,11 @@ describe('bwq-packed-v1 sign packing', () => {
     expect(Array.from(packSignRows(row, 1, 33))).toEqual([0x80000000, 1]);
   });
 
+  it('the docs/FORMATS.md example (K = 36)', () => {
+    const row = Int8Array.from([1, -1, -1, 1, ...new Array<number>(28).fill(1), 1, -1, -1, -1]);
+    expect(Array.from(packSignRows(row, 1, 36))).toEqual([0xfffffff9, 0x00000001]);
+  });
+
   it('pack → unpack is exact for many shapes', () => {
     const rng = new Rng(11);
     for (const [rows, cols] of [[1, 1], [3, 31], [4, 32], [2, 33], [7, 100], [5, 256]] as const) {

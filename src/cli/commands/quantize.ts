@@ -84,7 +84,7 @@ export function registerQuantize(program: Command): void {
     .option('--seqlen <n>', `tokens per window (default ${DEFAULT_SEQLEN}, clamped to max_position_embeddings)`)
     .option('--rank <r>', `PSP low-rank term rank for bwla (default ${DEFAULT_RANK}; 0 disables)`)
     .option('--seed <s>', `seed for window sampling, token subsampling and OKT init (default ${DEFAULT_SEED})`)
-    .option('--stat-tokens <n>', 'calibration tokens per layer kept for the statistics (default 256)')
+    .option('--stat-tokens <n>', 'calibration tokens per layer kept for the statistics (default 512)')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--force', 'replace OUT_DIR if it exists')
     .option('--json', 'print the summary as JSON on stdout')
