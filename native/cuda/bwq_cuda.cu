@@ -1,9 +1,11 @@
 // bwq CUDA kernels (libbwq_cuda.so, cudart linked statically; opened by the addon with dlopen).
 //
-//  ternary x binary  : M <= 16  -> tb_gemv   (warp per weight row, activations in shared memory, LOP3 + popc)
-//                      M  > 16  -> tb_mma_b1 (mma.sync m16n8k256 .b1 AND+POPC, 128x128x512-bit tiles, cp.async)
-//  int8 x binary     : M <= 16  -> i8_gemv   (warp per weight row, bits expanded to +-1 bytes, dp4a)
-//                      M  > 16  -> i8_mma_s8 (mma.sync m16n8k32 s8, weights expanded to +-1 int8 in shared memory)
+//  ternary x binary  : M <= 4   -> tb_gemv        (warp per weight row, LOP3 + popc, activations via L1)
+//                      M <= 64  -> tb_mma_skinny  (mma.sync m16n8k256 .b1 AND+POPC, 16 columns per block, split K)
+//                      M  > 64  -> tb_mma_b1      (same MMA, 128x128x512-bit tiles, 2-stage cp.async)
+//  int8 x binary     : M <= 2   -> i8_gemv_dp4a   (warp per weight row, bits expanded to +-1 bytes, dp4a)
+//                      M <= 64  -> i8_mma_skinny  (mma.sync m16n8k32 s8, +-1 bytes built in registers, split K)
+//                      M  > 64  -> i8_mma_s8      (same MMA, 128x128x64 tiles, weights expanded in shared memory)
 //
 // Device layout (internal): bit matrices are stored with row stride KWd = roundup(ceil(K/32), 16) words
 // and row counts padded to multiples of 128, all padding zero; int8 activations with row stride KWd*32
@@ -241,6 +243,91 @@ __global__ void __launch_bounds__(256) tb_mma(const uint32_t *__restrict__ P, co
     }
 }
 
+// Variant 2 of the tiled kernel: smem rows of exactly 16 words (conflict-free for 128-bit loads), and each
+// lane loads its 4 consecutive words of a row with one LDS.128. The 16 words of a stage are relabelled so
+// that lane t's words 4t..4t+3 serve as (k-chunk 0: word t, word t+4; k-chunk 1: word t, word t+4): the
+// same relabelling is used for A and B, and AND+POPC sums over k are order-independent, so the result is
+// unchanged while the number of shared-memory instructions drops 4x.
+constexpr int TB2_SROW = 16;
+constexpr int TB2_STAGE_WORDS = 3 * TB_BM * TB2_SROW;
+constexpr int TB2_SMEM = 2 * TB2_STAGE_WORDS * 4;
+
+__global__ void __launch_bounds__(256) tb_mma2(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
+                                               const uint32_t *__restrict__ W, int ldk, const int *__restrict__ nz,
+                                               int M, int N, int32_t *__restrict__ out, int ldo) {
+  extern __shared__ uint4 smem4[];
+  uint32_t *smem = reinterpret_cast<uint32_t *>(smem4);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = warp >> 2, wn = warp & 3, g = lane >> 2, t = lane & 3;
+  const int m0 = blockIdx.y * TB_BM, n0 = blockIdx.x * TB_BN;
+  const int nk = ldk / TB_KW;
+
+  auto load_stage = [&](int s, int kt) {
+    uint32_t *base = smem + s * TB2_STAGE_WORDS;
+#pragma unroll
+    for (int c = tid; c < TB_BM * 4; c += 256) {
+      const int r = c >> 2, q4 = (c & 3) * 4;
+      const size_t ka = (size_t)kt * TB_KW + q4;
+      cp_async16(base + r * TB2_SROW + q4, P + (size_t)(m0 + r) * ldk + ka);
+      cp_async16(base + TB_BM * TB2_SROW + r * TB2_SROW + q4, Q + (size_t)(m0 + r) * ldk + ka);
+      cp_async16(base + 2 * TB_BM * TB2_SROW + r * TB2_SROW + q4, W + (size_t)(n0 + r) * ldk + ka);
+    }
+    cp_async_commit();
+  };
+
+  int acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+
+  load_stage(0, 0);
+  for (int kt = 0; kt < nk; ++kt) {
+    if (kt + 1 < nk) {
+      load_stage((kt + 1) & 1, kt + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const uint4 *sP = reinterpret_cast<const uint4 *>(smem + (kt & 1) * TB2_STAGE_WORDS);
+    const uint4 *sQ = sP + TB_BM * TB2_SROW / 4;
+    const uint4 *sW = sQ + TB_BM * TB2_SROW / 4;
+    uint4 wv[4];
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) wv[nt] = sW[(wn * 32 + nt * 8 + g) * 4 + t];
+#pragma unroll
+    for (int mt = 0; mt < 4; ++mt) {
+      const int r = wm * 64 + mt * 16 + g;
+      const uint4 p0 = sP[r * 4 + t], p1 = sP[(r + 8) * 4 + t];
+      const uint4 q0 = sQ[r * 4 + t], q1 = sQ[(r + 8) * 4 + t];
+      const uint32_t ap0[4] = {p0.x, p1.x, p0.y, p1.y}, ap1[4] = {p0.z, p1.z, p0.w, p1.w};
+      const uint32_t aq0[4] = {q0.x, q1.x, q0.y, q1.y}, aq1[4] = {q0.z, q1.z, q0.w, q1.w};
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        mma_b1(acc[mt][nt], ap0, wv[nt].x, wv[nt].y);
+        mma_b1(acc[mt][nt], aq0, ~wv[nt].x, ~wv[nt].y);
+        mma_b1(acc[mt][nt], ap1, wv[nt].z, wv[nt].w);
+        mma_b1(acc[mt][nt], aq1, ~wv[nt].z, ~wv[nt].w);
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      const int r0 = m0 + wm * 64 + mt * 16 + g, c0 = n0 + wn * 32 + nt * 8 + 2 * t;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = r0 + (e >> 1) * 8, c = c0 + (e & 1);
+        if (r < M && c < N) out[(size_t)r * ldo + c] = 2 * acc[mt][nt][e] - nz[r];
+      }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // int8 x binary GEMV (M <= MT <= 8): warp per weight row; 4 weight bits -> 4 bytes of +-1 -> dp4a.
 template <int MT>
@@ -382,50 +469,236 @@ __global__ void __launch_bounds__(256) i8_mma(const int8_t *__restrict__ A, int 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Ternary x binary GEMV for M <= MT <= 4 without shared memory: activations through the read-only
+// cache, row popcounts computed inline (popc(p|q)), weight loads issued before the arithmetic.
+template <int MT>
+__global__ void __launch_bounds__(256) tb_gemv_direct(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
+                                                      const uint32_t *__restrict__ W, int ldk, int M, int N,
+                                                      int32_t *__restrict__ out, int ldo) {
+  constexpr int CH = 4;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n = blockIdx.x * 8 + warp;
+  if (n >= N) return;
+  const int ld4 = ldk / 4;
+  const uint4 *w4 = reinterpret_cast<const uint4 *>(W + (size_t)n * ldk);
+  const uint4 *P4 = reinterpret_cast<const uint4 *>(P), *Q4 = reinterpret_cast<const uint4 *>(Q);
+  int pos[MT], nz[MT];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) pos[m] = nz[m] = 0;
+  for (int base = 0; base < ld4; base += 32 * CH) {
+    uint4 w[CH];
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      const int i = base + c * 32 + lane;
+      w[c] = i < ld4 ? __ldg(w4 + i) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      const int i = base + c * 32 + lane;
+      if (i < ld4) {
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          if (m < M) {
+            const uint4 p = __ldg(P4 + (size_t)m * ld4 + i), q = __ldg(Q4 + (size_t)m * ld4 + i);
+            pos[m] += popsel(w[c].x, p.x, q.x) + popsel(w[c].y, p.y, q.y) + popsel(w[c].z, p.z, q.z) +
+                      popsel(w[c].w, p.w, q.w);
+            nz[m] += __popc(p.x | q.x) + __popc(p.y | q.y) + __popc(p.z | q.z) + __popc(p.w | q.w);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    int v = 2 * pos[m] - nz[m];
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == m && m < M) out[(size_t)m * ldo + n] = v;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Skinny GEMMs (M <= 16*MT16 <= 64): block = 8 warps on 16 output columns (two n8 tiles), K split
+// across the warps, partial sums reduced in shared memory. Fragments are read straight from global
+// memory (activations are small and stay in L1/L2).
+constexpr int SK_COLS = 16;
+
+template <int MT16>
+__global__ void __launch_bounds__(256) tb_mma_skinny(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
+                                                     const uint32_t *__restrict__ W, int ldk, int M, int N,
+                                                     int32_t *__restrict__ out, int ldo) {
+  __shared__ int red[MT16 * 16][SK_COLS];
+  __shared__ int nzs[MT16 * 16];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int n0 = blockIdx.x * SK_COLS;
+  for (int i = tid; i < MT16 * 16 * SK_COLS; i += 256) (&red[0][0])[i] = 0;
+  for (int i = tid; i < MT16 * 16; i += 256) nzs[i] = 0;
+  __syncthreads();
+  int acc[MT16][2][4], nza[MT16][4];
+#pragma unroll
+  for (int i = 0; i < MT16; ++i) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) nza[i][e] = acc[i][0][e] = acc[i][1][e] = 0;
+  }
+  const int nkc = ldk / 8;  // 256-bit chunks
+  const uint32_t *w0 = W + (size_t)(n0 + g) * ldk + t, *w1 = W + (size_t)(n0 + 8 + g) * ldk + t;
+#pragma unroll 2
+  for (int kc = warp; kc < nkc; kc += 8) {
+    const int ko = kc * 8;
+    const uint32_t b00 = __ldg(w0 + ko), b01 = __ldg(w0 + ko + 4), b10 = __ldg(w1 + ko), b11 = __ldg(w1 + ko + 4);
+#pragma unroll
+    for (int mt = 0; mt < MT16; ++mt) {
+      const size_t r0 = (size_t)(mt * 16 + g) * ldk + ko + t, r1 = r0 + (size_t)8 * ldk;
+      const uint32_t ap[4] = {__ldg(P + r0), __ldg(P + r1), __ldg(P + r0 + 4), __ldg(P + r1 + 4)};
+      const uint32_t aq[4] = {__ldg(Q + r0), __ldg(Q + r1), __ldg(Q + r0 + 4), __ldg(Q + r1 + 4)};
+      const uint32_t apq[4] = {ap[0] | aq[0], ap[1] | aq[1], ap[2] | aq[2], ap[3] | aq[3]};
+      mma_b1(acc[mt][0], ap, b00, b01);
+      mma_b1(acc[mt][0], aq, ~b00, ~b01);
+      mma_b1(acc[mt][1], ap, b10, b11);
+      mma_b1(acc[mt][1], aq, ~b10, ~b11);
+      mma_b1(nza[mt], apq, 0xFFFFFFFFu, 0xFFFFFFFFu);
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT16; ++mt) {
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) atomicAdd(&red[mt * 16 + g + (e >> 1) * 8][nt * 8 + 2 * t + (e & 1)], acc[mt][nt][e]);
+    }
+    if (t == 0) {
+      atomicAdd(&nzs[mt * 16 + g], nza[mt][0]);
+      atomicAdd(&nzs[mt * 16 + g + 8], nza[mt][2]);
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < MT16 * 16 * SK_COLS; i += 256) {
+    const int r = i / SK_COLS, c = i % SK_COLS;
+    if (r < M && n0 + c < N) out[(size_t)r * ldo + n0 + c] = 2 * red[r][c] - nzs[r];
+  }
+}
+
+template <int MT16>
+__global__ void __launch_bounds__(256) i8_mma_skinny(const int8_t *__restrict__ A, int lda,
+                                                     const uint32_t *__restrict__ W, int ldk, int M, int N,
+                                                     int32_t *__restrict__ out, int ldo) {
+  __shared__ int red[MT16 * 16][SK_COLS];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int n0 = blockIdx.x * SK_COLS;
+  for (int i = tid; i < MT16 * 16 * SK_COLS; i += 256) (&red[0][0])[i] = 0;
+  __syncthreads();
+  int acc[MT16][2][4];
+#pragma unroll
+  for (int i = 0; i < MT16; ++i) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[i][0][e] = acc[i][1][e] = 0;
+  }
+  const uint32_t *w0 = W + (size_t)(n0 + g) * ldk, *w1 = W + (size_t)(n0 + 8 + g) * ldk;
+  // Each warp takes 4 consecutive words (128 k) at a time: one uint4 per weight row.
+  const int ngroups = ldk / 4;
+  for (int grp = warp; grp < ngroups; grp += 8) {
+    const uint4 x0 = __ldg(reinterpret_cast<const uint4 *>(w0) + grp);
+    const uint4 x1 = __ldg(reinterpret_cast<const uint4 *>(w1) + grp);
+    const uint32_t ws0[4] = {x0.x, x0.y, x0.z, x0.w}, ws1[4] = {x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int kc = grp * 4 + j;  // k32 chunk
+      const uint32_t b00 = nibble_pm1((ws0[j] >> (4 * t)) & 0xFu), b01 = nibble_pm1((ws0[j] >> (16 + 4 * t)) & 0xFu);
+      const uint32_t b10 = nibble_pm1((ws1[j] >> (4 * t)) & 0xFu), b11 = nibble_pm1((ws1[j] >> (16 + 4 * t)) & 0xFu);
+#pragma unroll
+      for (int mt = 0; mt < MT16; ++mt) {
+        const int8_t *r0 = A + (size_t)(mt * 16 + g) * lda + kc * 32 + 4 * t;
+        const int8_t *r1 = r0 + (size_t)8 * lda;
+        const uint32_t a[4] = {__ldg(reinterpret_cast<const uint32_t *>(r0)), __ldg(reinterpret_cast<const uint32_t *>(r1)),
+                               __ldg(reinterpret_cast<const uint32_t *>(r0 + 16)),
+                               __ldg(reinterpret_cast<const uint32_t *>(r1 + 16))};
+        mma_s8(acc[mt][0], a, b00, b01);
+        mma_s8(acc[mt][1], a, b10, b11);
+      }
+    }
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT16; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) atomicAdd(&red[mt * 16 + g + (e >> 1) * 8][nt * 8 + 2 * t + (e & 1)], acc[mt][nt][e]);
+  __syncthreads();
+  for (int i = tid; i < MT16 * 16 * SK_COLS; i += 256) {
+    const int r = i / SK_COLS, c = i % SK_COLS;
+    if (r < M && n0 + c < N) out[(size_t)r * ldo + n0 + c] = red[r][c];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Launchers (device pointers, padded layout). They return the kernel name used.
 int g_max_smem_optin = 48 * 1024;
 
+// Path selection: -1 = automatic, 0 = GEMV, 1 = skinny MMA, 2 = tiled MMA, 3 = tiled MMA v1 (ternary x binary
+// only: 32-bit fragment loads from padded rows; kept for comparison) (bwq_cuda_set_paths, for tests/bench).
+int g_tb_path = -1, g_i8_path = -1;
+
 const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz, int m, int n,
                       int32_t *dOut, cudaStream_t st) {
-  const size_t gemv_smem = 2 * 16 * (size_t)ldk * 4;
-  if (m <= 16 && (m <= 8 || gemv_smem <= (size_t)g_max_smem_optin)) {
-    const int mt = m <= 1 ? 1 : m <= 2 ? 2 : m <= 4 ? 4 : m <= 8 ? 8 : 16;
-    const size_t smem = 2 * (size_t)mt * ldk * 4;
-    if (smem > (size_t)g_max_smem_optin) goto mma;
-    const int rpw = mt >= 4 ? 4 : 1;
-    const int blocks = (n + 8 * rpw - 1) / (8 * rpw);
-#define BWQ_TB_GEMV(MT)                                                                                     \
-  do {                                                                                                      \
-    if (smem > 48 * 1024) cudaFuncSetAttribute(tb_gemv<MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem); \
-    tb_gemv<MT><<<blocks, 256, smem, st>>>(dP, dQ, dW, ldk, m, n, rpw, dOut, n);                           \
-  } while (0)
-    switch (mt) {
-      case 1: BWQ_TB_GEMV(1); break;
-      case 2: BWQ_TB_GEMV(2); break;
-      case 4: BWQ_TB_GEMV(4); break;
-      case 8: BWQ_TB_GEMV(8); break;
-      default: BWQ_TB_GEMV(16); break;
-    }
-#undef BWQ_TB_GEMV
+  int path = g_tb_path;
+  if (path < 0) path = m <= 4 ? 0 : m <= 64 ? 1 : 2;
+  if (path == 0 && m > 16) path = 1;
+  if (path == 1 && m > 64) path = 2;
+  if (path == 0 && m <= 4) {
+    const int blocks = (n + 7) / 8;
+    if (m == 1) tb_gemv_direct<1><<<blocks, 256, 0, st>>>(dP, dQ, dW, ldk, m, n, dOut, n);
+    else if (m == 2) tb_gemv_direct<2><<<blocks, 256, 0, st>>>(dP, dQ, dW, ldk, m, n, dOut, n);
+    else tb_gemv_direct<4><<<blocks, 256, 0, st>>>(dP, dQ, dW, ldk, m, n, dOut, n);
     return "tb_gemv";
   }
-mma:
+  if (path == 0) {
+    const int mt = m <= 8 ? 8 : 16;
+    const size_t smem = 2 * (size_t)mt * ldk * 4;
+    if (smem <= (size_t)g_max_smem_optin) {
+      const int rpw = 4;
+      const int blocks = (n + 8 * rpw - 1) / (8 * rpw);
+      if (mt == 8) {
+        if (smem > 48 * 1024) cudaFuncSetAttribute(tb_gemv<8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        tb_gemv<8><<<blocks, 256, smem, st>>>(dP, dQ, dW, ldk, m, n, rpw, dOut, n);
+      } else {
+        if (smem > 48 * 1024) cudaFuncSetAttribute(tb_gemv<16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        tb_gemv<16><<<blocks, 256, smem, st>>>(dP, dQ, dW, ldk, m, n, rpw, dOut, n);
+      }
+      return "tb_gemv_smem";
+    }
+    path = 1;
+  }
+  if (path == 1) {
+    const int blocks = (n + SK_COLS - 1) / SK_COLS;
+    if (m <= 16) tb_mma_skinny<1><<<blocks, 256, 0, st>>>(dP, dQ, dW, ldk, m, n, dOut, n);
+    else if (m <= 32) tb_mma_skinny<2><<<blocks, 256, 0, st>>>(dP, dQ, dW, ldk, m, n, dOut, n);
+    else tb_mma_skinny<4><<<blocks, 256, 0, st>>>(dP, dQ, dW, ldk, m, n, dOut, n);
+    return "tb_mma_skinny";
+  }
   row_popc<<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
   {
     static bool attr = false;
     if (!attr) {
       cudaFuncSetAttribute(tb_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, TB_SMEM);
+      cudaFuncSetAttribute(tb_mma2, cudaFuncAttributeMaxDynamicSharedMemorySize, TB2_SMEM);
       attr = true;
     }
     dim3 grid((n + TB_BN - 1) / TB_BN, (m + TB_BM - 1) / TB_BM);
-    tb_mma<<<grid, 256, TB_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
+    if (path == 3) {
+      tb_mma<<<grid, 256, TB_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
+      return "tb_mma_b1_v1";
+    }
+    tb_mma2<<<grid, 256, TB2_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
   }
   return "tb_mma_b1";
 }
 
 const char *launch_i8(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int m, int n, int32_t *dOut,
                       cudaStream_t st) {
-  if (m <= 16) {
+  int path = g_i8_path;
+  if (path < 0) path = m <= 2 ? 0 : m <= 64 ? 1 : 2;
+  if (path == 0 && m > 16) path = 1;
+  if (path == 1 && m > 64) path = 2;
+  if (path == 0) {
     const int blocks = (n + 7) / 8;
     for (int m0 = 0; m0 < m; m0 += 8) {
       const int mm = m - m0 < 8 ? m - m0 : 8;
@@ -438,9 +711,39 @@ const char *launch_i8(const int8_t *dA, int lda, const uint32_t *dW, int ldk, in
     }
     return "i8_gemv_dp4a";
   }
+  if (path == 1) {
+    const int blocks = (n + SK_COLS - 1) / SK_COLS;
+    if (m <= 16) i8_mma_skinny<1><<<blocks, 256, 0, st>>>(dA, lda, dW, ldk, m, n, dOut, n);
+    else if (m <= 32) i8_mma_skinny<2><<<blocks, 256, 0, st>>>(dA, lda, dW, ldk, m, n, dOut, n);
+    else i8_mma_skinny<4><<<blocks, 256, 0, st>>>(dA, lda, dW, ldk, m, n, dOut, n);
+    return "i8_mma_skinny";
+  }
   dim3 grid((n + I8_BN - 1) / I8_BN, (m + I8_BM - 1) / I8_BM);
   i8_mma<<<grid, 256, 0, st>>>(dA, lda, dW, ldk, m, n, dOut, n);
   return "i8_mma_s8";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core peak probe: independent mma.sync chains, no memory traffic.
+template <int KIND>
+__global__ void __launch_bounds__(256) mma_peak(int iters, int *sink) {
+  uint32_t a[4] = {0x9e3779b9u ^ threadIdx.x, 0x7f4a7c15u, 0x85ebca6bu, 0xc2b2ae35u};
+  int d[8][4];
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) d[j][e] = 0;
+  for (int i = 0; i < iters; ++i) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (KIND == 0) mma_b1(d[j], a, 0x0f0f0f0fu + j, 0xf0f0f0f0u);
+      else mma_s8(d[j], a, 0x01010101u + j, 0xff01ff01u);
+    }
+  }
+  int s = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) s += d[j][0] + d[j][1] + d[j][2] + d[j][3];
+  if (s == 0x12345678) sink[0] = s;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -533,6 +836,11 @@ __global__ void fill_half_random(unsigned short *x, size_t n, uint32_t seed) {
 extern "C" {
 
 const char *bwq_cuda_last_error(void) { return g_err; }
+
+void bwq_cuda_set_paths(int tb_path, int i8_path) {
+  g_tb_path = tb_path < 0 || tb_path > 3 ? -1 : tb_path;
+  g_i8_path = i8_path < 0 || i8_path > 2 ? -1 : i8_path;
+}
 
 int bwq_cuda_init(char *msg, size_t msg_len) {
   std::lock_guard<std::mutex> lk(g_init_mu);
@@ -627,6 +935,37 @@ int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, i
   CK(cudaGetLastError());
   CK(cudaMemcpyAsync(out, dO, (size_t)m * n * 4, cudaMemcpyDeviceToHost, st));
   CK(cudaStreamSynchronize(st));
+  return BWQ_OK;
+}
+
+int bwq_cuda_mma_peak(int kind, double *tops) {
+  if (!tops || (kind != 0 && kind != 1)) return BWQ_EINVAL;
+  int rc = ensure_init();
+  if (rc) return rc;
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  int *sink;
+  CK(cudaMalloc(&sink, 4));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  const int blocks = prop.multiProcessorCount * 4, iters = 4096;
+  auto launch = [&]() {
+    if (kind == 0) mma_peak<0><<<blocks, 256>>>(iters, sink);
+    else mma_peak<1><<<blocks, 256>>>(iters, sink);
+  };
+  launch();
+  CK(cudaEventRecord(e0));
+  launch();
+  CK(cudaEventRecord(e1));
+  CK(cudaEventSynchronize(e1));
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, e0, e1));
+  const double ops_per_mma = kind == 0 ? 2.0 * 16 * 8 * 256 : 2.0 * 16 * 8 * 32;
+  *tops = (double)blocks * 8 /*warps*/ * iters * 8 /*chains*/ * ops_per_mma / (ms * 1e-3) / 1e12;
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(sink);
   return BWQ_OK;
 }
 

@@ -72,6 +72,15 @@ BWQ_EXPORT int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t
                                             int m, int n, int k, int32_t *out);
 BWQ_EXPORT int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out);
 
+/* Forces a kernel family for tests and benchmarks: -1 automatic (default), 0 GEMV, 1 skinny MMA, 2 tiled MMA,
+ * 3 tiled MMA v1 (ternary x binary only; 32-bit fragment loads, kept for comparison)
+ * (a family that cannot take the shape falls through to the next one). */
+BWQ_EXPORT void bwq_cuda_set_paths(int ternary_binary_path, int int8_binary_path);
+
+/* Peak tensor-core rate of mma.sync (kind 0: m16n8k256 b1 AND+POPC, 1: m16n8k32 s8) in tera-ops/s
+ * (2 ops per multiply-add), measured with register-only chains. For the performance notes. */
+BWQ_EXPORT int bwq_cuda_mma_peak(int kind, double *tops);
+
 #define BWQ_BENCH_TERNARY_BINARY 0
 #define BWQ_BENCH_INT8_BINARY 1
 

@@ -150,6 +150,11 @@ int bench(bool quick, const char *json_path) {
     for (int s = 0; s < 3; ++s)
       for (int mi = 0; mi < nm; ++mi) {
         const int m = ms[mi], k = kn[s][0], n = kn[s][1];
+        // Small M: every kernel family (GEMV, skinny MMA, tiled MMA); large M: the automatic choice.
+        // (ternary x binary, large M: also the v1 tiled kernel for comparison)
+        const int p_first = m <= 64 ? 0 : 2, p_last = (kind == 0 && m > 64) ? 3 : 2;
+        for (int path = p_first; path <= p_last; ++path) {
+        bwq_cuda_set_paths(path, path);
         bwq_bench_result r;
         memset(&r, 0, sizeof r);
         const int reps = m >= 512 ? 50 : 200;
@@ -178,6 +183,8 @@ int bench(bool quick, const char *json_path) {
         }
         first = false;
         fflush(stdout);
+        }
+        bwq_cuda_set_paths(-1, -1);
       }
   js += "\n]\n";
   if (json_path) {
@@ -217,7 +224,12 @@ int main(int argc, char **argv) {
     const int e = bwq_cuda_init(msg, sizeof msg);
     printf("cuda: %s\n", msg);
     if (e != BWQ_OK) return 1;
-    fails += run_checks("cuda", bwq_cuda_ternary_binary_gemm, bwq_cuda_int8_binary_gemm, false);
+    const char *names[] = {"cuda-auto", "cuda-gemv", "cuda-skinny", "cuda-tiled", "cuda-tiled-v1"};
+    for (int path = -1; path <= 3; ++path) {
+      bwq_cuda_set_paths(path, path);
+      fails += run_checks(names[path + 1], bwq_cuda_ternary_binary_gemm, bwq_cuda_int8_binary_gemm, false);
+    }
+    bwq_cuda_set_paths(-1, -1);
 #endif
     printf(fails ? "FAILED (%d)\n" : "ALL PASSED\n", fails);
     return fails ? 1 : 0;
@@ -230,6 +242,10 @@ int main(int argc, char **argv) {
       return 1;
     }
     fprintf(stderr, "cuda: %s\n", msg);
+    double b1 = 0, s8 = 0;
+    bwq_cuda_mma_peak(0, &b1);
+    bwq_cuda_mma_peak(1, &s8);
+    printf("mma.sync peak: b1 and.popc m16n8k256 %.0f TOPS, s8 m16n8k32 %.0f TOPS\n", b1, s8);
     return bench(quick, json);
   }
 #endif
