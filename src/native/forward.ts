@@ -11,6 +11,7 @@ import type { ModelConfig } from '../model/config.js';
 import type { ModelDir } from '../model/model-dir.js';
 import { SafetensorsFile } from '../safetensors/reader.js';
 import { causalAttention } from './attention.js';
+import { loadNativeKernels } from './kernels.js';
 import type { ActivationCodes } from './activation-codes.js';
 import { loadNativeModel, tensorSourceOf, type NativeLayer, type NativeModel, type TensorSource } from './packed-model.js';
 import { applyLinear, prepareInput } from './quant-linear.js';
@@ -50,23 +51,21 @@ export interface NativeRunnerOptions {
   printNotice?: boolean;
 }
 
-/** D's loader, imported lazily so a missing or unbuilt addon only costs speed, not function. */
-export async function loadForwardKernels(device: 'auto' | 'cpu' | 'cuda'): Promise<ForwardKernels> {
-  let reason: string;
+/**
+ * D's kernels (src/native/kernels.ts); when the addon is not built (or cannot load) and the device
+ * is not 'cuda', the JavaScript reference kernels, with a notice saying so.
+ */
+export function loadForwardKernels(device: 'auto' | 'cpu' | 'cuda'): ForwardKernels {
   try {
-    const loaderPath = './loader.js';
-    const mod = (await import(loaderPath)) as {
-      loadNativeKernels(options?: { device?: 'auto' | 'cpu' | 'cuda' }): ForwardKernels;
-    };
-    return mod.loadNativeKernels({ device });
+    return loadNativeKernels({ device });
   } catch (error) {
     if (device === 'cuda') {
       if (error instanceof BwqError) throw error;
       throw new BwqError(`CUDA kernels unavailable: ${(error as Error).message}`, { cause: error });
     }
-    reason = error instanceof BwqError ? error.oneLine() : (error as Error).message;
+    const reason = error instanceof BwqError ? error.oneLine() : (error as Error).message;
+    return createReferenceKernels(`native addon not available (${reason}); using the JavaScript reference kernels (slow)`);
   }
-  return createReferenceKernels(`native addon not available (${reason}); using the JavaScript reference kernels (slow)`);
 }
 
 /** Float path state shared by all calls of one runner. */
@@ -143,9 +142,13 @@ class NativeForward {
   }
 }
 
-function checkIds(ids: Int32Array, batch: number, seq: number, vocab: number): void {
+function checkIds(ids: Int32Array, batch: number, seq: number, config: ModelConfig): void {
+  const vocab = config.vocabSize;
   if (!Number.isInteger(batch) || !Number.isInteger(seq) || batch < 1 || seq < 1) {
     throw new RangeError(`bad batch ${batch} / seq ${seq}`);
+  }
+  if (seq > config.maxPositionEmbeddings) {
+    throw new BwqError(`sequence length ${seq} exceeds max_position_embeddings ${config.maxPositionEmbeddings}`);
   }
   if (ids.length !== batch * seq) throw new RangeError(`ids has ${ids.length} elements, expected ${batch}x${seq}`);
   for (let i = 0; i < ids.length; i++) {
@@ -171,7 +174,7 @@ export function nativeRunnerFromModel(model: NativeModel, kernels: ForwardKernel
     notice: kernels.notice,
     packedLinears: model.packedLinears,
     async logits(ids, batch, seq) {
-      checkIds(ids, batch, seq, V);
+      checkIds(ids, batch, seq, c);
       const out = new Float32Array(batch * seq * V);
       for (let b = 0; b < batch; b++) {
         const hn = fwd.hidden(ids.subarray(b * seq, (b + 1) * seq));
@@ -180,7 +183,7 @@ export function nativeRunnerFromModel(model: NativeModel, kernels: ForwardKernel
       return out;
     },
     async nll(ids, batch, seq) {
-      checkIds(ids, batch, seq, V);
+      checkIds(ids, batch, seq, c);
       let sum = 0;
       let count = 0;
       for (let b = 0; b < batch; b++) {
@@ -223,8 +226,10 @@ export async function createNativeModelRunner(model: ModelDir, options: NativeRu
   }
   try {
     const native = await loadNativeModel(model.config, model.weightNames, packed, checkpoint);
-    const kernels = options.kernels ?? await loadForwardKernels(options.device ?? 'auto');
-    if (kernels.notice !== undefined && options.printNotice !== false) process.stderr.write(`bwq: notice: ${kernels.notice}\n`);
+    const kernels = options.kernels ?? loadForwardKernels(options.device ?? 'auto');
+    if (kernels.notice !== undefined && options.printNotice !== false) {
+      process.stderr.write(`${kernels.notice.startsWith('bwq:') ? '' : 'bwq: notice: '}${kernels.notice}\n`);
+    }
     return nativeRunnerFromModel(native, kernels, packed?.label ?? checkpointLabel, async () => {
       await packedFile?.close();
     });

@@ -14,10 +14,18 @@ import { createModelRunner } from '../../src/onnx/model-runner.js';
 import { createNativeModelRunner, nativeRunnerFromModel, type NativeModelRunner } from '../../src/native/forward.js';
 import { loadNativeModel, tensorSourceOf } from '../../src/native/packed-model.js';
 import { createReferenceKernels } from '../../src/native/reference-kernels.js';
+import { loadNativeKernels, type NativeKernels } from '../../src/native/kernels.js';
 import type { ActivationQuantizer } from '../../src/quant/recipe.js';
 import { buildQuantizedModel, type BuildOptions } from './build-quantized.js';
 
 const kernels = createReferenceKernels();
+// D's addon (CPU kernels) when built: `npm install` builds it; without it the comparison is skipped.
+let addon: NativeKernels | undefined;
+try {
+  addon = loadNativeKernels({ device: 'cpu' });
+} catch {
+  addon = undefined;
+}
 const root = mkdtempSync(join(tmpdir(), 'bwq-native-fwd-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
@@ -76,6 +84,17 @@ describe.each(variants)('%s', (label, src, options) => {
   it('runs every linear from the packed file', () => {
     expect(native.packedLinears).toBe(7 * model.config.numLayers);
     expect(native.backend).toBe('js-reference');
+  });
+
+  it.skipIf(addon === undefined)('gives bit-identical logits with the native addon kernels and the reference kernels', async () => {
+    const withAddon = await createNativeModelRunner(model, { kernels: addon! });
+    expect(withAddon.backend).toMatch(/^cpu \(/);
+    const a = await withAddon.logits(ids.subarray(0, SEQ), 1, SEQ);
+    const b = await native.logits(ids.subarray(0, SEQ), 1, SEQ);
+    let differing = 0;
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) differing++;
+    expect(differing).toBe(0);
+    await withAddon.close();
   });
 
   it('matches the native float path on the simulated weights', async () => {
