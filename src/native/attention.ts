@@ -58,6 +58,8 @@ export function causalAttention(q: Float32Array, k: Float32Array, v: Float32Arra
     valueFloat.push(dequantize(vc, seq, headDim));
   }
   const scores = new Float32Array(seq * seq);
+  const rowExp = new Float64Array(seq);
+  const out = new Float64Array(headDim);
   const lo = (i: number): number => (slidingWindow === undefined ? 0 : Math.max(0, i - slidingWindow + 1));
   for (let h = 0; h < numHeads; h++) {
     const g = Math.floor(h / group);
@@ -91,16 +93,21 @@ export function causalAttention(q: Float32Array, k: Float32Array, v: Float32Arra
       let max = -Infinity;
       for (let j = start; j <= i; j++) if (scores[o + j]! > max) max = scores[o + j]!;
       let sum = 0;
-      for (let j = start; j <= i; j++) sum += Math.exp(scores[o + j]! - max);
-      for (let j = 0; j < seq; j++) {
-        scores[o + j] = j >= start && j <= i ? Math.exp(scores[o + j]! - max) / sum : 0;
+      for (let j = start; j <= i; j++) {
+        const e = Math.exp(scores[o + j]! - max);
+        rowExp[j] = e;
+        sum += e;
       }
+      const inv = 1 / sum;
+      scores.fill(0, o, o + start);
+      for (let j = start; j <= i; j++) scores[o + j] = rowExp[j]! * inv;
+      scores.fill(0, o + i + 1, o + seq);
     }
     const pc = quantized(scores, seq, seq, recipe?.probs);
     const vc = valueCodes[g]!;
     const vf = valueFloat[g]!;
     for (let i = 0; i < seq; i++) {
-      const out = new Float64Array(headDim);
+      out.fill(0);
       const start = lo(i);
       if (pc.kind === 'ternary' && vc.kind === 'ternary') {
         // s_p[i] · Σ_j t_p[i,j] · (s_v[j] · t_v[j, :]) over the non-zero codes of P
