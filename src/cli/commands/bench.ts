@@ -37,7 +37,7 @@ export interface BenchReport {
   targets: { name: string; value: number | undefined; target: number; met: boolean | undefined }[];
 }
 
-interface BenchOptions { quick?: boolean; json?: boolean; threads?: string; gpu?: boolean; cpu?: boolean; eval?: boolean; ms?: string }
+interface BenchOptions { quick?: boolean; json?: boolean; threads?: string; gpu?: boolean; cpu?: boolean; eval?: boolean; m?: string }
 
 function xorshift(seed: number): () => number {
   let s = seed >>> 0 || 1;
@@ -136,9 +136,9 @@ function minOf(values: number[]): number | undefined {
 export async function runBench(options: BenchOptions, log: (s: string) => void): Promise<BenchReport> {
   const quick = options.quick === true;
   let ms: number[] = quick ? [...QUICK_MS] : [...BENCH_MS];
-  if (options.ms !== undefined) {
-    ms = options.ms.split(',').map((s) => Number(s.trim()));
-    if (ms.some((v) => !Number.isInteger(v) || v < 1)) throw usageError(`--m expects positive integers, got "${options.ms}"`);
+  if (options.m !== undefined) {
+    ms = options.m.split(',').map((s) => Number(s.trim()));
+    if (ms.some((v) => !Number.isInteger(v) || v < 1)) throw usageError(`--m expects positive integers, got "${options.m}"`);
   }
   if (options.threads !== undefined) {
     const t = Number(options.threads);
