@@ -81,3 +81,40 @@ describe('native float forward perplexity on data/sotu-test.txt', () => {
     await model.checkpoint.close();
   });
 });
+
+describe('sliding-window attention (mistral, window 16 < 64 tokens)', () => {
+  it('matches the ONNX runner and differs from plain causal attention', async () => {
+    const { mkdtempSync, cpSync, writeFileSync: write, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { createModelRunner } = await import('../../src/onnx/model-runner.js');
+    const dir = mkdtempSync(`${tmpdir()}/bwq-sliding-`);
+    try {
+      cpSync('test/fixtures/models/tiny-mistral', dir, { recursive: true });
+      const cfg = JSON.parse(readFileSync(`${dir}/config.json`, 'utf8')) as Record<string, unknown>;
+      cfg['sliding_window'] = 16;
+      write(`${dir}/config.json`, JSON.stringify(cfg));
+      const model = await openModelDir(dir);
+      expect(model.config.slidingWindow).toBe(16);
+      const ref = await referenceLogits('tiny-mistral');
+      const native = await createNativeModelRunner(model, { kernels });
+      const onnx = await createModelRunner(model);
+      const a = await native.logits(ref.ids, 1, 64);
+      const b = await onnx.logits(ref.ids, 1, 64);
+      let maxErr = 0;
+      let maxFromCausal = 0;
+      for (let i = 0; i < a.length; i++) {
+        maxErr = Math.max(maxErr, Math.abs(a[i]! - b[i]!));
+        maxFromCausal = Math.max(maxFromCausal, Math.abs(a[i]! - ref.logits[i]!));
+      }
+      expect(maxErr).toBeLessThan(5e-5);
+      expect(maxFromCausal).toBeGreaterThan(1e-2);
+      // the first 16 positions see the same keys as with plain causal attention
+      for (let i = 0; i < 16 * ref.vocab; i++) expect(Math.abs(a[i]! - ref.logits[i]!)).toBeLessThan(5e-5);
+      await onnx.close();
+      await native.close();
+      await model.checkpoint.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
