@@ -49,6 +49,10 @@ export interface GroupSettings {
   seed: number;
   /** OKT initialisation: one of them, or 'best' = try both, keep the lower output error */
   oktInit: 'identity' | 'random' | 'best';
+  /** PSP L-step weighted by the RMS of the (rotated) calibration inputs per channel */
+  weightedPsp: boolean;
+  /** replace α by the output-optimal scale (bᵀHw)/(bᵀHb), H = X'ᵀX' */
+  dataAwareScale: boolean;
 }
 
 export interface QuantizedGroup {
@@ -73,6 +77,34 @@ function diffNorm(a: Float32Array | Float64Array, b: Float32Array | Float64Array
   let s = 0;
   for (let i = 0; i < a.length; i++) s += (a[i]! - b[i]!) ** 2;
   return Math.sqrt(s);
+}
+
+/**
+ * Output-optimal per-row scale for fixed signs: α_n = bₙᵀH(w_n − l_n) / bₙᵀHbₙ with H = XᵀX
+ * (minimises ‖X(w_n − l_n − α bₙ)‖²); falls back to the current α when the denominator vanishes
+ * or the result is not positive.
+ */
+async function refitScales(
+  w: Float64Array, signs: Int8Array, scales: Float32Array, lrA: Float32Array, lrB: Float32Array, rank: number,
+  rows: number, cols: number, gram: Float64Array, mm: Matmul,
+): Promise<void> {
+  const target = Float64Array.from(w);
+  if (rank > 0) {
+    const low = await mm(lrA, lrB, rows, rank, cols);
+    for (let i = 0; i < target.length; i++) target[i] = target[i]! - low[i]!;
+  }
+  const bh = await mm(Float64Array.from(signs), gram, rows, cols, cols); // B H  [rows, cols]
+  for (let r = 0; r < rows; r++) {
+    let num = 0;
+    let den = 0;
+    for (let c = 0; c < cols; c++) {
+      const v = bh[r * cols + c]!;
+      num += v * target[r * cols + c]!;
+      den += v * signs[r * cols + c]!;
+    }
+    const alpha = num / den;
+    if (den > 0 && Number.isFinite(alpha) && alpha > 0) scales[r] = alpha;
+  }
 }
 
 export function fixedQuantizer(aBits: number | 'ternary'): ActivationQuantizer {
@@ -121,11 +153,21 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
   for (const init of inits) {
     const okt = await learnOkt(linears.map((l) => ({ data: l.weight, rows: l.rows })), cols, { iterations: s.oktIterations, init, seed, matmul: mm });
     const xr = rotateRows(x, tokens, okt.r1, okt.a, okt.r2, okt.b);
+    let columnWeights: Float64Array | undefined;
+    if (s.weightedPsp) {
+      columnWeights = new Float64Array(cols);
+      for (let t = 0; t < tokens; t++) for (let c = 0; c < cols; c++) columnWeights[c] = columnWeights[c]! + xr[t * cols + c]! ** 2;
+      let mean = 0;
+      for (let c = 0; c < cols; c++) mean += columnWeights[c]! / cols;
+      for (let c = 0; c < cols; c++) columnWeights[c] = Math.sqrt((columnWeights[c]! + 1e-3 * mean + 1e-30) / tokens);
+    }
+    const gram = s.dataAwareScale ? await mm(xr, xr, cols, tokens, cols, { transposeA: true }) : undefined;
     const q: QuantizedLinear[] = [];
     for (let li = 0; li < linears.length; li++) {
       const l = linears[li]!;
       const wr = rotateRows(Float64Array.from(l.weight), l.rows, okt.r1, okt.a, okt.r2, okt.b);
-      const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm });
+      const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, ...(columnWeights === undefined ? {} : { columnWeights }) });
+      if (gram !== undefined) await refitScales(wr, p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, gram, mm);
       const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols);
       const w = norm(l.weight);
       const plain = binarizeRows(l.weight, l.rows, cols);

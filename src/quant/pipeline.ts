@@ -55,6 +55,10 @@ export interface QuantizeOptions {
   oktIterations?: number;
   /** OKT initialisation (default 'random'; 'best' tries identity and random) */
   oktInit?: 'identity' | 'random' | 'best';
+  /** activation-weighted PSP L-step (default true) */
+  weightedPsp?: boolean;
+  /** output-optimal per-row weight scale after PSP (default true) */
+  dataAwareScale?: boolean;
   /** PSP alternations (default 3) */
   pspIterations?: number;
   /** PSP soft threshold τ = ratio·σ_{r+1} (default 0.25) */
@@ -189,6 +193,8 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
     method: options.method, aBits: options.aBits, rank: options.method === 'bwla' ? options.rank : 0,
     oktIterations: options.method === 'bwla' ? options.oktIterations ?? 10 : 0,
     oktInit: options.oktInit ?? 'random',
+    weightedPsp: options.weightedPsp ?? true,
+    dataAwareScale: options.dataAwareScale ?? true,
     pspIterations: options.pspIterations ?? 3, pspTauRatio: options.pspTauRatio ?? 0.25, seed: options.seed,
   };
 
@@ -418,6 +424,8 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
       okt_init: options.method === 'bwla' ? options.oktInit ?? 'random' : 'none',
       psp_iterations: options.method === 'bwla' ? options.pspIterations ?? 3 : 0,
       psp_tau_ratio: options.pspTauRatio ?? 0.25,
+      psp_weighted: options.method === 'bwla' && (options.weightedPsp ?? true),
+      data_aware_scale: options.method === 'bwla' && (options.dataAwareScale ?? true),
       stat_tokens: Math.min(options.statTokens ?? 512, options.nsamples * seqlen),
     },
   };

@@ -17,6 +17,12 @@ export interface PspOptions {
   rank: number;
   iterations?: number;
   tauRatio?: number;
+  /**
+   * Optional per-input-channel weights d (length cols, > 0): the L-step then fits the weighted
+   * residual E·diag(d) (activation-aware, d = RMS of the calibration inputs per channel) and
+   * un-weights the right factor: L = SVT(E·diag(d))·diag(d)⁻¹.
+   */
+  columnWeights?: Float64Array;
   seed?: number;
   matmul?: Matmul;
 }
@@ -56,7 +62,13 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
   let lowRank: Float64Array = new Float64Array(rows * cols);
   let factors = { a: new Float64Array(0), b: new Float64Array(0), rank: 0 };
   const lStep = async (seed: number): Promise<void> => {
-    const t = await randomizedSvd(residual, rows, cols, rank + 1, { seed, oversample: 8, powerIterations: 2, matmul: mm });
+    const dw = options.columnWeights;
+    let target = residual;
+    if (dw !== undefined) {
+      target = new Float64Array(rows * cols);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) target[r * cols + c] = residual[r * cols + c]! * dw[c]!;
+    }
+    const t = await randomizedSvd(target, rows, cols, rank + 1, { seed, oversample: 8, powerIterations: 2, matmul: mm });
     const tau = tauRatio * (t.s[rank] ?? 0);
     let kept = 0;
     for (let k = 0; k < Math.min(rank, t.rank); k++) if (t.s[k]! - tau > 0) kept++;
@@ -65,7 +77,7 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
     for (let k = 0; k < kept; k++) {
       const sigma = t.s[k]! - tau;
       for (let r = 0; r < rows; r++) a[r * kept + k] = t.u[r * t.rank + k]! * sigma;
-      for (let c = 0; c < cols; c++) b[k * cols + c] = t.v[c * t.rank + k]!;
+      for (let c = 0; c < cols; c++) b[k * cols + c] = t.v[c * t.rank + k]! / (dw === undefined ? 1 : dw[c]!);
     }
     lowRank = kept === 0 ? new Float64Array(rows * cols) : await mm(a, b, rows, kept, cols);
     factors = { a, b, rank: kept };
