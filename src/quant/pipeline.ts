@@ -214,133 +214,132 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
   const engine = createOrtEngine(options.threads);
   const mm = engine.matmul;
   try {
+    for (let layer = 0; layer < config.numLayers; layer++) {
+      const tl = performance.now();
+      const tag = `layer ${layer + 1}/${config.numLayers}`;
+      const weights = await runner.loadBlockWeights(layer);
+      const names = model.weightNames.layers[layer]!;
 
-  for (let layer = 0; layer < config.numLayers; layer++) {
-    const tl = performance.now();
-    const tag = `layer ${layer + 1}/${config.numLayers}`;
-    const weights = await runner.loadBlockWeights(layer);
-    const names = model.weightNames.layers[layer]!;
-
-    // a. statistics: sampled rows of each linear input tap
-    progress.start(`${tag}: statistics`);
-    const picked = rng.sample(ns * seqlen, statTokens); // global token indices, ascending
-    const taps: TapName[] = ['attn_input', 'attn_context', 'mlp_input', 'mlp_hidden'];
-    const stats = new Map<TapName, Float32Array>();
-    const widths = new Map<TapName, number>();
-    let firstFloatOut: Float32Array | undefined;
-    let cursor = 0;
-    for (let b = 0; b < nBatches; b++) {
-      const n = Math.min(bs, ns - b * bs);
-      const lo = b * bs * seqlen;
-      const hi = lo + n * seqlen;
-      const out = await runner.run(layer, hidden.subarray(lo * h, hi * h), n, seqlen, { weights, recipe: floatRecipe, taps });
-      if (b === 0) firstFloatOut = out.output;
-      for (const t of taps) {
-        const v = out.taps.get(t)!;
-        const width = v.length / (n * seqlen);
-        widths.set(t, width);
-        if (!stats.has(t)) stats.set(t, new Float32Array(statTokens * width));
-      }
-      while (cursor < picked.length && picked[cursor]! < hi) {
-        const row = picked[cursor]! - lo;
+      // a. statistics: sampled rows of each linear input tap
+      progress.start(`${tag}: statistics`);
+      const picked = rng.sample(ns * seqlen, statTokens); // global token indices, ascending
+      const taps: TapName[] = ['attn_input', 'attn_context', 'mlp_input', 'mlp_hidden'];
+      const stats = new Map<TapName, Float32Array>();
+      const widths = new Map<TapName, number>();
+      let firstFloatOut: Float32Array | undefined;
+      let cursor = 0;
+      for (let b = 0; b < nBatches; b++) {
+        const n = Math.min(bs, ns - b * bs);
+        const lo = b * bs * seqlen;
+        const hi = lo + n * seqlen;
+        const out = await runner.run(layer, hidden.subarray(lo * h, hi * h), n, seqlen, { weights, recipe: floatRecipe, taps });
+        if (b === 0) firstFloatOut = out.output;
         for (const t of taps) {
-          const width = widths.get(t)!;
-          stats.get(t)!.set(out.taps.get(t)!.subarray(row * width, (row + 1) * width), cursor * width);
+          const v = out.taps.get(t)!;
+          const width = v.length / (n * seqlen);
+          widths.set(t, width);
+          if (!stats.has(t)) stats.set(t, new Float32Array(statTokens * width));
         }
-        cursor++;
+        while (cursor < picked.length && picked[cursor]! < hi) {
+          const row = picked[cursor]! - lo;
+          for (const t of taps) {
+            const width = widths.get(t)!;
+            stats.get(t)!.set(out.taps.get(t)!.subarray(row * width, (row + 1) * width), cursor * width);
+          }
+          cursor++;
+        }
+        progress.update(b + 1, nBatches);
       }
-      progress.update(b + 1, nBatches);
-    }
-    progress.succeed(`${tag}: statistics on ${statTokens} sampled tokens`);
+      progress.succeed(`${tag}: statistics on ${statTokens} sampled tokens`);
 
-    // b/c. quantize groups
-    progress.start(`${tag}: quantizing`);
-    const recipeLinears: Partial<Record<LinearRole, LinearInputRecipe>> = {};
-    const newLinears = { ...weights.linears };
-    const extra = new Map(weights.extra);
-    const report: LayerReport = { layer, seconds: 0, groups: {}, linears: {}, blockOutputRelError: 0 };
-    let gi = 0;
-    for (const g of GROUPS) {
-      const members: GroupLinear[] = [];
-      for (const role of g.roles) {
-        const w = weights.linears[role];
-        if (w === undefined) continue;
+      // b/c. quantize groups
+      progress.start(`${tag}: quantizing`);
+      const recipeLinears: Partial<Record<LinearRole, LinearInputRecipe>> = {};
+      const newLinears = { ...weights.linears };
+      const extra = new Map(weights.extra);
+      const report: LayerReport = { layer, seconds: 0, groups: {}, linears: {}, blockOutputRelError: 0 };
+      let gi = 0;
+      for (const g of GROUPS) {
+        const members: GroupLinear[] = [];
+        for (const role of g.roles) {
+          const w = weights.linears[role];
+          if (w === undefined) continue;
+          const cols = widths.get(g.tap)!;
+          members.push({ role, weight: w, rows: w.length / cols });
+        }
+        if (members.length === 0) continue;
         const cols = widths.get(g.tap)!;
-        members.push({ role, weight: w, rows: w.length / cols });
-      }
-      if (members.length === 0) continue;
-      const cols = widths.get(g.tap)!;
-      const q: QuantizedGroup = await quantizeGroup(g.name, members, cols, stats.get(g.tap)!, statTokens, settings, options.seed + 7919 * layer + 31 * gi, mm);
-      gi++;
-      const rotationNames = q.rotation === undefined ? undefined : {
-        r1: `model.layers.${layer}.${g.name}.okt_r1`, r2: `model.layers.${layer}.${g.name}.okt_r2`,
-      };
-      if (q.rotation !== undefined && rotationNames !== undefined) {
-        const r1 = { data: Float32Array.from(q.rotation.r1), shape: [q.rotation.a, q.rotation.a] };
-        const r2 = { data: Float32Array.from(q.rotation.r2), shape: [q.rotation.b, q.rotation.b] };
-        result.rotations.set(rotationNames.r1, r1);
-        result.rotations.set(rotationNames.r2, r2);
-        extra.set(rotationNames.r1, r1);
-        extra.set(rotationNames.r2, r2);
-      }
-      for (const ql of q.linears) {
-        const entry: LinearInputRecipe = rotationNames === undefined
-          ? { quantizer: q.quantizer }
-          : { rotation: { kind: 'kronecker', r1: rotationNames.r1, r2: rotationNames.r2 }, quantizer: q.quantizer };
-        recipeLinears[ql.role] = entry;
-        newLinears[ql.role] = ql.simulated;
-        const ln = linearByRole(names, ql.role)!;
-        result.linears.set(ln.weight, { q: ql, prefix: ln.weight.replace(/\.weight$/, ''), bias: ln.bias });
-        report.linears[ql.role] = { weightRelError: ql.weightRelError, plainBinarizationRelError: ql.plainRelError, pspRank: ql.rank };
-      }
-      report.groups[g.name] = {
-        quantizer: describeQuantizer(q.quantizer),
-        outputRelError: q.outputRelError,
-        ...(q.rotation === undefined ? {} : {
-          rotation: { init: q.rotation.init, a: q.rotation.a, b: q.rotation.b, oktObjective: q.rotation.history },
-          candidates: q.candidates,
-        }),
-      };
-      progress.update(gi, GROUPS.length, g.name);
-    }
-
-    let attention: AttentionRecipe | undefined;
-    if (options.method === 'bwta') {
-      const att = await calibrateAttention(runner, layer, hidden, seqlen, weights, config.numHeads, config.numKvHeads, config.headDim, options.attentionRows ?? 64, rng, mm);
-      attention = { query: att.query, key: att.key, probs: att.probs, value: att.value };
-      report.attention = {
-        query: describeQuantizer(att.query), key: describeQuantizer(att.key), value: describeQuantizer(att.value),
-        probs: describeQuantizer(att.probs), scoresRelError: Math.sqrt(att.scoresRelError), contextRelError: Math.sqrt(att.contextRelError),
-      };
-    }
-    const recipe: LayerRecipe = attention === undefined ? { linears: recipeLinears } : { linears: recipeLinears, attention };
-    result.recipes.push(recipe);
-    progress.succeed(`${tag}: quantized (${Object.entries(report.groups).map(([k, v]) => `${k} ${v.quantizer} err ${v.outputRelError.toFixed(3)}`).join(', ')})`);
-
-    // d. propagate through the quantized block
-    progress.start(`${tag}: propagating`);
-    const qWeights: BlockWeights = { ...weights, linears: newLinears, extra };
-    for (let b = 0; b < nBatches; b++) {
-      const n = Math.min(bs, ns - b * bs);
-      const lo = b * bs * seqlen * h;
-      const hi = lo + n * seqlen * h;
-      const out = await runner.run(layer, hidden.subarray(lo, hi), n, seqlen, { weights: qWeights, recipe });
-      if (b === 0 && firstFloatOut !== undefined) {
-        let num = 0;
-        let den = 0;
-        for (let i = 0; i < out.output.length; i++) {
-          num += (out.output[i]! - firstFloatOut[i]!) ** 2;
-          den += firstFloatOut[i]! ** 2;
+        const q: QuantizedGroup = await quantizeGroup(g.name, members, cols, stats.get(g.tap)!, statTokens, settings, options.seed + 7919 * layer + 31 * gi, mm);
+        gi++;
+        const rotationNames = q.rotation === undefined ? undefined : {
+          r1: `model.layers.${layer}.${g.name}.okt_r1`, r2: `model.layers.${layer}.${g.name}.okt_r2`,
+        };
+        if (q.rotation !== undefined && rotationNames !== undefined) {
+          const r1 = { data: Float32Array.from(q.rotation.r1), shape: [q.rotation.a, q.rotation.a] };
+          const r2 = { data: Float32Array.from(q.rotation.r2), shape: [q.rotation.b, q.rotation.b] };
+          result.rotations.set(rotationNames.r1, r1);
+          result.rotations.set(rotationNames.r2, r2);
+          extra.set(rotationNames.r1, r1);
+          extra.set(rotationNames.r2, r2);
         }
-        report.blockOutputRelError = den > 0 ? Math.sqrt(num / den) : 0;
+        for (const ql of q.linears) {
+          const entry: LinearInputRecipe = rotationNames === undefined
+            ? { quantizer: q.quantizer }
+            : { rotation: { kind: 'kronecker', r1: rotationNames.r1, r2: rotationNames.r2 }, quantizer: q.quantizer };
+          recipeLinears[ql.role] = entry;
+          newLinears[ql.role] = ql.simulated;
+          const ln = linearByRole(names, ql.role)!;
+          result.linears.set(ln.weight, { q: ql, prefix: ln.weight.replace(/\.weight$/, ''), bias: ln.bias });
+          report.linears[ql.role] = { weightRelError: ql.weightRelError, plainBinarizationRelError: ql.plainRelError, pspRank: ql.rank };
+        }
+        report.groups[g.name] = {
+          quantizer: describeQuantizer(q.quantizer),
+          outputRelError: q.outputRelError,
+          ...(q.rotation === undefined ? {} : {
+            rotation: { init: q.rotation.init, a: q.rotation.a, b: q.rotation.b, oktObjective: q.rotation.history },
+            candidates: q.candidates,
+          }),
+        };
+        progress.update(gi, GROUPS.length, g.name);
       }
-      hidden.set(out.output, lo);
-      progress.update(b + 1, nBatches);
+
+      let attention: AttentionRecipe | undefined;
+      if (options.method === 'bwta') {
+        const att = await calibrateAttention(runner, layer, hidden, seqlen, weights, config.numHeads, config.numKvHeads, config.headDim, options.attentionRows ?? 64, rng, mm);
+        attention = { query: att.query, key: att.key, probs: att.probs, value: att.value };
+        report.attention = {
+          query: describeQuantizer(att.query), key: describeQuantizer(att.key), value: describeQuantizer(att.value),
+          probs: describeQuantizer(att.probs), scoresRelError: Math.sqrt(att.scoresRelError), contextRelError: Math.sqrt(att.contextRelError),
+        };
+      }
+      const recipe: LayerRecipe = attention === undefined ? { linears: recipeLinears } : { linears: recipeLinears, attention };
+      result.recipes.push(recipe);
+      progress.succeed(`${tag}: quantized (${Object.entries(report.groups).map(([k, v]) => `${k} ${v.quantizer} err ${v.outputRelError.toFixed(3)}`).join(', ')})`);
+
+      // d. propagate through the quantized block
+      progress.start(`${tag}: propagating`);
+      const qWeights: BlockWeights = { ...weights, linears: newLinears, extra };
+      for (let b = 0; b < nBatches; b++) {
+        const n = Math.min(bs, ns - b * bs);
+        const lo = b * bs * seqlen * h;
+        const hi = lo + n * seqlen * h;
+        const out = await runner.run(layer, hidden.subarray(lo, hi), n, seqlen, { weights: qWeights, recipe });
+        if (b === 0 && firstFloatOut !== undefined) {
+          let num = 0;
+          let den = 0;
+          for (let i = 0; i < out.output.length; i++) {
+            num += (out.output[i]! - firstFloatOut[i]!) ** 2;
+            den += firstFloatOut[i]! ** 2;
+          }
+          report.blockOutputRelError = den > 0 ? Math.sqrt(num / den) : 0;
+        }
+        hidden.set(out.output, lo);
+        progress.update(b + 1, nBatches);
+      }
+      report.seconds = (performance.now() - tl) / 1000;
+      result.reports.push(report);
+      progress.succeed(`${tag}: done in ${report.seconds.toFixed(1)} s (block output rel. error ${report.blockOutputRelError.toFixed(3)})`);
     }
-    report.seconds = (performance.now() - tl) / 1000;
-    result.reports.push(report);
-    progress.succeed(`${tag}: done in ${report.seconds.toFixed(1)} s (block output rel. error ${report.blockOutputRelError.toFixed(3)})`);
-  }
   } finally {
     await engine.close();
   }
