@@ -111,7 +111,7 @@ export function registerEval(program: Command): void {
     .option('--max-windows <N>', 'evaluate at most N windows (default: all)')
     .option('--batch <N>', 'windows per forward call (default: 1)')
     .option('--threads <N>', 'CPU threads for onnxruntime (default: all cores)')
-    .option('--backend <NAME>', 'onnx (simulated quantization, default) or native (packed 1-bit kernels)', 'onnx')
+    .option('--backend <NAME>', 'onnx (ONNX Runtime, float or simulated quantization; default) or native (packed 1-bit kernels)')
     .option('--json', 'print one JSON object')
     .action(async (modelArg: string | undefined, flags: EvalFlags) => {
       const summary = await runEval(modelArg, flags);
