@@ -11,6 +11,7 @@ import type { ModelConfig } from '../model/config.js';
 import type { ModelDir } from '../model/model-dir.js';
 import { SafetensorsFile } from '../safetensors/reader.js';
 import { causalAttention } from './attention.js';
+import { createFloatGemm, type FloatGemm, type FloatGemmMode } from './float-gemm.js';
 import { loadNativeKernels } from './kernels.js';
 import type { ActivationCodes } from './activation-codes.js';
 import { loadNativeModel, tensorSourceOf, type NativeLayer, type NativeModel, type TensorSource } from './packed-model.js';
@@ -18,7 +19,7 @@ import { applyLinear, prepareInput } from './quant-linear.js';
 import { createReferenceKernels, type IntegerGemmKernels } from './reference-kernels.js';
 import { applyRope, ropeInvFreq, ropeTables, type RopeTables } from './rope.js';
 import {
-  activation, addInPlace, gatedActivation, gatherRows, matmulTransB, negativeLogLikelihood, rmsNormRows,
+  activation, addInPlace, gatedActivation, gatherRows, negativeLogLikelihood, rmsNormRows,
 } from './transformer-ops.js';
 
 /** The kernels plus what the CLI reports about them (NativeKernels' descriptive fields). */
@@ -47,6 +48,10 @@ export interface NativeRunnerOptions {
   device?: 'auto' | 'cpu' | 'cuda';
   /** Kernels to use instead of loading the addon (tests). */
   kernels?: ForwardKernels;
+  /** Float GEMMs (lm_head, float attention, unpacked linears): 'ort' (default, MLAS) or 'js'. */
+  floatGemm?: FloatGemmMode;
+  /** onnxruntime threads for the float GEMMs. */
+  threads?: number;
   /** Print the fallback notice on stderr (default true). */
   printNotice?: boolean;
 }
@@ -73,7 +78,8 @@ class NativeForward {
   private readonly tables = new Map<number, RopeTables>();
   private readonly act: (x: number) => number;
 
-  constructor(readonly model: NativeModel, readonly kernels: IntegerGemmKernels, private readonly file: string) {
+  constructor(readonly model: NativeModel, readonly kernels: IntegerGemmKernels, readonly gemm: FloatGemm,
+    private readonly file: string) {
     this.act = activation(model.config.hiddenAct);
   }
 
@@ -91,34 +97,34 @@ class NativeForward {
   }
 
   /** Final-norm hidden states [seq, hidden] of one sequence. */
-  hidden(ids: Int32Array): Float32Array {
+  async hidden(ids: Int32Array): Promise<Float32Array> {
     const c = this.model.config;
     const seq = ids.length;
     const h = gatherRows(this.model.embedTokens, c.vocabSize, c.hiddenSize, ids);
     const tables = this.rope(seq);
-    for (const layer of this.model.layers) this.block(layer, h, seq, tables);
+    for (const layer of this.model.layers) await this.block(layer, h, seq, tables);
     return rmsNormRows(h, seq, c.hiddenSize, this.model.finalNorm, c.normEps);
   }
 
-  private block(layer: NativeLayer, h: Float32Array, seq: number, tables: RopeTables | undefined): void {
+  private async block(layer: NativeLayer, h: Float32Array, seq: number, tables: RopeTables | undefined): Promise<void> {
     const c = this.model.config;
     const H = c.hiddenSize;
     const L = layer.linears;
     // attention
     const x = rmsNormRows(h, seq, H, layer.inputNorm, c.normEps);
     const shared = new Map<string, ActivationCodes>();
-    const run = (role: keyof typeof L, input: Float32Array, cols: number): Float32Array => {
+    const run = async (role: keyof typeof L, input: Float32Array, cols: number): Promise<Float32Array> => {
       const lin = L[role];
       let codes = shared.get(lin.input.key);
       if (codes === undefined) {
-        codes = prepareInput(input, seq, cols, lin.input);
+        codes = await prepareInput(input, seq, cols, lin.input, this.gemm);
         shared.set(lin.input.key, codes);
       }
-      return applyLinear(lin, codes, seq, this.kernels);
+      return applyLinear(lin, codes, seq, this.kernels, this.gemm);
     };
-    const q = run('q_proj', x, H);
-    const k = run('k_proj', x, H);
-    const v = run('v_proj', x, H);
+    const q = await run('q_proj', x, H);
+    const k = await run('k_proj', x, H);
+    const v = await run('v_proj', x, H);
     if (layer.qNorm !== undefined) rmsNormRows(q, seq * c.numHeads, c.headDim, layer.qNorm, c.normEps, q);
     if (layer.kNorm !== undefined) rmsNormRows(k, seq * c.numKvHeads, c.headDim, layer.kNorm, c.normEps, k);
     if (tables !== undefined) {
@@ -126,19 +132,19 @@ class NativeForward {
       applyRope(k, seq, c.numKvHeads, c.headDim, tables);
     }
     const window = c.slidingWindow !== undefined && seq > c.slidingWindow ? c.slidingWindow : undefined;
-    const ctx = causalAttention(q, k, v, {
+    const ctx = await causalAttention(q, k, v, {
       seq, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim, slidingWindow: window,
-    }, layer.attention, this.kernels);
+    }, layer.attention, this.kernels, this.gemm);
     shared.clear();
-    addInPlace(h, run('o_proj', ctx, c.numHeads * c.headDim));
+    addInPlace(h, await run('o_proj', ctx, c.numHeads * c.headDim));
     // MLP
     const x2 = rmsNormRows(h, seq, H, layer.postAttentionNorm, c.normEps);
     shared.clear();
-    const gate = run('gate_proj', x2, H);
-    const up = run('up_proj', x2, H);
+    const gate = await run('gate_proj', x2, H);
+    const up = await run('up_proj', x2, H);
     const mid = gatedActivation(gate, up, this.act);
     shared.clear();
-    addInPlace(h, run('down_proj', mid, c.intermediateSize));
+    addInPlace(h, await run('down_proj', mid, c.intermediateSize));
   }
 }
 
@@ -158,13 +164,13 @@ function checkIds(ids: Int32Array, batch: number, seq: number, config: ModelConf
 }
 
 /** Rows of logits computed this many positions at a time in nll (bounds memory). */
-const NLL_CHUNK = 64;
+const NLL_CHUNK = 256;
 
 /** A runner over an already loaded model (tests build NativeModel from in-memory tensors). */
 export function nativeRunnerFromModel(model: NativeModel, kernels: ForwardKernels, file = '<model>',
-  onClose: () => Promise<void> = async () => undefined): NativeModelRunner {
+  onClose: () => Promise<void> = async () => undefined, gemm: FloatGemm = createFloatGemm('ort')): NativeModelRunner {
   const c = model.config;
-  const fwd = new NativeForward(model, kernels, file);
+  const fwd = new NativeForward(model, kernels, gemm, file);
   const V = c.vocabSize;
   const H = c.hiddenSize;
   const backend = kernels.gpu ? 'cuda' : kernels.cpuFeatures === 'js-reference' ? 'js-reference' : `cpu (${kernels.cpuFeatures})`;
@@ -177,8 +183,8 @@ export function nativeRunnerFromModel(model: NativeModel, kernels: ForwardKernel
       checkIds(ids, batch, seq, c);
       const out = new Float32Array(batch * seq * V);
       for (let b = 0; b < batch; b++) {
-        const hn = fwd.hidden(ids.subarray(b * seq, (b + 1) * seq));
-        matmulTransB(hn, seq, H, model.lmHead, V, out.subarray(b * seq * V, (b + 1) * seq * V));
+        const hn = await fwd.hidden(ids.subarray(b * seq, (b + 1) * seq));
+        out.set(await gemm.transB(hn, seq, H, model.lmHead, V), b * seq * V);
       }
       return out;
     },
@@ -188,10 +194,10 @@ export function nativeRunnerFromModel(model: NativeModel, kernels: ForwardKernel
       let count = 0;
       for (let b = 0; b < batch; b++) {
         const row = ids.subarray(b * seq, (b + 1) * seq);
-        const hn = fwd.hidden(row);
+        const hn = await fwd.hidden(row);
         for (let t0 = 0; t0 < seq - 1; t0 += NLL_CHUNK) {
           const rows = Math.min(NLL_CHUNK, seq - 1 - t0);
-          const logits = matmulTransB(hn.subarray(t0 * H, (t0 + rows) * H), rows, H, model.lmHead, V);
+          const logits = await gemm.transB(hn.subarray(t0 * H, (t0 + rows) * H), rows, H, model.lmHead, V);
           for (let r = 0; r < rows; r++) sum += negativeLogLikelihood(logits, r * V, V, row[t0 + r + 1]!);
           count += rows;
         }
@@ -232,7 +238,7 @@ export async function createNativeModelRunner(model: ModelDir, options: NativeRu
     }
     return nativeRunnerFromModel(native, kernels, packed?.label ?? checkpointLabel, async () => {
       await packedFile?.close();
-    });
+    }, createFloatGemm(options.floatGemm ?? 'ort', options.threads));
   } catch (error) {
     await packedFile?.close();
     throw error;

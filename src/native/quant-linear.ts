@@ -10,14 +10,39 @@
  * linears multiply x̂ with the float weight diag(wscale)·B (+ low-rank) instead.
  */
 import { activationCodes, dequantize, type ActivationCodes } from './activation-codes.js';
-import type { LinearInput, NativeLinear, PackedLinear } from './packed-model.js';
+import type { FloatGemm } from './float-gemm.js';
+import type { LinearInput, NativeLinear, PackedLinear, Rotation } from './packed-model.js';
 import type { IntegerGemmKernels } from './reference-kernels.js';
-import { addBiasRows, kroneckerRotateRows, matmulTransB } from './transformer-ops.js';
+import { addBiasRows, matmulTransB } from './transformer-ops.js';
+
+/**
+ * Online Kronecker rotation of every row with two float GEMMs over all rows at once
+ * (same arithmetic as kroneckerRotateRows, which is its reference in the tests):
+ *   T = X·R2 on [rows·a, b];  per row, X' = R1ᵀ·T ⇔ X'ᵀ = Tᵀ·R1, on [rows·b, a].
+ */
+export async function rotateRows(x: Float32Array, rows: number, rotation: Rotation, gemm: FloatGemm): Promise<Float32Array> {
+  const { a, b, r1, r2 } = rotation;
+  const n = a * b;
+  const t = await gemm.plain(x.length === rows * n ? x : x.subarray(0, rows * n), rows * a, b, r2, b);
+  const tt = new Float32Array(rows * n);
+  for (let r = 0; r < rows; r++) {
+    const o = r * n;
+    for (let p = 0; p < a; p++) for (let q = 0; q < b; q++) tt[o + q * a + p] = t[o + p * b + q]!;
+  }
+  const ut = await gemm.plain(tt, rows * b, a, r1, a);
+  const out = new Float32Array(rows * n);
+  for (let r = 0; r < rows; r++) {
+    const o = r * n;
+    for (let q = 0; q < b; q++) for (let i = 0; i < a; i++) out[o + i * b + q] = ut[o + q * a + i]!;
+  }
+  return out;
+}
 
 /** Rotation + quantization of the input rows (shared by linears with the same LinearInput.key). */
-export function prepareInput(x: Float32Array, rows: number, cols: number, input: LinearInput): ActivationCodes {
+export async function prepareInput(x: Float32Array, rows: number, cols: number, input: LinearInput, gemm: FloatGemm):
+  Promise<ActivationCodes> {
   const r = input.rotation;
-  const rotated = r === undefined ? x : kroneckerRotateRows(x, rows, r.r1, r.a, r.r2, r.b);
+  const rotated = r === undefined ? x : await rotateRows(x, rows, r, gemm);
   return activationCodes(rotated, rows, cols, input.quantizer);
 }
 
@@ -42,15 +67,16 @@ export function denseBinaryWeight(lin: PackedLinear): Float32Array {
 }
 
 /** y [rows, N] = linear(x̂) for prepared input codes. */
-export function applyLinear(lin: NativeLinear, a: ActivationCodes, rows: number, kernels: IntegerGemmKernels): Float32Array {
+export async function applyLinear(lin: NativeLinear, a: ActivationCodes, rows: number, kernels: IntegerGemmKernels,
+  gemm: FloatGemm): Promise<Float32Array> {
   const n = lin.outFeatures;
   const k = lin.inFeatures;
   let y: Float32Array;
   if (lin.kind === 'float') {
-    y = matmulTransB(dequantize(a, rows, k), rows, k, lin.weight, n);
+    y = await gemm.transB(dequantize(a, rows, k), rows, k, lin.weight, n);
   } else {
     if (a.kind === 'float') {
-      y = matmulTransB(a.values, rows, k, denseBinaryWeight(lin), n);
+      y = await gemm.transB(a.values, rows, k, denseBinaryWeight(lin), n);
     } else {
       const acc = a.kind === 'int8'
         ? kernels.int8BinaryGemm(a.codes, lin.qweight, rows, n, k)
