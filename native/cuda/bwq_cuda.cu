@@ -2,12 +2,12 @@
 //
 //  ternary x binary  : M <= 4   -> tb_gemv        (warp per weight row, LOP3 + popc, activations via L1)
 //                      M <= 64  -> tb_mma_skinny  (mma.sync m16n8k256 .b1 AND+POPC, 16 columns per block, split K)
-//                      M  > 64  -> tb_mma_b1      (same MMA, 128x128x512-bit tiles, 2-stage cp.async)
+//                      M  > 64  -> tb_mma_b1      (same MMA, 128x128x1024-bit tiles, 2-stage cp.async)
 //  int8 x binary     : M <= 2   -> i8_gemv_dp4a   (warp per weight row, bits expanded to +-1 bytes, dp4a)
 //                      M <= 64  -> i8_mma_skinny  (mma.sync m16n8k32 s8, +-1 bytes built in registers, split K)
 //                      M  > 64  -> i8_mma_s8      (same MMA, 128x128x64 tiles, weights expanded in shared memory)
 //
-// Device layout (internal): bit matrices are stored with row stride KWd = roundup(ceil(K/32), 16) words
+// Device layout (internal): bit matrices are stored with row stride KWd = roundup(ceil(K/32), 32) words
 // and row counts padded to multiples of 128, all padding zero; int8 activations with row stride KWd*32
 // bytes. Ternary x binary uses  sum_k t*b = 2*popc((w&p)|(~w&q)) - (popc(p)+popc(q)),  which needs
 // only zero padding in the activation planes (p = q = 0 there, whatever the weight bits are).
@@ -311,6 +311,98 @@ __global__ void __launch_bounds__(256) tb_mma2(const uint32_t *__restrict__ P, c
         mma_b1(acc[mt][nt], aq0, ~wv[nt].x, ~wv[nt].y);
         mma_b1(acc[mt][nt], ap1, wv[nt].z, wv[nt].w);
         mma_b1(acc[mt][nt], aq1, ~wv[nt].z, ~wv[nt].w);
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      const int r0 = m0 + wm * 64 + mt * 16 + g, c0 = n0 + wn * 32 + nt * 8 + 2 * t;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = r0 + (e >> 1) * 8, c = c0 + (e & 1);
+        if (r < M && c < N) out[(size_t)r * ldo + c] = 2 * acc[mt][nt][e] - nz[r];
+      }
+    }
+}
+
+// Variant 3: as variant 2 with 1024-bit K stages (half the barriers per K), rows of 32 words whose
+// 16-byte chunks are XOR-swizzled by the row's parity (chunk c of row r lives at c ^ 4*(r&1)), which
+// keeps the 128-bit fragment loads free of bank conflicts. Needs ldk % 32 == 0.
+constexpr int TB3_KW = 32;
+constexpr int TB3_STAGE_WORDS = 3 * TB_BM * TB3_KW;
+constexpr int TB3_SMEM = 2 * TB3_STAGE_WORDS * 4;
+
+__global__ void __launch_bounds__(256, 2) tb_mma3(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
+                                               const uint32_t *__restrict__ W, int ldk, const int *__restrict__ nz,
+                                               int M, int N, int32_t *__restrict__ out, int ldo) {
+  extern __shared__ uint4 smem4[];
+  uint32_t *smem = reinterpret_cast<uint32_t *>(smem4);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = warp >> 2, wn = warp & 3, g = lane >> 2, t = lane & 3;
+  const int m0 = blockIdx.y * TB_BM, n0 = blockIdx.x * TB_BN;
+  const int nk = ldk / TB3_KW;
+
+  auto load_stage = [&](int s, int kt) {
+    uint32_t *base = smem + s * TB3_STAGE_WORDS;
+#pragma unroll
+    for (int c = tid; c < TB_BM * 8; c += 256) {
+      const int r = c >> 3, ch = c & 7;
+      const int dst = r * TB3_KW + ((ch ^ ((r & 1) << 2)) << 2);
+      const size_t ka = (size_t)kt * TB3_KW + ch * 4;
+      cp_async16(base + dst, P + (size_t)(m0 + r) * ldk + ka);
+      cp_async16(base + TB_BM * TB3_KW + dst, Q + (size_t)(m0 + r) * ldk + ka);
+      cp_async16(base + 2 * TB_BM * TB3_KW + dst, W + (size_t)(n0 + r) * ldk + ka);
+    }
+    cp_async_commit();
+  };
+
+  int acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+
+  load_stage(0, 0);
+  for (int kt = 0; kt < nk; ++kt) {
+    if (kt + 1 < nk) {
+      load_stage((kt + 1) & 1, kt + 1);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const uint4 *sP = reinterpret_cast<const uint4 *>(smem + (kt & 1) * TB3_STAGE_WORDS);
+    const uint4 *sQ = sP + TB_BM * TB3_KW / 4;
+    const uint4 *sW = sQ + TB_BM * TB3_KW / 4;
+#pragma unroll 1
+    for (int h = 0; h < 2; ++h) {
+      const int ch = 4 * h + t;
+      uint4 wv[4];
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const int c = wn * 32 + nt * 8 + g;
+        wv[nt] = sW[c * 8 + (ch ^ ((c & 1) << 2))];
+      }
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt) {
+        const int r = wm * 64 + mt * 16 + g;  // r and r + 8 have the same parity
+        const int sw = ch ^ ((r & 1) << 2);
+        const uint4 p0 = sP[r * 8 + sw], p1 = sP[(r + 8) * 8 + sw];
+        const uint4 q0 = sQ[r * 8 + sw], q1 = sQ[(r + 8) * 8 + sw];
+        const uint32_t ap0[4] = {p0.x, p1.x, p0.y, p1.y}, ap1[4] = {p0.z, p1.z, p0.w, p1.w};
+        const uint32_t aq0[4] = {q0.x, q1.x, q0.y, q1.y}, aq1[4] = {q0.z, q1.z, q0.w, q1.w};
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          mma_b1(acc[mt][nt], ap0, wv[nt].x, wv[nt].y);
+          mma_b1(acc[mt][nt], aq0, ~wv[nt].x, ~wv[nt].y);
+          mma_b1(acc[mt][nt], ap1, wv[nt].z, wv[nt].w);
+          mma_b1(acc[mt][nt], aq1, ~wv[nt].z, ~wv[nt].w);
+        }
       }
     }
     __syncthreads();
@@ -633,8 +725,9 @@ __global__ void __launch_bounds__(256) i8_mma_skinny(const int8_t *__restrict__ 
 // Launchers (device pointers, padded layout). They return the kernel name used.
 int g_max_smem_optin = 48 * 1024;
 
-// Path selection: -1 = automatic, 0 = GEMV, 1 = skinny MMA, 2 = tiled MMA, 3 = tiled MMA v1 (ternary x binary
-// only: 32-bit fragment loads from padded rows; kept for comparison) (bwq_cuda_set_paths, for tests/bench).
+// Path selection: -1 = automatic, 0 = GEMV, 1 = skinny MMA, 2 = tiled MMA (v3), and for ternary x binary only
+// 3 = tiled v2 (512-bit stages), 4 = tiled v1 (32-bit fragment loads), kept for comparison
+// (bwq_cuda_set_paths, for tests/bench).
 int g_tb_path = -1, g_i8_path = -1;
 
 const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz, int m, int n,
@@ -680,14 +773,19 @@ const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW
     if (!attr) {
       cudaFuncSetAttribute(tb_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, TB_SMEM);
       cudaFuncSetAttribute(tb_mma2, cudaFuncAttributeMaxDynamicSharedMemorySize, TB2_SMEM);
+      cudaFuncSetAttribute(tb_mma3, cudaFuncAttributeMaxDynamicSharedMemorySize, TB3_SMEM);
       attr = true;
     }
     dim3 grid((n + TB_BN - 1) / TB_BN, (m + TB_BM - 1) / TB_BM);
     if (path == 3) {
+      tb_mma2<<<grid, 256, TB2_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
+      return "tb_mma_b1_v2";
+    }
+    if (path == 4) {
       tb_mma<<<grid, 256, TB_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
       return "tb_mma_b1_v1";
     }
-    tb_mma2<<<grid, 256, TB2_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
+    tb_mma3<<<grid, 256, TB3_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
   }
   return "tb_mma_b1";
 }
@@ -838,7 +936,7 @@ extern "C" {
 const char *bwq_cuda_last_error(void) { return g_err; }
 
 void bwq_cuda_set_paths(int tb_path, int i8_path) {
-  g_tb_path = tb_path < 0 || tb_path > 3 ? -1 : tb_path;
+  g_tb_path = tb_path < 0 || tb_path > 4 ? -1 : tb_path;
   g_i8_path = i8_path < 0 || i8_path > 2 ? -1 : i8_path;
 }
 
@@ -888,7 +986,7 @@ int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t *minus, co
   if (rc) return rc;
   std::lock_guard<std::mutex> lk(g_ws.mu);
   cudaStream_t st = g_ws.stream;
-  const int kw = kw_of(k), ldk = round_up(kw, 16), mp = round_up(m, 128), np = round_up(n, 128);
+  const int kw = kw_of(k), ldk = round_up(kw, 32), mp = round_up(m, 128), np = round_up(n, 128);
   void *dP, *dQ, *dW, *dO, *dNz;
   if ((rc = g_ws.get(0, (size_t)mp * ldk * 4, &dP)) || (rc = g_ws.get(1, (size_t)mp * ldk * 4, &dQ)) ||
       (rc = g_ws.get(2, (size_t)np * ldk * 4, &dW)) || (rc = g_ws.get(3, (size_t)m * n * 4, &dO)) ||
@@ -923,7 +1021,7 @@ int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, i
   if (rc) return rc;
   std::lock_guard<std::mutex> lk(g_ws.mu);
   cudaStream_t st = g_ws.stream;
-  const int kw = kw_of(k), ldk = round_up(kw, 16), lda = ldk * 32, mp = round_up(m, 128), np = round_up(n, 128);
+  const int kw = kw_of(k), ldk = round_up(kw, 32), lda = ldk * 32, mp = round_up(m, 128), np = round_up(n, 128);
   void *dA, *dW, *dO;
   if ((rc = g_ws.get(0, (size_t)mp * lda, &dA)) || (rc = g_ws.get(2, (size_t)np * ldk * 4, &dW)) ||
       (rc = g_ws.get(3, (size_t)m * n * 4, &dO)))
@@ -977,7 +1075,7 @@ int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_benc
   if (rc) return rc;
   std::lock_guard<std::mutex> lk(g_ws.mu);
   cudaStream_t st = g_ws.stream;
-  const int kw = kw_of(k), ldk = round_up(kw, 16), lda = ldk * 32, mp = round_up(m, 128), np = round_up(n, 128);
+  const int kw = kw_of(k), ldk = round_up(kw, 32), lda = ldk * 32, mp = round_up(m, 128), np = round_up(n, 128);
 
   // Host operands (random), kept for the sampled reference check.
   std::mt19937_64 rng(1234567u + (uint64_t)m * 31 + n * 7 + k + kind);

@@ -73,7 +73,7 @@ BWQ_EXPORT int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t
 BWQ_EXPORT int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out);
 
 /* Forces a kernel family for tests and benchmarks: -1 automatic (default), 0 GEMV, 1 skinny MMA, 2 tiled MMA,
- * 3 tiled MMA v1 (ternary x binary only; 32-bit fragment loads, kept for comparison)
+ * and for ternary x binary only 3 = tiled v2 (512-bit K stages), 4 = tiled v1 (32-bit fragment loads)
  * (a family that cannot take the shape falls through to the next one). */
 BWQ_EXPORT void bwq_cuda_set_paths(int ternary_binary_path, int int8_binary_path);
 

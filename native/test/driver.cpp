@@ -151,8 +151,8 @@ int bench(bool quick, const char *json_path) {
       for (int mi = 0; mi < nm; ++mi) {
         const int m = ms[mi], k = kn[s][0], n = kn[s][1];
         // Small M: every kernel family (GEMV, skinny MMA, tiled MMA); large M: the automatic choice.
-        // (ternary x binary, large M: also the v1 tiled kernel for comparison)
-        const int p_first = m <= 64 ? 0 : 2, p_last = (kind == 0 && m > 64) ? 3 : 2;
+        // (ternary x binary, large M: also the v2 and v1 tiled kernels for comparison)
+        const int p_first = m <= 64 ? 0 : 2, p_last = (kind == 0 && m > 64) ? 4 : 2;
         for (int path = p_first; path <= p_last; ++path) {
         bwq_cuda_set_paths(path, path);
         bwq_bench_result r;
@@ -224,8 +224,8 @@ int main(int argc, char **argv) {
     const int e = bwq_cuda_init(msg, sizeof msg);
     printf("cuda: %s\n", msg);
     if (e != BWQ_OK) return 1;
-    const char *names[] = {"cuda-auto", "cuda-gemv", "cuda-skinny", "cuda-tiled", "cuda-tiled-v1"};
-    for (int path = -1; path <= 3; ++path) {
+    const char *names[] = {"cuda-auto", "cuda-gemv", "cuda-skinny", "cuda-tiled", "cuda-tiled-v2", "cuda-tiled-v1"};
+    for (int path = -1; path <= 4; ++path) {
       bwq_cuda_set_paths(path, path);
       fails += run_checks(names[path + 1], bwq_cuda_ternary_binary_gemm, bwq_cuda_int8_binary_gemm, false);
     }
