@@ -12,7 +12,7 @@ import type { ActivationQuantizer } from './recipe.js';
 import { quantizeRows } from './quantizers.js';
 
 export const INT_CLIP_GRID: readonly number[] = [1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6];
-export const TERNARY_GRID: readonly number[] = [0, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.1, 1.3, 1.5];
+export const TERNARY_GRID: readonly number[] = [0, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.1, 1.3, 1.5, 1.75, 2, 2.5, 3];
 
 export interface LinearTarget {
   /** quantized (simulated) weight [rows, cols] */

@@ -135,6 +135,17 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
 
   if (s.method === 'rtn' || s.method === 'bwta') {
     const q = linears.map((l) => binaryLinear(l, cols));
+    if (s.method === 'bwta' && s.dataAwareScale) {
+      const gram = await mm(x, x, cols, tokens, cols, { transposeA: true });
+      for (let i = 0; i < q.length; i++) {
+        const ql = q[i]!;
+        const src = linears[i]!;
+        await refitScales(Float64Array.from(src.weight), ql.signs, ql.scales, ql.lrA, ql.lrB, 0, ql.rows, cols, gram, mm);
+        ql.simulated = Float32Array.from(dequantizeBinary(ql.signs, ql.scales, ql.rows, cols));
+        const w = norm(src.weight);
+        ql.weightRelError = w > 0 ? diffNorm(src.weight, ql.simulated) / w : 0;
+      }
+    }
     const targets: LinearTarget[] = q.map((ql, i) => ({ weight: ql.simulated, rows: ql.rows, reference: refs[i]! }));
     if (s.method === 'bwta') {
       const res = await searchLinearQuantizer(x, tokens, cols, candidateQuantizers('ternary', 0), targets, mm);

@@ -424,7 +424,7 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
       psp_iterations: options.method === 'bwla' ? options.pspIterations ?? 3 : 0,
       psp_tau_ratio: options.pspTauRatio ?? 0.25,
       psp_weighted: options.method === 'bwla' && (options.weightedPsp ?? true),
-      data_aware_scale: options.method === 'bwla' && (options.dataAwareScale ?? true),
+      data_aware_scale: options.method !== 'rtn' && (options.dataAwareScale ?? true),
       stat_tokens: Math.min(options.statTokens ?? 512, options.nsamples * seqlen),
     },
   };
