@@ -27,13 +27,24 @@ export interface TernaryCodes {
   readonly scales: Float32Array;
 }
 
-/** `none`, or an int quantizer wider than 8 bits: the (fake-quantized) float values. */
+/**
+ * int quantizer with 9–15 bits: code = 256·high + low with low ∈ [−128, 127] and |high| ≤ 64, so
+ * Σ_k code·B = 256·Σ_k high·B + Σ_k low·B from two int8 kernel calls (still exact).
+ */
+export interface Int8PairCodes {
+  readonly kind: 'int8pair';
+  readonly high: Int8Array;
+  readonly low: Int8Array;
+  readonly scales: Float32Array;
+}
+
+/** `none`, or an int quantizer wider than 15 bits: the (fake-quantized) float values. */
 export interface FloatValues {
   readonly kind: 'float';
   readonly values: Float32Array;
 }
 
-export type ActivationCodes = Int8Codes | TernaryCodes | FloatValues;
+export type ActivationCodes = Int8Codes | Int8PairCodes | TernaryCodes | FloatValues;
 
 const f32 = Math.fround;
 
@@ -137,9 +148,23 @@ export function activationCodes(x: Float32Array, rows: number, cols: number, q: 
     case 'int': {
       const { codes, scales } = intCodeRows(x, rows, cols, q.bits, q.clipRatio);
       if (q.bits <= 8) return { kind: 'int8', codes: Int8Array.from(codes), scales };
+      if (q.bits <= 15) return splitCodes(codes, scales);
       return { kind: 'float', values: dequantizeCodes(codes, scales, rows, cols) };
     }
   }
+}
+
+/** code = 256·high + low, low = ((code + 128) mod 256) − 128. */
+export function splitCodes(codes: Int32Array, scales: Float32Array): Int8PairCodes {
+  const high = new Int8Array(codes.length);
+  const low = new Int8Array(codes.length);
+  for (let i = 0; i < codes.length; i++) {
+    const c = codes[i]!;
+    const l = ((c + 128) & 255) - 128;
+    low[i] = l;
+    high[i] = (c - l) / 256;
+  }
+  return { kind: 'int8pair', high, low, scales };
 }
 
 function dequantizeCodes(codes: ArrayLike<number>, scales: Float32Array, rows: number, cols: number): Float32Array {
@@ -155,5 +180,10 @@ function dequantizeCodes(codes: ArrayLike<number>, scales: Float32Array, rows: n
 /** x̂ = s · code as float32 (what the simulated model feeds its float matmul). */
 export function dequantize(a: ActivationCodes, rows: number, cols: number): Float32Array {
   if (a.kind === 'float') return a.values;
+  if (a.kind === 'int8pair') {
+    const codes = new Int32Array(a.high.length);
+    for (let i = 0; i < codes.length; i++) codes[i] = 256 * a.high[i]! + a.low[i]!;
+    return dequantizeCodes(codes, a.scales, rows, cols);
+  }
   return dequantizeCodes(a.codes, a.scales, rows, cols);
 }

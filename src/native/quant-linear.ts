@@ -78,9 +78,15 @@ export async function applyLinear(lin: NativeLinear, a: ActivationCodes, rows: n
     if (a.kind === 'float') {
       y = await gemm.transB(a.values, rows, k, denseBinaryWeight(lin), n);
     } else {
-      const acc = a.kind === 'int8'
-        ? kernels.int8BinaryGemm(a.codes, lin.qweight, rows, n, k)
-        : kernels.ternaryBinaryGemm(a.plus, a.minus, lin.qweight, rows, n, k);
+      let acc: Int32Array | Float64Array;
+      if (a.kind === 'int8') acc = kernels.int8BinaryGemm(a.codes, lin.qweight, rows, n, k);
+      else if (a.kind === 'ternary') acc = kernels.ternaryBinaryGemm(a.plus, a.minus, lin.qweight, rows, n, k);
+      else {
+        const hi = kernels.int8BinaryGemm(a.high, lin.qweight, rows, n, k);
+        const lo = kernels.int8BinaryGemm(a.low, lin.qweight, rows, n, k);
+        acc = new Float64Array(rows * n);
+        for (let i = 0; i < acc.length; i++) acc[i] = 256 * hi[i]! + lo[i]!;
+      }
       y = new Float32Array(rows * n);
       const ws = lin.wscale;
       for (let m = 0; m < rows; m++) {

@@ -73,7 +73,7 @@ describe('reference kernels', () => {
 describe('activation codes', () => {
   const quantizers: ActivationQuantizer[] = [
     { kind: 'int', bits: 8, clipRatio: 1 }, { kind: 'int', bits: 6, clipRatio: 0.9 }, { kind: 'int', bits: 4, clipRatio: 1 },
-    { kind: 'int', bits: 12, clipRatio: 1 }, { kind: 'ternary', thresholdRatio: 0.7 }, { kind: 'ternary', thresholdRatio: 0 },
+    { kind: 'int', bits: 12, clipRatio: 1 }, { kind: 'int', bits: 15, clipRatio: 1 }, { kind: 'ternary', thresholdRatio: 0.7 }, { kind: 'ternary', thresholdRatio: 0 },
     { kind: 'binary' }, { kind: 'none' },
   ];
   it.each(quantizers.map((q) => [JSON.stringify(q), q] as const))('s·code equals quantizeRows for %s', (_, q) => {
@@ -93,6 +93,11 @@ describe('activation codes', () => {
     if (codes.kind === 'int8') {
       for (const c of codes.codes) expect(Math.abs(c)).toBeLessThanOrEqual(q.kind === 'int' ? 2 ** (q.bits - 1) - 1 : 1);
     }
+    if (codes.kind === 'int8pair') {
+      expect(q.kind === 'int' && q.bits > 8 && q.bits <= 15).toBe(true);
+      for (const h of codes.high) expect(Math.abs(h)).toBeLessThanOrEqual(64);
+    }
+    if (q.kind === 'int' && q.bits > 8) expect(codes.kind).toBe('int8pair');
     if (codes.kind === 'ternary') {
       const planes = packTernaryRows(codes.codes, rows, cols);
       expect(codes.plus).toEqual(planes.plus);
