@@ -27,7 +27,7 @@ import { writeSafetensors, type TensorToWrite } from '../safetensors/writer.js';
 import { loadCalibrationWindows } from '../data/calibration.js';
 import { Rng } from '../linalg/random.js';
 import type { AttentionRecipe, LayerRecipe, LinearInputRecipe, LinearRole, QuantizationConfig } from './recipe.js';
-import { quantizeGroup, type GroupName, type GroupLinear, type GroupSettings, type QuantizedGroup, type QuantizedLinear } from './layer-quant.js';
+import { quantizeGroup, type GroupName, type GroupLinear, type GroupSettings, type QuantizedGroup } from './layer-quant.js';
 import { searchAttentionTernary, type AttentionSearchResult } from './act-calib.js';
 import { packSignRows } from './pack.js';
 import { describeQuantizer } from './quantizers.js';
@@ -173,9 +173,21 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
   }
 }
 
+interface StoredLinear {
+  rows: number;
+  cols: number;
+  simulated: Float32Array;
+  /** bwq-packed-v1 sign words [rows, ceil(cols/32)] */
+  qweight: Uint32Array;
+  scales: Float32Array;
+  lrA: Float32Array;
+  lrB: Float32Array;
+  rank: number;
+}
+
 interface PipelineResult {
   /** HF weight name → quantized linear */
-  linears: Map<string, { q: QuantizedLinear; prefix: string; bias: string | undefined }>;
+  linears: Map<string, { q: StoredLinear; prefix: string; bias: string | undefined }>;
   /** okt tensor name → F32 tensor */
   rotations: Map<string, { data: Float32Array; shape: number[] }>;
   recipes: LayerRecipe[];
@@ -289,7 +301,12 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
           recipeLinears[ql.role] = entry;
           newLinears[ql.role] = ql.simulated;
           const ln = linearByRole(names, ql.role)!;
-          result.linears.set(ln.weight, { q: ql, prefix: ln.weight.replace(/\.weight$/, ''), bias: ln.bias });
+          // keep packed signs (1 bit per weight) rather than the Int8 signs until the outputs are written
+          const stored: StoredLinear = {
+            rows: ql.rows, cols: ql.cols, simulated: ql.simulated, qweight: packSignRows(ql.signs, ql.rows, ql.cols),
+            scales: ql.scales, lrA: ql.lrA, lrB: ql.lrB, rank: ql.rank,
+          };
+          result.linears.set(ln.weight, { q: stored, prefix: ln.weight.replace(/\.weight$/, ''), bias: ln.bias });
           report.linears[ql.role] = { weightRelError: ql.weightRelError, plainBinarizationRelError: ql.plainRelError, pspRank: ql.rank };
         }
         report.groups[g.name] = {
@@ -393,7 +410,7 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
       continue;
     }
     const { rows, cols } = q.q;
-    packed.push({ name: `${q.prefix}.qweight`, dtype: 'U32', shape: [rows, Math.ceil(cols / 32)], data: packSignRows(q.q.signs, rows, cols) });
+    packed.push({ name: `${q.prefix}.qweight`, dtype: 'U32', shape: [rows, Math.ceil(cols / 32)], data: q.q.qweight });
     packed.push({ name: `${q.prefix}.wscale`, dtype: 'F32', shape: [rows], data: q.q.scales });
     if (q.q.rank > 0) {
       packed.push({ name: `${q.prefix}.lr_a`, dtype: 'F32', shape: [rows, q.q.rank], data: q.q.lrA });
