@@ -21,6 +21,7 @@ import { GraphBuilder } from './graph-builder.js';
 import { decoderLayer, LINEAR_ROLES, sequenceInputs, TAP_NAMES, type LayerRefs, type LinearRef, type TapName } from './decoder-graph.js';
 import { buildEmbeddingGraph, buildHeadGraph, checkSupported, recipeRotations, rotationResolver } from './model-graph.js';
 import { rotaryDim } from './rope.js';
+import { externalDataLayout } from './checkpoint-weights.js';
 import { SequenceFeeds } from './model-runner.js';
 import { createSession, floatTensor, int64Tensor, outputData, type ort } from './session.js';
 
@@ -153,6 +154,7 @@ export async function createBlockRunner(model: ModelDir, options: { threads?: nu
   checkSupported(config, model.dir);
   const threads = options.threads;
   const feeds = new SequenceFeeds(config);
+  const layout = await externalDataLayout(checkpoint.files);
   const blockSessions = new Map<string, Promise<ort.InferenceSession>>();
   let embedSession: Promise<ort.InferenceSession> | undefined;
   let headSession: Promise<ort.InferenceSession> | undefined;
@@ -258,12 +260,12 @@ export async function createBlockRunner(model: ModelDir, options: { threads?: nu
     run,
     async embed(ids, batch, seq) {
       if (ids.length !== batch * seq) throw new Error(`ids has ${ids.length} entries, expected ${batch}x${seq}`);
-      embedSession ??= buildEmbeddingGraph(model).then((bytes) => createSession(bytes, { threads, externalDataDir: checkpoint.dir }));
+      embedSession ??= buildEmbeddingGraph(model, layout).then((bytes) => createSession(bytes, { threads, externalDataDir: layout.root }));
       const out = await (await embedSession).run({ ids: int64Tensor(ids, [batch, seq]) });
       return outputData(out, 'hidden');
     },
     async logits(hidden, batch, seq) {
-      headSession ??= buildHeadGraph(model).then((bytes) => createSession(bytes, { threads, externalDataDir: checkpoint.dir }));
+      headSession ??= buildHeadGraph(model, layout).then((bytes) => createSession(bytes, { threads, externalDataDir: layout.root }));
       const out = await (await headSession).run({ hidden: floatTensor(hidden, [batch, seq, config.hiddenSize]) });
       return outputData(out, 'logits');
     },

@@ -10,7 +10,7 @@ import type { KroneckerRotation, LayerRecipe, LinearRole } from '../quant/recipe
 import { BwqError } from '../errors.js';
 import { DataType } from './onnx-proto.js';
 import { GraphBuilder } from './graph-builder.js';
-import { CheckpointWeights } from './checkpoint-weights.js';
+import { CheckpointWeights, type ExternalDataLayout } from './checkpoint-weights.js';
 import {
   decoderLayer,
   embeddings,
@@ -100,12 +100,12 @@ export async function checkpointLayerRefs(g: GraphBuilder, w: CheckpointWeights,
 }
 
 /** The full model graph. Inputs: ids [B,S] int64, mask [S,S], cos/sin [S,rd] (rope models). */
-export async function buildModelGraph(model: ModelDir, mode: HeadMode): Promise<Uint8Array> {
+export async function buildModelGraph(model: ModelDir, mode: HeadMode, layout: ExternalDataLayout): Promise<Uint8Array> {
   const { config, checkpoint } = model;
   const dir = checkpoint.dir;
   const names = model.weightNames;
   const g = new GraphBuilder(`bwq-${config.modelType}-${mode}`);
-  const w = new CheckpointWeights(g, checkpoint, dir);
+  const w = new CheckpointWeights(g, checkpoint, layout);
   const rd = config.rope === undefined ? 0 : rotaryDim(config);
   const ids = g.input('ids', DataType.INT64, ['B', 'S']);
   const ctx = sequenceInputs(g, config, rd);
@@ -140,10 +140,10 @@ export async function buildModelGraph(model: ModelDir, mode: HeadMode): Promise<
 }
 
 /** Embedding graph: ids [B,S] int64 → hidden [B,S,H] (token + learned positions). */
-export async function buildEmbeddingGraph(model: ModelDir): Promise<Uint8Array> {
+export async function buildEmbeddingGraph(model: ModelDir, layout: ExternalDataLayout): Promise<Uint8Array> {
   const names = model.weightNames;
   const g = new GraphBuilder('bwq-embed');
-  const w = new CheckpointWeights(g, model.checkpoint, model.checkpoint.dir);
+  const w = new CheckpointWeights(g, model.checkpoint, layout);
   const ids = g.input('ids', DataType.INT64, ['B', 'S']);
   const seqDim = g.node('Slice', [g.node('Shape', [ids]), g.constInt64([1]), g.constInt64([2])]);
   const x = embeddings(g, ids, await w.float(names.embedTokens), await w.optional(names.embedPositions), seqDim);
@@ -152,10 +152,10 @@ export async function buildEmbeddingGraph(model: ModelDir): Promise<Uint8Array> 
 }
 
 /** Head graph: hidden [B,S,H] → final norm → logits [B,S,V]. */
-export async function buildHeadGraph(model: ModelDir): Promise<Uint8Array> {
+export async function buildHeadGraph(model: ModelDir, layout: ExternalDataLayout): Promise<Uint8Array> {
   const names = model.weightNames;
   const g = new GraphBuilder('bwq-head');
-  const w = new CheckpointWeights(g, model.checkpoint, model.checkpoint.dir);
+  const w = new CheckpointWeights(g, model.checkpoint, layout);
   const x = g.input('hidden', DataType.FLOAT, ['B', 'S', model.config.hiddenSize]);
   const h = norm(g, model.config, x, { weight: await w.float(names.finalNorm.weight), bias: await w.optional(names.finalNorm.bias) });
   g.outputAs(lmHead(g, h, await w.float(names.lmHead)), 'logits', DataType.FLOAT, ['B', 'S', model.config.vocabSize]);

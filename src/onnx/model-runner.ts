@@ -8,6 +8,7 @@ import type { ModelConfig } from '../model/config.js';
 import type { ModelDir } from '../model/model-dir.js';
 import { BwqError } from '../errors.js';
 import { buildModelGraph, checkSupported, type HeadMode } from './model-graph.js';
+import { externalDataLayout } from './checkpoint-weights.js';
 import { causalMask, ropeTables } from './rope.js';
 import { createSession, floatTensor, int64Tensor, outputData, type ort } from './session.js';
 
@@ -59,12 +60,13 @@ export async function createModelRunner(model: ModelDir, options: { threads?: nu
   const { config } = model;
   checkSupported(config, model.dir);
   const feeds = new SequenceFeeds(config);
+  const layout = await externalDataLayout(model.checkpoint.files);
   const sessions = new Map<HeadMode, Promise<ort.InferenceSession>>();
   const session = (mode: HeadMode): Promise<ort.InferenceSession> => {
     let s = sessions.get(mode);
     if (s === undefined) {
-      s = buildModelGraph(model, mode).then((bytes) =>
-        createSession(bytes, { threads: options.threads, externalDataDir: model.checkpoint.dir }),
+      s = buildModelGraph(model, mode, layout).then((bytes) =>
+        createSession(bytes, { threads: options.threads, externalDataDir: layout.root }),
       );
       sessions.set(mode, s);
     }
