@@ -14,7 +14,7 @@
       "target_name": "bwq_kernels_avx512",
       "type": "static_library",
       "sources": ["native/src/kernels_avx512.cpp"],
-      "cflags_cc": ["-O3", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq", "-mpopcnt",
+      "cflags_cc": ["-O3", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq", "-mavx512vnni", "-mpopcnt",
                     "-Wno-uninitialized", "-Wno-maybe-uninitialized"]
     },
     {

@@ -38,7 +38,7 @@ extern "C" {
 /* CPU code paths, best available picked at first use by cpuid. */
 #define BWQ_CPU_SCALAR 0
 #define BWQ_CPU_AVX2 1
-#define BWQ_CPU_AVX512 2 /* AVX-512 F/BW/VL + VPOPCNTDQ */
+#define BWQ_CPU_AVX512 2 /* AVX-512 F/BW/VL + VPOPCNTDQ + VNNI */
 
 /* Best level this CPU supports. */
 BWQ_EXPORT int bwq_cpu_detect(void);

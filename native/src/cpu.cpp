@@ -19,7 +19,7 @@ namespace {
 int detect_level() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512vpopcntdq"))
+      __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("avx512vnni"))
     return BWQ_CPU_AVX512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) return BWQ_CPU_AVX2;
   return BWQ_CPU_SCALAR;
@@ -269,26 +269,30 @@ int bwq_cpu_int8_binary_gemm(const int8_t *act, const uint32_t *weights, int m, 
   if (!act || !weights) return BWQ_EINVAL;
   const int kw = kw_of(k), kp = (k + 63) / 64 * 64;
   const uint32_t lm = last_mask(k);
-  std::vector<uint8_t> au((size_t)m * kp, 0);
+  const int l = level();
+  const bool vnni = l == BWQ_CPU_AVX512;
+  std::vector<uint8_t> au(vnni ? 0 : (size_t)m * kp, 0);
+  std::vector<int8_t> as(vnni ? (size_t)m * kp : 0, 0);
   std::vector<int32_t> sa(m), pw(n);
   for (int r = 0; r < m; ++r) {
     const int8_t *src = act + (size_t)r * k;
-    uint8_t *d = au.data() + (size_t)r * kp;
     int s = 0;
-    for (int i = 0; i < k; ++i) {
-      s += src[i];
-      d[i] = (uint8_t)src[i] ^ 0x80u;
-    }
+    for (int i = 0; i < k; ++i) s += src[i];
     sa[r] = s;
+    if (vnni) {
+      memcpy(as.data() + (size_t)r * kp, src, k);
+    } else {
+      uint8_t *d = au.data() + (size_t)r * kp;
+      for (int i = 0; i < k; ++i) d[i] = (uint8_t)src[i] ^ 0x80u;
+    }
   }
-  for (int r = 0; r < n; ++r) {
+  for (int r = 0; r < n && !vnni; ++r) {
     const uint32_t *w = weights + (size_t)r * kw;
     int c = 0;
     for (int i = 0; i < kw - 1; ++i) c += __builtin_popcount(w[i]);
     pw[r] = c + __builtin_popcount(w[kw - 1] & lm);
   }
-  I8Args a{au.data(), kp, k, weights, kw, lm, sa.data(), pw.data(), out, n};
-  const int l = level();
+  I8Args a{au.data(), as.data(), kp, k, weights, kw, lm, sa.data(), pw.data(), out, n};
   parallel_tiles(m, n, 8 * kw, [&](int m0, int m1, int n0, int n1) {
     if (l == BWQ_CPU_AVX512) i8_block_avx512(a, m0, m1, n0, n1);
     else if (l == BWQ_CPU_AVX2) i8_block_avx2(a, m0, m1, n0, n1);

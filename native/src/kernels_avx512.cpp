@@ -1,6 +1,7 @@
-// AVX-512 kernels (F, BW, VL, VPOPCNTDQ). Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq;
+// AVX-512 kernels (F, BW, VL, VPOPCNTDQ, VNNI). Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx512vnni;
 // only called after a cpuid check (cpu.cpp).
 #include <immintrin.h>
+#include <string.h>
 #include "kernels_internal.h"
 
 namespace bwq {
@@ -65,40 +66,43 @@ inline void tt_micro(const TtArgs &a, int m, int n) {
     for (int j = 0; j < NR; ++j) a.out[(long)(m + i) * a.ldo + n + j] = (int32_t)_mm512_reduce_add_epi64(acc[i][j]);
 }
 
+// int8 x binary with AVX-512 VNNI: weight bits -> 0/1 bytes (masked move of ones), then vpdpbusd
+// (u8 0/1 x s8 activation, 4 products summed per int32 lane) accumulates S+ = sum of a over +1 weights;
+// result = 2*S+ - sum(a). Activations come from the signed scratch `as` (zero padded to 64).
 template <int MR, int NR>
 inline void i8_micro(const I8Args &a, int m, int n) {
   __m512i acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
-  const uint8_t *U[MR];
+  const int8_t *A[MR];
   const uint32_t *W[NR];
-  for (int i = 0; i < MR; ++i) U[i] = a.au + (long)(m + i) * a.kp;
+  for (int i = 0; i < MR; ++i) A[i] = a.as + (long)(m + i) * a.kp;
   for (int j = 0; j < NR; ++j) W[j] = a.W + (long)(n + j) * a.kw;
+  const __m512i ones = _mm512_set1_epi8(1);
   const int nchunks = (a.kw + 1) / 2;
   for (int c = 0; c < nchunks; ++c) {
-    __mmask64 km[NR];
+    __m512i w01[NR];
     for (int j = 0; j < NR; ++j) {
       uint64_t bits;
       if (c < nchunks - 1) {
-        bits = (uint64_t)W[j][2 * c] | ((uint64_t)W[j][2 * c + 1] << 32);
+        memcpy(&bits, W[j] + 2 * c, 8);
       } else {
         uint32_t lo = W[j][2 * c], hi = 0;
         if (2 * c + 1 < a.kw) hi = W[j][2 * c + 1] & a.lastmask;
         else lo &= a.lastmask;
         bits = (uint64_t)lo | ((uint64_t)hi << 32);
       }
-      km[j] = _cvtu64_mask64(bits);
+      w01[j] = _mm512_maskz_mov_epi8(_cvtu64_mask64(bits), ones);
     }
     for (int i = 0; i < MR; ++i) {
-      const __m512i u = _mm512_loadu_si512(U[i] + 64 * c);
-      for (int j = 0; j < NR; ++j)
-        acc[i][j] = _mm512_add_epi64(acc[i][j], _mm512_sad_epu8(_mm512_maskz_mov_epi8(km[j], u), _mm512_setzero_si512()));
+      const __m512i x = _mm512_loadu_si512(A[i] + 64 * c);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], w01[j], x);
     }
   }
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) {
-      const int32_t s = (int32_t)_mm512_reduce_add_epi64(acc[i][j]);
-      a.out[(long)(m + i) * a.ldo + n + j] = 2 * (s - 128 * a.pw[n + j]) - a.sa[m + i];
+      const int32_t s = _mm512_reduce_add_epi32(acc[i][j]);
+      a.out[(long)(m + i) * a.ldo + n + j] = 2 * s - a.sa[m + i];
     }
 }
 

@@ -31,11 +31,13 @@ struct TtArgs {
   int ldo;
 };
 
-// int8 x binary. au: scratch, au[m*kp + k] = (uint8)(a[m,k] ^ 0x80) for k < K, 0 beyond (kp multiple of 64).
+// int8 x binary. au: scratch, au[m*kp + k] = (uint8)(a[m,k] ^ 0x80) for k < K, 0 beyond (kp multiple of 64)
+// (scalar / AVX2); as: the same rows unshifted (AVX-512 VNNI). Only the one the level uses is filled.
 // Weights: caller's (stride kw); bits at k >= K are masked by the kernel (lastmask = valid bits of word kw-1).
 // out = 2*(S_u - 128*pw[n]) - sa[m], S_u = sum of au over set weight bits.
 struct I8Args {
   const uint8_t *au;
+  const int8_t *as;  // signed copy (a itself, zero padded to kp), used by the AVX-512 VNNI kernel
   int kp;
   int k;
   const uint32_t *W;

@@ -33,7 +33,7 @@ sh "$NATIVE/build-cuda.sh" "$B" || exit 1
 CXX=${CXX:-g++}
 $CXX -O3 -std=c++17 -fPIC -c "$NATIVE/src/kernels_scalar.cpp" -o "$B/ks.o" &&
 $CXX -O3 -std=c++17 -fPIC -mavx2 -mpopcnt -c "$NATIVE/src/kernels_avx2.cpp" -o "$B/k2.o" &&
-$CXX -O3 -std=c++17 -fPIC -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mpopcnt -c "$NATIVE/src/kernels_avx512.cpp" -o "$B/k5.o" &&
+$CXX -O3 -std=c++17 -fPIC -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx512vnni -mpopcnt -c "$NATIVE/src/kernels_avx512.cpp" -o "$B/k5.o" &&
 $CXX -O3 -std=c++17 -fPIC -c "$NATIVE/src/cpu.cpp" -o "$B/cpu.o" &&
 $CXX -O2 -std=c++17 -DBWQ_DRIVER_CUDA "$NATIVE/test/driver.cpp" "$B"/*.o -L"$B" -lbwq_cuda -Wl,-rpath,"$B" -lpthread -o "$B/driver" || exit 1
 echo "build: $(( $(date +%s) - t0 )) s"
