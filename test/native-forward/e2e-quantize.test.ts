@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createProgress } from '../../src/cli/progress.js';
+import { runEval } from '../../src/cli/commands/eval.js';
 import { loadEvalTokens } from '../../src/eval/dataset.js';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
 import { openModelDir } from '../../src/model/model-dir.js';
@@ -48,6 +49,13 @@ describe.each([
       // a quantized model, not the float one (float sotu-llama: ppl 66.6 on these windows)
       expect(sim.ppl).toBeGreaterThan(70);
       expect(Math.abs(packed.ppl / sim.ppl - 1)).toBeLessThan(0.005);
+      // and through `bwq eval [--backend native]` (B's command, which imports src/native/forward.js)
+      const flags = { seqlen: '128', maxWindows: '3', json: true };
+      const cliSim = await runEval(outDir, { ...flags, backend: 'onnx' });
+      const cliNative = await runEval(outDir, { ...flags, backend: 'native' });
+      expect(cliNative.backend).toBe('native');
+      expect(cliNative.tokens).toBe(3 * 127);
+      expect(Math.abs(cliNative.ppl / cliSim.ppl - 1)).toBeLessThan(0.005);
     } finally {
       await native.close();
       await onnx.close();
