@@ -15,7 +15,7 @@
  *      atomically: everything is built under a temporary directory renamed at the very end.
  */
 import { copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { BwqError } from '../errors.js';
 import { writeAtomically } from '../fs/atomic.js';
 import type { Progress } from '../cli/progress.js';
@@ -123,6 +123,9 @@ function batchSize(nsamples: number, seqlen: number, heads: number): number {
 
 export async function quantizeModel(options: QuantizeOptions, progress: Progress): Promise<QuantizeSummary> {
   const t0 = performance.now();
+  if (resolve(options.outDir) === resolve(options.modelDir)) {
+    throw new BwqError('the output directory is the input model directory; choose another -o', { file: options.outDir, exitCode: 2 });
+  }
   const existing = await stat(options.outDir).catch(() => undefined);
   if (existing !== undefined && !options.force) {
     throw new BwqError('output directory already exists (pass --force to replace it)', { file: options.outDir });

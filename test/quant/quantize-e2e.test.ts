@@ -160,6 +160,7 @@ describe('bwq quantize end to end (sotu-llama, 8×128 calibration tokens)', () =
     const out = join(work, 'fail');
     await expect(quantizeModel(options(out, 'bwla', 6, { calibFile: join(work, 'missing.txt') }), quiet)).rejects.toThrow(BwqError);
     await expect(quantizeModel(options(out, 'bwla', 6, { modelDir: join(root, 'test/fixtures/models/tiny-gpt2') }), quiet)).rejects.toThrow(/unsupported for quantization/);
+    await expect(quantizeModel(options(modelDir, 'rtn', 6, { force: true }), quiet)).rejects.toThrow(/input model directory/);
     await expect(stat(out)).rejects.toThrow();
     expect((await readdir(work)).filter((f) => f.includes('.tmp-'))).toEqual([]);
     // an existing OUT_DIR is kept without --force
