@@ -142,7 +142,7 @@ function buildBlockGraph(config: ModelConfig, weights: BlockWeights, recipe: Lay
     recipe,
     resolveRotation: rotationResolver(rotations, 'block recipe'),
     taps: tapSet,
-    onTap: (tap, value) => g.outputAs(value, `tap.${tap}`, DataType.FLOAT, []),
+    onTap: (tap, value) => g.outputAs(value, `tap.${tap}`, DataType.FLOAT, undefined),
     rotaryDim: rd,
   });
   g.outputAs(out, 'output', DataType.FLOAT, ['B', 'S', h]);

@@ -50,12 +50,12 @@ export class GraphBuilder {
     return name;
   }
 
-  output(name: string, elemType: DataTypeCode, shape: readonly Dim[]): void {
+  output(name: string, elemType: DataTypeCode, shape: readonly Dim[] | undefined): void {
     this.outputs.push({ name, elemType, shape });
   }
 
   /** Renames `value` to the output `name` through Identity, and declares it as a graph output. */
-  outputAs(value: string, name: string, elemType: DataTypeCode, shape: readonly Dim[]): void {
+  outputAs(value: string, name: string, elemType: DataTypeCode, shape: readonly Dim[] | undefined): void {
     if (this.used.has(name)) throw new Error(`duplicate graph value ${name}`);
     this.used.add(name);
     this.nodes.push({ opType: 'Identity', inputs: [value], outputs: [name] });

@@ -57,7 +57,8 @@ export type Dim = number | string;
 export interface ValueInfoSpec {
   name: string;
   elemType: DataTypeCode;
-  shape: readonly Dim[];
+  /** undefined: unknown rank (no shape written) */
+  shape: readonly Dim[] | undefined;
 }
 
 export interface GraphSpec {
@@ -130,14 +131,17 @@ function encodeNode(n: NodeSpec): ProtoWriter {
 }
 
 function encodeValueInfo(v: ValueInfoSpec): ProtoWriter {
-  const shape = new ProtoWriter();
-  for (const d of v.shape) {
-    const dim = new ProtoWriter();
-    if (typeof d === 'number') dim.int(1, d);
-    else dim.string(2, d);
-    shape.message(1, dim);
+  const tensorType = new ProtoWriter().int(1, v.elemType);
+  if (v.shape !== undefined) {
+    const shape = new ProtoWriter();
+    for (const d of v.shape) {
+      const dim = new ProtoWriter();
+      if (typeof d === 'number') dim.int(1, d);
+      else dim.string(2, d);
+      shape.message(1, dim);
+    }
+    tensorType.message(2, shape);
   }
-  const tensorType = new ProtoWriter().int(1, v.elemType).message(2, shape);
   const type = new ProtoWriter().message(1, tensorType);
   return new ProtoWriter().string(1, v.name).message(2, type);
 }
