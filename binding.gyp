@@ -1,6 +1,7 @@
 {
   # Native kernels for bwq (see docs/KERNELS.md). `npm install` / `npm ci` runs `node-gyp rebuild`.
-  # - bwq.node: N-API addon + CPU kernels (scalar, AVX2, AVX-512 objects; runtime dispatch by cpuid).
+  # - bwq.node: N-API addon + CPU kernels (scalar, AVX2, AVX-512 objects; runtime dispatch by cpuid;
+  #   on non-x86 machines the SIMD objects are empty and the scalar path is used).
   # - libbwq_cuda.so: CUDA kernels, built by native/build-cuda.sh only when nvcc is found
   #   (BWQ_NO_CUDA=1 skips it); opened lazily by the addon with dlopen.
   "targets": [
@@ -8,14 +9,17 @@
       "target_name": "bwq_kernels_avx2",
       "type": "static_library",
       "sources": ["native/src/kernels_avx2.cpp"],
-      "cflags_cc": ["-O3", "-fPIC", "-mavx2", "-mpopcnt"]
+      "cflags_cc": ["-O3", "-fPIC"],
+      "conditions": [["target_arch=='x64' or target_arch=='ia32'", { "cflags_cc": ["-mavx2", "-mpopcnt"] }]]
     },
     {
       "target_name": "bwq_kernels_avx512",
       "type": "static_library",
       "sources": ["native/src/kernels_avx512.cpp"],
-      "cflags_cc": ["-O3", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq", "-mavx512vnni", "-mpopcnt",
-                    "-Wno-uninitialized", "-Wno-maybe-uninitialized"]
+      "cflags_cc": ["-O3", "-fPIC", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+      "conditions": [["target_arch=='x64' or target_arch=='ia32'", {
+        "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq", "-mavx512vnni", "-mpopcnt"]
+      }]]
     },
     {
       "target_name": "bwq",

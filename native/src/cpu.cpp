@@ -13,16 +13,32 @@
 #include "../include/bwq.h"
 #include "kernels_internal.h"
 
+#if !(defined(__x86_64__) || defined(__i386__))
+// Non-x86 build: the SIMD objects are empty; detect_level() never selects them.
+namespace bwq {
+void tb_block_avx2(const TbArgs &a, int m0, int m1, int n0, int n1) { tb_block_scalar(a, m0, m1, n0, n1); }
+void tt_block_avx2(const TtArgs &a, int m0, int m1, int n0, int n1) { tt_block_scalar(a, m0, m1, n0, n1); }
+void i8_block_avx2(const I8Args &a, int m0, int m1, int n0, int n1) { i8_block_scalar(a, m0, m1, n0, n1); }
+void tb_block_avx512(const TbArgs &a, int m0, int m1, int n0, int n1) { tb_block_scalar(a, m0, m1, n0, n1); }
+void tt_block_avx512(const TtArgs &a, int m0, int m1, int n0, int n1) { tt_block_scalar(a, m0, m1, n0, n1); }
+void i8_block_avx512(const I8Args &a, int m0, int m1, int n0, int n1) { i8_block_scalar(a, m0, m1, n0, n1); }
+}  // namespace bwq
+#endif
+
 namespace bwq {
 namespace {
 
 int detect_level() {
+#if !(defined(__x86_64__) || defined(__i386__))
+  return BWQ_CPU_SCALAR;
+#else
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("avx512vnni"))
     return BWQ_CPU_AVX512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) return BWQ_CPU_AVX2;
   return BWQ_CPU_SCALAR;
+#endif
 }
 
 int parse_level_env(int best) {

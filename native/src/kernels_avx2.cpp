@@ -1,5 +1,6 @@
 // AVX2 kernels (+POPCNT). Compiled with -mavx2 -mpopcnt; only called after a cpuid check (cpu.cpp).
 // Popcount of 256-bit vectors: nibble lookup with vpshufb, bytes summed by vpsadbw into 4 x u64.
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include "kernels_internal.h"
 
@@ -153,3 +154,4 @@ void tt_block_avx2(const TtArgs &a, int m0, int m1, int n0, int n1) { tile_loop<
 void i8_block_avx2(const I8Args &a, int m0, int m1, int n0, int n1) { tile_loop<I8F, I8Args, 4, 2>(a, m0, m1, n0, n1); }
 
 }  // namespace bwq
+#endif  // x86

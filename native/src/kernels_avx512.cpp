@@ -1,5 +1,6 @@
 // AVX-512 kernels (F, BW, VL, VPOPCNTDQ, VNNI). Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx512vnni;
 // only called after a cpuid check (cpu.cpp).
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <string.h>
 #include "kernels_internal.h"
@@ -133,3 +134,4 @@ void tt_block_avx512(const TtArgs &a, int m0, int m1, int n0, int n1) { tile_loo
 void i8_block_avx512(const I8Args &a, int m0, int m1, int n0, int n1) { tile_loop<I8F, I8Args, 4, 4>(a, m0, m1, n0, n1); }
 
 }  // namespace bwq
+#endif  // x86
