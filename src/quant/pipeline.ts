@@ -63,6 +63,8 @@ export interface QuantizeOptions {
   pspIterations?: number;
   /** PSP soft threshold τ = ratio·σ_{r+1} (default 0.25) */
   pspTauRatio?: number;
+  /** calibration passes per block: 'block' (default; one float pass), 'halves' (attention, then MLP), 'groups' (each group sees the upstream groups quantized) */
+  sequential?: SequentialMode;
   /** query rows sampled per head for the attention calibration (default 64) */
   attentionRows?: number;
 }
@@ -235,110 +237,95 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
       const weights = await runner.loadBlockWeights(layer);
       const names = model.weightNames.layers[layer]!;
 
-      // a. statistics: sampled rows of each linear input tap
-      progress.start(`${tag}: statistics`);
       const picked = rng.sample(ns * seqlen, statTokens); // global token indices, ascending
-      const taps: TapName[] = ['attn_input', 'attn_context', 'mlp_input', 'mlp_hidden'];
-      const stats = new Map<TapName, Float32Array>();
-      const widths = new Map<TapName, number>();
-      let firstFloatOut: Float32Array | undefined;
-      let cursor = 0;
-      for (let b = 0; b < nBatches; b++) {
-        const n = Math.min(bs, ns - b * bs);
-        const lo = b * bs * seqlen;
-        const hi = lo + n * seqlen;
-        const out = await runner.run(layer, hidden.subarray(lo * h, hi * h), n, seqlen, { weights, recipe: floatRecipe, taps });
-        if (b === 0) firstFloatOut = out.output;
-        for (const t of taps) {
-          const v = out.taps.get(t)!;
-          const width = v.length / (n * seqlen);
-          widths.set(t, width);
-          if (!stats.has(t)) stats.set(t, new Float32Array(statTokens * width));
-        }
-        while (cursor < picked.length && picked[cursor]! < hi) {
-          const row = picked[cursor]! - lo;
-          for (const t of taps) {
-            const width = widths.get(t)!;
-            stats.get(t)!.set(out.taps.get(t)!.subarray(row * width, (row + 1) * width), cursor * width);
-          }
-          cursor++;
-        }
-        progress.update(b + 1, nBatches);
-      }
-      progress.succeed(`${tag}: statistics on ${statTokens} sampled tokens`);
-
-      // b/c. quantize groups
-      progress.start(`${tag}: quantizing`);
       const recipeLinears: Partial<Record<LinearRole, LinearInputRecipe>> = {};
       const newLinears = { ...weights.linears };
       const extra = new Map(weights.extra);
       const report: LayerReport = { layer, seconds: 0, groups: {}, linears: {}, blockOutputRelError: 0 };
-      let gi = 0;
-      for (const g of GROUPS) {
-        const members: GroupLinear[] = [];
-        for (const role of g.roles) {
-          const w = weights.linears[role];
-          if (w === undefined) continue;
-          const cols = widths.get(g.tap)!;
-          members.push({ role, weight: w, rows: w.length / cols });
-        }
-        if (members.length === 0) continue;
-        const cols = widths.get(g.tap)!;
-        const q: QuantizedGroup = await quantizeGroup(g.name, members, cols, stats.get(g.tap)!, statTokens, settings, options.seed + 7919 * layer + 31 * gi, mm);
-        gi++;
-        const rotationNames = q.rotation === undefined ? undefined : {
-          r1: `model.layers.${layer}.${g.name}.okt_r1`, r2: `model.layers.${layer}.${g.name}.okt_r2`,
-        };
-        if (q.rotation !== undefined && rotationNames !== undefined) {
-          const r1 = { data: Float32Array.from(q.rotation.r1), shape: [q.rotation.a, q.rotation.a] };
-          const r2 = { data: Float32Array.from(q.rotation.r2), shape: [q.rotation.b, q.rotation.b] };
-          result.rotations.set(rotationNames.r1, r1);
-          result.rotations.set(rotationNames.r2, r2);
-          extra.set(rotationNames.r1, r1);
-          extra.set(rotationNames.r2, r2);
-        }
-        for (const ql of q.linears) {
-          const entry: LinearInputRecipe = rotationNames === undefined
-            ? { quantizer: q.quantizer }
-            : { rotation: { kind: 'kronecker', r1: rotationNames.r1, r2: rotationNames.r2 }, quantizer: q.quantizer };
-          recipeLinears[ql.role] = entry;
-          newLinears[ql.role] = ql.simulated;
-          const ln = linearByRole(names, ql.role)!;
-          // keep packed signs (1 bit per weight) rather than the Int8 signs until the outputs are written
-          const stored: StoredLinear = {
-            rows: ql.rows, cols: ql.cols, simulated: ql.simulated, qweight: packSignRows(ql.signs, ql.rows, ql.cols),
-            scales: ql.scales, lrA: ql.lrA, lrB: ql.lrB, rank: ql.rank,
-          };
-          result.linears.set(ln.weight, { q: stored, prefix: ln.weight.replace(/\.weight$/, ''), bias: ln.bias });
-          report.linears[ql.role] = { weightRelError: ql.weightRelError, plainBinarizationRelError: ql.plainRelError, pspRank: ql.rank };
-        }
-        report.groups[g.name] = {
-          quantizer: describeQuantizer(q.quantizer),
-          outputRelError: q.outputRelError,
-          ...(q.rotation === undefined ? {} : {
-            rotation: { init: q.rotation.init, a: q.rotation.a, b: q.rotation.b, oktObjective: q.rotation.history },
-            candidates: q.candidates,
-          }),
-        };
-        progress.update(gi, GROUPS.length, g.name);
-      }
-
       let attention: AttentionRecipe | undefined;
-      if (options.method === 'bwta') {
-        const att = await calibrateAttention(runner, layer, hidden, seqlen, weights, config.numHeads, config.numKvHeads, config.headDim, options.attentionRows ?? 64, rng, mm);
-        attention = { query: att.query, key: att.key, probs: att.probs, value: att.value };
-        report.attention = {
-          query: describeQuantizer(att.query), key: describeQuantizer(att.key), value: describeQuantizer(att.value),
-          probs: describeQuantizer(att.probs), scoresRelError: Math.sqrt(att.scoresRelError), contextRelError: Math.sqrt(att.contextRelError),
-        };
+      const currentRecipe = (): LayerRecipe =>
+        attention === undefined ? { linears: { ...recipeLinears } } : { linears: { ...recipeLinears }, attention };
+      const currentWeights = (): BlockWeights => ({ ...weights, linears: { ...newLinears }, extra: new Map(extra) });
+      let firstFloatOut: Float32Array | undefined;
+      let gi = 0;
+      const phases = sequentialPhases(options.sequential ?? 'block');
+      for (let pi = 0; pi < phases.length; pi++) {
+        const phase = phases[pi]!;
+        // a. statistics: sampled rows of this phase's input taps, from the block with the groups
+        //    of earlier phases already quantized (phase 0: the float block)
+        const taps = [...new Set(phase.map((g) => g.tap))];
+        progress.start(`${tag}: statistics pass ${pi + 1}/${phases.length} (${taps.join(', ')})`);
+        const st = await collectStats(runner, layer, hidden, h, ns, seqlen, bs, currentWeights(), pi === 0 ? floatRecipe : currentRecipe(), taps, picked, progress);
+        if (pi === 0) firstFloatOut = st.firstOutput;
+        progress.succeed(`${tag}: statistics pass ${pi + 1}/${phases.length} on ${statTokens} sampled tokens`);
+
+        // b/c. quantize this phase's groups
+        progress.start(`${tag}: quantizing ${phase.map((g) => g.name).join(', ')}`);
+        for (const g of phase) {
+          const cols = st.widths.get(g.tap)!;
+          const members: GroupLinear[] = [];
+          for (const role of g.roles) {
+            const w = weights.linears[role];
+            if (w === undefined) continue;
+            members.push({ role, weight: w, rows: w.length / cols });
+          }
+          if (members.length === 0) continue;
+          const q: QuantizedGroup = await quantizeGroup(g.name, members, cols, st.stats.get(g.tap)!, statTokens, settings, options.seed + 7919 * layer + 31 * gi, mm);
+          gi++;
+          const rotationNames = q.rotation === undefined ? undefined : {
+            r1: `model.layers.${layer}.${g.name}.okt_r1`, r2: `model.layers.${layer}.${g.name}.okt_r2`,
+          };
+          if (q.rotation !== undefined && rotationNames !== undefined) {
+            const r1 = { data: Float32Array.from(q.rotation.r1), shape: [q.rotation.a, q.rotation.a] };
+            const r2 = { data: Float32Array.from(q.rotation.r2), shape: [q.rotation.b, q.rotation.b] };
+            result.rotations.set(rotationNames.r1, r1);
+            result.rotations.set(rotationNames.r2, r2);
+            extra.set(rotationNames.r1, r1);
+            extra.set(rotationNames.r2, r2);
+          }
+          for (const ql of q.linears) {
+            const entry: LinearInputRecipe = rotationNames === undefined
+              ? { quantizer: q.quantizer }
+              : { rotation: { kind: 'kronecker', r1: rotationNames.r1, r2: rotationNames.r2 }, quantizer: q.quantizer };
+            recipeLinears[ql.role] = entry;
+            newLinears[ql.role] = ql.simulated;
+            const ln = linearByRole(names, ql.role)!;
+            // keep packed signs (1 bit per weight) rather than the Int8 signs until the outputs are written
+            const stored: StoredLinear = {
+              rows: ql.rows, cols: ql.cols, simulated: ql.simulated, qweight: packSignRows(ql.signs, ql.rows, ql.cols),
+              scales: ql.scales, lrA: ql.lrA, lrB: ql.lrB, rank: ql.rank,
+            };
+            result.linears.set(ln.weight, { q: stored, prefix: ln.weight.replace(/\.weight$/, ''), bias: ln.bias });
+            report.linears[ql.role] = { weightRelError: ql.weightRelError, plainBinarizationRelError: ql.plainRelError, pspRank: ql.rank };
+          }
+          report.groups[g.name] = {
+            quantizer: describeQuantizer(q.quantizer),
+            outputRelError: q.outputRelError,
+            ...(q.rotation === undefined ? {} : {
+              rotation: { init: q.rotation.init, a: q.rotation.a, b: q.rotation.b, oktObjective: q.rotation.history },
+              candidates: q.candidates,
+            }),
+          };
+          progress.update(gi, GROUPS.length, g.name);
+
+          // BWTA: attention operands, calibrated on Q/K/V produced by the quantized q/k/v projections
+          if (options.method === 'bwta' && g.name === 'attn_in') {
+            const att = await calibrateAttention(runner, layer, hidden, seqlen, currentWeights(), currentRecipe(), config.numHeads, config.numKvHeads, config.headDim, options.attentionRows ?? 64, rng, mm);
+            attention = { query: att.query, key: att.key, probs: att.probs, value: att.value };
+            report.attention = {
+              query: describeQuantizer(att.query), key: describeQuantizer(att.key), value: describeQuantizer(att.value),
+              probs: describeQuantizer(att.probs), scoresRelError: Math.sqrt(att.scoresRelError), contextRelError: Math.sqrt(att.contextRelError),
+            };
+          }
+        }
+        progress.succeed(`${tag}: quantized ${phase.map((g) => `${g.name} ${report.groups[g.name]?.quantizer ?? '-'} err ${(report.groups[g.name]?.outputRelError ?? 0).toFixed(3)}`).join(', ')}`);
       }
-      const recipe: LayerRecipe = attention === undefined ? { linears: recipeLinears } : { linears: recipeLinears, attention };
+      const recipe = currentRecipe();
       result.recipes.push(recipe);
-      progress.succeed(`${tag}: quantized (${Object.entries(report.groups).map(([k, v]) => `${k} ${v.quantizer} err ${v.outputRelError.toFixed(3)}`).join(', ')})`);
 
       // d. propagate through the quantized block
       progress.start(`${tag}: propagating`);
-      const qWeights: BlockWeights = { ...weights, linears: newLinears, extra };
+      const qWeights = currentWeights();
       for (let b = 0; b < nBatches; b++) {
         const n = Math.min(bs, ns - b * bs);
         const lo = b * bs * seqlen * h;
@@ -366,9 +353,58 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
   return result;
 }
 
+/** Which groups are calibrated together: one float pass, two (attention, MLP) or one per group. */
+export type SequentialMode = 'block' | 'halves' | 'groups';
+
+function sequentialPhases(mode: SequentialMode): GroupSpec[][] {
+  const g = (name: GroupName): GroupSpec => GROUPS.find((x) => x.name === name)!;
+  switch (mode) {
+    case 'block':
+      return [[...GROUPS]];
+    case 'halves':
+      return [[g('attn_in'), g('attn_out')], [g('mlp_in'), g('mlp_out')]];
+    case 'groups':
+      return GROUPS.map((x) => [x]);
+  }
+}
+
+/** Runs the block over all windows in batches, keeping the rows `picked` (ascending global token indices) of each tap. */
+async function collectStats(
+  runner: BlockRunner, layer: number, hidden: Float32Array, h: number, ns: number, seqlen: number, bs: number,
+  weights: BlockWeights, recipe: LayerRecipe, taps: readonly TapName[], picked: Int32Array, progress: Progress,
+): Promise<{ stats: Map<TapName, Float32Array>; widths: Map<TapName, number>; firstOutput: Float32Array | undefined }> {
+  const nBatches = Math.ceil(ns / bs);
+  const stats = new Map<TapName, Float32Array>();
+  const widths = new Map<TapName, number>();
+  let firstOutput: Float32Array | undefined;
+  let cursor = 0;
+  for (let b = 0; b < nBatches; b++) {
+    const n = Math.min(bs, ns - b * bs);
+    const lo = b * bs * seqlen;
+    const hi = lo + n * seqlen;
+    const out = await runner.run(layer, hidden.subarray(lo * h, hi * h), n, seqlen, { weights, recipe, taps });
+    if (b === 0) firstOutput = out.output;
+    for (const t of taps) {
+      const width = out.taps.get(t)!.length / (n * seqlen);
+      widths.set(t, width);
+      if (!stats.has(t)) stats.set(t, new Float32Array(picked.length * width));
+    }
+    while (cursor < picked.length && picked[cursor]! < hi) {
+      const row = picked[cursor]! - lo;
+      for (const t of taps) {
+        const width = widths.get(t)!;
+        stats.get(t)!.set(out.taps.get(t)!.subarray(row * width, (row + 1) * width), cursor * width);
+      }
+      cursor++;
+    }
+    progress.update(b + 1, nBatches);
+  }
+  return { stats, widths, firstOutput };
+}
+
 /** Attention taps of one window (truncated so the [heads, S, S] probs stay ≤ 64 MiB). */
 async function calibrateAttention(
-  runner: BlockRunner, layer: number, hidden: Float32Array, seqlen: number, weights: BlockWeights,
+  runner: BlockRunner, layer: number, hidden: Float32Array, seqlen: number, weights: BlockWeights, recipe: LayerRecipe,
   heads: number, kvHeads: number, headDim: number, rows: number, rng: Rng, mm: Matmul,
 ): Promise<AttentionSearchResult> {
   const cap = Math.max(16, Math.floor(Math.sqrt((64 * 2 ** 20) / (4 * heads))));
@@ -377,7 +413,7 @@ async function calibrateAttention(
   // the first `seq` positions of window 0 (causal: identical to the full window's prefix)
   const x = new Float32Array(seq * hiddenSize);
   x.set(hidden.subarray(0, seq * hiddenSize));
-  const out = await runner.run(layer, x, 1, seq, { weights, recipe: { linears: {} }, taps: ['query', 'key', 'value', 'probs'] });
+  const out = await runner.run(layer, x, 1, seq, { weights, recipe, taps: ['query', 'key', 'value', 'probs'] });
   const picked = rng.sample(seq, Math.min(rows, seq));
   return searchAttentionTernary({
     query: out.taps.get('query')!, key: out.taps.get('key')!, value: out.taps.get('value')!, probs: out.taps.get('probs')!,
@@ -446,6 +482,7 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
       psp_weighted: options.method === 'bwla' && (options.weightedPsp ?? true),
       data_aware_scale: options.method !== 'rtn' && (options.dataAwareScale ?? true),
       stat_tokens: Math.min(options.statTokens ?? 512, options.nsamples * seqlen),
+      sequential: options.sequential ?? 'block',
     },
   };
   raw['quantization_config'] = quantization;

@@ -137,6 +137,13 @@ describe('bwq quantize end to end (sotu-llama, 8×128 calibration tokens)', () =
     await quantizeModel(options(out, 'rtn', 6), quiet);
     const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'));
     expect(config.quantization_config.layers[0].linears.q_proj).toEqual({ quantizer: { kind: 'int', bits: 6, clipRatio: 1 } });
+    // rtn weights do not depend on the statistics: the per-group sequential mode gives the same files
+    const out2 = join(work, 'rtn-groups');
+    await quantizeModel(options(out2, 'rtn', 6, { sequential: 'groups' }), quiet);
+    const cfg2 = JSON.parse(await readFile(join(out2, 'config.json'), 'utf8'));
+    expect(cfg2.quantization_config.layers).toEqual(config.quantization_config.layers);
+    expect(cfg2.quantization_config.settings.sequential).toBe('groups');
+    expect(Buffer.compare(await readFile(join(out, 'model.packed.safetensors')), await readFile(join(out2, 'model.packed.safetensors')))).toBe(0);
     ppl['rtn'] = await perplexity(out);
     expect(Number.isFinite(ppl['rtn'])).toBe(true);
     expect(ppl['bwla']).toBeDefined();
