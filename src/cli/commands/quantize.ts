@@ -31,6 +31,7 @@ interface RawOptions {
   seed?: string;
   threads?: string;
   statTokens?: string;
+  sequential?: string;
   force?: boolean;
   json?: boolean;
 }
@@ -67,6 +68,12 @@ export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOp
   };
   if (raw.threads !== undefined) options.threads = parseIntegerFlag('--threads', raw.threads, 1);
   if (raw.statTokens !== undefined) options.statTokens = parseIntegerFlag('--stat-tokens', raw.statTokens, 8);
+  if (raw.sequential !== undefined) {
+    if (raw.sequential !== 'block' && raw.sequential !== 'halves' && raw.sequential !== 'groups') {
+      throw usageError(`--sequential must be block, halves or groups (got "${raw.sequential}")`);
+    }
+    options.sequential = raw.sequential;
+  }
   return options;
 }
 
@@ -85,6 +92,7 @@ export function registerQuantize(program: Command): void {
     .option('--rank <r>', `PSP low-rank term rank for bwla (default ${DEFAULT_RANK}; 0 disables)`)
     .option('--seed <s>', `seed for window sampling, token subsampling and OKT init (default ${DEFAULT_SEED})`)
     .option('--stat-tokens <n>', 'calibration tokens per layer kept for the statistics (default 512)')
+    .option('--sequential <mode>', 'calibration passes per block: block (one float pass, default), halves, groups')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--force', 'replace OUT_DIR if it exists')
     .option('--json', 'print the summary as JSON on stdout')
