@@ -20,8 +20,11 @@ import { quantizeModel, type QuantizeOptions } from '../../src/quant/pipeline.js
 const root = mkdtempSync(join(tmpdir(), 'bwq-native-e2e-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const SEQLEN = 256;
-const WINDOWS = 6;
+// Short windows: a ternary code that flips on float32 noise (ONNX sums in float32, the packed path
+// is exact) changes every later token of its window, so long windows make rare, large jumps
+// (docs/NATIVE_FORWARD.md); many short windows average them out.
+const SEQLEN = 64;
+const WINDOWS = 32;
 
 describe.each([
   ['bwla', 6, { rank: 4, oktIterations: 1, pspIterations: 1 }],
@@ -46,15 +49,16 @@ describe.each([
       const packed = await evaluatePerplexity(native, ids, { seqlen: SEQLEN, maxWindows: WINDOWS, batch: 1 });
       expect(packed.tokens).toBe(sim.tokens);
       expect(packed.tokens).toBe(WINDOWS * (SEQLEN - 1));
-      // a quantized model, not the float one (float sotu-llama: ppl 66.6 on these windows)
-      expect(sim.ppl).toBeGreaterThan(70);
+      // a quantized model, not the float one (float sotu-llama: ppl < 100 on these windows)
+      expect(sim.ppl).toBeGreaterThan(150);
       expect(Math.abs(packed.ppl / sim.ppl - 1)).toBeLessThan(0.005);
       // and through `bwq eval [--backend native]` (B's command, which imports src/native/forward.js)
-      const flags = { seqlen: '128', maxWindows: '3', json: true };
+      const flags = { seqlen: String(SEQLEN), maxWindows: String(WINDOWS), json: true };
       const cliSim = await runEval(outDir, { ...flags, backend: 'onnx' });
       const cliNative = await runEval(outDir, { ...flags, backend: 'native' });
       expect(cliNative.backend).toBe('native');
-      expect(cliNative.tokens).toBe(3 * 127);
+      expect(cliNative.tokens).toBe(WINDOWS * (SEQLEN - 1));
+      expect(Math.abs(cliNative.ppl / packed.ppl - 1)).toBeLessThan(1e-9);
       expect(Math.abs(cliNative.ppl / cliSim.ppl - 1)).toBeLessThan(0.005);
     } finally {
       await native.close();
