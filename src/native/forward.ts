@@ -12,7 +12,7 @@ import type { ModelDir } from '../model/model-dir.js';
 import { SafetensorsFile } from '../safetensors/reader.js';
 import { causalAttention } from './attention.js';
 import { createFloatGemm, type FloatGemm, type FloatGemmMode } from './float-gemm.js';
-import { loadNativeKernels } from './kernels.js';
+import { loadNativeKernels, type NativeKernels } from './kernels.js';
 import type { ActivationCodes } from './activation-codes.js';
 import { loadNativeModel, tensorSourceOf, type NativeLayer, type NativeModel, type TensorSource } from './packed-model.js';
 import { applyLinear, prepareInput } from './quant-linear.js';
@@ -22,13 +22,8 @@ import {
   activation, addInPlace, gatedActivation, gatherRows, negativeLogLikelihood, rmsNormRows,
 } from './transformer-ops.js';
 
-/** The kernels plus what the CLI reports about them (NativeKernels' descriptive fields). */
-export interface ForwardKernels extends IntegerGemmKernels {
-  readonly backend: 'cpu' | 'cuda';
-  readonly cpuFeatures: string;
-  readonly gpu: boolean;
-  readonly notice: string | undefined;
-}
+/** D's kernel interface; the JavaScript reference kernels implement it too. */
+export type ForwardKernels = NativeKernels;
 
 /** B's ModelRunner plus the kernel backend in use. */
 export interface NativeModelRunner {
