@@ -69,6 +69,12 @@ describe('native runner errors', () => {
     await model.checkpoint.close();
   });
 
+  it('rejects GPT-2 (not an architecture bwq quantize produces)', async () => {
+    const model = await openModelDir('test/fixtures/models/tiny-gpt2');
+    await expect(createNativeModelRunner(model, { kernels })).rejects.toThrow(/architecture gpt2 is not supported by the native backend/);
+    await model.checkpoint.close();
+  });
+
   it('rejects token ids outside the vocabulary', async () => {
     const model = await openModelDir('test/fixtures/models/tiny-llama');
     const runner = await createNativeModelRunner(model, { kernels });
