@@ -13,7 +13,7 @@ import { activationCodes, dequantize, type ActivationCodes } from './activation-
 import type { FloatGemm } from './float-gemm.js';
 import type { LinearInput, NativeLinear, PackedLinear, Rotation } from './packed-model.js';
 import type { IntegerGemmKernels } from './reference-kernels.js';
-import { addBiasRows, matmulTransB } from './transformer-ops.js';
+import { addBiasRows } from './transformer-ops.js';
 
 /**
  * Online Kronecker rotation of every row with two float GEMMs over all rows at once
@@ -97,8 +97,9 @@ export async function applyLinear(lin: NativeLinear, a: ActivationCodes, rows: n
     }
     if (lin.lrA !== undefined && lin.lrB !== undefined && lin.rank > 0) {
       const xhat = dequantize(a, rows, k);
-      const t = matmulTransB(xhat, rows, k, lin.lrB, lin.rank);
-      matmulTransB(t, rows, lin.rank, lin.lrA, n, y, true);
+      const t = await gemm.transB(xhat, rows, k, lin.lrB, lin.rank);
+      const low = await gemm.transB(t, rows, lin.rank, lin.lrA, n);
+      for (let i = 0; i < y.length; i++) y[i] = y[i]! + low[i]!;
     }
   }
   if (lin.bias !== undefined) addBiasRows(y, rows, n, lin.bias);
