@@ -58,11 +58,12 @@ export function roundHalfEven(v: number): number {
 }
 
 /** The int quantizer's codes and scales; codes in [−qmax, qmax], qmax = 2^(bits−1) − 1. */
-export function intCodeRows(x: Float32Array, rows: number, cols: number, bits: number, clipRatio: number):
-  { codes: Int32Array; scales: Float32Array } {
+export function intCodeRows<T extends Int8Array | Int32Array = Int32Array>(x: Float32Array, rows: number, cols: number,
+  bits: number, clipRatio: number, out?: T): { codes: T; scales: Float32Array } {
   if (!Number.isInteger(bits) || bits < 2 || bits > 24) throw new RangeError(`int quantizer: bad bit width ${bits}`);
+  if (out instanceof Int8Array && bits > 8) throw new RangeError(`int quantizer: ${bits}-bit codes do not fit int8`);
   const qmax = 2 ** (bits - 1) - 1;
-  const codes = new Int32Array(rows * cols);
+  const codes = (out ?? new Int32Array(rows * cols)) as T;
   const scales = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
@@ -146,8 +147,11 @@ export function activationCodes(x: Float32Array, rows: number, cols: number, q: 
     case 'ternary':
       return ternaryCodeRows(x, rows, cols, q.thresholdRatio);
     case 'int': {
+      if (q.bits <= 8) {
+        const { codes, scales } = intCodeRows(x, rows, cols, q.bits, q.clipRatio, new Int8Array(rows * cols));
+        return { kind: 'int8', codes, scales };
+      }
       const { codes, scales } = intCodeRows(x, rows, cols, q.bits, q.clipRatio);
-      if (q.bits <= 8) return { kind: 'int8', codes: Int8Array.from(codes), scales };
       if (q.bits <= 15) return splitCodes(codes, scales);
       return { kind: 'float', values: dequantizeCodes(codes, scales, rows, cols) };
     }
