@@ -13,7 +13,9 @@ import { loadEvalTokens } from '../../src/eval/dataset.js';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
 import { openModelDir } from '../../src/model/model-dir.js';
 import { loadTokenizer } from '../../src/model/tokenizer.js';
-import { createNativeModelRunner } from '../../src/native/forward.js';
+import { createNativeModelRunner, loadForwardKernels, nativeRunnerFromModel } from '../../src/native/forward.js';
+import { createFloatGemm } from '../../src/native/float-gemm.js';
+import { loadNativeModel, tensorSourceOf } from '../../src/native/packed-model.js';
 import { createModelRunner } from '../../src/onnx/model-runner.js';
 import { quantizeModel, type QuantizeOptions } from '../../src/quant/pipeline.js';
 
@@ -60,6 +62,21 @@ describe.each([
       expect(cliNative.tokens).toBe(WINDOWS * (SEQLEN - 1));
       expect(Math.abs(cliNative.ppl / packed.ppl - 1)).toBeLessThan(1e-9);
       expect(Math.abs(cliNative.ppl / cliSim.ppl - 1)).toBeLessThan(0.005);
+      if (method === 'bwta') {
+        // Without a low-rank term W_sim = ±wscale exactly, so the float model on the simulated
+        // weights (float64 sums in TypeScript) and the packed integer path compute the same numbers.
+        const kernels = loadForwardKernels('cpu');
+        const exact = await createNativeModelRunner(model, { kernels, printNotice: false, floatGemm: 'js' });
+        const simModel = await loadNativeModel(model.config, model.weightNames, undefined,
+          tensorSourceOf(model.checkpoint, model.checkpoint.files[0]!));
+        expect(simModel.packedLinears).toBe(0);
+        const simJs = nativeRunnerFromModel(simModel, kernels, 'sim', undefined, createFloatGemm('js'));
+        const few = ids.subarray(0, 8 * SEQLEN);
+        const a = await exact.nll(few, 8, SEQLEN);
+        const b = await simJs.nll(few, 8, SEQLEN);
+        expect(Math.abs(a.sum - b.sum) / a.count).toBeLessThan(1e-6);
+        await exact.close();
+      }
     } finally {
       await native.close();
       await onnx.close();
