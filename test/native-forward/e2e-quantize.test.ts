@@ -26,7 +26,7 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 // is exact) changes every later token of its window, so long windows make rare, large jumps
 // (docs/NATIVE_FORWARD.md); many short windows average them out.
 const SEQLEN = 64;
-const WINDOWS = 32;
+const WINDOWS = 64;
 
 describe.each([
   ['bwla', 6, { rank: 4, oktIterations: 1, pspIterations: 1 }],
