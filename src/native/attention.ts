@@ -67,6 +67,7 @@ export async function causalAttention(q: Float32Array, k: Float32Array, v: Float
     const kc = keyCodes[g]!;
     // scores[i, j] = scaling · q̂_i·k̂_j (only the unmasked entries are read below)
     let scores: Float32Array;
+    let scale: number;
     if (qc.kind === 'ternary' && kc.kind === 'ternary') {
       const acc = kernels.ternaryTernaryGemm(qc.plus, qc.minus, kc.plus, kc.minus, seq, seq, headDim);
       scores = new Float32Array(seq * seq);
@@ -74,21 +75,24 @@ export async function causalAttention(q: Float32Array, k: Float32Array, v: Float
         const si = qc.scales[i]! * scaling;
         for (let j = lo(i); j <= i; j++) scores[i * seq + j] = si * kc.scales[j]! * acc[i * seq + j]!;
       }
+      scale = 1;
     } else {
       scores = await gemm.transB(dequantize(qc, seq, headDim), seq, headDim, keyFloat[g]!, seq);
-      for (let i = 0; i < seq; i++) {
-        for (let j = lo(i); j <= i; j++) scores[i * seq + j] = scores[i * seq + j]! * scaling;
-      }
+      scale = scaling;
     }
-    // softmax over the unmasked keys; masked probabilities are exactly 0
+    // softmax of scale·scores over the unmasked keys; masked probabilities are exactly 0
     for (let i = 0; i < seq; i++) {
       const o = i * seq;
       const start = lo(i);
       let max = -Infinity;
-      for (let j = start; j <= i; j++) if (scores[o + j]! > max) max = scores[o + j]!;
+      for (let j = start; j <= i; j++) {
+        const v = Math.fround(scores[o + j]! * scale);
+        rowExp[j] = v;
+        if (v > max) max = v;
+      }
       let sum = 0;
       for (let j = start; j <= i; j++) {
-        const e = Math.exp(scores[o + j]! - max);
+        const e = Math.exp(rowExp[j]! - max);
         rowExp[j] = e;
         sum += e;
       }
