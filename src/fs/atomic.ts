@@ -17,8 +17,11 @@ function installSignalCleanup(): void {
     const hadPartial = pendingTemporaries.size > 0;
     for (const path of pendingTemporaries) rmSync(path, { recursive: true, force: true });
     pendingTemporaries.clear();
-    process.stderr.write(`bwq: interrupted (${signal})${hadPartial ? '; partial output removed' : ''}\n`);
-    process.exit(signal === 'SIGINT' ? 130 : 143);
+    if (hadPartial) process.stderr.write(`bwq: interrupted (${signal}); partial output removed\n`);
+    // Hand the signal back to its default action (terminate with the signal's status).
+    process.removeListener('SIGINT', cleanup);
+    process.removeListener('SIGTERM', cleanup);
+    process.kill(process.pid, signal);
   };
   process.once('SIGINT', cleanup);
   process.once('SIGTERM', cleanup);
