@@ -2,7 +2,8 @@
 //
 //  ternary x binary  : M <= 4   -> tb_gemv        (warp per weight row, LOP3 + popc, activations via L1)
 //                      M <= 64  -> tb_mma_skinny  (mma.sync m16n8k256 .b1 AND+POPC, 16 columns per block, split K)
-//                      M  > 64  -> tb_mma_b1      (same MMA, 128x128x1024-bit tiles, 2-stage cp.async)
+//                      M  > 64  -> tb_mma_b1      (same MMA, 128x128x1024-bit block tiles, 4 warps of 64x64,
+//                                                      2-stage cp.async, 2 blocks per SM; nz from row_popc)
 //  int8 x binary     : M <= 2   -> i8_gemv_dp4a   (warp per weight row, bits expanded to +-1 bytes, dp4a)
 //                      M <= 64  -> i8_mma_skinny  (mma.sync m16n8k32 s8, +-1 bytes built in registers, split K)
 //                      M  > 64  -> i8_mma_s8      (same MMA, 128x128x64 tiles, weights expanded in shared memory)
@@ -54,6 +55,14 @@ __device__ __forceinline__ void cp_async_wait() {
 __device__ __forceinline__ void mma_b1(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Same MMA without `volatile`, so that the compiler may schedule it (it has no side effects).
+__device__ __forceinline__ void mma_b1_nv(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -722,11 +731,211 @@ __global__ void __launch_bounds__(256) i8_mma_skinny(const int8_t *__restrict__ 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Ternary x binary GEMV for M = 1: a warp computes R consecutive output columns, K split over the
+// lanes; each lane loads its activation words (plus, minus) once and reuses them for the R weight
+// rows, all loads of a CH x 32-chunk batch are issued before the arithmetic, and the R partial sums
+// are reduced with a transposing butterfly (R/2 + R/4 + ... + log2(32/R) shuffles instead of 5R).
+// Per lane and 128 weight bits: 4 LOP3 + 4 POPC for each row, plus 4 (OR + POPC) for nz, shared.
+template <int R, int CH>
+__global__ void __launch_bounds__(256) tb_gemv_m1(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
+                                                  const uint32_t *__restrict__ W, int ldk, int N,
+                                                  int32_t *__restrict__ out) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n0 = (blockIdx.x * 8 + warp) * R;
+  if (n0 >= N) return;
+  const int ld4 = ldk / 4;
+  const uint4 *P4 = reinterpret_cast<const uint4 *>(P), *Q4 = reinterpret_cast<const uint4 *>(Q);
+  const uint4 *W4 = reinterpret_cast<const uint4 *>(W + (size_t)n0 * ldk);  // rows n0.. (padded rows are zero)
+  const uint4 z4 = make_uint4(0, 0, 0, 0);
+  int v[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) v[r] = 0;
+  for (int base = 0; base < ld4; base += 32 * CH) {
+    uint4 p[CH], q[CH], w[CH][R];
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      const int i = base + c * 32 + lane;
+      const bool ok = i < ld4;
+      p[c] = ok ? __ldg(P4 + i) : z4;
+      q[c] = ok ? __ldg(Q4 + i) : z4;
+#pragma unroll
+      for (int r = 0; r < R; ++r) w[c][r] = ok ? __ldg(W4 + (size_t)r * ld4 + i) : z4;
+    }
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      const int nz = __popc(p[c].x | q[c].x) + __popc(p[c].y | q[c].y) + __popc(p[c].z | q[c].z) +
+                     __popc(p[c].w | q[c].w);
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        v[r] += 2 * (popsel(w[c][r].x, p[c].x, q[c].x) + popsel(w[c][r].y, p[c].y, q[c].y) +
+                     popsel(w[c][r].z, p[c].z, q[c].z) + popsel(w[c][r].w, p[c].w, q[c].w)) -
+                nz;
+    }
+  }
+  // Transposing reduction: after the step with offset o, lanes with bit o set keep the upper half.
+  int o = 16;
+#pragma unroll
+  for (int s = R / 2; s >= 1; s >>= 1) {
+    const bool hi = lane & o;
+#pragma unroll
+    for (int j = 0; j < s; ++j) {
+      const int send = hi ? v[j] : v[j + s], keep = hi ? v[j + s] : v[j];
+      v[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+    }
+    o >>= 1;
+  }
+  for (; o >= 1; o >>= 1) v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
+  constexpr int LOGR = R == 1 ? 0 : R == 2 ? 1 : R == 4 ? 2 : 3;
+  if ((lane & ((32 >> LOGR) - 1)) == 0) {
+    const int n = n0 + (lane >> (5 - LOGR));
+    if (n < N) out[n] = v[0];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ternary x binary GEMM, variant 4: block 128x128 with 4 warps (2 x 2) of 64x64 warp tiles (half the
+// shared-memory fragment traffic per MMA of the 64x32 tiles: 96 instead of 160 bytes), STAGES-deep
+// cp.async pipeline of KWS-word K stages with one barrier per stage, 2 blocks per SM, 8-byte output
+// stores. Fragment relabelling as in variant 2/3; KWS = 32 uses the parity swizzle of variant 3,
+// KWS = 16 rows (64 bytes) are conflict-free as they are.
+// WN = number of 64-column warp tiles along N: block 128 x (64*WN), 2*WN warps.
+#define TB4_SMEM(WN, KWS, STAGES, MT) ((2 * 32 * (MT) + 64 * (WN)) * (KWS) * 4 * (STAGES))
+// FUSE_NZ: nz[r] = popc(p | q) is accumulated from the A fragments the warp loads anyway (8 LOP/POPC
+// per 128 MMAs) and reduced over the 4 lanes of a row at the end, so no separate row_popc launch is needed.
+// MT = 16-row m tiles per warp: block (32*MT) x (64*WN), 2 x WN warps of (16*MT) x 64.
+template <int WN, int KWS, int STAGES, bool FUSE_NZ, int MT>
+__global__ void __launch_bounds__(64 * WN, WN == 2 ? (MT == 4 ? 2 : 3) : 1)
+    tb_mma4(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q, const uint32_t *__restrict__ W, int ldk,
+            const int *__restrict__ nz, int M, int N, int32_t *__restrict__ out, int ldo) {
+  constexpr int BN = 64 * WN, NT = 64 * WN;       // block columns, threads
+  constexpr int CPR = KWS / 4;                    // 16-byte chunks per smem row
+  constexpr int BM = 32 * MT;
+  constexpr int STAGE_WORDS = (2 * BM + BN) * KWS;  // P tile, Q tile, W tile
+  extern __shared__ uint4 smem4[];
+  uint32_t *smem = reinterpret_cast<uint32_t *>(smem4);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = warp / WN, wn = warp % WN, g = lane >> 2, t = lane & 3;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int nk = ldk / KWS;
+
+  auto load_stage = [&](int s, int kt) {
+    uint32_t *base = smem + s * STAGE_WORDS;
+#pragma unroll
+    for (int c = tid; c < BM * CPR; c += NT) {
+      const int r = c / CPR, ch = c % CPR;
+      const int dst = r * KWS + ((KWS == 32 ? (ch ^ ((r & 1) << 2)) : ch) << 2);
+      const size_t ka = (size_t)kt * KWS + ch * 4;
+      cp_async16(base + dst, P + (size_t)(m0 + r) * ldk + ka);
+      cp_async16(base + BM * KWS + dst, Q + (size_t)(m0 + r) * ldk + ka);
+    }
+#pragma unroll
+    for (int c = tid; c < BN * CPR; c += NT) {
+      const int r = c / CPR, ch = c % CPR;
+      const int dst = r * KWS + ((KWS == 32 ? (ch ^ ((r & 1) << 2)) : ch) << 2);
+      const size_t ka = (size_t)kt * KWS + ch * 4;
+      cp_async16(base + 2 * BM * KWS + dst, W + (size_t)(n0 + r) * ldk + ka);
+    }
+  };
+
+  // nzp[mt]: this lane's popc(p | q) for rows r (low 16 bits) and r + 8 (high 16 bits); a lane sees a
+  // quarter of the K words, so each half stays below 2^16 for K < 2^18 (the launcher checks).
+  int acc[MT][8][4], nzp[MT];
+#pragma unroll
+  for (int i = 0; i < MT; ++i) {
+    nzp[i] = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+  }
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < nk) load_stage(s, s);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < nk; ++kt) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();  // stage kt visible to all; everyone is done with stage kt-1 (its slot is refilled next)
+    {
+      const int kn = kt + STAGES - 1;
+      if (kn < nk) load_stage(kn % STAGES, kn);
+      cp_async_commit();
+    }
+    const uint4 *sP = reinterpret_cast<const uint4 *>(smem + (kt % STAGES) * STAGE_WORDS);
+    const uint4 *sQ = sP + BM * CPR;
+    const uint4 *sW = sQ + BM * CPR;
+#pragma unroll
+    for (int h = 0; h < KWS / 16; ++h) {
+      const int ch = 4 * h + t;
+      uint4 wv[8];
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const int c = wn * 64 + nt * 8 + g;
+        wv[nt] = sW[c * CPR + (KWS == 32 ? (ch ^ ((c & 1) << 2)) : ch)];
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const int r = wm * 16 * MT + mt * 16 + g;  // r and r + 8 have the same parity
+        const int sw = KWS == 32 ? (ch ^ ((r & 1) << 2)) : ch;
+        const uint4 p0 = sP[r * CPR + sw], p1 = sP[(r + 8) * CPR + sw];
+        const uint4 q0 = sQ[r * CPR + sw], q1 = sQ[(r + 8) * CPR + sw];
+        const uint32_t ap0[4] = {p0.x, p1.x, p0.y, p1.y}, ap1[4] = {p0.z, p1.z, p0.w, p1.w};
+        const uint32_t aq0[4] = {q0.x, q1.x, q0.y, q1.y}, aq1[4] = {q0.z, q1.z, q0.w, q1.w};
+        if (FUSE_NZ) {
+          nzp[mt] += __popc(p0.x | q0.x) + __popc(p0.y | q0.y) + __popc(p0.z | q0.z) + __popc(p0.w | q0.w) +
+                     ((__popc(p1.x | q1.x) + __popc(p1.y | q1.y) + __popc(p1.z | q1.z) + __popc(p1.w | q1.w)) << 16);
+        }
+        // Issue order: 8 independent accumulators between two MMAs on the same one.
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) mma_b1_nv(acc[mt][nt], ap0, wv[nt].x, wv[nt].y);
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) mma_b1_nv(acc[mt][nt], aq0, ~wv[nt].x, ~wv[nt].y);
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) mma_b1_nv(acc[mt][nt], ap1, wv[nt].z, wv[nt].w);
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) mma_b1_nv(acc[mt][nt], aq1, ~wv[nt].z, ~wv[nt].w);
+      }
+    }
+  }
+  cp_async_wait<0>();
+  const bool vec = (ldo & 1) == 0;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int r = m0 + wm * 16 * MT + mt * 16 + g + hf * 8;
+      int z = 0;
+      if (FUSE_NZ) {
+        z = hf ? (int)((unsigned)nzp[mt] >> 16) : (nzp[mt] & 0xFFFF);
+        z += __shfl_xor_sync(0xffffffffu, z, 1);
+        z += __shfl_xor_sync(0xffffffffu, z, 2);
+      }
+      if (r >= M) continue;
+      if (!FUSE_NZ) z = nz[r];
+      int32_t *orow = out + (size_t)r * ldo;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const int c = n0 + wn * 64 + nt * 8 + 2 * t;
+        const int v0 = 2 * acc[mt][nt][2 * hf] - z, v1 = 2 * acc[mt][nt][2 * hf + 1] - z;
+        if (vec && c + 1 < N) {
+          *reinterpret_cast<int2 *>(orow + c) = make_int2(v0, v1);
+        } else {
+          if (c < N) orow[c] = v0;
+          if (c + 1 < N) orow[c + 1] = v1;
+        }
+      }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Launchers (device pointers, padded layout). They return the kernel name used.
 int g_max_smem_optin = 48 * 1024;
 
-// Path selection: -1 = automatic, 0 = GEMV, 1 = skinny MMA, 2 = tiled MMA (v3), and for ternary x binary only
-// 3 = tiled v2 (512-bit stages), 4 = tiled v1 (32-bit fragment loads), kept for comparison
+// Path selection: -1 = automatic, 0 = GEMV, 1 = skinny MMA, 2 = tiled MMA (v4), and for ternary x binary only,
+// kept for comparison: 3 = tiled v2 (512-bit stages), 4 = tiled v1 (32-bit fragment loads), 5 = tiled v3
+// (64x32 warp tiles), 6 = v4 with 64x128 blocks (32x64 warp tiles, 3 blocks per SM), 7 = v4 with nz
+// fused into the kernel, 8 = v4 fused with 4 x 512-bit stages, 9 = 4-column-per-warp GEMV for M = 1
 // (bwq_cuda_set_paths, for tests/bench).
 int g_tb_path = -1, g_i8_path = -1;
 
@@ -734,8 +943,15 @@ const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW
                       int32_t *dOut, cudaStream_t st) {
   int path = g_tb_path;
   if (path < 0) path = m <= 4 ? 0 : m <= 64 ? 1 : 2;
+  if (path == 9 && m > 1) path = 0;
   if (path == 0 && m > 16) path = 1;
   if (path == 1 && m > 64) path = 2;
+  if (m == 1 && path == 9) {
+    // Alternative M = 1 GEMV (4 columns per warp, activations loaded once per lane); at the launch floor
+    // like tb_gemv, so not the default.
+    tb_gemv_m1<4, 3><<<(n + 31) / 32, 256, 0, st>>>(dP, dQ, dW, ldk, n, dOut);
+    return "tb_gemv_r4";
+  }
   if (path == 0 && m <= 4) {
     const int blocks = (n + 7) / 8;
     if (m == 1) tb_gemv_direct<1><<<blocks, 256, 0, st>>>(dP, dQ, dW, ldk, m, n, dOut, n);
@@ -767,16 +983,39 @@ const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW
     else tb_mma_skinny<4><<<blocks, 256, 0, st>>>(dP, dQ, dW, ldk, m, n, dOut, n);
     return "tb_mma_skinny";
   }
+  static bool attr = false;
+  if (!attr) {
+    cudaFuncSetAttribute(tb_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, TB_SMEM);
+    cudaFuncSetAttribute(tb_mma2, cudaFuncAttributeMaxDynamicSharedMemorySize, TB2_SMEM);
+    cudaFuncSetAttribute(tb_mma3, cudaFuncAttributeMaxDynamicSharedMemorySize, TB3_SMEM);
+    cudaFuncSetAttribute(tb_mma4<2, 32, 2, true, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TB4_SMEM(2, 32, 2, 4));
+    cudaFuncSetAttribute(tb_mma4<2, 32, 2, false, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TB4_SMEM(2, 32, 2, 4));
+    cudaFuncSetAttribute(tb_mma4<2, 16, 4, true, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TB4_SMEM(2, 16, 4, 4));
+    cudaFuncSetAttribute(tb_mma4<2, 32, 2, false, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, TB4_SMEM(2, 32, 2, 2));
+    attr = true;
+  }
+  dim3 grid((n + TB_BN - 1) / TB_BN, (m + TB_BM - 1) / TB_BM);
+  if (path == 7 && ldk >= 8192) path = 2;  // K >= 2^18: the 16-bit nz halves of the fused variants could overflow
+  if (path == 8 && ldk >= 8192) path = 2;
+  if (path == 7) {
+    tb_mma4<2, 32, 2, true, 4><<<grid, 128, TB4_SMEM(2, 32, 2, 4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
+    return "tb_mma_b1_v4_fusednz";
+  }
+  if (path == 8) {
+    tb_mma4<2, 16, 4, true, 4><<<grid, 128, TB4_SMEM(2, 16, 4, 4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
+    return "tb_mma_b1_v4_k16s4";
+  }
   row_popc<<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
   {
-    static bool attr = false;
-    if (!attr) {
-      cudaFuncSetAttribute(tb_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, TB_SMEM);
-      cudaFuncSetAttribute(tb_mma2, cudaFuncAttributeMaxDynamicSharedMemorySize, TB2_SMEM);
-      cudaFuncSetAttribute(tb_mma3, cudaFuncAttributeMaxDynamicSharedMemorySize, TB3_SMEM);
-      attr = true;
+    if (path == 2) {
+      tb_mma4<2, 32, 2, false, 4><<<grid, 128, TB4_SMEM(2, 32, 2, 4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
+      return "tb_mma_b1";
     }
-    dim3 grid((n + TB_BN - 1) / TB_BN, (m + TB_BM - 1) / TB_BM);
+    if (path == 6) {  // 64x128 blocks of 4 warps of 32x64, 3 blocks per SM
+      dim3 grid64((n + TB_BN - 1) / TB_BN, (m + 63) / 64);
+      tb_mma4<2, 32, 2, false, 2><<<grid64, 128, TB4_SMEM(2, 32, 2, 2), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
+      return "tb_mma_b1_v4_64x128";
+    }
     if (path == 3) {
       tb_mma2<<<grid, 256, TB2_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
       return "tb_mma_b1_v2";
@@ -787,7 +1026,7 @@ const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW
     }
     tb_mma3<<<grid, 256, TB3_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
   }
-  return "tb_mma_b1";
+  return "tb_mma_b1_v3";
 }
 
 const char *launch_i8(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int m, int n, int32_t *dOut,
@@ -936,7 +1175,7 @@ extern "C" {
 const char *bwq_cuda_last_error(void) { return g_err; }
 
 void bwq_cuda_set_paths(int tb_path, int i8_path) {
-  g_tb_path = tb_path < 0 || tb_path > 4 ? -1 : tb_path;
+  g_tb_path = tb_path < 0 || tb_path > 9 ? -1 : tb_path;
   g_i8_path = i8_path < 0 || i8_path > 2 ? -1 : i8_path;
 }
 

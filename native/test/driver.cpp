@@ -1,7 +1,7 @@
 // Test driver and GPU benchmark for the bwq C ABI (no Node.js needed).
 //   driver test        : every CPU kernel at every available ISA level (and CUDA kernels when built with
 //                        -DBWQ_DRIVER_CUDA) against a plain integer reference on random shapes.
-//   driver bench [--quick] [--json FILE] : bwq_cuda_bench over the shapes (CUDA build only).
+//   driver bench [--quick] [--tb-only] [--json FILE] : bwq_cuda_bench over the shapes (CUDA build only).
 // Exit code 0 iff all checks pass.
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,7 +137,7 @@ int run_checks(const char *label, tb_fn tb, i8_fn i8, bool with_tt) {
 }
 
 #ifdef BWQ_DRIVER_CUDA
-int bench(bool quick, const char *json_path) {
+int bench(bool quick, bool tb_only, const char *json_path) {
   const int ms_full[] = {1, 16, 512, 2048};
   const int ms_quick[] = {1, 2048};
   const int kn[][2] = {{4096, 4096}, {4096, 11008}, {11008, 4096}};
@@ -146,14 +146,19 @@ int bench(bool quick, const char *json_path) {
   int rc = 0;
   std::string js = "[\n";
   bool first = true;
-  for (int kind = 0; kind < 2; ++kind)
+  for (int kind = 0; kind < (tb_only ? 1 : 2); ++kind)
     for (int s = 0; s < 3; ++s)
       for (int mi = 0; mi < nm; ++mi) {
         const int m = ms[mi], k = kn[s][0], n = kn[s][1];
-        // Small M: every kernel family (GEMV, skinny MMA, tiled MMA); large M: the automatic choice.
-        // (ternary x binary, large M: also the v2 and v1 tiled kernels for comparison)
-        const int p_first = m <= 64 ? 0 : 2, p_last = (kind == 0 && m > 64) ? 4 : 2;
-        for (int path = p_first; path <= p_last; ++path) {
+        // Small M: every kernel family (GEMV, skinny MMA, tiled MMA); large M: the tiled kernel.
+        // Ternary x binary also times alternatives for comparison: M = 1 the 4-column-per-warp GEMV (path 9);
+        // large M the previous tiled kernel v3 (5). (Paths 6, 7, 8: v4 variants, see docs/PERFORMANCE.md.)
+        std::vector<int> paths;
+        if (m <= 64) paths = {0, 1, 2};
+        else paths = {2};
+        if (kind == 0 && m == 1) paths = {0, 9, 1, 2};
+        if (kind == 0 && m > 64) paths = {2, 5};
+        for (int path : paths) {
         bwq_cuda_set_paths(path, path);
         bwq_bench_result r;
         memset(&r, 0, sizeof r);
@@ -202,10 +207,11 @@ int bench(bool quick, const char *json_path) {
 
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "test";
-  bool quick = false;
+  bool quick = false, tb_only = false;
   const char *json = nullptr;
   for (int i = 2; i < argc; ++i) {
     if (!strcmp(argv[i], "--quick")) quick = true;
+    if (!strcmp(argv[i], "--tb-only")) tb_only = true;
     if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
   }
   if (!strcmp(mode, "test")) {
@@ -224,8 +230,10 @@ int main(int argc, char **argv) {
     const int e = bwq_cuda_init(msg, sizeof msg);
     printf("cuda: %s\n", msg);
     if (e != BWQ_OK) return 1;
-    const char *names[] = {"cuda-auto", "cuda-gemv", "cuda-skinny", "cuda-tiled", "cuda-tiled-v2", "cuda-tiled-v1"};
-    for (int path = -1; path <= 4; ++path) {
+    const char *names[] = {"cuda-auto",     "cuda-gemv",     "cuda-skinny",   "cuda-tiled",     "cuda-tiled-v2",
+                           "cuda-tiled-v1", "cuda-tiled-v3", "cuda-tiled-v4s", "cuda-tiled-v4nz", "cuda-tiled-v4k16",
+                           "cuda-gemv-r4"};
+    for (int path = -1; path <= 9; ++path) {
       bwq_cuda_set_paths(path, path);
       fails += run_checks(names[path + 1], bwq_cuda_ternary_binary_gemm, bwq_cuda_int8_binary_gemm, false);
     }
@@ -246,9 +254,9 @@ int main(int argc, char **argv) {
     bwq_cuda_mma_peak(0, &b1);
     bwq_cuda_mma_peak(1, &s8);
     printf("mma.sync peak: b1 and.popc m16n8k256 %.0f TOPS, s8 m16n8k32 %.0f TOPS\n", b1, s8);
-    return bench(quick, json);
+    return bench(quick, tb_only, json);
   }
 #endif
-  fprintf(stderr, "usage: driver test | driver bench [--quick] [--json FILE]\n");
+  fprintf(stderr, "usage: driver test | driver bench [--quick] [--tb-only] [--json FILE]\n");
   return 2;
 }

@@ -40,8 +40,14 @@ echo "build: $(( $(date +%s) - t0 )) s"
 "$B/driver" test > "$OUT/gpu-test.log" 2>&1
 rc_test=$?
 cat "$OUT/gpu-test.log"
-"$B/driver" bench --json "$OUT/gpu-bench.json" > "$OUT/gpu-bench.txt" 2>&1
+# BENCH_ARGS: extra driver arguments, e.g. "--quick --tb-only" for a short run.
+# shellcheck disable=SC2086
+"$B/driver" bench ${BENCH_ARGS:-} --json "$OUT/gpu-bench.json" > "$OUT/gpu-bench.txt" 2>&1
 rc_bench=$?
 cat "$OUT/gpu-bench.txt"
+# Launch floor of back-to-back launches (same timing as the bench), for the M = 1 numbers.
+NVCC_BIN=${NVCC:-nvcc}
+command -v "$NVCC_BIN" >/dev/null 2>&1 || NVCC_BIN=/usr/local/cuda/bin/nvcc
+"$NVCC_BIN" -O2 -o "$B/launch_floor" "$NATIVE/test/launch_floor.cu" && "$B/launch_floor" | tee "$OUT/launch-floor.txt"
 echo "test rc=$rc_test bench rc=$rc_bench"
 [ $rc_test -eq 0 ] && [ $rc_bench -eq 0 ]
