@@ -17,7 +17,8 @@ import type { ActivationCodes } from './activation-codes.js';
 import { loadNativeModel, tensorSourceOf, type NativeLayer, type NativeModel, type TensorSource } from './packed-model.js';
 import { applyLinear, prepareInput } from './quant-linear.js';
 import { createReferenceKernels, type IntegerGemmKernels } from './reference-kernels.js';
-import { applyRope, ropeInvFreq, ropeTables, type RopeTables } from './rope.js';
+import { applyRope, ropeTables, type RopeTables } from './rope.js';
+import { inverseFrequencies } from '../onnx/rope.js';
 import {
   activation, addInPlace, gatedActivation, gatherRows, negativeLogLikelihood, rmsNormRows,
 } from './transformer-ops.js';
@@ -81,10 +82,11 @@ class NativeForward {
   private rope(seq: number): RopeTables | undefined {
     const rope = this.model.config.rope;
     if (rope === undefined) return undefined;
-    // dynamic rope depends on the length; all others are cached per length too (cheap).
+    // Tables are cached per length (eval never runs past max_position_embeddings, where `dynamic`
+    // equals `default`).
     let t = this.tables.get(seq);
     if (t === undefined) {
-      const inv = ropeInvFreq(rope, this.model.config.headDim, seq, this.model.config.maxPositionEmbeddings, this.file);
+      const inv = inverseFrequencies(this.model.config);
       t = ropeTables(inv, seq);
       this.tables.set(seq, t);
     }

@@ -11,6 +11,7 @@
 import { BwqError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import type { LayerWeightNames, LinearWeightNames, ModelWeightNames } from '../model/weights.js';
+import { linearByRole } from '../model/weights.js';
 import type { ActivationQuantizer, AttentionRecipe, LinearInputRecipe, LinearRole } from '../quant/recipe.js';
 import { wordsPerRow } from './reference-kernels.js';
 
@@ -203,18 +204,6 @@ function linearShape(config: ModelConfig, role: LinearRole): [number, number] {
   }
 }
 
-function linearNames(layer: LayerWeightNames, role: LinearRole): LinearWeightNames | undefined {
-  switch (role) {
-    case 'q_proj': return layer.q;
-    case 'k_proj': return layer.k;
-    case 'v_proj': return layer.v;
-    case 'o_proj': return layer.o;
-    case 'gate_proj': return layer.gate;
-    case 'up_proj': return layer.up;
-    case 'down_proj': return layer.down;
-  }
-}
-
 async function loadRotation(lookup: TensorLookup, names: { r1: string; r2: string }, inFeatures: number,
   cache: Map<string, Promise<Rotation>>): Promise<Rotation> {
   const key = `${names.r1}\u0000${names.r2}`;
@@ -322,7 +311,7 @@ export async function loadNativeModel(config: ModelConfig, names: ModelWeightNam
     const layerRecipe = recipe?.layers[i];
     const linears = {} as Record<LinearRole, NativeLinear>;
     for (const role of ROLES) {
-      const ln2 = linearNames(ln, role);
+      const ln2 = linearByRole(ln, role);
       if (ln2 === undefined) throw new BwqError(`layer ${i} has no ${role}`, { file: checkpoint.label });
       const lin = await loadLinear(lookup, ln2, role, config, layerRecipe?.linears[role], rotations);
       if (lin.kind === 'packed') packedLinears++;

@@ -64,7 +64,7 @@ export function inverseFrequencies(config: ModelConfig): Float32Array {
       return inv;
     }
     default:
-      throw new BwqError(`rope type "${rope.type}" is not supported by the ONNX forward pass`);
+      throw new BwqError(`rope type "${rope.type}" is not supported (supported: default, linear, llama3, dynamic)`);
   }
 }
 
