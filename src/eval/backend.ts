@@ -6,8 +6,11 @@ import { createModelRunner, type ModelRunner } from '../onnx/model-runner.js';
 export type EvalBackend = 'onnx' | 'native';
 export const EVAL_BACKENDS: readonly EvalBackend[] = ['onnx', 'native'];
 
+export type NativeDevice = 'auto' | 'cpu' | 'cuda';
+export const NATIVE_DEVICES: readonly NativeDevice[] = ['auto', 'cpu', 'cuda'];
+
 interface NativeForwardModule {
-  createNativeModelRunner(model: ModelDir, options?: { device?: 'auto' | 'cpu' | 'cuda' }): Promise<ModelRunner>;
+  createNativeModelRunner(model: ModelDir, options?: { device?: NativeDevice; threads?: number }): Promise<ModelRunner>;
 }
 
 /** Loaded through a computed specifier so bwq builds and runs without helper E's module. */
@@ -24,7 +27,14 @@ export async function importNativeForward(specifier = '../native/forward.js'): P
   return mod as NativeForwardModule;
 }
 
-export async function createRunner(model: ModelDir, backend: EvalBackend, options: { threads?: number; nativeModule?: string } = {}): Promise<ModelRunner> {
-  if (backend === 'native') return (await importNativeForward(options.nativeModule)).createNativeModelRunner(model);
-  return createModelRunner(model, options);
+export async function createRunner(model: ModelDir, backend: EvalBackend,
+  options: { threads?: number; device?: NativeDevice; nativeModule?: string } = {}): Promise<ModelRunner> {
+  if (backend === 'native') {
+    const native = await importNativeForward(options.nativeModule);
+    return native.createNativeModelRunner(model, {
+      ...(options.device === undefined ? {} : { device: options.device }),
+      ...(options.threads === undefined ? {} : { threads: options.threads }),
+    });
+  }
+  return createModelRunner(model, options.threads === undefined ? {} : { threads: options.threads });
 }

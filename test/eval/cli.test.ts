@@ -56,6 +56,8 @@ describe('bwq eval', () => {
     ['bad --seqlen', () => [TINY, '--seqlen', '12x'], /^bwq: --seqlen must be an integer, got "12x"/, 2],
     ['bad --batch', () => [TINY, '--batch', '0'], /^bwq: --batch must be at least 1, got 0/, 2],
     ['bad --backend', () => [TINY, '--backend', 'gpu'], /^bwq: --backend must be one of onnx, native, got "gpu"/, 2],
+    ['bad --device', () => [TINY, '--backend', 'native', '--device', 'gpu'], /^bwq: --device must be one of auto, cpu, cuda, got "gpu"/, 2],
+    ['--device without the native backend', () => [TINY, '--device', 'cpu'], /^bwq: --device applies to --backend native only/, 2],
     ['unknown flag', () => [TINY, '--frobnicate'], /^bwq: unknown option '--frobnicate'/, 2],
   ];
   test.each(errors)('%s', async (_name, args, message, code) => {

@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { BwqError, usageError } from '../../errors.js';
 import { openModelDir } from '../../model/model-dir.js';
 import { loadTokenizer } from '../../model/tokenizer.js';
-import { createRunner, EVAL_BACKENDS, type EvalBackend } from '../../eval/backend.js';
+import { createRunner, EVAL_BACKENDS, NATIVE_DEVICES, type EvalBackend, type NativeDevice } from '../../eval/backend.js';
 import { loadEvalTokens } from '../../eval/dataset.js';
 import { evaluatePerplexity, windowCount } from '../../eval/perplexity.js';
 import { DEFAULT_EVAL_DATASET, DEFAULT_MODEL_DIR } from '../../eval/paths.js';
@@ -23,6 +23,7 @@ interface EvalFlags {
   batch?: string;
   threads?: string;
   backend?: string;
+  device?: string;
   json?: boolean;
 }
 
@@ -48,6 +49,9 @@ export async function runEval(modelArg: string | undefined, flags: EvalFlags): P
   const maxWindows = flags.maxWindows === undefined ? undefined : parseIntegerFlag('--max-windows', flags.maxWindows, 1);
   const batch = flags.batch === undefined ? 1 : parseIntegerFlag('--batch', flags.batch, 1);
   const threads = flags.threads === undefined ? defaultThreads() : parseIntegerFlag('--threads', flags.threads, 1);
+  const device = (flags.device ?? 'auto') as NativeDevice;
+  if (!NATIVE_DEVICES.includes(device)) throw usageError(`--device must be one of ${NATIVE_DEVICES.join(', ')}, got "${flags.device}"`);
+  if (flags.device !== undefined && backend !== 'native') throw usageError('--device applies to --backend native only');
   const modelDir = modelArg === undefined ? DEFAULT_MODEL_DIR : resolve(modelArg);
   const dataset = flags.dataset === undefined ? DEFAULT_EVAL_DATASET : resolve(flags.dataset);
 
@@ -65,7 +69,7 @@ export async function runEval(modelArg: string | undefined, flags: EvalFlags): P
       }
     }
     const progress = createProgress({ quiet: flags.json === true });
-    const runner = await createRunner(model, backend, { threads });
+    const runner = await createRunner(model, backend, { threads, device });
     try {
       // Build the session outside the timing (a 2-token forward pass).
       progress.start('loading model');
@@ -112,6 +116,7 @@ export function registerEval(program: Command): void {
     .option('--batch <N>', 'windows per forward call (default: 1)')
     .option('--threads <N>', 'CPU threads for onnxruntime (default: all cores)')
     .option('--backend <NAME>', 'onnx (ONNX Runtime, float or simulated quantization; default) or native (packed 1-bit kernels)')
+    .option('--device <NAME>', 'for --backend native: auto (CUDA when a GPU is present; default), cpu or cuda')
     .option('--json', 'print one JSON object')
     .action(async (modelArg: string | undefined, flags: EvalFlags) => {
       const summary = await runEval(modelArg, flags);
