@@ -1,0 +1,53 @@
+// Node-side check of the CUDA path (run on a GPU machine with Node.js, after `npm ci`):
+//   node bin/bwq.js quantize test/fixtures/models/tiny-llama -o DIR/tiny-bwla --method bwla --nsamples 4 --seqlen 64
+//   node bin/bwq.js quantize test/fixtures/models/tiny-llama -o DIR/tiny-bwta --method bwta --nsamples 4 --seqlen 64
+//   node native/test/node-gpu-check.mjs DIR
+// Compares the addon's CUDA kernels with its CPU kernels (exact int32), then runs the packed
+// models' native forward pass on CUDA and on CPU: the perplexities must be identical.
+// Uses only the JS float GEMM, so onnxruntime is not needed there.
+import { loadNativeKernels } from '../../dist/native/kernels.js';
+import { createNativeModelRunner } from '../../dist/native/forward.js';
+import { openModelDir } from '../../dist/model/model-dir.js';
+import { loadTokenizer } from '../../dist/model/tokenizer.js';
+import { evaluatePerplexity } from '../../dist/eval/perplexity.js';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+const modelsDir = resolve(process.argv[2] ?? '.');
+
+const cuda = loadNativeKernels({ device: 'cuda' });
+const cpu = loadNativeKernels({ device: 'cpu' });
+console.log('cuda backend', cuda.backend, cuda.gpu, cuda.notice ?? '');
+let seed = 7;
+const rnd = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed; };
+let bad = 0;
+for (const [m, n, k] of [[1, 70, 257], [3, 5, 33], [17, 70, 100], [64, 256, 4096], [2048, 128, 512]]) {
+  const w = Math.ceil(k / 32);
+  const mask = (r) => { const a = new Uint32Array(r * w); for (let i = 0; i < a.length; i++) a[i] = rnd(); for (let i = 0; i < r; i++) if (k % 32) a[i * w + w - 1] &= (1 << (k % 32)) - 1; return a; };
+  const plus = mask(m), minus = mask(m); for (let i = 0; i < plus.length; i++) minus[i] &= ~plus[i];
+  const weights = mask(n);
+  const a8 = new Int8Array(m * k); for (let i = 0; i < a8.length; i++) a8[i] = (rnd() % 63) - 31;
+  const checks = [
+    ['ternaryBinary', cuda.ternaryBinaryGemm(plus, minus, weights, m, n, k), cpu.ternaryBinaryGemm(plus, minus, weights, m, n, k)],
+    ['int8Binary', cuda.int8BinaryGemm(a8, weights, m, n, k), cpu.int8BinaryGemm(a8, weights, m, n, k)],
+  ];
+  for (const [name, g, c] of checks) {
+    let diff = 0; for (let i = 0; i < c.length; i++) if (g[i] !== c[i]) diff++;
+    console.log(`${name} m=${m} n=${n} k=${k}: ${diff === 0 ? 'exact' : diff + ' mismatches'}`);
+    bad += diff;
+  }
+}
+const text = readFileSync(new URL('../../data/sotu-test.txt', import.meta.url), 'utf8');
+for (const name of ['tiny-bwla', 'tiny-bwta']) {
+  const dir = join(modelsDir, name);
+  const model = await openModelDir(dir);
+  const ids = (await loadTokenizer(dir)).encode(text);
+  for (const device of ['cuda', 'cpu']) {
+    const runner = await createNativeModelRunner(model, { device, floatGemm: 'js', notice: false });
+    const r = await evaluatePerplexity(runner, ids, { seqlen: 64, maxWindows: 16 });
+    console.log(`${name} ${device}: ppl ${r.ppl.toFixed(6)} (${r.tokens} tokens)`);
+    await runner.close();
+  }
+  await model.checkpoint.close();
+}
+process.exit(bad === 0 ? 0 : 1);
