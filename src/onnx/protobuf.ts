@@ -98,13 +98,7 @@ export class ProtoWriter {
   packedInts(field: number, values: ArrayLike<number | bigint>): this {
     const inner = new ProtoWriter();
     for (let i = 0; i < values.length; i++) inner.varint(values[i]!);
-    this.tag(field, 2);
-    this.varint(inner.byteLength);
-    inner.flushScratch();
-    this.flushScratch();
-    for (const c of inner.chunks) this.chunks.push(c);
-    this.size += inner.size;
-    return this;
+    return this.message(field, inner);
   }
 
   /** Packed repeated 32-bit floats. */
