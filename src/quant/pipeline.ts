@@ -32,6 +32,7 @@ import { searchAttentionTernary, type AttentionSearchResult } from './act-calib.
 import { packSignRows } from './pack.js';
 import { describeQuantizer } from './quantizers.js';
 import { VERSION } from '../version.js';
+import { LayerSpillStore, type QuantizedLinearArrays, type SpilledLinear } from './layer-spill.js';
 import { createOrtEngine } from './ort-engine.js';
 import type { Matmul } from '../linalg/matmul.js';
 
@@ -160,14 +161,17 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
       async (temp) => {
         await mkdir(temp, { recursive: true });
         const runner = await createBlockRunner(model, options.threads === undefined ? {} : { threads: options.threads });
+        const spill = new LayerSpillStore(join(temp, '.layers'));
         try {
-          const result = await runPipeline(model, runner, windows.ids, options, seqlen, progress);
+          const result = await runPipeline(model, runner, windows.ids, options, seqlen, progress, spill);
           const files = await writeOutputs(model, temp, options, seqlen, result, (performance.now() - t0) / 1000);
+          await spill.dispose();
           return {
             outDir: options.outDir, method: options.method, aBits: options.aBits, nsamples: options.nsamples, seqlen,
             layers: result.reports, seconds: (performance.now() - t0) / 1000, files,
           };
         } finally {
+          await spill.dispose();
           await runner.close();
         }
       },
@@ -178,28 +182,16 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
   }
 }
 
-interface StoredLinear {
-  rows: number;
-  cols: number;
-  simulated: Float32Array;
-  /** bwq-packed-v1 sign words [rows, ceil(cols/32)] */
-  qweight: Uint32Array;
-  scales: Float32Array;
-  lrA: Float32Array;
-  lrB: Float32Array;
-  rank: number;
-}
-
 interface PipelineResult {
   /** HF weight name → quantized linear */
-  linears: Map<string, { q: StoredLinear; prefix: string; bias: string | undefined }>;
+  linears: Map<string, { q: SpilledLinear; prefix: string; bias: string | undefined }>;
   /** okt tensor name → F32 tensor */
   rotations: Map<string, { data: Float32Array; shape: number[] }>;
   recipes: LayerRecipe[];
   reports: LayerReport[];
 }
 
-async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array, options: QuantizeOptions, seqlen: number, progress: Progress): Promise<PipelineResult> {
+async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array, options: QuantizeOptions, seqlen: number, progress: Progress, spill: LayerSpillStore): Promise<PipelineResult> {
   const { config } = model;
   const h = config.hiddenSize;
   const ns = options.nsamples;
@@ -242,6 +234,7 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
       const newLinears = { ...weights.linears };
       const extra = new Map(weights.extra);
       const report: LayerReport = { layer, seconds: 0, groups: {}, linears: {}, blockOutputRelError: 0 };
+      const layerLinears = new Map<string, { q: QuantizedLinearArrays; prefix: string; bias: string | undefined }>();
       let attention: AttentionRecipe | undefined;
       const currentRecipe = (): LayerRecipe =>
         attention === undefined ? { linears: { ...recipeLinears } } : { linears: { ...recipeLinears }, attention };
@@ -291,11 +284,11 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
             newLinears[ql.role] = ql.simulated;
             const ln = linearByRole(names, ql.role)!;
             // keep packed signs (1 bit per weight) rather than the Int8 signs until the outputs are written
-            const stored: StoredLinear = {
+            const stored: QuantizedLinearArrays = {
               rows: ql.rows, cols: ql.cols, simulated: ql.simulated, qweight: packSignRows(ql.signs, ql.rows, ql.cols),
               scales: ql.scales, lrA: ql.lrA, lrB: ql.lrB, rank: ql.rank,
             };
-            result.linears.set(ln.weight, { q: stored, prefix: ln.weight.replace(/\.weight$/, ''), bias: ln.bias });
+            layerLinears.set(ln.weight, { q: stored, prefix: ln.weight.replace(/\.weight$/, ''), bias: ln.bias });
             report.linears[ql.role] = { weightRelError: ql.weightRelError, plainBinarizationRelError: ql.plainRelError, pspRank: ql.rank };
           }
           report.groups[g.name] = {
@@ -343,6 +336,9 @@ async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array
         hidden.set(out.output, lo);
         progress.update(b + 1, nBatches);
       }
+      // e. move this layer's quantized linears out of memory
+      const spilled = await spill.spill(layer, new Map([...layerLinears].map(([name, l]) => [name, l.q])));
+      for (const [name, l] of layerLinears) result.linears.set(name, { q: spilled.get(name)!, prefix: l.prefix, bias: l.bias });
       report.seconds = (performance.now() - tl) / 1000;
       result.reports.push(report);
       progress.succeed(`${tag}: done in ${report.seconds.toFixed(1)} s (block output rel. error ${report.blockOutputRelError.toFixed(3)})`);
@@ -434,7 +430,7 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
     const q = result.linears.get(name);
     simulated.push(q === undefined
       ? { name, dtype: 'F32', shape: shapeOf(name), data: lazyF32(name) }
-      : { name, dtype: 'F32', shape: [q.q.rows, q.q.cols], data: q.q.simulated });
+      : { name, dtype: 'F32', shape: [q.q.rows, q.q.cols], data: () => q.q.read('simulated') });
   }
   for (const [name, t] of result.rotations) simulated.push({ name, dtype: 'F32', shape: t.shape, data: t.data });
   await writeSafetensors(join(temp, 'model.safetensors'), simulated, { format: 'pt', bwq: `simulated-${options.method}` });
@@ -449,11 +445,11 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
       continue;
     }
     const { rows, cols } = q.q;
-    packed.push({ name: `${q.prefix}.qweight`, dtype: 'U32', shape: [rows, Math.ceil(cols / 32)], data: q.q.qweight });
-    packed.push({ name: `${q.prefix}.wscale`, dtype: 'F32', shape: [rows], data: q.q.scales });
+    packed.push({ name: `${q.prefix}.qweight`, dtype: 'U32', shape: [rows, Math.ceil(cols / 32)], data: () => q.q.read('qweight') });
+    packed.push({ name: `${q.prefix}.wscale`, dtype: 'F32', shape: [rows], data: () => q.q.read('wscale') });
     if (q.q.rank > 0) {
-      packed.push({ name: `${q.prefix}.lr_a`, dtype: 'F32', shape: [rows, q.q.rank], data: q.q.lrA });
-      packed.push({ name: `${q.prefix}.lr_b`, dtype: 'F32', shape: [q.q.rank, cols], data: q.q.lrB });
+      packed.push({ name: `${q.prefix}.lr_a`, dtype: 'F32', shape: [rows, q.q.rank], data: () => q.q.read('lr_a') });
+      packed.push({ name: `${q.prefix}.lr_b`, dtype: 'F32', shape: [q.q.rank, cols], data: () => q.q.read('lr_b') });
     }
   }
   for (const [name, t] of result.rotations) packed.push({ name, dtype: 'F32', shape: t.shape, data: t.data });
