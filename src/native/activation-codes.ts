@@ -9,6 +9,7 @@
  * reduction's summation order moves a value across a rounding boundary.
  */
 import type { ActivationQuantizer } from '../quant/recipe.js';
+import { intStep, meanMagnitude, roundHalfEven, ternaryThreshold } from '../quant/quantizers.js';
 import { wordsPerRow } from './reference-kernels.js';
 
 /** int / binary quantizers with codes that fit int8: x̂[r, j] = scales[r] · codes[r, j]. */
@@ -46,17 +47,6 @@ export interface FloatValues {
 
 export type ActivationCodes = Int8Codes | Int8PairCodes | TernaryCodes | FloatValues;
 
-const f32 = Math.fround;
-
-/** Round half to even (banker's rounding), as ONNX Round and torch.round do. */
-export function roundHalfEven(v: number): number {
-  const f = Math.floor(v);
-  const d = v - f;
-  if (d < 0.5) return f;
-  if (d > 0.5) return f + 1;
-  return f % 2 === 0 ? f : f + 1;
-}
-
 /** The int quantizer's codes and scales; codes in [−qmax, qmax], qmax = 2^(bits−1) − 1. */
 export function intCodeRows<T extends Int8Array | Int32Array = Int32Array>(x: Float32Array, rows: number, cols: number,
   bits: number, clipRatio: number, out?: T): { codes: T; scales: Float32Array } {
@@ -72,10 +62,10 @@ export function intCodeRows<T extends Int8Array | Int32Array = Int32Array>(x: Fl
       const a = Math.abs(x[o + j]!);
       if (a > m) m = a;
     }
-    const s = m === 0 ? 1 : f32(f32(f32(clipRatio) * m) / qmax);
+    const s = intStep(m, qmax, clipRatio);
     scales[r] = s;
     for (let j = 0; j < cols; j++) {
-      let q = roundHalfEven(f32(x[o + j]! / s));
+      let q = roundHalfEven(Math.fround(x[o + j]! / s));
       if (q > qmax) q = qmax;
       else if (q < -qmax) q = -qmax;
       codes[o + j] = q;
@@ -95,7 +85,7 @@ export function ternaryCodeRows(x: Float32Array, rows: number, cols: number, thr
     const o = r * cols;
     let sum = 0;
     for (let j = 0; j < cols; j++) sum += Math.abs(x[o + j]!);
-    const delta = f32(f32(thresholdRatio) * f32(f32(sum) / cols));
+    const delta = ternaryThreshold(sum, cols, thresholdRatio);
     let kept = 0;
     let count = 0;
     const wo = r * words;
@@ -115,7 +105,7 @@ export function ternaryCodeRows(x: Float32Array, rows: number, cols: number, thr
         }
       }
     }
-    scales[r] = count === 0 ? 0 : f32(f32(kept) / count);
+    scales[r] = meanMagnitude(kept, count);
   }
   return { kind: 'ternary', codes, plus, minus, scales };
 }
@@ -132,7 +122,7 @@ export function binaryCodeRows(x: Float32Array, rows: number, cols: number): Int
       sum += Math.abs(v);
       codes[o + j] = v >= 0 || Number.isNaN(v) ? 1 : -1;
     }
-    scales[r] = f32(f32(sum) / cols);
+    scales[r] = meanMagnitude(sum, cols);
   }
   return { kind: 'int8', codes, scales };
 }

@@ -15,6 +15,25 @@ export function roundHalfEven(x: number): number {
   return r;
 }
 
+/**
+ * The per-row constants of the quantizers, with the float32 rounding order the recipe fixes. Every
+ * implementation (this fake-quantizer, the native backend's integer codes) takes them from here.
+ */
+/** int quantizer step s = clipRatio·max|x| / qmax (1 for an all-zero row). */
+export function intStep(absMax: number, qmax: number, clipRatio: number): number {
+  return absMax === 0 ? 1 : f(f(f(clipRatio) * absMax) / qmax);
+}
+
+/** ternary threshold Δ = thresholdRatio · mean|x|, from the row's Σ|x|. */
+export function ternaryThreshold(sumAbs: number, cols: number, thresholdRatio: number): number {
+  return f(f(thresholdRatio) * f(f(sumAbs) / cols));
+}
+
+/** Mean magnitude Σ|x| / count (0 for an empty set): the ternary and binary scales. */
+export function meanMagnitude(sumAbs: number, count: number): number {
+  return count === 0 ? 0 : f(f(sumAbs) / count);
+}
+
 export function quantizeRows(x: Float32Array, cols: number, q: ActivationQuantizer): Float32Array {
   const out = new Float32Array(x.length);
   quantizeRowsInto(x, cols, q, out);
@@ -31,12 +50,11 @@ export function quantizeRowsInto(x: Float32Array, cols: number, q: ActivationQua
       return;
     case 'int': {
       const qmax = 2 ** (q.bits - 1) - 1;
-      const clip = f(q.clipRatio);
       for (let r = 0; r < rows; r++) {
         const o = r * cols;
         let amax = 0;
         for (let j = 0; j < cols; j++) amax = Math.max(amax, Math.abs(x[o + j]!));
-        const s = amax === 0 ? 1 : f(f(clip * amax) / qmax);
+        const s = intStep(amax, qmax, q.clipRatio);
         for (let j = 0; j < cols; j++) {
           let v = roundHalfEven(f(x[o + j]! / s));
           if (v > qmax) v = qmax;
@@ -47,12 +65,11 @@ export function quantizeRowsInto(x: Float32Array, cols: number, q: ActivationQua
       return;
     }
     case 'ternary': {
-      const ratio = f(q.thresholdRatio);
       for (let r = 0; r < rows; r++) {
         const o = r * cols;
         let sumAbs = 0;
         for (let j = 0; j < cols; j++) sumAbs += Math.abs(x[o + j]!);
-        const delta = f(ratio * f(f(sumAbs) / cols));
+        const delta = ternaryThreshold(sumAbs, cols, q.thresholdRatio);
         let kept = 0;
         let keptSum = 0;
         for (let j = 0; j < cols; j++) {
@@ -62,7 +79,7 @@ export function quantizeRowsInto(x: Float32Array, cols: number, q: ActivationQua
             keptSum += a;
           }
         }
-        const s = kept === 0 ? 0 : f(f(keptSum) / kept);
+        const s = meanMagnitude(keptSum, kept);
         for (let j = 0; j < cols; j++) {
           const v = x[o + j]!;
           out[o + j] = Math.abs(v) > delta ? (v > 0 ? s : -s) : 0;
@@ -75,30 +92,12 @@ export function quantizeRowsInto(x: Float32Array, cols: number, q: ActivationQua
         const o = r * cols;
         let sumAbs = 0;
         for (let j = 0; j < cols; j++) sumAbs += Math.abs(x[o + j]!);
-        const s = f(f(sumAbs) / cols);
+        const s = meanMagnitude(sumAbs, cols);
         for (let j = 0; j < cols; j++) out[o + j] = x[o + j]! >= 0 ? s : -s;
       }
       return;
     }
   }
-}
-
-/** Ternary codes t ∈ {-1, 0, +1} and per-row scales s of the ternary quantizer (q(x) = s·t). */
-export function ternaryCodes(x: Float32Array, cols: number, thresholdRatio: number): { codes: Int8Array; scales: Float32Array } {
-  const rows = x.length / cols;
-  const codes = new Int8Array(x.length);
-  const scales = new Float32Array(rows);
-  const q = quantizeRows(x, cols, { kind: 'ternary', thresholdRatio });
-  for (let r = 0; r < rows; r++) {
-    let s = 0;
-    for (let j = 0; j < cols; j++) {
-      const v = q[r * cols + j]!;
-      codes[r * cols + j] = v > 0 ? 1 : v < 0 ? -1 : 0;
-      if (v !== 0) s = Math.abs(v);
-    }
-    scales[r] = s;
-  }
-  return { codes, scales };
 }
 
 /** Short human description, e.g. "int6(clip 0.9)" / "ternary(Δ 0.7·mean|x|)". */

@@ -7,7 +7,8 @@ import { Rng } from '../../src/linalg/random.js';
 import { packSignRows, packTernaryRows } from '../../src/quant/pack.js';
 import { quantizeRows } from '../../src/quant/quantizers.js';
 import type { ActivationQuantizer } from '../../src/quant/recipe.js';
-import { activationCodes, dequantize, roundHalfEven } from '../../src/native/activation-codes.js';
+import { activationCodes, dequantize } from '../../src/native/activation-codes.js';
+import { roundHalfEven } from '../../src/quant/quantizers.js';
 import {
   popcount32, referenceInt8BinaryGemm, referenceTernaryBinaryGemm, referenceTernaryTernaryGemm,
 } from '../../src/native/reference-kernels.js';

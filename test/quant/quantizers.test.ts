@@ -1,5 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { quantizeRows, roundHalfEven, ternaryCodes } from '../../src/quant/quantizers.js';
+import { quantizeRows, roundHalfEven } from '../../src/quant/quantizers.js';
+import { ternaryCodeRows } from '../../src/native/activation-codes.js';
 import { binarizeRows, binarizationError, dequantizeBinary } from '../../src/quant/binarize.js';
 import { kroneckerFactors, rotateRows } from '../../src/quant/kronecker.js';
 import type { ActivationQuantizer } from '../../src/quant/recipe.js';
@@ -68,9 +69,9 @@ describe('activation quantizers vs PyTorch float32 reference', () => {
     for (let j = 0; j < 48; j++) expect(q[5 * 48 + j]).toBe(0);
   });
 
-  it('ternaryCodes agree with the ternary quantizer', () => {
+  it('ternary codes (native backend) agree with the ternary quantizer', () => {
     const x = Float32Array.from(get('x').data);
-    const { codes, scales } = ternaryCodes(x, 48, 0.7);
+    const { codes, scales } = ternaryCodeRows(x, x.length / 48, 48, 0.7);
     const q = get('ternary_0.7').data;
     for (let r = 0; r < 16; r++) for (let j = 0; j < 48; j++) {
       expect(Math.abs(codes[r * 48 + j]! * scales[r]! - q[r * 48 + j]!)).toBeLessThan(1e-5 * (scales[r]! + 1e-6));
