@@ -10,7 +10,7 @@
  */
 import type { ActivationQuantizer } from '../quant/recipe.js';
 import { intStep, meanMagnitude, roundHalfEven, ternaryThreshold } from '../quant/quantizers.js';
-import { wordsPerRow } from './reference-kernels.js';
+import { packTernaryRows } from '../quant/pack.js';
 
 /** int / binary quantizers with codes that fit int8: x̂[r, j] = scales[r] · codes[r, j]. */
 export interface Int8Codes {
@@ -76,10 +76,7 @@ export function intCodeRows<T extends Int8Array | Int32Array = Int32Array>(x: Fl
 
 /** The ternary quantizer's codes (and bit-planes) and scales. */
 export function ternaryCodeRows(x: Float32Array, rows: number, cols: number, thresholdRatio: number): TernaryCodes {
-  const words = wordsPerRow(cols);
   const codes = new Int8Array(rows * cols);
-  const plus = new Uint32Array(rows * words);
-  const minus = new Uint32Array(rows * words);
   const scales = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
@@ -88,25 +85,18 @@ export function ternaryCodeRows(x: Float32Array, rows: number, cols: number, thr
     const delta = ternaryThreshold(sum, cols, thresholdRatio);
     let kept = 0;
     let count = 0;
-    const wo = r * words;
     for (let j = 0; j < cols; j++) {
       const v = x[o + j]!;
       const a = Math.abs(v);
       if (a > delta) {
         kept += a;
         count++;
-        const bit = 1 << (j & 31);
-        if (v > 0) {
-          codes[o + j] = 1;
-          plus[wo + (j >>> 5)] = plus[wo + (j >>> 5)]! | bit;
-        } else {
-          codes[o + j] = -1;
-          minus[wo + (j >>> 5)] = minus[wo + (j >>> 5)]! | bit;
-        }
+        codes[o + j] = v > 0 ? 1 : -1;
       }
     }
     scales[r] = meanMagnitude(kept, count);
   }
+  const { plus, minus } = packTernaryRows(codes, rows, cols);
   return { kind: 'ternary', codes, plus, minus, scales };
 }
 

@@ -11,6 +11,10 @@
  * Used as the fallback backend when the addon is not built, and as the reference in tests.
  */
 
+import { unpackSignRows, wordsPerRow } from '../quant/pack.js';
+
+export { wordsPerRow };
+
 /** The GEMM part of NativeKernels (D's interface), which this module and the addon share. */
 export interface IntegerGemmKernels {
   /** Y[m,n] = Σ_k t[m,k]·B[n,k], t ternary as plus/minus planes [M, ceil(K/32)], B binary [N, ceil(K/32)]. */
@@ -29,10 +33,6 @@ export interface ReferenceKernels extends IntegerGemmKernels {
   readonly cpuFeatures: string;
   readonly gpu: boolean;
   readonly notice: string | undefined;
-}
-
-export function wordsPerRow(k: number): number {
-  return (k + 31) >>> 5;
 }
 
 /** Number of set bits of a 32-bit word. */
@@ -101,12 +101,7 @@ export function referenceInt8BinaryGemm(a: Int8Array, weights: Uint32Array, m: n
   checkShapes('int8BinaryGemm', [['a', a, m * k], ['weights', weights, n * words]], m, n, k);
   const y = output(out, m * n, 'int8BinaryGemm');
   // Unpack the weights once to ±1 so the inner loop is a plain integer dot product.
-  const signs = new Int8Array(n * k);
-  for (let j = 0; j < n; j++) {
-    for (let kk = 0; kk < k; kk++) {
-      signs[j * k + kk] = (weights[j * words + (kk >>> 5)]! >>> (kk & 31)) & 1 ? 1 : -1;
-    }
-  }
+  const signs = unpackSignRows(weights.subarray(0, n * words), n, k);
   for (let i = 0; i < m; i++) {
     const ao = i * k;
     for (let j = 0; j < n; j++) {
