@@ -17,7 +17,7 @@ import { addBiasRows } from './transformer-ops.js';
 
 /**
  * Online Kronecker rotation of every row with two float GEMMs over all rows at once
- * (same arithmetic as kroneckerRotateRows, which is its reference in the tests):
+ * (tested against the definition and src/quant/kronecker.ts rotateRows):
  *   T = X·R2 on [rows·a, b];  per row, X' = R1ᵀ·T ⇔ X'ᵀ = Tᵀ·R1, on [rows·b, a].
  */
 export async function rotateRows(x: Float32Array, rows: number, rotation: Rotation, gemm: FloatGemm): Promise<Float32Array> {

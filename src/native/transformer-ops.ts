@@ -1,6 +1,6 @@
 /**
  * Float building blocks of the decoder forward pass on row-major Float32Arrays:
- * GEMM with a [out, in] weight, RMSNorm, activations, Kronecker rotation, softmax helpers.
+ * GEMM with a [out, in] weight, RMSNorm, activations, softmax helpers.
  * Accumulation is in float64 (JS numbers); results are stored as float32.
  */
 
@@ -129,58 +129,6 @@ export function addBiasRows(x: Float32Array, rows: number, cols: number, bias: F
 /** In place: a += b. */
 export function addInPlace(a: Float32Array, b: Float32Array): void {
   for (let i = 0; i < a.length; i++) a[i] = a[i]! + b[i]!;
-}
-
-/**
- * Online Kronecker rotation of every row (recipe.ts): for x of length n = a·b reshaped
- * row-major to X (a, b), X' = R1ᵀ X R2, i.e. x'[i·b + j] = Σ_{p,q} R1[p, i] · X[p, q] · R2[q, j].
- */
-export function kroneckerRotateRows(x: Float32Array, rows: number, r1: Float32Array, a: number, r2: Float32Array,
-  b: number): Float32Array {
-  const n = a * b;
-  if (x.length < rows * n) throw new RangeError(`kroneckerRotateRows: input has ${x.length} elements, needs ${rows}x${n}`);
-  const out = new Float32Array(rows * n);
-  const r1t = transposed(r1, a);
-  const r2t = transposed(r2, b);
-  // tt = (X R2)ᵀ [b, a]: tt[j, p] = Σ_q X[p, q]·R2[q, j] = X[p, :]·R2ᵀ[j, :]
-  const tt = new Float64Array(b * a);
-  for (let r = 0; r < rows; r++) {
-    const o = r * n;
-    for (let p = 0; p < a; p++) {
-      const xo = o + p * b;
-      for (let j = 0; j < b; j++) {
-        const ro = j * b;
-        let s = 0;
-        for (let q = 0; q < b; q++) s += x[xo + q]! * r2t[ro + q]!;
-        tt[j * a + p] = s;
-      }
-    }
-    // X'[i, j] = Σ_p R1[p, i]·T[p, j] = R1ᵀ[i, :]·tt[j, :]
-    for (let i = 0; i < a; i++) {
-      const ro = i * a;
-      const yo = o + i * b;
-      for (let j = 0; j < b; j++) {
-        const to = j * a;
-        let s = 0;
-        for (let p = 0; p < a; p++) s += r1t[ro + p]! * tt[to + p]!;
-        out[yo + j] = s;
-      }
-    }
-  }
-  return out;
-}
-
-const transposeCache = new WeakMap<Float32Array, Float64Array>();
-
-/** Mᵀ of a square row-major matrix (cached per array). */
-function transposed(m: Float32Array, n: number): Float64Array {
-  let t = transposeCache.get(m);
-  if (t === undefined || t.length !== n * n) {
-    t = new Float64Array(n * n);
-    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) t[j * n + i] = m[i * n + j]!;
-    transposeCache.set(m, t);
-  }
-  return t;
 }
 
 /** Embedding lookup: rows of `table` [vocab, hidden] for ids → [ids.length, hidden]. */

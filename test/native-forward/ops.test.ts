@@ -1,9 +1,10 @@
-/** Float building blocks: Kronecker rotation (both implementations) against the definition. */
+/** Float building blocks: Kronecker rotation (quantizer's and native backend's) against the definition. */
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../../src/linalg/random.js';
 import { createFloatGemm } from '../../src/native/float-gemm.js';
 import { rotateRows } from '../../src/native/quant-linear.js';
-import { kroneckerRotateRows, matmulTransB } from '../../src/native/transformer-ops.js';
+import { matmulTransB } from '../../src/native/transformer-ops.js';
+import { rotateRows as referenceRotateRows } from '../../src/quant/kronecker.js';
 
 function randn(n: number, rng: Rng): Float32Array {
   return Float32Array.from({ length: n }, () => rng.normal());
@@ -27,7 +28,7 @@ describe('Kronecker rotation', () => {
     }
     const rot = { r1, a, r2, b, names: ['r1', 'r2'] as const };
     const results = [
-      kroneckerRotateRows(x, rows, r1, a, r2, b),
+      referenceRotateRows(x, rows, r1, a, r2, b),
       await rotateRows(x, rows, rot, createFloatGemm('js')),
       await rotateRows(x, rows, rot, createFloatGemm('ort')),
     ];
