@@ -10,6 +10,8 @@ import type { Command } from 'commander';
 import { BwqError, usageError } from '../../errors.js';
 import { loadNativeKernels, nativeCpuInfo, nativeCudaBench, setNativeThreads } from '../../native/kernels.js';
 import { loadAddon } from '../../native/loader.js';
+import { Rng } from '../../linalg/random.js';
+import { packSignRows, packTernaryRows } from '../../quant/pack.js';
 
 export const BENCH_SHAPES: ReadonlyArray<{ k: number; n: number }> = [
   { k: 4096, n: 4096 }, { k: 4096, n: 11008 }, { k: 11008, n: 4096 },
@@ -39,14 +41,6 @@ export interface BenchReport {
 
 interface BenchOptions { quick?: boolean; json?: boolean; threads?: string; gpu?: boolean; cpu?: boolean; eval?: boolean; m?: string }
 
-function xorshift(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    return s;
-  };
-}
-
 /** Mean ms per call: one warm-up call, then at least `minReps` calls and until `minMs` has passed. */
 async function timeCalls(fn: () => unknown, minReps: number, minMs: number, maxReps = 1000): Promise<number> {
   await fn();
@@ -63,28 +57,19 @@ async function cpuBench(ms: readonly number[], quick: boolean, log: (s: string) 
   const { ortMatmul } = await import('../../onnx/ort-matmul.js');
   const kernels = loadNativeKernels({ device: 'cpu' });
   const rows: CpuBenchRow[] = [];
-  const r = xorshift(2024);
+  const rng = new Rng(2024);
   for (const { k, n } of BENCH_SHAPES) {
-    const kw = Math.ceil(k / 32);
     // Weights: random signs, packed and as fp32 [N,K] for ORT (Gemm with transB).
-    const w = new Uint32Array(n * kw);
-    for (let i = 0; i < w.length; i++) w[i] = r();
-    if (k % 32) for (let j = 0; j < n; j++) w[j * kw + kw - 1] = (w[j * kw + kw - 1]! & ((1 << (k % 32)) - 1)) >>> 0;
-    const bf = new Float32Array(n * k);
-    for (let j = 0; j < n; j++) for (let t = 0; t < k; t++) bf[j * k + t] = (w[j * kw + (t >> 5)]! >>> (t & 31)) & 1 ? 1 : -1;
+    const signs = new Int8Array(n * k);
+    for (let i = 0; i < signs.length; i++) signs[i] = rng.nextUint32() & 1 ? 1 : -1;
+    const w = packSignRows(signs, n, k);
+    const bf = Float32Array.from(signs);
     for (const m of ms) {
-      const plus = new Uint32Array(m * kw), minus = new Uint32Array(m * kw);
-      const af = new Float32Array(m * k);
-      const a8 = new Int8Array(m * k);
-      for (let i = 0; i < m; i++) {
-        for (let t = 0; t < k; t++) {
-          const v = (r() % 3) - 1;
-          af[i * k + t] = v;
-          a8[i * k + t] = v * 17;
-          if (v === 1) plus[i * kw + (t >> 5)] = (plus[i * kw + (t >> 5)]! | (1 << (t & 31))) >>> 0;
-          if (v === -1) minus[i * kw + (t >> 5)] = (minus[i * kw + (t >> 5)]! | (1 << (t & 31))) >>> 0;
-        }
-      }
+      const t = new Int8Array(m * k);
+      for (let i = 0; i < t.length; i++) t[i] = (rng.nextUint32() % 3) - 1;
+      const { plus, minus } = packTernaryRows(t, m, k);
+      const af = Float32Array.from(t);
+      const a8 = Int8Array.from(t, (v) => v * 17);
       const out = new Int32Array(m * n);
       const big = m >= 512;
       const minMs = quick ? 200 : 500;
@@ -96,7 +81,7 @@ async function cpuBench(ms: readonly number[], quick: boolean, log: (s: string) 
         big ? 1 : 3, big ? 0 : minMs);
       let agrees = true;
       for (let s = 0; s < 64; s++) {
-        const idx = r() % (m * n);
+        const idx = rng.nextUint32() % (m * n);
         if (tb[idx] !== ortOut[idx]) agrees = false;
       }
       const row: CpuBenchRow = { m, k, n, msTernaryBinary: msTb, msInt8Binary: msI8, msOrtFp32: msOrt,
