@@ -19,7 +19,7 @@ import { binarizeRows } from '../../src/quant/binarize.js';
 import { packSignRows } from '../../src/quant/pack.js';
 import type { AttentionRecipe, LayerRecipe, LinearInputRecipe, LinearRole, QuantizationConfig } from '../../src/quant/recipe.js';
 import { writeSafetensors, type TensorToWrite } from '../../src/safetensors/writer.js';
-import { kroneckerRotateRows } from '../../src/native/transformer-ops.js';
+import { rotateRows } from '../../src/quant/kronecker.js';
 
 export type Group = 'attn_in' | 'attn_out' | 'mlp_in' | 'mlp_out';
 
@@ -95,7 +95,7 @@ export async function buildQuantizedModel(src: string, out: string, options: Bui
             packed.push({ name, dtype: 'F32', shape: [d, d], data });
           }
         }
-        wr = kroneckerRotateRows(w, n, rot.r1d, rot.a, rot.r2d, rot.b);
+        wr = rotateRows(w, n, rot.r1d, rot.a, rot.r2d, rot.b);
         rotation = { kind: 'kronecker', r1: rot.r1, r2: rot.r2 };
       }
       if (entry !== undefined) linears[role] = rotation === undefined ? { quantizer: entry.quantizer } : { rotation, quantizer: entry.quantizer };
