@@ -4,7 +4,7 @@ import { loadTokenizer } from '../model/tokenizer.js';
 import { createModelRunner } from '../onnx/model-runner.js';
 import { loadEvalTokens } from './dataset.js';
 import { evaluatePerplexity } from './perplexity.js';
-import { DEFAULT_EVAL_DATASET, DEFAULT_MODEL_DIR } from './paths.js';
+import { DEFAULT_EVAL_DATASET, DEFAULT_MODEL_DIR } from '../package-paths.js';
 
 export interface EvalBenchmark {
   tokensPerSecond: number;

@@ -4,9 +4,9 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { BwqError } from '../errors.js';
+import { PACKAGE_ROOT } from '../package-paths.js';
 
 /** Raw functions exported by native/src/addon.cpp. */
 export interface NativeAddon {
@@ -28,14 +28,9 @@ export interface CudaBenchRaw {
   checked: boolean; mismatches: number; cublas: boolean;
 }
 
-/** Package root: this file is src/native/loader.ts or dist/native/loader.js, two levels below it. */
-export function packageRoot(): string {
-  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-}
-
 /** Candidate paths of the addon, first match wins (BWQ_NATIVE_ADDON overrides). */
 export function addonCandidates(): string[] {
-  const root = packageRoot();
+  const root = PACKAGE_ROOT;
   const list: string[] = [];
   const env = process.env['BWQ_NATIVE_ADDON'];
   if (env !== undefined && env !== '') list.push(resolve(env));

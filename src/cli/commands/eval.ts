@@ -10,7 +10,7 @@ import { loadTokenizer } from '../../model/tokenizer.js';
 import { createRunner, EVAL_BACKENDS, NATIVE_DEVICES, type EvalBackend, type NativeDevice } from '../../eval/backend.js';
 import { loadEvalTokens } from '../../eval/dataset.js';
 import { evaluatePerplexity, windowCount } from '../../eval/perplexity.js';
-import { DEFAULT_EVAL_DATASET, DEFAULT_MODEL_DIR } from '../../eval/paths.js';
+import { DEFAULT_EVAL_DATASET, DEFAULT_MODEL_DIR } from '../../package-paths.js';
 import { resolveSeqlen } from '../../eval/seqlen.js';
 import { defaultThreads } from '../../onnx/session.js';
 import { parseIntegerFlag, printResult } from '../output.js';

@@ -2,17 +2,12 @@
  * `bwq quantize [MODEL_DIR] -o OUT_DIR --method bwta|bwla|rtn ...` (issue #4).
  */
 import type { Command } from 'commander';
-import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
 import { usageError } from '../../errors.js';
 import { parseIntegerFlag, printResult } from '../output.js';
 import { createProgress } from '../progress.js';
 import { quantizeModel, type QuantizeOptions } from '../../quant/pipeline.js';
-
-/** Package root (dist/cli/commands → ../../..; src/cli/commands likewise). */
-export function packageRoot(): string {
-  return fileURLToPath(new URL('../../../', import.meta.url));
-}
+import { DEFAULT_CALIBRATION_TEXT, DEFAULT_MODEL_DIR } from '../../package-paths.js';
 
 export const DEFAULT_NSAMPLES = 32;
 export const DEFAULT_SEQLEN = 512;
@@ -37,7 +32,6 @@ interface RawOptions {
 }
 
 export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOptions): QuantizeOptions {
-  const root = packageRoot();
   if (raw.output === undefined) throw usageError('-o/--output OUT_DIR is required');
   const method = raw.method;
   if (method === undefined) throw usageError('--method is required (bwta, bwla or rtn)');
@@ -54,11 +48,11 @@ export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOp
   if (method === 'bwla' && aBits === 'ternary') throw usageError('--a-bits ternary is for --method bwta; bwla takes an integer bit width (e.g. 6, 8, 16)');
   const seqlenExplicit = raw.seqlen !== undefined;
   const options: QuantizeOptions = {
-    modelDir: resolve(modelDirArg ?? resolve(root, 'models/sotu-llama')),
+    modelDir: resolve(modelDirArg ?? DEFAULT_MODEL_DIR),
     outDir: resolve(raw.output),
     method,
     aBits,
-    calibFile: resolve(raw.calib ?? resolve(root, 'calibration/sotu-calib.txt')),
+    calibFile: resolve(raw.calib ?? DEFAULT_CALIBRATION_TEXT),
     nsamples: raw.nsamples === undefined ? DEFAULT_NSAMPLES : parseIntegerFlag('--nsamples', raw.nsamples, 1),
     seqlen: raw.seqlen === undefined ? DEFAULT_SEQLEN : parseIntegerFlag('--seqlen', raw.seqlen, 2),
     seqlenExplicit,
