@@ -165,12 +165,12 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
         try {
           const result = await runPipeline(model, runner, windows.ids, options, seqlen, progress, spill);
           const files = await writeOutputs(model, temp, options, seqlen, result, (performance.now() - t0) / 1000);
-          await spill.dispose();
           return {
             outDir: options.outDir, method: options.method, aBits: options.aBits, nsamples: options.nsamples, seqlen,
             layers: result.reports, seconds: (performance.now() - t0) / 1000, files,
           };
         } finally {
+          // before writeAtomically renames the directory: no spill files in OUT_DIR
           await spill.dispose();
           await runner.close();
         }
