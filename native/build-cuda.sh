@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds libbwq_cuda.so (CUDA kernels, cudart linked statically) into $1 when nvcc is available.
 # Never fails the install: without nvcc (or with BWQ_NO_CUDA=1) it only prints a notice.
-# Environment: NVCC (compiler path), BWQ_CUDA_ARCHS (default "80 86 89 90"), BWQ_NO_CUDA=1 to skip.
+# Environment: NVCC (compiler path), BWQ_CUDA_ARCHS (default "80 86 89 90a"; 90a = Hopper with wgmma),
+# BWQ_CUDA_PTX (PTX for newer GPUs to JIT, default 90), BWQ_NO_CUDA=1 to skip.
 set -u
 OUT_DIR=${1:-build/Release}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,12 +23,12 @@ if [ -z "$NVCC" ]; then
   echo "bwq: nvcc not found, building CPU kernels only" >&2
   : > "$STAMP"; exit 0
 fi
-ARCHS=${BWQ_CUDA_ARCHS:-"80 86 89 90"}
+ARCHS=${BWQ_CUDA_ARCHS:-"80 86 89 90a"}
+PTX=${BWQ_CUDA_PTX:-90}
 GENCODE=""
-LAST=""
-for a in $ARCHS; do GENCODE="$GENCODE -gencode arch=compute_$a,code=sm_$a"; LAST=$a; done
-# PTX of the newest arch too, so newer GPUs can JIT it.
-GENCODE="$GENCODE -gencode arch=compute_$LAST,code=compute_$LAST"
+for a in $ARCHS; do GENCODE="$GENCODE -gencode arch=compute_$a,code=sm_$a"; done
+# PTX too, so newer GPUs can JIT it (90a code runs on sm_90 only, so the PTX is plain compute_90).
+[ -n "$PTX" ] && GENCODE="$GENCODE -gencode arch=compute_$PTX,code=compute_$PTX"
 TMP="$OUT_DIR/libbwq_cuda.so.tmp"
 # shellcheck disable=SC2086
 if "$NVCC" -O3 -std=c++17 -shared -Xcompiler -fPIC,-fvisibility=hidden -cudart static --threads 0 $GENCODE \

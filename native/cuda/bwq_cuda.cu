@@ -91,13 +91,16 @@ __global__ void mask_last_word(uint32_t *x, int rows, int ldk, int kw, uint32_t 
   if (r < rows) x[(size_t)r * ldk + kw - 1] &= mask;
 }
 
-// nz[r] = popc(P[r]) + popc(Q[r])  (one warp per row)
+// nz[r] = popc(P[r]) + popc(Q[r]), or with DIFF the row sum popc(P[r]) - popc(Q[r])  (one warp per row)
+template <bool DIFF = false>
 __global__ void row_popc(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q, int ldk, int rows,
                          int *__restrict__ nz) {
   const int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (r >= rows) return;
   int c = 0;
-  for (int i = lane; i < ldk; i += 32) c += __popc(P[(size_t)r * ldk + i]) + __popc(Q[(size_t)r * ldk + i]);
+  for (int i = lane; i < ldk; i += 32)
+    c += DIFF ? __popc(P[(size_t)r * ldk + i]) - __popc(Q[(size_t)r * ldk + i])
+              : __popc(P[(size_t)r * ldk + i]) + __popc(Q[(size_t)r * ldk + i]);
   for (int o = 16; o; o >>= 1) c += __shfl_xor_sync(0xffffffffu, c, o);
   if (lane == 0) nz[r] = c;
 }
@@ -929,6 +932,311 @@ __global__ void __launch_bounds__(64 * WN, WN == 2 ? (MT == 4 ? 2 : 3) : 1)
 }
 
 // ---------------------------------------------------------------------------------------------
+// Ternary x binary GEMM for Hopper (sm_90a only): warpgroup MMA `wgmma.mma_async ... m64n128k256 .b1
+// and.popc` with both operands read from shared memory by the tensor cores. Block 128 x 128 = 2
+// warpgroups of 64 x 128; each warpgroup keeps two accumulators, Dp = popc(p & w) and Dq = popc(q & w)
+// (64 registers each), so  sum = 2 (Dp - Dq) - (popc(p) - popc(q))  with the row sums from row_popc<true>.
+// Shared-memory tiles use the no-swizzle K-major "core matrix" layout of wgmma: 8 rows x 16 bytes
+// (128 bits) contiguous, chunk c of row group g at byte ((g * KC) + c) * 128, so the cp.async of
+// thread-slot i writes bytes [16 i, 16 i + 16) (conflict-free) and reads 16 bytes of row g*8 + i%8.
+// STAGES-deep cp.async pipeline with prefetch distance STAGES - 2 and one barrier per stage: the slot
+// refilled at stage kt was last read by the wgmmas of stage kt - 2, which every warpgroup has waited
+// for (wgmma.wait_group 1) before the barrier.  KC = 16-byte chunks per row per stage (BK = 128 KC bits).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define BWQ_HAS_WGMMA 1
+#endif
+
+#ifdef BWQ_HAS_WGMMA
+__device__ __forceinline__ uint64_t wgmma_desc(uint32_t smem_addr, uint32_t lbo, uint32_t sbo) {
+  // bits 0-13: address >> 4, 16-29: leading-dimension byte offset >> 4, 32-45: stride byte offset >> 4,
+  // 62-63: swizzle mode (0 = none).
+  return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) |
+         ((uint64_t)((sbo >> 4) & 0x3FFF) << 32);
+}
+
+__device__ __forceinline__ void wgmma_b1_m64n128(int (&d)[64], uint64_t da, uint64_t db) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sync.aligned.m64n128k256.s32.b1.b1.and.popc "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+      " %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
+      " %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
+      " %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63},"
+      " %64, %65, 1;\n"
+      "}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+      : "l"(da), "l"(db));
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+#endif
+
+#define TBW_SMEM(KC, STAGES) ((2 * 128 + 128) * (KC) * 16 * (STAGES))
+
+template <int KC, int STAGES>
+__global__ void __launch_bounds__(256, 1)
+    tb_wgmma(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q, const uint32_t *__restrict__ W, int ldk,
+             const int *__restrict__ rowsum, int M, int N, int32_t *__restrict__ out, int ldo, uint32_t lbo,
+             uint32_t sbo) {
+#ifdef BWQ_HAS_WGMMA
+  constexpr int BM = 128, BN = 128, NT = 256;
+  constexpr int TILE_A = BM * KC * 16, TILE_B = BN * KC * 16;  // bytes
+  constexpr int STAGE = 2 * TILE_A + TILE_B;
+  static_assert(KC % 2 == 0, "a stage holds whole 256-bit k steps");
+  extern __shared__ __align__(1024) unsigned char smem_w[];
+  const int tid = threadIdx.x, wg = tid >> 7;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int nk = ldk / (4 * KC);
+  const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem_w);
+
+  auto load_stage = [&](int s, int kt) {
+    unsigned char *base = smem_w + s * STAGE;
+    const size_t kword = (size_t)kt * 4 * KC;
+#pragma unroll
+    for (int i = tid; i < BM * KC; i += NT) {
+      const int r = (i / (8 * KC)) * 8 + (i & 7), c = (i >> 3) % KC;
+      const size_t off = (size_t)(m0 + r) * ldk + kword + c * 4;
+      cp_async16(base + i * 16, P + off);
+      cp_async16(base + TILE_A + i * 16, Q + off);
+    }
+#pragma unroll
+    for (int i = tid; i < BN * KC; i += NT) {
+      const int r = (i / (8 * KC)) * 8 + (i & 7), c = (i >> 3) % KC;
+      cp_async16(base + 2 * TILE_A + i * 16, W + (size_t)(n0 + r) * ldk + kword + c * 4);
+    }
+  };
+
+  int dp[64], dq[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) dp[i] = dq[i] = 0;
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 2; ++s) {
+    if (s < nk) load_stage(s, s);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < nk; ++kt) {
+    cp_async_wait<STAGES - 3>();
+    fence_proxy_async();
+    __syncthreads();
+    {
+      const int kn = kt + STAGES - 2;
+      if (kn < nk) load_stage(kn % STAGES, kn);
+      cp_async_commit();
+    }
+    const uint32_t st = sbase + (kt % STAGES) * STAGE;
+    const uint32_t aP = st + wg * (64 * KC * 16), aQ = aP + TILE_A, aW = st + 2 * TILE_A;
+    wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < KC / 2; ++j) {
+      const uint64_t dB = wgmma_desc(aW + j * 256, lbo, sbo);
+      wgmma_b1_m64n128(dp, wgmma_desc(aP + j * 256, lbo, sbo), dB);
+      wgmma_b1_m64n128(dq, wgmma_desc(aQ + j * 256, lbo, sbo), dB);
+    }
+    wgmma_commit();
+    wgmma_wait<1>();
+  }
+  wgmma_wait<0>();
+  cp_async_wait<0>();
+  // Accumulator fragment: warp w of the warpgroup owns rows 16w..16w+15; lane l: g = l/4, t = l%4;
+  // d[4j + e]: row g + 8 (e >> 1), column 8j + 2t + (e & 1).
+  const int lane = tid & 31, w = (tid >> 5) & 3, g = lane >> 2, t = lane & 3;
+  const bool vec = (ldo & 1) == 0;
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int r = m0 + wg * 64 + w * 16 + g + hf * 8;
+    if (r >= M) continue;
+    const int z = rowsum[r];
+    int32_t *orow = out + (size_t)r * ldo;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const int c = n0 + 8 * j + 2 * t;
+      const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z;
+      const int v1 = 2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z;
+      if (vec && c + 1 < N) {
+        *reinterpret_cast<int2 *>(orow + c) = make_int2(v0, v1);
+      } else {
+        if (c < N) orow[c] = v0;
+        if (c + 1 < N) orow[c + 1] = v1;
+      }
+    }
+  }
+#endif
+}
+
+// Variant 2: 128-byte-swizzled K-major tiles (row r of a 128 x 1024-bit tile at byte 128 r, its 16-byte
+// chunk c at position c ^ (r % 8): eight consecutive threads copy one whole 128-byte line, conflict-free),
+// persistent blocks (grid = number of SMs, tiles taken round-robin) that issue the next tile's first
+// STAGES - 2 stages before the epilogue, and an epilogue staged through shared memory so that each warp
+// stores whole 512-byte output rows.
+#define TBW2_STAGE (3 * 128 * 128)
+#define TBW2_SMEM(STAGES) (TBW2_STAGE * (STAGES) + 1024)
+#define TBW2_LDS 136  // staging row stride in words (136 = 128 + 8: conflict-free 8-byte fragment stores)
+
+#ifdef BWQ_HAS_WGMMA
+__device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t smem_addr) {
+  // 128-byte swizzle (mode 1 in bits 62-63), 8-row groups 1024 bytes apart; the leading offset is unused.
+  return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
+         ((uint64_t)1 << 62);
+}
+#endif
+
+template <int STAGES>
+__global__ void __launch_bounds__(256, 1)
+    tb_wgmma2(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q, const uint32_t *__restrict__ W, int ldk,
+              const int *__restrict__ rowsum, int M, int N, int32_t *__restrict__ out, int ldo, int tiles_n,
+              int tiles) {
+#ifdef BWQ_HAS_WGMMA
+  static_assert(STAGES >= 3 && (STAGES - 2) * TBW2_STAGE >= 128 * TBW2_LDS * 4, "staging fits in the free slots");
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
+  const uint32_t sbase = (raw + 1023u) & ~1023u;  // swizzle atoms are 1024-byte aligned
+  unsigned char *smem = smem_raw + (sbase - raw);
+  const int tid = threadIdx.x, wg = tid >> 7;
+  const int nk = ldk / 32;
+  int tile = blockIdx.x;
+  if (tile >= tiles) return;
+
+  auto load_stage = [&](int s, int kt, int m0, int n0) {
+    unsigned char *base = smem + s * TBW2_STAGE;
+    const size_t kword = (size_t)kt * 32;
+#pragma unroll
+    for (int i = tid; i < 128 * 8; i += 256) {
+      const int r = i >> 3, c = i & 7;
+      const int dst = r * 128 + ((c ^ (r & 7)) << 4);
+      const size_t off = (size_t)(m0 + r) * ldk + kword + c * 4;
+      cp_async16(base + dst, P + off);
+      cp_async16(base + 128 * 128 + dst, Q + off);
+      cp_async16(base + 2 * 128 * 128 + dst, W + (size_t)(n0 + r) * ldk + kword + c * 4);
+    }
+  };
+  auto prologue = [&](int t) {
+    const int m0 = (t / tiles_n) * 128, n0 = (t % tiles_n) * 128;
+#pragma unroll
+    for (int s = 0; s < STAGES - 2; ++s) {
+      if (t < tiles && s < nk) load_stage(s, s, m0, n0);
+      cp_async_commit();
+    }
+  };
+
+  prologue(tile);
+  const int lane = tid & 31, w = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
+  int *stg = reinterpret_cast<int *>(smem + (STAGES - 2) * TBW2_STAGE);
+  const bool vec4 = (ldo & 3) == 0;
+  for (; tile < tiles; tile += gridDim.x) {
+    const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
+    int dp[64], dq[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) dp[i] = dq[i] = 0;
+    for (int kt = 0; kt < nk; ++kt) {
+      cp_async_wait<STAGES - 3>();
+      fence_proxy_async();
+      __syncthreads();
+      {
+        const int kn = kt + STAGES - 2;
+        if (kn < nk) load_stage(kn % STAGES, kn, m0, n0);
+        cp_async_commit();
+      }
+      const uint32_t st = sbase + (kt % STAGES) * TBW2_STAGE;
+      const uint32_t aP = st + wg * 64 * 128, aQ = aP + 128 * 128, aW = st + 2 * 128 * 128;
+      wgmma_fence();
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint64_t dB = wgmma_desc_sw128(aW + 32 * j);
+        wgmma_b1_m64n128(dp, wgmma_desc_sw128(aP + 32 * j), dB);
+        wgmma_b1_m64n128(dq, wgmma_desc_sw128(aQ + 32 * j), dB);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();
+    }
+    wgmma_wait<0>();
+    __syncthreads();                // every warpgroup is done with every stage slot
+    prologue(tile + gridDim.x);     // the next tile's first stages load during the epilogue
+    // Fragment -> staging (rows of 128 words, stride TBW2_LDS): d[4j + e] is row g + 8 (e >> 1), column
+    // 8j + 2t + (e & 1) of the warp's 16 rows.
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int rl = wg * 64 + w * 16 + g + hf * 8;
+      const int z = m0 + rl < M ? rowsum[m0 + rl] : 0;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z;
+        const int v1 = 2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z;
+        *reinterpret_cast<int2 *>(stg + rl * TBW2_LDS + 8 * j + 2 * t4) = make_int2(v0, v1);
+      }
+    }
+    __syncthreads();
+#pragma unroll 4
+    for (int i = tid; i < 128 * 32; i += 256) {
+      const int r = i >> 5, q = i & 31, gr = m0 + r, c = n0 + 4 * q;
+      if (gr >= M || c >= N) continue;
+      const int4 v = *reinterpret_cast<const int4 *>(stg + r * TBW2_LDS + 4 * q);
+      int32_t *o = out + (size_t)gr * ldo + c;
+      if (vec4 && c + 3 < N) {
+        *reinterpret_cast<int4 *>(o) = v;
+      } else {
+        o[0] = v.x;
+        if (c + 1 < N) o[1] = v.y;
+        if (c + 2 < N) o[2] = v.z;
+        if (c + 3 < N) o[3] = v.w;
+      }
+    }
+    // The next tile's first barrier (before any load into the staging slots) orders these reads.
+  }
+  cp_async_wait<0>();
+#endif
+}
+
+// 1 in *flag iff this binary carries the sm_90a (wgmma) code for the running device.
+__global__ void wgmma_probe(int *flag) {
+#ifdef BWQ_HAS_WGMMA
+  *flag = 1;
+#else
+  *flag = 0;
+#endif
+}
+
+// Tensor-core peak of the b1 wgmma: a chain of m64n128k256 on two accumulators, operands in shared memory.
+__global__ void __launch_bounds__(256, 1) wgmma_peak(int iters, int *sink) {
+#ifdef BWQ_HAS_WGMMA
+  __shared__ __align__(1024) unsigned char s[3 * 128 * 32];
+  for (int i = threadIdx.x; i < 3 * 128 * 32; i += 256) s[i] = (unsigned char)(i * 37 + 11);
+  fence_proxy_async();
+  __syncthreads();
+  const uint32_t b = (uint32_t)__cvta_generic_to_shared(s), wg = threadIdx.x >> 7;
+  const uint64_t da = wgmma_desc(b + wg * 64 * 32, 128, 256), db = wgmma_desc(b + 2 * 64 * 32, 128, 256);
+  int d0[64], d1[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) d0[i] = d1[i] = 0;
+  for (int it = 0; it < iters; ++it) {
+    wgmma_fence();
+    wgmma_b1_m64n128(d0, da, db);
+    wgmma_b1_m64n128(d1, da, db);
+    wgmma_commit();
+    wgmma_wait<1>();
+  }
+  wgmma_wait<0>();
+  int acc = 0;
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc += d0[i] + d1[i];
+  if (acc == 0x12345678) sink[0] = acc;
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
 // Launchers (device pointers, padded layout). They return the kernel name used.
 int g_max_smem_optin = 48 * 1024;
 
@@ -938,11 +1246,40 @@ int g_max_smem_optin = 48 * 1024;
 // fused into the kernel, 8 = v4 fused with 4 x 512-bit stages, 9 = 4-column-per-warp GEMV for M = 1
 // (bwq_cuda_set_paths, for tests/bench).
 int g_tb_path = -1, g_i8_path = -1;
+// True when the device is sm_90 and this library carries sm_90a code (wgmma), checked once by bwq_cuda_init.
+bool g_has_wgmma = false;
+int g_num_sms = 1;
+
+// Hopper wgmma kernels (path 10: tb_wgmma2, 11: tb_wgmma); returns nullptr when it is not available (caller falls back).
+const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz,
+                            int m, int n, int32_t *dOut, cudaStream_t st) {
+  if (!g_has_wgmma) return nullptr;
+  static bool attr = false;
+  if (!attr) {
+    cudaFuncSetAttribute(tb_wgmma<8, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW_SMEM(8, 4));
+    cudaFuncSetAttribute(tb_wgmma2<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW2_SMEM(4));
+    attr = true;
+  }
+  row_popc<true><<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
+  dim3 grid((n + 127) / 128, (m + 127) / 128);
+  if (path == 11) {
+    tb_wgmma<8, 4><<<grid, 256, TBW_SMEM(8, 4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n, 128, 8 * 128);
+    return "tb_wgmma_v1";
+  }
+  const int tiles_n = (n + 127) / 128, tiles = tiles_n * ((m + 127) / 128);
+  const int blocks = tiles < g_num_sms ? tiles : g_num_sms;
+  tb_wgmma2<4><<<blocks, 256, TBW2_SMEM(4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n, tiles_n, tiles);
+  return "tb_wgmma";
+}
 
 const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz, int m, int n,
                       int32_t *dOut, cudaStream_t st) {
   int path = g_tb_path;
-  if (path < 0) path = m <= 4 ? 0 : m <= 64 ? 1 : 2;
+  if (path < 0) path = m <= 4 ? 0 : m <= 64 ? 1 : g_has_wgmma ? 10 : 2;
+  if (path >= 10) {
+    if (const char *name = launch_tb_wgmma(path, dP, dQ, dW, ldk, dNz, m, n, dOut, st)) return name;
+    path = 2;
+  }
   if (path == 9 && m > 1) path = 0;
   if (path == 0 && m > 16) path = 1;
   if (path == 1 && m > 64) path = 2;
@@ -1120,6 +1457,32 @@ int upload_padded(void *dst, size_t dst_pitch, const void *src, size_t src_pitch
   return BWQ_OK;
 }
 
+// Mean time per call of `reps` calls of `launch` captured into one CUDA graph (one graph launch between two
+// events, after one untimed replay): the per-launch CPU and driver overhead of stream launches is gone, so
+// the time is closer to what the kernels themselves take. 0 when capture is not possible.
+template <class F>
+double graph_time(cudaStream_t st, int reps, F &&launch, cudaEvent_t e0, cudaEvent_t e1) {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  float ms = 0;
+  double result = 0;
+  if (cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  for (int i = 0; i < reps; ++i) launch();
+  if (cudaStreamEndCapture(st, &graph) == cudaSuccess && graph &&
+      cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess && cudaGraphLaunch(exec, st) == cudaSuccess &&
+      cudaEventRecord(e0, st) == cudaSuccess && cudaGraphLaunch(exec, st) == cudaSuccess &&
+      cudaEventRecord(e1, st) == cudaSuccess && cudaEventSynchronize(e1) == cudaSuccess &&
+      cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess)
+    result = ms / reps;
+  if (exec) cudaGraphExecDestroy(exec);
+  if (graph) cudaGraphDestroy(graph);
+  cudaGetLastError();
+  return result;
+}
+
 // ---------------------------------------------------------------------------------------------
 // cuBLAS through dlopen (no link-time dependency; the toolkit headers are not needed either).
 typedef int (*cublasCreate_t)(void **);
@@ -1175,7 +1538,7 @@ extern "C" {
 const char *bwq_cuda_last_error(void) { return g_err; }
 
 void bwq_cuda_set_paths(int tb_path, int i8_path) {
-  g_tb_path = tb_path < 0 || tb_path > 9 ? -1 : tb_path;
+  g_tb_path = tb_path < 0 || tb_path > 11 ? -1 : tb_path;
   g_i8_path = i8_path < 0 || i8_path > 2 ? -1 : i8_path;
 }
 
@@ -1204,6 +1567,16 @@ int bwq_cuda_init(char *msg, size_t msg_len) {
     return BWQ_ECUDA;
   }
   g_max_smem_optin = (int)prop.sharedMemPerBlockOptin;
+  g_num_sms = prop.multiProcessorCount;
+  if (prop.major == 9 && prop.minor == 0 && getenv("BWQ_CUDA_NO_WGMMA") == nullptr) {
+    int *flag = nullptr, h = 0;
+    if (cudaMalloc(&flag, sizeof(int)) == cudaSuccess) {
+      wgmma_probe<<<1, 1>>>(flag);
+      if (cudaMemcpy(&h, flag, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess) g_has_wgmma = h == 1;
+      cudaFree(flag);
+    }
+    cudaGetLastError();
+  }
   g_inited = true;
   if (msg && msg_len)
     snprintf(msg, msg_len, "%s (sm_%d%d, %d SMs, %.0f GiB)", prop.name, prop.major, prop.minor,
@@ -1276,9 +1649,13 @@ int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, i
 }
 
 int bwq_cuda_mma_peak(int kind, double *tops) {
-  if (!tops || (kind != 0 && kind != 1)) return BWQ_EINVAL;
+  if (!tops || kind < 0 || kind > 2) return BWQ_EINVAL;
   int rc = ensure_init();
   if (rc) return rc;
+  if (kind == 2 && !g_has_wgmma) {
+    snprintf(g_err, sizeof g_err, "wgmma needs an sm_90 device and sm_90a code in libbwq_cuda.so");
+    return BWQ_ENODEV;
+  }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   int *sink;
@@ -1286,20 +1663,24 @@ int bwq_cuda_mma_peak(int kind, double *tops) {
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
-  const int blocks = prop.multiProcessorCount * 4, iters = 4096;
+  const int blocks = prop.multiProcessorCount * (kind == 2 ? 1 : 4), iters = 4096;
   auto launch = [&]() {
     if (kind == 0) mma_peak<0><<<blocks, 256>>>(iters, sink);
-    else mma_peak<1><<<blocks, 256>>>(iters, sink);
+    else if (kind == 1) mma_peak<1><<<blocks, 256>>>(iters, sink);
+    else wgmma_peak<<<blocks, 256>>>(iters, sink);
   };
   launch();
   CK(cudaEventRecord(e0));
   launch();
   CK(cudaEventRecord(e1));
   CK(cudaEventSynchronize(e1));
+  CK(cudaGetLastError());
   float ms = 0;
   CK(cudaEventElapsedTime(&ms, e0, e1));
-  const double ops_per_mma = kind == 0 ? 2.0 * 16 * 8 * 256 : 2.0 * 16 * 8 * 32;
-  *tops = (double)blocks * 8 /*warps*/ * iters * 8 /*chains*/ * ops_per_mma / (ms * 1e-3) / 1e12;
+  // ops = 2 x multiply-adds; mma.sync: 8 warps x 8 chains per block; wgmma: 2 warpgroups x 2 per iteration.
+  const double ops = kind == 2 ? (double)blocks * 2 * 2 * iters * (2.0 * 64 * 128 * 256)
+                               : (double)blocks * 8 * iters * 8 * (kind == 0 ? 2.0 * 16 * 8 * 256 : 2.0 * 16 * 8 * 32);
+  *tops = ops / (ms * 1e-3) / 1e12;
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   cudaFree(sink);
@@ -1395,6 +1776,7 @@ int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_benc
     BCK(cudaEventElapsedTime(&ms, e0, e1));
     res->ms_ours = ms / reps;
     snprintf(res->kernel, sizeof res->kernel, "%s", kname);
+    res->ms_ours_graph = graph_time(st, reps, launch, e0, e1);
   }
   {
     // Sampled exact check against a host reference.
@@ -1452,6 +1834,7 @@ int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_benc
     BCK(cudaEventElapsedTime(&ms, e0, e1));
     res->ms_cublas = ms / reps;
     res->tops_cublas = 2.0 * m * n * k / (res->ms_cublas * 1e-3) / 1e12;
+    res->ms_cublas_graph = graph_time(st, reps, gemm, e0, e1);
   }
 cleanup:
 #undef BCK

@@ -73,12 +73,14 @@ BWQ_EXPORT int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t
 BWQ_EXPORT int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out);
 
 /* Forces a kernel family for tests and benchmarks: -1 automatic (default), 0 GEMV, 1 skinny MMA, 2 tiled MMA,
- * and for ternary x binary only 3 = tiled v2 (512-bit K stages), 4 = tiled v1 (32-bit fragment loads)
+ * and for ternary x binary only 3 - 9 = earlier tiled / GEMV variants kept for comparison, 10 = Hopper wgmma
+ * tiled kernel (sm_90a code on an sm_90 device; otherwise 2), 11, 12 = its variants (native/cuda/bwq_cuda.cu)
  * (a family that cannot take the shape falls through to the next one). */
 BWQ_EXPORT void bwq_cuda_set_paths(int ternary_binary_path, int int8_binary_path);
 
-/* Peak tensor-core rate of mma.sync (kind 0: m16n8k256 b1 AND+POPC, 1: m16n8k32 s8) in tera-ops/s
- * (2 ops per multiply-add), measured with register-only chains. For the performance notes. */
+/* Peak tensor-core rate (kind 0: mma.sync m16n8k256 b1 AND+POPC, 1: mma.sync m16n8k32 s8, register-only
+ * chains; 2: wgmma m64n128k256 b1 AND+POPC from shared memory, sm_90a only) in tera-ops/s (2 ops per
+ * multiply-add). For the performance notes. */
 BWQ_EXPORT int bwq_cuda_mma_peak(int kind, double *tops);
 
 #define BWQ_BENCH_TERNARY_BINARY 0
@@ -92,6 +94,8 @@ typedef struct bwq_bench_result {
   int checked;         /* 1 if the output was compared with a CPU reference on sampled entries */
   int mismatches;      /* number of sampled entries that differed */
   char kernel[48];     /* which kernel variant ran (e.g. "tb_gemv", "tb_mma_b1") */
+  double ms_ours_graph;   /* the same `reps` calls captured into one CUDA graph, mean per call (0: not measured) */
+  double ms_cublas_graph; /* cuBLAS likewise */
 } bwq_bench_result;
 
 /* Times our kernel (on device-resident random operands, M x K activations, N x K packed weights)

@@ -157,7 +157,7 @@ int bench(bool quick, bool tb_only, const char *json_path) {
         if (m <= 64) paths = {0, 1, 2};
         else paths = {2};
         if (kind == 0 && m == 1) paths = {0, 9, 1, 2};
-        if (kind == 0 && m > 64) paths = {2, 5};
+        if (kind == 0 && m > 64) paths = {10, 11, 2};
         for (int path : paths) {
         bwq_cuda_set_paths(path, path);
         bwq_bench_result r;
@@ -172,19 +172,22 @@ int bench(bool quick, bool tb_only, const char *json_path) {
         if (r.mismatches) rc = 1;
         const char *kname = kind == 0 ? "ternary_binary" : "int8_binary";
         const double speedup = r.ms_ours > 0 && r.ms_cublas > 0 ? r.ms_cublas / r.ms_ours : 0;
+        const double speedup_graph =
+            r.ms_ours_graph > 0 && r.ms_cublas_graph > 0 ? r.ms_cublas_graph / r.ms_ours_graph : 0;
         {
           char line[512];
           snprintf(line, sizeof line, "%s  {\"op\":\"%s\",\"kernel\":\"%s\",\"m\":%d,\"k\":%d,\"n\":%d,\"msOurs\":%.5f,\"msCublasFp16\":%.5f,"
-                 "\"topsOurs\":%.2f,\"tflopsCublas\":%.2f,\"speedup\":%.2f,\"checked\":%d,\"mismatches\":%d}",
+                 "\"topsOurs\":%.2f,\"tflopsCublas\":%.2f,\"speedup\":%.2f,\"msOursGraph\":%.5f,\"msCublasGraph\":%.5f,"
+                 "\"speedupGraph\":%.2f,\"checked\":%d,\"mismatches\":%d}",
                  first ? "" : ",\n", kname, r.kernel, m, k, n, r.ms_ours, r.ms_cublas, r.tops_ours, r.tops_cublas,
-                 speedup, r.checked, r.mismatches);
+                 speedup, r.ms_ours_graph, r.ms_cublas_graph, speedup_graph, r.checked, r.mismatches);
           js += line;
         }
         {
           printf("%-15s %-16s M=%-5d K=%-6d N=%-6d ours %9.4f ms (%7.1f TOPS)  cuBLAS fp16 %9.4f ms (%6.1f TFLOPS)  "
-                 "speedup %6.2fx  check %s\n",
+                 "speedup %6.2fx  | graph: ours %9.4f ms cuBLAS %9.4f ms speedup %6.2fx  check %s\n",
                  kname, r.kernel, m, k, n, r.ms_ours, r.tops_ours, r.ms_cublas, r.tops_cublas, speedup,
-                 r.checked ? (r.mismatches ? "FAIL" : "ok") : "-");
+                 r.ms_ours_graph, r.ms_cublas_graph, speedup_graph, r.checked ? (r.mismatches ? "FAIL" : "ok") : "-");
         }
         first = false;
         fflush(stdout);
@@ -232,8 +235,8 @@ int main(int argc, char **argv) {
     if (e != BWQ_OK) return 1;
     const char *names[] = {"cuda-auto",     "cuda-gemv",     "cuda-skinny",   "cuda-tiled",     "cuda-tiled-v2",
                            "cuda-tiled-v1", "cuda-tiled-v3", "cuda-tiled-v4s", "cuda-tiled-v4nz", "cuda-tiled-v4k16",
-                           "cuda-gemv-r4"};
-    for (int path = -1; path <= 9; ++path) {
+                           "cuda-gemv-r4",  "cuda-wgmma",    "cuda-wgmma-v1"};
+    for (int path = -1; path <= 11; ++path) {
       bwq_cuda_set_paths(path, path);
       fails += run_checks(names[path + 1], bwq_cuda_ternary_binary_gemm, bwq_cuda_int8_binary_gemm, false);
     }
@@ -250,10 +253,13 @@ int main(int argc, char **argv) {
       return 1;
     }
     fprintf(stderr, "cuda: %s\n", msg);
-    double b1 = 0, s8 = 0;
+    double b1 = 0, s8 = 0, wg = 0;
     bwq_cuda_mma_peak(0, &b1);
     bwq_cuda_mma_peak(1, &s8);
+    const int wrc = bwq_cuda_mma_peak(2, &wg);
     printf("mma.sync peak: b1 and.popc m16n8k256 %.0f TOPS, s8 m16n8k32 %.0f TOPS\n", b1, s8);
+    if (wrc == BWQ_OK) printf("wgmma peak: b1 and.popc m64n128k256 %.0f TOPS\n", wg);
+    else printf("wgmma peak: not available (%s)\n", bwq_cuda_last_error());
     return bench(quick, tb_only, json);
   }
 #endif
