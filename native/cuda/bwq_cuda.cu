@@ -12,6 +12,7 @@
 // and row counts padded to multiples of 128, all padding zero; int8 activations with row stride KWd*32
 // bytes. Ternary x binary uses  sum_k t*b = 2*popc((w&p)|(~w&q)) - (popc(p)+popc(q)),  which needs
 // only zero padding in the activation planes (p = q = 0 there, whatever the weight bits are).
+#include <cuda.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <stdio.h>
@@ -1200,6 +1201,152 @@ __global__ void __launch_bounds__(256, 1)
 #endif
 }
 
+// Variant 3: the same tiles and epilogue, loaded by the Tensor Memory Accelerator. A producer warp issues
+// one 2-D TMA copy per operand tile (128 rows x 128 bytes, hardware 128-byte swizzle = the layout above)
+// into a ring of TBW3_STAGES slots; `full` mbarriers count the bytes in, `empty` mbarriers (one arrival per
+// consumer warp, after its wgmmas on the slot are complete) hand slots back. The two consumer warpgroups
+// only wait and issue wgmma, so loads run as far ahead as the ring allows, also across tiles and during
+// the epilogue, which has its own staging area.
+#define TBW3_STAGES 3
+#define TBW3_SMEM (TBW2_STAGE * TBW3_STAGES + 128 * TBW2_LDS * 4 + 1024 + 64)
+
+#ifdef BWQ_HAS_WGMMA
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT_LOOP:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_LOOP;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const void *map, int c0, int c1, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          dst),
+      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void named_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+#endif
+
+__global__ void __launch_bounds__(288, 1)
+    tb_wgmma3(const __grid_constant__ CUtensorMap tmP, const __grid_constant__ CUtensorMap tmQ,
+              const __grid_constant__ CUtensorMap tmW, int ldk, const int *__restrict__ rowsum, int M, int N,
+              int32_t *__restrict__ out, int ldo, int tiles_n, int tiles) {
+#ifdef BWQ_HAS_WGMMA
+  constexpr int S = TBW3_STAGES;
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
+  const uint32_t sbase = (raw + 1023u) & ~1023u;
+  unsigned char *smem = smem_raw + (sbase - raw);
+  int *stg = reinterpret_cast<int *>(smem + S * TBW2_STAGE);
+  const uint32_t bars = sbase + S * TBW2_STAGE + 128 * TBW2_LDS * 4;  // full[S], then empty[S]
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int nk = ldk / 32;
+  if (tid == 0) {
+    for (int i = 0; i < S; ++i) {
+      mbar_init(bars + 8 * i, 1);
+      mbar_init(bars + 8 * (S + i), 8);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp == 8) {  // producer
+    if (lane == 0) {
+      int slot = 0;
+      uint32_t phase = 0;
+      for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
+        for (int kt = 0; kt < nk; ++kt) {
+          mbar_wait(bars + 8 * (S + slot), phase ^ 1);
+          const uint32_t full = bars + 8 * slot, dst = sbase + slot * TBW2_STAGE;
+          mbar_expect_tx(full, TBW2_STAGE);
+          tma_load_2d(dst, &tmP, kt * 128, m0, full);
+          tma_load_2d(dst + 128 * 128, &tmQ, kt * 128, m0, full);
+          tma_load_2d(dst + 2 * 128 * 128, &tmW, kt * 128, n0, full);
+          if (++slot == S) slot = 0, phase ^= 1;
+        }
+      }
+    }
+    return;
+  }
+
+  const int wg = tid >> 7, w = warp & 3, g = lane >> 2, t4 = lane & 3;
+  const bool vec4 = (ldo & 3) == 0;
+  int slot = 0, prev = 0;
+  uint32_t phase = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
+    int dp[64], dq[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) dp[i] = dq[i] = 0;
+    for (int kt = 0; kt < nk; ++kt) {
+      mbar_wait(bars + 8 * slot, phase);
+      const uint32_t st = sbase + slot * TBW2_STAGE;
+      const uint32_t aP = st + wg * 64 * 128, aQ = aP + 128 * 128, aW = st + 2 * 128 * 128;
+      wgmma_fence();
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint64_t dB = wgmma_desc_sw128(aW + 32 * j);
+        wgmma_b1_m64n128(dp, wgmma_desc_sw128(aP + 32 * j), dB);
+        wgmma_b1_m64n128(dq, wgmma_desc_sw128(aQ + 32 * j), dB);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();
+      if (kt > 0 && lane == 0) mbar_arrive(bars + 8 * (S + prev));  // the previous slot's wgmmas are done
+      prev = slot;
+      if (++slot == S) slot = 0, phase ^= 1;
+    }
+    wgmma_wait<0>();
+    if (lane == 0) mbar_arrive(bars + 8 * (S + prev));
+    // Epilogue per warpgroup on its own 64 staging rows (named barrier 1 + wg).
+    named_barrier(1 + wg, 128);  // this warpgroup's previous copy-out has finished reading the staging rows
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int rl = wg * 64 + w * 16 + g + hf * 8;
+      const int z = m0 + rl < M ? rowsum[m0 + rl] : 0;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z;
+        const int v1 = 2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z;
+        *reinterpret_cast<int2 *>(stg + rl * TBW2_LDS + 8 * j + 2 * t4) = make_int2(v0, v1);
+      }
+    }
+    named_barrier(1 + wg, 128);
+#pragma unroll 4
+    for (int i = tid & 127; i < 64 * 32; i += 128) {
+      const int r = wg * 64 + (i >> 5), q = i & 31, gr = m0 + r, c = n0 + 4 * q;
+      if (gr >= M || c >= N) continue;
+      const int4 v = *reinterpret_cast<const int4 *>(stg + r * TBW2_LDS + 4 * q);
+      int32_t *o = out + (size_t)gr * ldo + c;
+      if (vec4 && c + 3 < N) {
+        *reinterpret_cast<int4 *>(o) = v;
+      } else {
+        o[0] = v.x;
+        if (c + 1 < N) o[1] = v.y;
+        if (c + 2 < N) o[2] = v.z;
+        if (c + 3 < N) o[3] = v.w;
+      }
+    }
+  }
+#endif
+}
+
 // 1 in *flag iff this binary carries the sm_90a (wgmma) code for the running device.
 __global__ void wgmma_probe(int *flag) {
 #ifdef BWQ_HAS_WGMMA
@@ -1249,8 +1396,13 @@ int g_tb_path = -1, g_i8_path = -1;
 // True when the device is sm_90 and this library carries sm_90a code (wgmma), checked once by bwq_cuda_init.
 bool g_has_wgmma = false;
 int g_num_sms = 1;
+// cuTensorMapEncodeTiled from the driver (through the runtime's entry-point query; no link-time libcuda).
+typedef CUresult (*EncodeTiled_t)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                  const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                                  CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+EncodeTiled_t g_encode_tiled = nullptr;
 
-// Hopper wgmma kernels (path 10: tb_wgmma2, 11: tb_wgmma); returns nullptr when it is not available (caller falls back).
+// Hopper wgmma kernels (path 10: tb_wgmma3 (TMA), 11: tb_wgmma (v1), 12: tb_wgmma2 (cp.async)); returns nullptr when it is not available (caller falls back).
 const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz,
                             int m, int n, int32_t *dOut, cudaStream_t st) {
   if (!g_has_wgmma) return nullptr;
@@ -1258,6 +1410,7 @@ const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, co
   if (!attr) {
     cudaFuncSetAttribute(tb_wgmma<8, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW_SMEM(8, 4));
     cudaFuncSetAttribute(tb_wgmma2<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW2_SMEM(4));
+    cudaFuncSetAttribute(tb_wgmma3, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
     attr = true;
   }
   row_popc<true><<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
@@ -1268,8 +1421,28 @@ const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, co
   }
   const int tiles_n = (n + 127) / 128, tiles = tiles_n * ((m + 127) / 128);
   const int blocks = tiles < g_num_sms ? tiles : g_num_sms;
-  tb_wgmma2<4><<<blocks, 256, TBW2_SMEM(4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n, tiles_n, tiles);
-  return "tb_wgmma";
+  if (path == 10 && g_encode_tiled) {
+    CUtensorMap maps[3];
+    const void *ptrs[3] = {dP, dQ, dW};
+    const int rows[3] = {round_up(m, 128), round_up(m, 128), round_up(n, 128)};
+    bool ok = true;
+    for (int i = 0; i < 3 && ok; ++i) {
+      const cuuint64_t dims[2] = {(cuuint64_t)ldk * 4, (cuuint64_t)rows[i]}, strides[1] = {(cuuint64_t)ldk * 4};
+      const cuuint32_t box[2] = {128, 128}, estr[2] = {1, 1};
+      ok = g_encode_tiled(&maps[i], CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void *>(ptrs[i]), dims, strides, box,
+                          estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+    }
+    if (ok) {
+      tb_wgmma3<<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], ldk, dNz, m, n, dOut, n, tiles_n, tiles);
+      return "tb_wgmma";
+    }
+  }
+  if (path == 12 || path == 10) {
+    tb_wgmma2<4><<<blocks, 256, TBW2_SMEM(4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n, tiles_n, tiles);
+    return "tb_wgmma_cpasync";
+  }
+  return nullptr;
 }
 
 const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz, int m, int n,
@@ -1538,7 +1711,7 @@ extern "C" {
 const char *bwq_cuda_last_error(void) { return g_err; }
 
 void bwq_cuda_set_paths(int tb_path, int i8_path) {
-  g_tb_path = tb_path < 0 || tb_path > 11 ? -1 : tb_path;
+  g_tb_path = tb_path < 0 || tb_path > 12 ? -1 : tb_path;
   g_i8_path = i8_path < 0 || i8_path > 2 ? -1 : i8_path;
 }
 
@@ -1575,6 +1748,12 @@ int bwq_cuda_init(char *msg, size_t msg_len) {
       if (cudaMemcpy(&h, flag, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess) g_has_wgmma = h == 1;
       cudaFree(flag);
     }
+    void *fn = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (g_has_wgmma && cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) ==
+                           cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+      g_encode_tiled = (EncodeTiled_t)fn;
     cudaGetLastError();
   }
   g_inited = true;
