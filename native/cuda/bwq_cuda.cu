@@ -934,15 +934,10 @@ __global__ void __launch_bounds__(64 * WN, WN == 2 ? (MT == 4 ? 2 : 3) : 1)
 
 // ---------------------------------------------------------------------------------------------
 // Ternary x binary GEMM for Hopper (sm_90a only): warpgroup MMA `wgmma.mma_async ... m64n128k256 .b1
-// and.popc` with both operands read from shared memory by the tensor cores. Block 128 x 128 = 2
-// warpgroups of 64 x 128; each warpgroup keeps two accumulators, Dp = popc(p & w) and Dq = popc(q & w)
+// and.popc` with both operands read from shared memory by the tensor cores. Block tile 128 x 128 = 2
+// consumer warpgroups of 64 x 128; each keeps two accumulators, Dp = popc(p & w) and Dq = popc(q & w)
 // (64 registers each), so  sum = 2 (Dp - Dq) - (popc(p) - popc(q))  with the row sums from row_popc<true>.
-// Shared-memory tiles use the no-swizzle K-major "core matrix" layout of wgmma: 8 rows x 16 bytes
-// (128 bits) contiguous, chunk c of row group g at byte ((g * KC) + c) * 128, so the cp.async of
-// thread-slot i writes bytes [16 i, 16 i + 16) (conflict-free) and reads 16 bytes of row g*8 + i%8.
-// STAGES-deep cp.async pipeline with prefetch distance STAGES - 2 and one barrier per stage: the slot
-// refilled at stage kt was last read by the wgmmas of stage kt - 2, which every warpgroup has waited
-// for (wgmma.wait_group 1) before the barrier.  KC = 16-byte chunks per row per stage (BK = 128 KC bits).
+// Operand tiles are 128 rows x 1024 bits (128 bytes) per K stage, K-major with the 128-byte swizzle.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define BWQ_HAS_WGMMA 1
 #endif
@@ -984,99 +979,6 @@ __device__ __forceinline__ void wgmma_wait() {
 }
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 #endif
-
-#define TBW_SMEM(KC, STAGES) ((2 * 128 + 128) * (KC) * 16 * (STAGES))
-
-template <int KC, int STAGES>
-__global__ void __launch_bounds__(256, 1)
-    tb_wgmma(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q, const uint32_t *__restrict__ W, int ldk,
-             const int *__restrict__ rowsum, int M, int N, int32_t *__restrict__ out, int ldo, uint32_t lbo,
-             uint32_t sbo) {
-#ifdef BWQ_HAS_WGMMA
-  constexpr int BM = 128, BN = 128, NT = 256;
-  constexpr int TILE_A = BM * KC * 16, TILE_B = BN * KC * 16;  // bytes
-  constexpr int STAGE = 2 * TILE_A + TILE_B;
-  static_assert(KC % 2 == 0, "a stage holds whole 256-bit k steps");
-  extern __shared__ __align__(1024) unsigned char smem_w[];
-  const int tid = threadIdx.x, wg = tid >> 7;
-  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-  const int nk = ldk / (4 * KC);
-  const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem_w);
-
-  auto load_stage = [&](int s, int kt) {
-    unsigned char *base = smem_w + s * STAGE;
-    const size_t kword = (size_t)kt * 4 * KC;
-#pragma unroll
-    for (int i = tid; i < BM * KC; i += NT) {
-      const int r = (i / (8 * KC)) * 8 + (i & 7), c = (i >> 3) % KC;
-      const size_t off = (size_t)(m0 + r) * ldk + kword + c * 4;
-      cp_async16(base + i * 16, P + off);
-      cp_async16(base + TILE_A + i * 16, Q + off);
-    }
-#pragma unroll
-    for (int i = tid; i < BN * KC; i += NT) {
-      const int r = (i / (8 * KC)) * 8 + (i & 7), c = (i >> 3) % KC;
-      cp_async16(base + 2 * TILE_A + i * 16, W + (size_t)(n0 + r) * ldk + kword + c * 4);
-    }
-  };
-
-  int dp[64], dq[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) dp[i] = dq[i] = 0;
-
-#pragma unroll
-  for (int s = 0; s < STAGES - 2; ++s) {
-    if (s < nk) load_stage(s, s);
-    cp_async_commit();
-  }
-  for (int kt = 0; kt < nk; ++kt) {
-    cp_async_wait<STAGES - 3>();
-    fence_proxy_async();
-    __syncthreads();
-    {
-      const int kn = kt + STAGES - 2;
-      if (kn < nk) load_stage(kn % STAGES, kn);
-      cp_async_commit();
-    }
-    const uint32_t st = sbase + (kt % STAGES) * STAGE;
-    const uint32_t aP = st + wg * (64 * KC * 16), aQ = aP + TILE_A, aW = st + 2 * TILE_A;
-    wgmma_fence();
-#pragma unroll
-    for (int j = 0; j < KC / 2; ++j) {
-      const uint64_t dB = wgmma_desc(aW + j * 256, lbo, sbo);
-      wgmma_b1_m64n128(dp, wgmma_desc(aP + j * 256, lbo, sbo), dB);
-      wgmma_b1_m64n128(dq, wgmma_desc(aQ + j * 256, lbo, sbo), dB);
-    }
-    wgmma_commit();
-    wgmma_wait<1>();
-  }
-  wgmma_wait<0>();
-  cp_async_wait<0>();
-  // Accumulator fragment: warp w of the warpgroup owns rows 16w..16w+15; lane l: g = l/4, t = l%4;
-  // d[4j + e]: row g + 8 (e >> 1), column 8j + 2t + (e & 1).
-  const int lane = tid & 31, w = (tid >> 5) & 3, g = lane >> 2, t = lane & 3;
-  const bool vec = (ldo & 1) == 0;
-#pragma unroll
-  for (int hf = 0; hf < 2; ++hf) {
-    const int r = m0 + wg * 64 + w * 16 + g + hf * 8;
-    if (r >= M) continue;
-    const int z = rowsum[r];
-    int32_t *orow = out + (size_t)r * ldo;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const int c = n0 + 8 * j + 2 * t;
-      const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z;
-      const int v1 = 2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z;
-      if (vec && c + 1 < N) {
-        *reinterpret_cast<int2 *>(orow + c) = make_int2(v0, v1);
-      } else {
-        if (c < N) orow[c] = v0;
-        if (c + 1 < N) orow[c + 1] = v1;
-      }
-    }
-  }
-#endif
-}
 
 // Variant 2: 128-byte-swizzled K-major tiles (row r of a 128 x 1024-bit tile at byte 128 r, its 16-byte
 // chunk c at position c ^ (r % 8): eight consecutive threads copy one whole 128-byte line, conflict-free),
@@ -1208,7 +1110,7 @@ __global__ void __launch_bounds__(256, 1)
 // only wait and issue wgmma, so loads run as far ahead as the ring allows, also across tiles and during
 // the epilogue, which has its own staging area.
 #define TBW3_STAGES 3
-#define TBW3_SMEM (TBW2_STAGE * TBW3_STAGES + 128 * TBW2_LDS * 4 + 1024 + 64)
+#define TBW3_SMEM (TBW2_STAGE * TBW3_STAGES + 128 * TBW2_LDS * 4 + 1024 + 64)  // staging: the larger (padded) form
 
 #ifdef BWQ_HAS_WGMMA
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
@@ -1243,9 +1145,10 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
 }
 #endif
 
+template <bool TMA_STORE>
 __global__ void __launch_bounds__(288, 1)
     tb_wgmma3(const __grid_constant__ CUtensorMap tmP, const __grid_constant__ CUtensorMap tmQ,
-              const __grid_constant__ CUtensorMap tmW, int ldk, const int *__restrict__ rowsum, int M, int N,
+              const __grid_constant__ CUtensorMap tmW, const __grid_constant__ CUtensorMap tmO, int ldk, const int *__restrict__ rowsum, int M, int N,
               int32_t *__restrict__ out, int ldo, int tiles_n, int tiles) {
 #ifdef BWQ_HAS_WGMMA
   constexpr int S = TBW3_STAGES;
@@ -1315,6 +1218,42 @@ __global__ void __launch_bounds__(288, 1)
     wgmma_wait<0>();
     if (lane == 0) mbar_arrive(bars + 8 * (S + prev));
     // Epilogue per warpgroup on its own 64 staging rows (named barrier 1 + wg).
+    if (TMA_STORE) {
+      // Staging = 4 boxes of 64 rows x 32 int32 (128 bytes) per warpgroup in the 128-byte-swizzled layout the
+      // TMA store reads (row r of box b at byte 8192 b + 128 r, 16-byte chunk c at c ^ (r % 8)); lane (g, t)
+      // of a half-warp hits 32 different banks. One thread stores the boxes asynchronously; the next
+      // epilogue waits for their shared-memory reads before it writes the staging again.
+      const bool leader = (tid & 127) == 0;
+      if (leader) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+      named_barrier(1 + wg, 128);
+      unsigned char *wst = smem + S * TBW2_STAGE + wg * 4 * 8192;
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const int rw = w * 16 + g + hf * 8;  // row within the warpgroup's 64
+        const int z = m0 + wg * 64 + rw < M ? rowsum[m0 + wg * 64 + rw] : 0;
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z;
+          const int v1 = 2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z;
+          const int col = 8 * (j & 3) + 2 * t4;  // column within box j / 4
+          const int off = (j >> 2) * 8192 + rw * 128 + (((col >> 2) ^ (rw & 7)) << 4) + (col & 3) * 4;
+          *reinterpret_cast<int2 *>(wst + off) = make_int2(v0, v1);
+        }
+      }
+      fence_proxy_async();
+      named_barrier(1 + wg, 128);
+      if (leader) {
+        const uint32_t src = sbase + S * TBW2_STAGE + wg * 4 * 8192;
+#pragma unroll
+        for (int b = 0; b < 4; ++b)
+          asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                           (uint64_t)&tmO),
+                       "r"(n0 + 32 * b), "r"(m0 + wg * 64), "r"(src + b * 8192)
+                       : "memory");
+        asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+      }
+      continue;
+    }
     named_barrier(1 + wg, 128);  // this warpgroup's previous copy-out has finished reading the staging rows
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
@@ -1344,6 +1283,7 @@ __global__ void __launch_bounds__(288, 1)
       }
     }
   }
+  if (TMA_STORE && (tid & 127) == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 #endif
 }
 
@@ -1402,26 +1342,25 @@ typedef CUresult (*EncodeTiled_t)(CUtensorMap *, CUtensorMapDataType, cuuint32_t
                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
 EncodeTiled_t g_encode_tiled = nullptr;
 
-// Hopper wgmma kernels (path 10: tb_wgmma3 (TMA), 11: tb_wgmma (v1), 12: tb_wgmma2 (cp.async)); returns nullptr when it is not available (caller falls back).
+// Hopper wgmma kernels: path 10 = tb_wgmma3 (TMA loads; TMA store epilogue when n % 4 == 0), 11 = tb_wgmma2
+// (cp.async loads; also the fallback when the driver has no cuTensorMapEncodeTiled), 12 = tb_wgmma3 with
+// the load/store epilogue. nullptr when no wgmma kernel can run here (caller falls back to path 2).
 const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz,
                             int m, int n, int32_t *dOut, cudaStream_t st) {
   if (!g_has_wgmma) return nullptr;
   static bool attr = false;
   if (!attr) {
-    cudaFuncSetAttribute(tb_wgmma<8, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW_SMEM(8, 4));
     cudaFuncSetAttribute(tb_wgmma2<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW2_SMEM(4));
-    cudaFuncSetAttribute(tb_wgmma3, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
+    cudaFuncSetAttribute(tb_wgmma3<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
+    cudaFuncSetAttribute(tb_wgmma3<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
     attr = true;
   }
   row_popc<true><<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
-  dim3 grid((n + 127) / 128, (m + 127) / 128);
-  if (path == 11) {
-    tb_wgmma<8, 4><<<grid, 256, TBW_SMEM(8, 4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n, 128, 8 * 128);
-    return "tb_wgmma_v1";
-  }
   const int tiles_n = (n + 127) / 128, tiles = tiles_n * ((m + 127) / 128);
   const int blocks = tiles < g_num_sms ? tiles : g_num_sms;
-  if (path == 10 && g_encode_tiled) {
+  if (path != 11 && g_encode_tiled) {
+    // Operand maps: uint8 [rows, ldk * 4 bytes] (rows padded to 128), boxes of 128 rows x 128 bytes with the
+    // 128-byte swizzle the wgmma descriptors expect.
     CUtensorMap maps[3];
     const void *ptrs[3] = {dP, dQ, dW};
     const int rows[3] = {round_up(m, 128), round_up(m, 128), round_up(n, 128)};
@@ -1433,16 +1372,30 @@ const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, co
                           estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                           CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
     }
-    if (ok) {
-      tb_wgmma3<<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], ldk, dNz, m, n, dOut, n, tiles_n, tiles);
+    // Output map: int32 [m, n] (rows n * 4 bytes apart, which TMA needs to be a multiple of 16), boxes of
+    // 64 rows x 32 columns, clipped at the matrix edges by the TMA unit.
+    CUtensorMap omap;
+    bool tma_store = ok && path == 10 && n % 4 == 0;
+    if (tma_store) {
+      const cuuint64_t dims[2] = {(cuuint64_t)n, (cuuint64_t)m}, strides[1] = {(cuuint64_t)n * 4};
+      const cuuint32_t box[2] = {32, 64}, estr[2] = {1, 1};
+      tma_store = g_encode_tiled(&omap, CU_TENSOR_MAP_DATA_TYPE_INT32, 2, dOut, dims, strides, box, estr,
+                                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                 CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+    }
+    if (tma_store) {
+      tb_wgmma3<true><<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], omap, ldk, dNz, m, n, dOut, n,
+                                                      tiles_n, tiles);
       return "tb_wgmma";
     }
+    if (ok) {
+      tb_wgmma3<false><<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], maps[0], ldk, dNz, m, n, dOut, n,
+                                                       tiles_n, tiles);
+      return "tb_wgmma_ldst";
+    }
   }
-  if (path == 12 || path == 10) {
-    tb_wgmma2<4><<<blocks, 256, TBW2_SMEM(4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n, tiles_n, tiles);
-    return "tb_wgmma_cpasync";
-  }
-  return nullptr;
+  tb_wgmma2<4><<<blocks, 256, TBW2_SMEM(4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n, tiles_n, tiles);
+  return "tb_wgmma_cpasync";
 }
 
 const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz, int m, int n,
