@@ -1110,7 +1110,8 @@ __global__ void __launch_bounds__(256, 1)
 // only wait and issue wgmma, so loads run as far ahead as the ring allows, also across tiles and during
 // the epilogue, which has its own staging area.
 #define TBW3_STAGES 3
-#define TBW3_SMEM (TBW2_STAGE * TBW3_STAGES + 128 * TBW2_LDS * 4 + 1024 + 64)  // staging: the larger (padded) form
+// slots, staging (the larger, padded form), mbarriers (64 bytes), row sums (1 KiB), alignment
+#define TBW3_SMEM (TBW2_STAGE * TBW3_STAGES + 128 * TBW2_LDS * 4 + 64 + 1024 + 1024)
 
 #ifdef BWQ_HAS_WGMMA
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
@@ -1148,7 +1149,7 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
 template <bool TMA_STORE>
 __global__ void __launch_bounds__(288, 1)
     tb_wgmma3(const __grid_constant__ CUtensorMap tmP, const __grid_constant__ CUtensorMap tmQ,
-              const __grid_constant__ CUtensorMap tmW, const __grid_constant__ CUtensorMap tmO, int ldk, const int *__restrict__ rowsum, int M, int N,
+              const __grid_constant__ CUtensorMap tmW, const __grid_constant__ CUtensorMap tmO, int ldk, int M, int N,
               int32_t *__restrict__ out, int ldo, int tiles_n, int tiles) {
 #ifdef BWQ_HAS_WGMMA
   constexpr int S = TBW3_STAGES;
@@ -1158,6 +1159,7 @@ __global__ void __launch_bounds__(288, 1)
   unsigned char *smem = smem_raw + (sbase - raw);
   int *stg = reinterpret_cast<int *>(smem + S * TBW2_STAGE);
   const uint32_t bars = sbase + S * TBW2_STAGE + 128 * TBW2_LDS * 4;  // full[S], then empty[S]
+  int *rsb = reinterpret_cast<int *>(smem + S * TBW2_STAGE + 128 * TBW2_LDS * 4 + 64);  // row sums, 2 x 128
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int nk = ldk / 32;
   if (tid == 0) {
@@ -1190,12 +1192,15 @@ __global__ void __launch_bounds__(288, 1)
   }
 
   const int wg = tid >> 7, w = warp & 3, g = lane >> 2, t4 = lane & 3;
+  // Row sums popc(p) - popc(q) from the tiles in shared memory: thread (rr, hh) of a warpgroup counts half
+  // (hh) of the 128 bytes of its row rr in every stage (8 lanes read 8 different 16-byte chunk positions).
+  const int rr = tid & 63, hh = (tid >> 6) & 1;
   const bool vec4 = (ldo & 3) == 0;
   int slot = 0, prev = 0;
   uint32_t phase = 0;
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
-    int dp[64], dq[64];
+    int dp[64], dq[64], rs = 0;
 #pragma unroll
     for (int i = 0; i < 64; ++i) dp[i] = dq[i] = 0;
     for (int kt = 0; kt < nk; ++kt) {
@@ -1210,14 +1215,29 @@ __global__ void __launch_bounds__(288, 1)
         wgmma_b1_m64n128(dq, wgmma_desc_sw128(aQ + 32 * j), dB);
       }
       wgmma_commit();
+      {
+        const unsigned char *rp = smem + slot * TBW2_STAGE + wg * 64 * 128 + rr * 128;
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int off = ((hh * 4 + c) ^ (rr & 7)) << 4;
+          const uint4 p = *reinterpret_cast<const uint4 *>(rp + off);
+          const uint4 q = *reinterpret_cast<const uint4 *>(rp + 128 * 128 + off);
+          rs += __popc(p.x) + __popc(p.y) + __popc(p.z) + __popc(p.w) - __popc(q.x) - __popc(q.y) - __popc(q.z) -
+                __popc(q.w);
+        }
+      }
       wgmma_wait<1>();
+      __syncwarp();
       if (kt > 0 && lane == 0) mbar_arrive(bars + 8 * (S + prev));  // the previous slot's wgmmas are done
       prev = slot;
       if (++slot == S) slot = 0, phase ^= 1;
     }
     wgmma_wait<0>();
+    __syncwarp();
     if (lane == 0) mbar_arrive(bars + 8 * (S + prev));
-    // Epilogue per warpgroup on its own 64 staging rows (named barrier 1 + wg).
+    // Epilogue per warpgroup on its own 64 staging rows (named barrier 1 + wg; the row sums are read after
+    // the first one, and written again only after the second one of the next tile).
+    rsb[hh * 128 + wg * 64 + rr] = rs;
     if (TMA_STORE) {
       // Staging = 4 boxes of 64 rows x 32 int32 (128 bytes) per warpgroup in the 128-byte-swizzled layout the
       // TMA store reads (row r of box b at byte 8192 b + 128 r, 16-byte chunk c at c ^ (r % 8)); lane (g, t)
@@ -1230,7 +1250,7 @@ __global__ void __launch_bounds__(288, 1)
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
         const int rw = w * 16 + g + hf * 8;  // row within the warpgroup's 64
-        const int z = m0 + wg * 64 + rw < M ? rowsum[m0 + wg * 64 + rw] : 0;
+        const int z = rsb[wg * 64 + rw] + rsb[128 + wg * 64 + rw];
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
           const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z;
@@ -1258,7 +1278,7 @@ __global__ void __launch_bounds__(288, 1)
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
       const int rl = wg * 64 + w * 16 + g + hf * 8;
-      const int z = m0 + rl < M ? rowsum[m0 + rl] : 0;
+      const int z = rsb[rl] + rsb[128 + rl];
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z;
@@ -1355,7 +1375,6 @@ const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, co
     cudaFuncSetAttribute(tb_wgmma3<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
     attr = true;
   }
-  row_popc<true><<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
   const int tiles_n = (n + 127) / 128, tiles = tiles_n * ((m + 127) / 128);
   const int blocks = tiles < g_num_sms ? tiles : g_num_sms;
   if (path != 11 && g_encode_tiled) {
@@ -1384,16 +1403,17 @@ const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, co
                                  CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
     }
     if (tma_store) {
-      tb_wgmma3<true><<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], omap, ldk, dNz, m, n, dOut, n,
-                                                      tiles_n, tiles);
+      tb_wgmma3<true><<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], omap, ldk, m, n, dOut, n, tiles_n,
+                                                      tiles);
       return "tb_wgmma";
     }
     if (ok) {
-      tb_wgmma3<false><<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], maps[0], ldk, dNz, m, n, dOut, n,
+      tb_wgmma3<false><<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], maps[0], ldk, m, n, dOut, n,
                                                        tiles_n, tiles);
       return "tb_wgmma_ldst";
     }
   }
+  row_popc<true><<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
   tb_wgmma2<4><<<blocks, 256, TBW2_SMEM(4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n, tiles_n, tiles);
   return "tb_wgmma_cpasync";
 }
