@@ -1141,12 +1141,35 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const void *map, int c
       "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar)
       : "memory");
 }
+__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT_LOOP:\n"
+      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_LOOP;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const void *map, int c0, int c1, uint32_t bar,
+                                                      uint16_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%2, "
+      "%3}], [%4], %5;\n" ::"r"(dst),
+      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar), "h"(mask)
+      : "memory");
+}
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 #endif
 
-template <bool TMA_STORE>
+// CLUSTER = 2: blocks run in pairs (a thread-block cluster) on tiles with the same rows and neighbouring
+// columns; each block's producer loads one of the two activation planes and multicasts it into both
+// blocks' slots, so a block reads 32 instead of 48 KiB per stage from L2. A slot is refilled only when the
+// consumers of both blocks have released it (their empty-barrier arrivals go to both blocks).
+template <bool TMA_STORE, int CLUSTER>
 __global__ void __launch_bounds__(288, 1)
     tb_wgmma3(const __grid_constant__ CUtensorMap tmP, const __grid_constant__ CUtensorMap tmQ,
               const __grid_constant__ CUtensorMap tmW, const __grid_constant__ CUtensorMap tmO, int ldk, int M, int N,
@@ -1162,34 +1185,45 @@ __global__ void __launch_bounds__(288, 1)
   int *rsb = reinterpret_cast<int *>(smem + S * TBW2_STAGE + 128 * TBW2_LDS * 4 + 64);  // row sums, 2 x 128
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int nk = ldk / 32;
+  // Tiles in units of CLUSTER neighbouring column tiles; a block takes column tile CLUSTER * u + rank.
+  uint32_t rank = 0;
+  if (CLUSTER > 1) asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  const int units_n = tiles_n / CLUSTER, units = tiles / CLUSTER;
+  const int unit0 = blockIdx.x / CLUSTER, unit_step = gridDim.x / CLUSTER;
   if (tid == 0) {
     for (int i = 0; i < S; ++i) {
       mbar_init(bars + 8 * i, 1);
-      mbar_init(bars + 8 * (S + i), 8);
+      mbar_init(bars + 8 * (S + i), 8 * CLUSTER);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
+  if (CLUSTER > 1) asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 
   if (warp == 8) {  // producer
     if (lane == 0) {
       int slot = 0;
       uint32_t phase = 0;
-      for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-        const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
+      for (int u = unit0; u < units; u += unit_step) {
+        const int m0 = (u / units_n) * 128, n0 = (CLUSTER * (u % units_n) + rank) * 128;
         for (int kt = 0; kt < nk; ++kt) {
-          mbar_wait(bars + 8 * (S + slot), phase ^ 1);
+          if (CLUSTER > 1) mbar_wait_cluster(bars + 8 * (S + slot), phase ^ 1);
+          else mbar_wait(bars + 8 * (S + slot), phase ^ 1);
           const uint32_t full = bars + 8 * slot, dst = sbase + slot * TBW2_STAGE;
           mbar_expect_tx(full, TBW2_STAGE);
-          tma_load_2d(dst, &tmP, kt * 128, m0, full);
-          tma_load_2d(dst + 128 * 128, &tmQ, kt * 128, m0, full);
+          if (CLUSTER > 1) {
+            if (rank == 0) tma_load_2d_multicast(dst, &tmP, kt * 128, m0, full, 3);
+            else tma_load_2d_multicast(dst + 128 * 128, &tmQ, kt * 128, m0, full, 3);
+          } else {
+            tma_load_2d(dst, &tmP, kt * 128, m0, full);
+            tma_load_2d(dst + 128 * 128, &tmQ, kt * 128, m0, full);
+          }
           tma_load_2d(dst + 2 * 128 * 128, &tmW, kt * 128, n0, full);
           if (++slot == S) slot = 0, phase ^= 1;
         }
       }
     }
-    return;
-  }
+  } else {
 
   const int wg = tid >> 7, w = warp & 3, g = lane >> 2, t4 = lane & 3;
   // Row sums popc(p) - popc(q) from the tiles in shared memory: thread (rr, hh) of a warpgroup counts half
@@ -1198,8 +1232,19 @@ __global__ void __launch_bounds__(288, 1)
   const bool vec4 = (ldo & 3) == 0;
   int slot = 0, prev = 0;
   uint32_t phase = 0;
-  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
+  uint32_t peer_empty = 0;  // the other block's empty barriers (CLUSTER = 2)
+  if (CLUSTER > 1)
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(peer_empty) : "r"(bars + 8 * S), "r"(rank ^ 1u));
+  auto release = [&](int sl) {
+    if (lane == 0) {
+      mbar_arrive(bars + 8 * (S + sl));
+      if (CLUSTER > 1)
+        asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(peer_empty + 8 * sl)
+                     : "memory");
+    }
+  };
+  for (int u = unit0; u < units; u += unit_step) {
+    const int m0 = (u / units_n) * 128, n0 = (CLUSTER * (u % units_n) + rank) * 128;
     int dp[64], dq[64], rs = 0;
 #pragma unroll
     for (int i = 0; i < 64; ++i) dp[i] = dq[i] = 0;
@@ -1228,13 +1273,13 @@ __global__ void __launch_bounds__(288, 1)
       }
       wgmma_wait<1>();
       __syncwarp();
-      if (kt > 0 && lane == 0) mbar_arrive(bars + 8 * (S + prev));  // the previous slot's wgmmas are done
+      if (kt > 0) release(prev);  // the previous slot's wgmmas are done
       prev = slot;
       if (++slot == S) slot = 0, phase ^= 1;
     }
     wgmma_wait<0>();
     __syncwarp();
-    if (lane == 0) mbar_arrive(bars + 8 * (S + prev));
+    release(prev);
     // Epilogue per warpgroup on its own 64 staging rows (named barrier 1 + wg; the row sums are read after
     // the first one, and written again only after the second one of the next tile).
     rsb[hh * 128 + wg * 64 + rr] = rs;
@@ -1304,6 +1349,9 @@ __global__ void __launch_bounds__(288, 1)
     }
   }
   if (TMA_STORE && (tid & 127) == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+  }  // consumers
+  // No block of a cluster may exit while the other can still multicast into it or arrive on its barriers.
+  if (CLUSTER > 1) asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 #endif
 }
 
@@ -1362,17 +1410,19 @@ typedef CUresult (*EncodeTiled_t)(CUtensorMap *, CUtensorMapDataType, cuuint32_t
                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
 EncodeTiled_t g_encode_tiled = nullptr;
 
-// Hopper wgmma kernels: path 10 = tb_wgmma3 (TMA loads; TMA store epilogue when n % 4 == 0), 11 = tb_wgmma2
-// (cp.async loads; also the fallback when the driver has no cuTensorMapEncodeTiled), 12 = tb_wgmma3 with
-// the load/store epilogue. nullptr when no wgmma kernel can run here (caller falls back to path 2).
+// Hopper wgmma kernels: path 10 = tb_wgmma3 (TMA loads, block pairs when the column tiles pair up, TMA
+// store epilogue when n % 4 == 0), 11 = tb_wgmma2 (cp.async loads; also the fallback when the driver has no
+// cuTensorMapEncodeTiled), 12 = tb_wgmma3 with the load/store epilogue, 13 = tb_wgmma3 in single blocks. nullptr when no wgmma kernel can run here (caller falls back to path 2).
 const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz,
                             int m, int n, int32_t *dOut, cudaStream_t st) {
   if (!g_has_wgmma) return nullptr;
   static bool attr = false;
   if (!attr) {
     cudaFuncSetAttribute(tb_wgmma2<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW2_SMEM(4));
-    cudaFuncSetAttribute(tb_wgmma3<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
-    cudaFuncSetAttribute(tb_wgmma3<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
+    cudaFuncSetAttribute(tb_wgmma3<true, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
+    cudaFuncSetAttribute(tb_wgmma3<false, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
+    cudaFuncSetAttribute(tb_wgmma3<true, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
+    cudaFuncSetAttribute(tb_wgmma3<false, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
     attr = true;
   }
   const int tiles_n = (n + 127) / 128, tiles = tiles_n * ((m + 127) / 128);
@@ -1394,7 +1444,7 @@ const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, co
     // Output map: int32 [m, n] (rows n * 4 bytes apart, which TMA needs to be a multiple of 16), boxes of
     // 64 rows x 32 columns, clipped at the matrix edges by the TMA unit.
     CUtensorMap omap;
-    bool tma_store = ok && path == 10 && n % 4 == 0;
+    bool tma_store = ok && path != 12 && n % 4 == 0;
     if (tma_store) {
       const cuuint64_t dims[2] = {(cuuint64_t)n, (cuuint64_t)m}, strides[1] = {(cuuint64_t)n * 4};
       const cuuint32_t box[2] = {32, 64}, estr[2] = {1, 1};
@@ -1402,15 +1452,47 @@ const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, co
                                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                                  CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
     }
-    if (tma_store) {
-      tb_wgmma3<true><<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], omap, ldk, m, n, dOut, n, tiles_n,
-                                                      tiles);
-      return "tb_wgmma";
-    }
     if (ok) {
-      tb_wgmma3<false><<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], maps[0], ldk, m, n, dOut, n,
-                                                       tiles_n, tiles);
-      return "tb_wgmma_ldst";
+      // Pairs of blocks (a 2-block cluster multicasting the activation tiles) when the column tiles pair up
+      // and the GPU can co-schedule them; path 13 forces single blocks (for comparison).
+      if (path != 13 && tiles_n % 2 == 0) {
+        static int max_clusters = -1;
+        cudaLaunchConfig_t cfg = {};
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeClusterDimension;
+        attr[0].val.clusterDim.x = 2;
+        attr[0].val.clusterDim.y = 1;
+        attr[0].val.clusterDim.z = 1;
+        cfg.blockDim = dim3(288);
+        cfg.dynamicSmemBytes = TBW3_SMEM;
+        cfg.stream = st;
+        cfg.attrs = attr;
+        cfg.numAttrs = 1;
+        if (max_clusters < 0) {
+          cfg.gridDim = dim3(2 * g_num_sms);
+          if (cudaOccupancyMaxActiveClusters(&max_clusters, tb_wgmma3<true, 2>, &cfg) != cudaSuccess) max_clusters = 0;
+          cudaGetLastError();
+        }
+        const int pairs = tiles / 2, clusters = pairs < max_clusters ? pairs : max_clusters;
+        if (clusters > 0) {
+          cfg.gridDim = dim3(2 * clusters);
+          const cudaError_t e =
+              tma_store ? cudaLaunchKernelEx(&cfg, tb_wgmma3<true, 2>, maps[0], maps[1], maps[2], omap, ldk, m, n,
+                                             dOut, n, tiles_n, tiles)
+                        : cudaLaunchKernelEx(&cfg, tb_wgmma3<false, 2>, maps[0], maps[1], maps[2], maps[0], ldk, m, n,
+                                             dOut, n, tiles_n, tiles);
+          if (e == cudaSuccess) return tma_store ? "tb_wgmma" : "tb_wgmma_ldst";
+          cudaGetLastError();
+        }
+      }
+      if (tma_store) {
+        tb_wgmma3<true, 1><<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], omap, ldk, m, n, dOut, n,
+                                                           tiles_n, tiles);
+        return "tb_wgmma_1cta";
+      }
+      tb_wgmma3<false, 1><<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], maps[0], ldk, m, n, dOut, n,
+                                                          tiles_n, tiles);
+      return "tb_wgmma_ldst_1cta";
     }
   }
   row_popc<true><<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
@@ -1684,7 +1766,7 @@ extern "C" {
 const char *bwq_cuda_last_error(void) { return g_err; }
 
 void bwq_cuda_set_paths(int tb_path, int i8_path) {
-  g_tb_path = tb_path < 0 || tb_path > 12 ? -1 : tb_path;
+  g_tb_path = tb_path < 0 || tb_path > 13 ? -1 : tb_path;
   g_i8_path = i8_path < 0 || i8_path > 2 ? -1 : i8_path;
 }
 

@@ -93,6 +93,9 @@ std::vector<Case> cases() {
   cs.push_back({129, 257, 4096 + 40});
   cs.push_back({8, 300, 2048});
   cs.push_back({300, 96, 700});
+  // Tile rows and column pairs for the Hopper kernels (paired blocks, TMA store with ragged edges).
+  cs.push_back({200, 512, 1500});
+  cs.push_back({130, 256, 2048});
   return cs;
 }
 
@@ -157,7 +160,7 @@ int bench(bool quick, bool tb_only, const char *json_path) {
         if (m <= 64) paths = {0, 1, 2};
         else paths = {2};
         if (kind == 0 && m == 1) paths = {0, 9, 1, 2};
-        if (kind == 0 && m > 64) paths = {10, 12, 11, 2};
+        if (kind == 0 && m > 64) paths = {10, 13, 2};
         for (int path : paths) {
         bwq_cuda_set_paths(path, path);
         bwq_bench_result r;
@@ -235,8 +238,8 @@ int main(int argc, char **argv) {
     if (e != BWQ_OK) return 1;
     const char *names[] = {"cuda-auto",     "cuda-gemv",     "cuda-skinny",   "cuda-tiled",     "cuda-tiled-v2",
                            "cuda-tiled-v1", "cuda-tiled-v3", "cuda-tiled-v4s", "cuda-tiled-v4nz", "cuda-tiled-v4k16",
-                           "cuda-gemv-r4",  "cuda-wgmma",    "cuda-wgmma-cpasync", "cuda-wgmma-ldst"};
-    for (int path = -1; path <= 12; ++path) {
+                           "cuda-gemv-r4",  "cuda-wgmma",    "cuda-wgmma-cpasync", "cuda-wgmma-ldst", "cuda-wgmma-1cta"};
+    for (int path = -1; path <= 13; ++path) {
       bwq_cuda_set_paths(path, path);
       fails += run_checks(names[path + 1], bwq_cuda_ternary_binary_gemm, bwq_cuda_int8_binary_gemm, false);
     }
