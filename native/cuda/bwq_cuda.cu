@@ -96,6 +96,9 @@ __global__ void mask_last_word(uint32_t *x, int rows, int ldk, int kw, uint32_t 
 template <bool DIFF = false>
 __global__ void row_popc(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q, int ldk, int rows,
                          int *__restrict__ nz) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");  // a PDL-launched GEMM may start now
+#endif
   const int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (r >= rows) return;
   int c = 0;
@@ -990,10 +993,12 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 #define TBW2_LDS 136  // staging row stride in words (136 = 128 + 8: conflict-free 8-byte fragment stores)
 
 #ifdef BWQ_HAS_WGMMA
-__device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t smem_addr) {
-  // 128-byte swizzle (mode 1 in bits 62-63), 8-row groups 1024 bytes apart; the leading offset is unused.
-  return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
-         ((uint64_t)1 << 62);
+template <int RB>
+__device__ __forceinline__ uint64_t wgmma_desc_swizzled(uint32_t smem_addr) {
+  // RB-byte rows with the RB-byte swizzle (mode 1 = 128 B, 2 = 64 B in bits 62-63), 8-row groups 8 RB bytes
+  // apart; the leading offset is unused for swizzled K-major operands.
+  return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(8 * RB >> 4) << 32) |
+         ((uint64_t)(RB == 128 ? 1 : 2) << 62);
 }
 #endif
 
@@ -1058,9 +1063,9 @@ __global__ void __launch_bounds__(256, 1)
       wgmma_fence();
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const uint64_t dB = wgmma_desc_sw128(aW + 32 * j);
-        wgmma_b1_m64n128(dp, wgmma_desc_sw128(aP + 32 * j), dB);
-        wgmma_b1_m64n128(dq, wgmma_desc_sw128(aQ + 32 * j), dB);
+        const uint64_t dB = wgmma_desc_swizzled<128>(aW + 32 * j);
+        wgmma_b1_m64n128(dp, wgmma_desc_swizzled<128>(aP + 32 * j), dB);
+        wgmma_b1_m64n128(dq, wgmma_desc_swizzled<128>(aQ + 32 * j), dB);
       }
       wgmma_commit();
       wgmma_wait<1>();
@@ -1103,15 +1108,18 @@ __global__ void __launch_bounds__(256, 1)
 #endif
 }
 
-// Variant 3: the same tiles and epilogue, loaded by the Tensor Memory Accelerator. A producer warp issues
-// one 2-D TMA copy per operand tile (128 rows x 128 bytes, hardware 128-byte swizzle = the layout above)
-// into a ring of TBW3_STAGES slots; `full` mbarriers count the bytes in, `empty` mbarriers (one arrival per
-// consumer warp, after its wgmmas on the slot are complete) hand slots back. The two consumer warpgroups
-// only wait and issue wgmma, so loads run as far ahead as the ring allows, also across tiles and during
-// the epilogue, which has its own staging area.
-#define TBW3_STAGES 3
-// slots, staging (the larger, padded form), mbarriers (64 bytes), row sums (1 KiB), alignment
-#define TBW3_SMEM (TBW2_STAGE * TBW3_STAGES + 128 * TBW2_LDS * 4 + 64 + 1024 + 1024)
+// Variant 3 (the default): the same 128 x 1024-bit tiles, loaded by the Tensor Memory Accelerator. A
+// producer warp issues one 2-D TMA copy per operand tile (hardware 128-byte swizzle = the layout above)
+// into a ring of 3 slots; `full` mbarriers count the bytes in, `empty` mbarriers (one arrival per consumer
+// warp, after its wgmmas on the slot are complete) hand slots back. The two consumer warpgroups only wait
+// and issue wgmma, so loads run ahead across tiles and during the epilogue.
+// Row sums popc(p) - popc(q) come from row_popc<true>, launched just before as a programmatic dependency:
+// the GEMM starts while it runs and waits for it (griddepcontrol.wait) only before its first epilogue.
+// Epilogue (TMA_STORE): fragments -> 128-byte-swizzled staging -> asynchronous TMA stores (clipped at the
+// matrix edges); otherwise (n % 4 != 0) 8-byte stores straight from the registers.
+#define TBW3_SLOTS 3
+#define TBW3_SLOT (3 * 128 * 128)  // P, Q, W tiles
+#define TBW3_SMEM (TBW3_SLOTS * TBW3_SLOT + 128 * 128 * 4 + 128 + 1024)  // slots, staging, mbarriers, alignment
 
 #ifdef BWQ_HAS_WGMMA
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
@@ -1123,16 +1131,28 @@ __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
+// Waits for the phase of `parity` to complete. A wait that has not finished after about 2^26 polls (seconds)
+// is a protocol bug: trap, so the launch fails with an error instead of hanging the process.
+template <bool CLUSTER_SCOPE = false>
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "WAIT_LOOP:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_LOOP;\n"
-      "}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
+  for (uint32_t polls = 0;; ++polls) {
+    uint32_t done;
+    if (CLUSTER_SCOPE)
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, "
+          "p;\n}\n"
+          : "=r"(done)
+          : "r"(bar), "r"(parity)
+          : "memory");
+    else
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+          : "=r"(done)
+          : "r"(bar), "r"(parity)
+          : "memory");
+    if (done) return;
+    if (polls > (1u << 26)) __trap();
+  }
 }
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const void *map, int c0, int c1, uint32_t bar) {
   asm volatile(
@@ -1141,165 +1161,113 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const void *map, int c
       "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar)
       : "memory");
 }
-__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "WAIT_LOOP:\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_LOOP;\n"
-      "}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-__device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const void *map, int c0, int c1, uint32_t bar,
-                                                      uint16_t mask) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%2, "
-      "%3}], [%4], %5;\n" ::"r"(dst),
-      "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(bar), "h"(mask)
-      : "memory");
-}
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 #endif
 
-// CLUSTER = 2: blocks run in pairs (a thread-block cluster) on tiles with the same rows and neighbouring
-// columns; each block's producer loads one of the two activation planes and multicasts it into both
-// blocks' slots, so a block reads 32 instead of 48 KiB per stage from L2. A slot is refilled only when the
-// consumers of both blocks have released it (their empty-barrier arrivals go to both blocks).
-template <bool TMA_STORE, int CLUSTER>
+template <bool TMA_STORE>
 __global__ void __launch_bounds__(288, 1)
     tb_wgmma3(const __grid_constant__ CUtensorMap tmP, const __grid_constant__ CUtensorMap tmQ,
-              const __grid_constant__ CUtensorMap tmW, const __grid_constant__ CUtensorMap tmO, int ldk, int M, int N,
-              int32_t *__restrict__ out, int ldo, int tiles_n, int tiles) {
+              const __grid_constant__ CUtensorMap tmW, const __grid_constant__ CUtensorMap tmO, int ldk,
+              const int *__restrict__ rowsum, int M, int N, int32_t *__restrict__ out, int ldo, int tiles_n,
+              int tiles) {
 #ifdef BWQ_HAS_WGMMA
-  constexpr int S = TBW3_STAGES;
+  constexpr int S = TBW3_SLOTS, SLOT = TBW3_SLOT;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
-  const uint32_t sbase = (raw + 1023u) & ~1023u;
+  const uint32_t sbase = (raw + 1023u) & ~1023u;  // swizzle atoms are 1024-byte aligned
   unsigned char *smem = smem_raw + (sbase - raw);
-  int *stg = reinterpret_cast<int *>(smem + S * TBW2_STAGE);
-  const uint32_t bars = sbase + S * TBW2_STAGE + 128 * TBW2_LDS * 4;  // full[S], then empty[S]
-  int *rsb = reinterpret_cast<int *>(smem + S * TBW2_STAGE + 128 * TBW2_LDS * 4 + 64);  // row sums, 2 x 128
+  const uint32_t stage_out = sbase + S * SLOT;           // staging: 2 warpgroups x 4 boxes of 64 x 32 int32
+  const uint32_t bars = stage_out + 128 * 128 * 4;       // full[S], then empty[S]
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int nk = ldk / 32;
-  // Tiles in units of CLUSTER neighbouring column tiles; a block takes column tile CLUSTER * u + rank.
-  uint32_t rank = 0;
-  if (CLUSTER > 1) asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
-  const int units_n = tiles_n / CLUSTER, units = tiles / CLUSTER;
-  const int unit0 = blockIdx.x / CLUSTER, unit_step = gridDim.x / CLUSTER;
   if (tid == 0) {
     for (int i = 0; i < S; ++i) {
       mbar_init(bars + 8 * i, 1);
-      mbar_init(bars + 8 * (S + i), 8 * CLUSTER);
+      mbar_init(bars + 8 * (S + i), 8);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  if (CLUSTER > 1) asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 
   if (warp == 8) {  // producer
     if (lane == 0) {
       int slot = 0;
       uint32_t phase = 0;
-      for (int u = unit0; u < units; u += unit_step) {
-        const int m0 = (u / units_n) * 128, n0 = (CLUSTER * (u % units_n) + rank) * 128;
+      for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
         for (int kt = 0; kt < nk; ++kt) {
-          if (CLUSTER > 1) mbar_wait_cluster(bars + 8 * (S + slot), phase ^ 1);
-          else mbar_wait(bars + 8 * (S + slot), phase ^ 1);
-          const uint32_t full = bars + 8 * slot, dst = sbase + slot * TBW2_STAGE;
-          mbar_expect_tx(full, TBW2_STAGE);
-          if (CLUSTER > 1) {
-            if (rank == 0) tma_load_2d_multicast(dst, &tmP, kt * 128, m0, full, 3);
-            else tma_load_2d_multicast(dst + 128 * 128, &tmQ, kt * 128, m0, full, 3);
-          } else {
-            tma_load_2d(dst, &tmP, kt * 128, m0, full);
-            tma_load_2d(dst + 128 * 128, &tmQ, kt * 128, m0, full);
-          }
+          mbar_wait(bars + 8 * (S + slot), phase ^ 1);
+          const uint32_t full = bars + 8 * slot, dst = sbase + slot * SLOT;
+          mbar_expect_tx(full, 3 * 128 * 128);
+          tma_load_2d(dst, &tmP, kt * 128, m0, full);
+          tma_load_2d(dst + 128 * 128, &tmQ, kt * 128, m0, full);
           tma_load_2d(dst + 2 * 128 * 128, &tmW, kt * 128, n0, full);
           if (++slot == S) slot = 0, phase ^= 1;
         }
       }
     }
-  } else {
+    return;
+  }
 
   const int wg = tid >> 7, w = warp & 3, g = lane >> 2, t4 = lane & 3;
-  // Row sums popc(p) - popc(q) from the tiles in shared memory: thread (rr, hh) of a warpgroup counts half
-  // (hh) of the 128 bytes of its row rr in every stage (8 lanes read 8 different 16-byte chunk positions).
-  const int rr = tid & 63, hh = (tid >> 6) & 1;
-  const bool vec4 = (ldo & 3) == 0;
   int slot = 0, prev = 0;
   uint32_t phase = 0;
-  uint32_t peer_empty = 0;  // the other block's empty barriers (CLUSTER = 2)
-  if (CLUSTER > 1)
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(peer_empty) : "r"(bars + 8 * S), "r"(rank ^ 1u));
-  auto release = [&](int sl) {
-    if (lane == 0) {
-      mbar_arrive(bars + 8 * (S + sl));
-      if (CLUSTER > 1)
-        asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(peer_empty + 8 * sl)
-                     : "memory");
-    }
+  const int r_lo = wg * 64 + w * 16 + g;  // this lane's rows of a tile: r_lo and r_lo + 8
+  auto load_z = [&](int m0, int (&z)[2]) {
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) z[hf] = m0 + r_lo + 8 * hf < M ? rowsum[m0 + r_lo + 8 * hf] : 0;
   };
-  for (int u = unit0; u < units; u += unit_step) {
-    const int m0 = (u / units_n) * 128, n0 = (CLUSTER * (u % units_n) + rank) * 128;
-    int dp[64], dq[64], rs = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
+    const bool first = tile == (int)blockIdx.x;
+    int z[2];
+    if (!first) load_z(m0, z);  // early, so the loads are back by the epilogue
+    int dp[64], dq[64];
 #pragma unroll
     for (int i = 0; i < 64; ++i) dp[i] = dq[i] = 0;
     for (int kt = 0; kt < nk; ++kt) {
       mbar_wait(bars + 8 * slot, phase);
-      const uint32_t st = sbase + slot * TBW2_STAGE;
+      const uint32_t st = sbase + slot * SLOT;
       const uint32_t aP = st + wg * 64 * 128, aQ = aP + 128 * 128, aW = st + 2 * 128 * 128;
       wgmma_fence();
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const uint64_t dB = wgmma_desc_sw128(aW + 32 * j);
-        wgmma_b1_m64n128(dp, wgmma_desc_sw128(aP + 32 * j), dB);
-        wgmma_b1_m64n128(dq, wgmma_desc_sw128(aQ + 32 * j), dB);
+        const uint64_t dB = wgmma_desc_swizzled<128>(aW + 32 * j);
+        wgmma_b1_m64n128(dp, wgmma_desc_swizzled<128>(aP + 32 * j), dB);
+        wgmma_b1_m64n128(dq, wgmma_desc_swizzled<128>(aQ + 32 * j), dB);
       }
       wgmma_commit();
-      {
-        const unsigned char *rp = smem + slot * TBW2_STAGE + wg * 64 * 128 + rr * 128;
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int off = ((hh * 4 + c) ^ (rr & 7)) << 4;
-          const uint4 p = *reinterpret_cast<const uint4 *>(rp + off);
-          const uint4 q = *reinterpret_cast<const uint4 *>(rp + 128 * 128 + off);
-          rs += __popc(p.x) + __popc(p.y) + __popc(p.z) + __popc(p.w) - __popc(q.x) - __popc(q.y) - __popc(q.z) -
-                __popc(q.w);
-        }
-      }
       wgmma_wait<1>();
-      __syncwarp();
-      if (kt > 0) release(prev);  // the previous slot's wgmmas are done
+      if (kt > 0 && lane == 0) mbar_arrive(bars + 8 * (S + prev));  // the previous slot's wgmmas are done
       prev = slot;
       if (++slot == S) slot = 0, phase ^= 1;
     }
     wgmma_wait<0>();
-    __syncwarp();
-    release(prev);
-    // Epilogue per warpgroup on its own 64 staging rows (named barrier 1 + wg; the row sums are read after
-    // the first one, and written again only after the second one of the next tile).
-    rsb[hh * 128 + wg * 64 + rr] = rs;
+    if (lane == 0) mbar_arrive(bars + 8 * (S + prev));
+    if (first) {
+      asm volatile("griddepcontrol.wait;\n" ::: "memory");  // row_popc has finished (no-op without PDL)
+      load_z(m0, z);
+    }
+    // Accumulator fragment: warp w of the warpgroup owns rows 16w..16w+15; lane (g, t): d[4j + e] is row
+    // g + 8 (e >> 1), column 8j + 2t + (e & 1).
     if (TMA_STORE) {
       // Staging = 4 boxes of 64 rows x 32 int32 (128 bytes) per warpgroup in the 128-byte-swizzled layout the
-      // TMA store reads (row r of box b at byte 8192 b + 128 r, 16-byte chunk c at c ^ (r % 8)); lane (g, t)
-      // of a half-warp hits 32 different banks. One thread stores the boxes asynchronously; the next
-      // epilogue waits for their shared-memory reads before it writes the staging again.
+      // TMA store reads (row r of box b at byte 8192 b + 128 r, 16-byte chunk c at c ^ (r % 8)); the lanes of
+      // a half-warp hit 32 different banks. One thread per warpgroup stores the boxes asynchronously; the
+      // next epilogue first waits until those stores have read the staging.
       const bool leader = (tid & 127) == 0;
       if (leader) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
       named_barrier(1 + wg, 128);
-      unsigned char *wst = smem + S * TBW2_STAGE + wg * 4 * 8192;
+      unsigned char *wst = smem + (stage_out - sbase) + wg * 4 * 8192;
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
         const int rw = w * 16 + g + hf * 8;  // row within the warpgroup's 64
-        const int z = rsb[wg * 64 + rw] + rsb[128 + wg * 64 + rw];
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
-          const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z;
-          const int v1 = 2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z;
+          const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z[hf];
+          const int v1 = 2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z[hf];
           const int col = 8 * (j & 3) + 2 * t4;  // column within box j / 4
           const int off = (j >> 2) * 8192 + rw * 128 + (((col >> 2) ^ (rw & 7)) << 4) + (col & 3) * 4;
           *reinterpret_cast<int2 *>(wst + off) = make_int2(v0, v1);
@@ -1308,7 +1276,7 @@ __global__ void __launch_bounds__(288, 1)
       fence_proxy_async();
       named_barrier(1 + wg, 128);
       if (leader) {
-        const uint32_t src = sbase + S * TBW2_STAGE + wg * 4 * 8192;
+        const uint32_t src = stage_out + wg * 4 * 8192;
 #pragma unroll
         for (int b = 0; b < 4; ++b)
           asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
@@ -1317,41 +1285,29 @@ __global__ void __launch_bounds__(288, 1)
                        : "memory");
         asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
       }
-      continue;
-    }
-    named_barrier(1 + wg, 128);  // this warpgroup's previous copy-out has finished reading the staging rows
+    } else {
+      const bool vec = (ldo & 1) == 0;
 #pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      const int rl = wg * 64 + w * 16 + g + hf * 8;
-      const int z = rsb[rl] + rsb[128 + rl];
+      for (int hf = 0; hf < 2; ++hf) {
+        const int r = m0 + wg * 64 + w * 16 + g + hf * 8;
+        if (r >= M) continue;
+        int32_t *orow = out + (size_t)r * ldo;
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z;
-        const int v1 = 2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z;
-        *reinterpret_cast<int2 *>(stg + rl * TBW2_LDS + 8 * j + 2 * t4) = make_int2(v0, v1);
-      }
-    }
-    named_barrier(1 + wg, 128);
-#pragma unroll 4
-    for (int i = tid & 127; i < 64 * 32; i += 128) {
-      const int r = wg * 64 + (i >> 5), q = i & 31, gr = m0 + r, c = n0 + 4 * q;
-      if (gr >= M || c >= N) continue;
-      const int4 v = *reinterpret_cast<const int4 *>(stg + r * TBW2_LDS + 4 * q);
-      int32_t *o = out + (size_t)gr * ldo + c;
-      if (vec4 && c + 3 < N) {
-        *reinterpret_cast<int4 *>(o) = v;
-      } else {
-        o[0] = v.x;
-        if (c + 1 < N) o[1] = v.y;
-        if (c + 2 < N) o[2] = v.z;
-        if (c + 3 < N) o[3] = v.w;
+        for (int j = 0; j < 16; ++j) {
+          const int c = n0 + 8 * j + 2 * t4;
+          const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z[hf];
+          const int v1 = 2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z[hf];
+          if (vec && c + 1 < N) {
+            *reinterpret_cast<int2 *>(orow + c) = make_int2(v0, v1);
+          } else {
+            if (c < N) orow[c] = v0;
+            if (c + 1 < N) orow[c + 1] = v1;
+          }
+        }
       }
     }
   }
   if (TMA_STORE && (tid & 127) == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
-  }  // consumers
-  // No block of a cluster may exit while the other can still multicast into it or arrive on its barriers.
-  if (CLUSTER > 1) asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 #endif
 }
 
@@ -1410,19 +1366,17 @@ typedef CUresult (*EncodeTiled_t)(CUtensorMap *, CUtensorMapDataType, cuuint32_t
                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
 EncodeTiled_t g_encode_tiled = nullptr;
 
-// Hopper wgmma kernels: path 10 = tb_wgmma3 (TMA loads, block pairs when the column tiles pair up, TMA
-// store epilogue when n % 4 == 0), 11 = tb_wgmma2 (cp.async loads; also the fallback when the driver has no
-// cuTensorMapEncodeTiled), 12 = tb_wgmma3 with the load/store epilogue, 13 = tb_wgmma3 in single blocks. nullptr when no wgmma kernel can run here (caller falls back to path 2).
+// Hopper wgmma kernels: path 10 = tb_wgmma3 (TMA loads; TMA-store epilogue when n % 4 == 0, else direct
+// stores), 11 = tb_wgmma2 (cp.async loads; also the fallback when the driver has no cuTensorMapEncodeTiled),
+// 12 = tb_wgmma3 with direct stores. nullptr when no wgmma kernel can run here (caller falls back to path 2).
 const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz,
                             int m, int n, int32_t *dOut, cudaStream_t st) {
   if (!g_has_wgmma) return nullptr;
   static bool attr = false;
   if (!attr) {
     cudaFuncSetAttribute(tb_wgmma2<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW2_SMEM(4));
-    cudaFuncSetAttribute(tb_wgmma3<true, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
-    cudaFuncSetAttribute(tb_wgmma3<false, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
-    cudaFuncSetAttribute(tb_wgmma3<true, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
-    cudaFuncSetAttribute(tb_wgmma3<false, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
+    cudaFuncSetAttribute(tb_wgmma3<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
+    cudaFuncSetAttribute(tb_wgmma3<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
     attr = true;
   }
   const int tiles_n = (n + 127) / 128, tiles = tiles_n * ((m + 127) / 128);
@@ -1453,46 +1407,26 @@ const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, co
                                  CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
     }
     if (ok) {
-      // Pairs of blocks (a 2-block cluster multicasting the activation tiles) when the column tiles pair up
-      // and the GPU can co-schedule them; path 13 forces single blocks (for comparison).
-      if (path != 13 && tiles_n % 2 == 0) {
-        static int max_clusters = -1;
-        cudaLaunchConfig_t cfg = {};
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeClusterDimension;
-        attr[0].val.clusterDim.x = 2;
-        attr[0].val.clusterDim.y = 1;
-        attr[0].val.clusterDim.z = 1;
-        cfg.blockDim = dim3(288);
-        cfg.dynamicSmemBytes = TBW3_SMEM;
-        cfg.stream = st;
-        cfg.attrs = attr;
-        cfg.numAttrs = 1;
-        if (max_clusters < 0) {
-          cfg.gridDim = dim3(2 * g_num_sms);
-          if (cudaOccupancyMaxActiveClusters(&max_clusters, tb_wgmma3<true, 2>, &cfg) != cudaSuccess) max_clusters = 0;
-          cudaGetLastError();
-        }
-        const int pairs = tiles / 2, clusters = pairs < max_clusters ? pairs : max_clusters;
-        if (clusters > 0) {
-          cfg.gridDim = dim3(2 * clusters);
-          const cudaError_t e =
-              tma_store ? cudaLaunchKernelEx(&cfg, tb_wgmma3<true, 2>, maps[0], maps[1], maps[2], omap, ldk, m, n,
-                                             dOut, n, tiles_n, tiles)
-                        : cudaLaunchKernelEx(&cfg, tb_wgmma3<false, 2>, maps[0], maps[1], maps[2], maps[0], ldk, m, n,
-                                             dOut, n, tiles_n, tiles);
-          if (e == cudaSuccess) return tma_store ? "tb_wgmma" : "tb_wgmma_ldst";
-          cudaGetLastError();
-        }
-      }
-      if (tma_store) {
-        tb_wgmma3<true, 1><<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], omap, ldk, m, n, dOut, n,
-                                                           tiles_n, tiles);
-        return "tb_wgmma_1cta";
-      }
-      tb_wgmma3<false, 1><<<blocks, 288, TBW3_SMEM, st>>>(maps[0], maps[1], maps[2], maps[0], ldk, m, n, dOut, n,
-                                                          tiles_n, tiles);
-      return "tb_wgmma_ldst_1cta";
+      row_popc<true><<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
+      cudaLaunchConfig_t cfg = {};
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[0].val.programmaticStreamSerializationAllowed = 1;
+      cfg.gridDim = dim3(blocks);
+      cfg.blockDim = dim3(288);
+      cfg.dynamicSmemBytes = TBW3_SMEM;
+      cfg.stream = st;
+      cfg.attrs = attr;
+      cfg.numAttrs = 1;
+      const int *rs = dNz;
+      if (tma_store &&
+          cudaLaunchKernelEx(&cfg, tb_wgmma3<true>, maps[0], maps[1], maps[2], omap, ldk, rs, m, n, dOut, n, tiles_n,
+                             tiles) == cudaSuccess)
+        return "tb_wgmma";
+      if (cudaLaunchKernelEx(&cfg, tb_wgmma3<false>, maps[0], maps[1], maps[2], maps[0], ldk, rs, m, n, dOut, n,
+                             tiles_n, tiles) == cudaSuccess)
+        return "tb_wgmma_st";
+      cudaGetLastError();  // e.g. no PDL support: the cp.async kernel below
     }
   }
   row_popc<true><<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
@@ -1766,7 +1700,7 @@ extern "C" {
 const char *bwq_cuda_last_error(void) { return g_err; }
 
 void bwq_cuda_set_paths(int tb_path, int i8_path) {
-  g_tb_path = tb_path < 0 || tb_path > 13 ? -1 : tb_path;
+  g_tb_path = tb_path < 0 || tb_path > 12 ? -1 : tb_path;
   g_i8_path = i8_path < 0 || i8_path > 2 ? -1 : i8_path;
 }
 
