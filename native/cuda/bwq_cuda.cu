@@ -2,8 +2,12 @@
 //
 //  ternary x binary  : M <= 4   -> tb_gemv        (warp per weight row, LOP3 + popc, activations via L1)
 //                      M <= 64  -> tb_mma_skinny  (mma.sync m16n8k256 .b1 AND+POPC, 16 columns per block, split K)
-//                      M  > 64  -> tb_mma_b1      (same MMA, 128x128x1024-bit block tiles, 4 warps of 64x64,
-//                                                      2-stage cp.async, 2 blocks per SM; nz from row_popc)
+//                      M  > 64  -> tb_wgmma       on Hopper (sm_90a code on an sm_90 device): wgmma m64n128k256 .b1
+//                                                 from 128-byte-swizzled shared memory, TMA loads by a producer
+//                                                 warp, persistent 128x128 tiles, TMA-store epilogue, row sums
+//                                                 from row_popc launched as a programmatic dependency
+//                                  tb_mma_b1      elsewhere (mma.sync, 128x128x1024-bit block tiles, 4 warps of
+//                                                 64x64, 2-stage cp.async, 2 blocks per SM; nz from row_popc)
 //  int8 x binary     : M <= 2   -> i8_gemv_dp4a   (warp per weight row, bits expanded to +-1 bytes, dp4a)
 //                      M <= 64  -> i8_mma_skinny  (mma.sync m16n8k32 s8, +-1 bytes built in registers, split K)
 //                      M  > 64  -> i8_mma_s8      (same MMA, 128x128x64 tiles, weights expanded in shared memory)

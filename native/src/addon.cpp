@@ -281,7 +281,8 @@ napi_value CudaInit(napi_env env, napi_callback_info) {
   return o;
 }
 
-// cudaBench(kind, m, n, k, warmup, reps) -> { msOurs, msCublas, topsOurs, tflopsCublas, kernel, checked, mismatches, cublas }
+// cudaBench(kind, m, n, k, warmup, reps) -> { msOurs, msCublas, msOursGraph, msCublasGraph, topsOurs, tflopsCublas,
+//   kernel, checked, mismatches, cublas }
 napi_value CudaBench(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   if (!get_args(env, info, 6, argv)) return nullptr;
@@ -306,6 +307,8 @@ napi_value CudaBench(napi_env env, napi_callback_info info) {
   NAPI_CALL(env, napi_create_object(env, &o));
   set(env, o, "msOurs", make_double(env, r.ms_ours));
   set(env, o, "msCublas", make_double(env, r.ms_cublas));
+  set(env, o, "msOursGraph", make_double(env, r.ms_ours_graph));
+  set(env, o, "msCublasGraph", make_double(env, r.ms_cublas_graph));
   set(env, o, "topsOurs", make_double(env, r.tops_ours));
   set(env, o, "tflopsCublas", make_double(env, r.tops_cublas));
   set(env, o, "kernel", make_string(env, r.kernel));

@@ -153,14 +153,14 @@ int bench(bool quick, bool tb_only, const char *json_path) {
     for (int s = 0; s < 3; ++s)
       for (int mi = 0; mi < nm; ++mi) {
         const int m = ms[mi], k = kn[s][0], n = kn[s][1];
-        // Small M: every kernel family (GEMV, skinny MMA, tiled MMA); large M: the tiled kernel.
-        // Ternary x binary also times alternatives for comparison: M = 1 the 4-column-per-warp GEMV (path 9);
-        // large M the previous tiled kernel v3 (5). (Paths 6, 7, 8: v4 variants, see docs/PERFORMANCE.md.)
+        // Ternary x binary: M = 1 the GEMV and the 4-column GEMV (path 9), M = 16 the skinny MMA, large M the
+        // Hopper wgmma kernel (path 10; the tiled mma.sync kernel v4 where wgmma is unavailable) and v4 (path 2)
+        // for comparison. int8 x binary: the automatic choice.
         std::vector<int> paths;
-        if (m <= 64) paths = {0, 1, 2};
-        else paths = {2};
-        if (kind == 0 && m == 1) paths = {0, 9, 1, 2};
-        if (kind == 0 && m > 64) paths = {10, 12, 11};
+        if (kind == 1) paths = {-1};
+        else if (m == 1) paths = {0, 9};
+        else if (m <= 64) paths = {1};
+        else paths = {10, 2};
         for (int path : paths) {
         bwq_cuda_set_paths(path, path);
         bwq_bench_result r;

@@ -25,6 +25,8 @@ export interface NativeAddon {
 
 export interface CudaBenchRaw {
   msOurs: number; msCublas: number; topsOurs: number; tflopsCublas: number; kernel: string;
+  /** the same calls captured into one CUDA graph (no per-launch CPU overhead); 0 when not measured */
+  msOursGraph: number; msCublasGraph: number;
   checked: boolean; mismatches: number; cublas: boolean;
 }
 

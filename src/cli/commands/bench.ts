@@ -29,6 +29,8 @@ export interface CpuBenchRow {
 export interface GpuBenchRow {
   op: 'ternary-binary' | 'int8-binary'; kernel: string; m: number; k: number; n: number;
   msOurs: number; msCublasFp16: number; speedup: number; checked: boolean; mismatches: number;
+  /** both sides replayed from a CUDA graph (launch overhead removed on both); 0 when not measured */
+  msOursGraph: number; msCublasFp16Graph: number; speedupGraph: number;
 }
 export interface BenchReport {
   date: string;
@@ -103,11 +105,13 @@ function gpuBench(ms: readonly number[], log: (s: string) => void): GpuBenchRow[
       for (const m of ms) {
         const r = nativeCudaBench(op, m, n, k, 10, m >= 512 ? 50 : 200);
         const speedup = r.msCublas > 0 ? r.msCublas / r.msOurs : 0;
+        const speedupGraph = r.msCublasGraph > 0 && r.msOursGraph > 0 ? r.msCublasGraph / r.msOursGraph : 0;
         rows.push({ op, kernel: r.kernel, m, k, n, msOurs: r.msOurs, msCublasFp16: r.msCublas, speedup,
-          checked: r.checked, mismatches: r.mismatches });
+          checked: r.checked, mismatches: r.mismatches,
+          msOursGraph: r.msOursGraph, msCublasFp16Graph: r.msCublasGraph, speedupGraph });
         log(`gpu  ${op.padEnd(14)} ${r.kernel.padEnd(13)} M=${String(m).padEnd(5)} K=${String(k).padEnd(6)} ` +
           `N=${String(n).padEnd(6)} ours ${r.msOurs.toFixed(4)} ms  cuBLAS fp16 ${r.cublas ? r.msCublas.toFixed(4) + ' ms' : 'n/a'}` +
-          `  speedup ${speedup.toFixed(2)}×${r.mismatches > 0 ? '  MISMATCH' : ''}`);
+          `  speedup ${speedup.toFixed(2)}×  graph ${speedupGraph.toFixed(2)}×${r.mismatches > 0 ? '  MISMATCH' : ''}`);
       }
     }
   }
@@ -166,12 +170,17 @@ export async function runBench(options: BenchOptions, log: (s: string) => void):
   const gpuTb = report.gpu.filter((r) => r.op === 'ternary-binary' && r.speedup > 0);
   const gpuM1 = minOf(gpuTb.filter((r) => r.m === 1).map((r) => r.speedup));
   const gpuM2048 = minOf(gpuTb.filter((r) => r.m === 2048).map((r) => r.speedup));
+  const graphTb = gpuTb.filter((r) => r.speedupGraph > 0);
+  const gpuM1Graph = minOf(graphTb.filter((r) => r.m === 1).map((r) => r.speedupGraph));
+  const gpuM2048Graph = minOf(graphTb.filter((r) => r.m === 2048).map((r) => r.speedupGraph));
   const target = (name: string, value: number | undefined, t: number) =>
     ({ name, value, target: t, met: value === undefined ? undefined : value >= t });
   report.targets = [
     target('CPU M=1 ternary×binary vs ORT fp32 (min over shapes)', cpuM1, 8),
     target('GPU M=1 ternary×binary vs cuBLAS FP16 (min over shapes)', gpuM1, 10),
     target('GPU M=2048 ternary×binary vs cuBLAS FP16 (min over shapes)', gpuM2048, 4),
+    target('GPU M=1, both sides from CUDA graphs (min over shapes)', gpuM1Graph, 10),
+    target('GPU M=2048, both sides from CUDA graphs (min over shapes)', gpuM2048Graph, 4),
   ];
   for (const t of report.targets) {
     log(`target ${t.name}: ${t.value === undefined ? 'not measured' : `${t.value.toFixed(2)}× (target ${t.target}×) ${t.met ? 'met' : 'MISSED'}`}`);
