@@ -1,6 +1,7 @@
 // Per-launch floor of back-to-back kernel launches on one stream, timed exactly like bwq_cuda_bench
-// (10 warm-up launches, then 200 launches between two cudaEvents; mean per launch). Context for the
-// M = 1 GEMV numbers in docs/PERFORMANCE.md.  Built and run by native/test/gpu-run.sh.
+// (10 warm-up launches, then 200 launches between two cudaEvents; mean per launch), and of the same 200
+// launches captured into one CUDA graph (the bench's graph timing). Context for the M = 1 GEMV numbers in
+// docs/PERFORMANCE.md.  Built and run by native/test/gpu-run.sh.
 #include <cuda_runtime.h>
 #include <stdio.h>
 
@@ -27,6 +28,22 @@ int main() {
     float ms = 0;
     cudaEventElapsedTime(&ms, e0, e1);
     printf("launch floor: empty kernel, %4d blocks x 256 threads: %.2f us per launch\n", g, ms * 1000 / 200);
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
+    for (int i = 0; i < 200; ++i) empty_kernel<<<g, 256, 0, st>>>(nullptr, nullptr, nullptr, 0, 0, o);
+    cudaStreamEndCapture(st, &graph);
+    cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphLaunch(exec, st);
+    cudaEventRecord(e0, st);
+    cudaGraphLaunch(exec, st);
+    cudaEventRecord(e1, st);
+    cudaEventSynchronize(e1);
+    cudaEventElapsedTime(&ms, e0, e1);
+    printf("launch floor: empty kernel, %4d blocks x 256 threads, CUDA graph: %.2f us per launch\n", g,
+           ms * 1000 / 200);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
   }
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
