@@ -1137,14 +1137,25 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
 }
 // Waits for the phase of `parity` to complete. A wait that has not finished after about 2^26 polls (seconds)
 // is a protocol bug: trap, so the launch fails with an error instead of hanging the process.
+// (CLUSTER_SCOPE = true, an acquire at cluster scope, served the removed 2-block-cluster variant; kept as
+// the measured code.)
+template <bool CLUSTER_SCOPE = false>
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   for (uint32_t polls = 0;; ++polls) {
     uint32_t done;
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
+    if (CLUSTER_SCOPE)
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, "
+          "p;\n}\n"
+          : "=r"(done)
+          : "r"(bar), "r"(parity)
+          : "memory");
+    else
+      asm volatile(
+          "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+          : "=r"(done)
+          : "r"(bar), "r"(parity)
+          : "memory");
     if (done) return;
     if (polls > (1u << 26)) __trap();
   }
