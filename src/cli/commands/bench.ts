@@ -118,6 +118,31 @@ function gpuBench(ms: readonly number[], log: (s: string) => void): GpuBenchRow[
   return rows;
 }
 
+export type BenchTarget = BenchReport['targets'][number];
+
+/**
+ * The issue's targets from the measured rows: the minimum speedup over the shapes for CPU M = 1 (≥ 8×),
+ * GPU M = 1 (≥ 10×) and GPU M = 2048 (≥ 4×), the GPU ones with stream and with CUDA-graph timing.
+ * A target without rows is `undefined` (not measured).
+ */
+export function benchTargets(cpu: readonly CpuBenchRow[], gpu: readonly GpuBenchRow[]): BenchTarget[] {
+  const tb = gpu.filter((r) => r.op === 'ternary-binary' && r.speedup > 0);
+  const graph = tb.filter((r) => r.speedupGraph > 0);
+  const target = (name: string, value: number | undefined, t: number): BenchTarget =>
+    ({ name, value, target: t, met: value === undefined ? undefined : value >= t });
+  return [
+    target('CPU M=1 ternary×binary vs ORT fp32 (min over shapes)',
+      minOf(cpu.filter((r) => r.m === 1).map((r) => r.speedupTernaryBinary)), 8),
+    target('GPU M=1 ternary×binary vs cuBLAS FP16 (min over shapes)', minOf(tb.filter((r) => r.m === 1).map((r) => r.speedup)), 10),
+    target('GPU M=2048 ternary×binary vs cuBLAS FP16 (min over shapes)',
+      minOf(tb.filter((r) => r.m === 2048).map((r) => r.speedup)), 4),
+    target('GPU M=1, both sides from CUDA graphs (min over shapes)',
+      minOf(graph.filter((r) => r.m === 1).map((r) => r.speedupGraph)), 10),
+    target('GPU M=2048, both sides from CUDA graphs (min over shapes)',
+      minOf(graph.filter((r) => r.m === 2048).map((r) => r.speedupGraph)), 4),
+  ];
+}
+
 function minOf(values: number[]): number | undefined {
   return values.length === 0 ? undefined : Math.min(...values);
 }
@@ -166,22 +191,7 @@ export async function runBench(options: BenchOptions, log: (s: string) => void):
       log(`eval skipped: ${message.split('\n')[0]}`);
     }
   }
-  const cpuM1 = minOf(report.cpu.filter((r) => r.m === 1).map((r) => r.speedupTernaryBinary));
-  const gpuTb = report.gpu.filter((r) => r.op === 'ternary-binary' && r.speedup > 0);
-  const gpuM1 = minOf(gpuTb.filter((r) => r.m === 1).map((r) => r.speedup));
-  const gpuM2048 = minOf(gpuTb.filter((r) => r.m === 2048).map((r) => r.speedup));
-  const graphTb = gpuTb.filter((r) => r.speedupGraph > 0);
-  const gpuM1Graph = minOf(graphTb.filter((r) => r.m === 1).map((r) => r.speedupGraph));
-  const gpuM2048Graph = minOf(graphTb.filter((r) => r.m === 2048).map((r) => r.speedupGraph));
-  const target = (name: string, value: number | undefined, t: number) =>
-    ({ name, value, target: t, met: value === undefined ? undefined : value >= t });
-  report.targets = [
-    target('CPU M=1 ternary×binary vs ORT fp32 (min over shapes)', cpuM1, 8),
-    target('GPU M=1 ternary×binary vs cuBLAS FP16 (min over shapes)', gpuM1, 10),
-    target('GPU M=2048 ternary×binary vs cuBLAS FP16 (min over shapes)', gpuM2048, 4),
-    target('GPU M=1, both sides from CUDA graphs (min over shapes)', gpuM1Graph, 10),
-    target('GPU M=2048, both sides from CUDA graphs (min over shapes)', gpuM2048Graph, 4),
-  ];
+  report.targets = benchTargets(report.cpu, report.gpu);
   for (const t of report.targets) {
     log(`target ${t.name}: ${t.value === undefined ? 'not measured' : `${t.value.toFixed(2)}× (target ${t.target}×) ${t.met ? 'met' : 'MISSED'}`}`);
   }
