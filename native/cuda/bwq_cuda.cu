@@ -88,6 +88,17 @@ __device__ __forceinline__ uint32_t nibble_pm1(uint32_t nib) {
 
 __device__ __forceinline__ int popsel(uint32_t w, uint32_t p, uint32_t q) { return __popc((w & p) | (~w & q)); }
 
+// Output columns c, c + 1 of a row: one 8-byte store when both exist and the row is 8-byte aligned (vec),
+// else the columns below N one by one.
+__device__ __forceinline__ void store_pair(int32_t *orow, int c, int N, bool vec, int v0, int v1) {
+  if (vec && c + 1 < N) {
+    *reinterpret_cast<int2 *>(orow + c) = make_int2(v0, v1);
+  } else {
+    if (c < N) orow[c] = v0;
+    if (c + 1 < N) orow[c + 1] = v1;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Small kernels
 // Clears bits >= k in the last word of each row of an activation plane (caller data may be dirty there).
@@ -928,13 +939,7 @@ __global__ void __launch_bounds__(64 * WN, WN == 2 ? (MT == 4 ? 2 : 3) : 1)
 #pragma unroll
       for (int nt = 0; nt < 8; ++nt) {
         const int c = n0 + wn * 64 + nt * 8 + 2 * t;
-        const int v0 = 2 * acc[mt][nt][2 * hf] - z, v1 = 2 * acc[mt][nt][2 * hf + 1] - z;
-        if (vec && c + 1 < N) {
-          *reinterpret_cast<int2 *>(orow + c) = make_int2(v0, v1);
-        } else {
-          if (c < N) orow[c] = v0;
-          if (c + 1 < N) orow[c + 1] = v1;
-        }
+        store_pair(orow, c, N, vec, 2 * acc[mt][nt][2 * hf] - z, 2 * acc[mt][nt][2 * hf + 1] - z);
       }
     }
 }
@@ -978,6 +983,11 @@ __device__ __forceinline__ void wgmma_b1_m64n128(int (&d)[64], uint64_t da, uint
       : "l"(da), "l"(db));
 }
 
+// Output pair (row g + 8 hf, columns 8j + 2t, +1) of a lane's Dp / Dq fragments: 2 (Dp - Dq) - rowsum.
+__device__ __forceinline__ int2 tb_pair(const int (&dp)[64], const int (&dq)[64], int j, int hf, int z) {
+  return make_int2(2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z,
+                   2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z);
+}
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
@@ -997,12 +1007,11 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 #define TBW2_LDS 136  // staging row stride in words (136 = 128 + 8: conflict-free 8-byte fragment stores)
 
 #ifdef BWQ_HAS_WGMMA
-template <int RB>
-__device__ __forceinline__ uint64_t wgmma_desc_swizzled(uint32_t smem_addr) {
-  // RB-byte rows with the RB-byte swizzle (mode 1 = 128 B, 2 = 64 B in bits 62-63), 8-row groups 8 RB bytes
-  // apart; the leading offset is unused for swizzled K-major operands.
-  return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(8 * RB >> 4) << 32) |
-         ((uint64_t)(RB == 128 ? 1 : 2) << 62);
+__device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t smem_addr) {
+  // 128-byte rows with the 128-byte swizzle (mode 1 in bits 62-63), 8-row groups 1024 bytes apart; the
+  // leading offset is unused for swizzled K-major operands.
+  return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
+         ((uint64_t)1 << 62);
 }
 #endif
 
@@ -1067,9 +1076,9 @@ __global__ void __launch_bounds__(256, 1)
       wgmma_fence();
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const uint64_t dB = wgmma_desc_swizzled<128>(aW + 32 * j);
-        wgmma_b1_m64n128(dp, wgmma_desc_swizzled<128>(aP + 32 * j), dB);
-        wgmma_b1_m64n128(dq, wgmma_desc_swizzled<128>(aQ + 32 * j), dB);
+        const uint64_t dB = wgmma_desc_sw128(aW + 32 * j);
+        wgmma_b1_m64n128(dp, wgmma_desc_sw128(aP + 32 * j), dB);
+        wgmma_b1_m64n128(dq, wgmma_desc_sw128(aQ + 32 * j), dB);
       }
       wgmma_commit();
       wgmma_wait<1>();
@@ -1085,9 +1094,7 @@ __global__ void __launch_bounds__(256, 1)
       const int z = m0 + rl < M ? rowsum[m0 + rl] : 0;
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
-        const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z;
-        const int v1 = 2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z;
-        *reinterpret_cast<int2 *>(stg + rl * TBW2_LDS + 8 * j + 2 * t4) = make_int2(v0, v1);
+        *reinterpret_cast<int2 *>(stg + rl * TBW2_LDS + 8 * j + 2 * t4) = tb_pair(dp, dq, j, hf, z);
       }
     }
     __syncthreads();
@@ -1137,25 +1144,14 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
 }
 // Waits for the phase of `parity` to complete. A wait that has not finished after about 2^26 polls (seconds)
 // is a protocol bug: trap, so the launch fails with an error instead of hanging the process.
-// (CLUSTER_SCOPE = true, an acquire at cluster scope, served the removed 2-block-cluster variant; kept as
-// the measured code.)
-template <bool CLUSTER_SCOPE = false>
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   for (uint32_t polls = 0;; ++polls) {
     uint32_t done;
-    if (CLUSTER_SCOPE)
-      asm volatile(
-          "{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, "
-          "p;\n}\n"
-          : "=r"(done)
-          : "r"(bar), "r"(parity)
-          : "memory");
-    else
-      asm volatile(
-          "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-          : "=r"(done)
-          : "r"(bar), "r"(parity)
-          : "memory");
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
     if (done) return;
     if (polls > (1u << 26)) __trap();
   }
@@ -1240,9 +1236,9 @@ __global__ void __launch_bounds__(288, 1)
       wgmma_fence();
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const uint64_t dB = wgmma_desc_swizzled<128>(aW + 32 * j);
-        wgmma_b1_m64n128(dp, wgmma_desc_swizzled<128>(aP + 32 * j), dB);
-        wgmma_b1_m64n128(dq, wgmma_desc_swizzled<128>(aQ + 32 * j), dB);
+        const uint64_t dB = wgmma_desc_sw128(aW + 32 * j);
+        wgmma_b1_m64n128(dp, wgmma_desc_sw128(aP + 32 * j), dB);
+        wgmma_b1_m64n128(dq, wgmma_desc_sw128(aQ + 32 * j), dB);
       }
       wgmma_commit();
       wgmma_wait<1>();
@@ -1272,11 +1268,10 @@ __global__ void __launch_bounds__(288, 1)
         const int rw = w * 16 + g + hf * 8;  // row within the warpgroup's 64
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
-          const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z[hf];
-          const int v1 = 2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z[hf];
+          const int2 v = tb_pair(dp, dq, j, hf, z[hf]);
           const int col = 8 * (j & 3) + 2 * t4;  // column within box j / 4
           const int off = (j >> 2) * 8192 + rw * 128 + (((col >> 2) ^ (rw & 7)) << 4) + (col & 3) * 4;
-          *reinterpret_cast<int2 *>(wst + off) = make_int2(v0, v1);
+          *reinterpret_cast<int2 *>(wst + off) = v;
         }
       }
       fence_proxy_async();
@@ -1301,14 +1296,8 @@ __global__ void __launch_bounds__(288, 1)
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
           const int c = n0 + 8 * j + 2 * t4;
-          const int v0 = 2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z[hf];
-          const int v1 = 2 * (dp[4 * j + 2 * hf + 1] - dq[4 * j + 2 * hf + 1]) - z[hf];
-          if (vec && c + 1 < N) {
-            *reinterpret_cast<int2 *>(orow + c) = make_int2(v0, v1);
-          } else {
-            if (c < N) orow[c] = v0;
-            if (c + 1 < N) orow[c + 1] = v1;
-          }
+          const int2 v = tb_pair(dp, dq, j, hf, z[hf]);
+          store_pair(orow, c, N, vec, v.x, v.y);
         }
       }
     }
