@@ -48,20 +48,8 @@ export function svd(a: Float64Array | Float32Array, m: number, n: number, option
         const t = Math.sign(zeta === 0 ? 1 : zeta) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
         const c = 1 / Math.sqrt(1 + t * t);
         const s = c * t;
-        for (let i = 0; i < m; i++) {
-          const x = g[po + i]!;
-          const y = g[qo + i]!;
-          g[po + i] = c * x - s * y;
-          g[qo + i] = s * x + c * y;
-        }
-        const pv = p * n;
-        const qv = q * n;
-        for (let i = 0; i < n; i++) {
-          const x = vt[pv + i]!;
-          const y = vt[qv + i]!;
-          vt[pv + i] = c * x - s * y;
-          vt[qv + i] = s * x + c * y;
-        }
+        rotateRowPair(g, po, qo, m, c, s);
+        rotateRowPair(vt, p * n, q * n, n, c, s);
       }
     }
     if (!rotated) break;
@@ -108,5 +96,15 @@ function completeZeroColumns(u: Float64Array, m: number, n: number, s: Float64Ar
         break;
       }
     }
+  }
+}
+
+/** Givens rotation of two rows of length `len` at offsets `a` and `b`: (x, y) ← (c·x − s·y, s·x + c·y). */
+function rotateRowPair(rows: Float64Array, a: number, b: number, len: number, c: number, s: number): void {
+  for (let i = 0; i < len; i++) {
+    const x = rows[a + i]!;
+    const y = rows[b + i]!;
+    rows[a + i] = c * x - s * y;
+    rows[b + i] = s * x + c * y;
   }
 }
