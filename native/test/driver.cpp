@@ -153,14 +153,27 @@ int bench(bool quick, bool tb_only, const char *json_path) {
     for (int s = 0; s < 3; ++s)
       for (int mi = 0; mi < nm; ++mi) {
         const int m = ms[mi], k = kn[s][0], n = kn[s][1];
-        // Ternary x binary: M = 1 the GEMV and the 4-column GEMV (path 9), M = 16 the skinny MMA, large M the
-        // Hopper wgmma kernel (path 10; the tiled mma.sync kernel v4 where wgmma is unavailable) and v4 (path 2)
-        // for comparison. int8 x binary: the automatic choice.
+        if (const char *only_m = getenv("BWQ_BENCH_ONLY_M"))  // dev iterations: one M
+          if (atoi(only_m) != m) continue;
+        // Ternary x binary: M = 1 the programmatic-dependent GEMV (path 13; the plain GEMV where PDL is
+        // unavailable) and the plain GEMV (path 0), M = 16 the skinny MMA, large M the Hopper wgmma kernel
+        // (path 10; the tiled mma.sync kernel v4 where wgmma is unavailable) and v4 (path 2) for comparison.
+        // int8 x binary: the automatic choice.
         std::vector<int> paths;
         if (kind == 1) paths = {-1};
-        else if (m == 1) paths = {0, 9};
+        else if (m == 1) paths = {13, 0};
         else if (m <= 64) paths = {1};
         else paths = {10, 2};
+        if (const char *only = getenv("BWQ_BENCH_PATHS")) {  // dev iterations: these paths only
+          paths.clear();
+          for (const char *c = only; *c;) {
+            char *end;
+            const long v = strtol(c, &end, 10);
+            if (end == c) break;
+            paths.push_back((int)v);
+            c = end;
+          }
+        }
         for (int path : paths) {
         bwq_cuda_set_paths(path, path);
         bwq_bench_result r;
@@ -243,8 +256,9 @@ int main(int argc, char **argv) {
     if (e != BWQ_OK) return 1;
     const char *names[] = {"cuda-auto",     "cuda-gemv",     "cuda-skinny",   "cuda-tiled",     "cuda-tiled-v2",
                            "cuda-tiled-v1", "cuda-tiled-v3", "cuda-tiled-v4s", "cuda-tiled-v4nz", "cuda-tiled-v4k16",
-                           "cuda-gemv-r4",  "cuda-wgmma",    "cuda-wgmma-cpasync", "cuda-wgmma-st"};
-    for (int path = -1; path <= 12; ++path) {
+                           "cuda-gemv-r4",  "cuda-wgmma",    "cuda-wgmma-cpasync", "cuda-wgmma-st",
+                           "cuda-gemv-pdl"};
+    for (int path = -1; path <= 13; ++path) {
       if (only) {
         char key[8];
         snprintf(key, sizeof key, "%d", path);
