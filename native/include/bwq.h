@@ -74,7 +74,8 @@ BWQ_EXPORT int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weight
 
 /* Forces a kernel family for tests and benchmarks: -1 automatic (default), 0 GEMV, 1 skinny MMA, 2 tiled MMA,
  * and for ternary x binary only 3 - 9 = earlier tiled / GEMV variants kept for comparison, 10 = Hopper wgmma
- * tiled kernel (sm_90a code on an sm_90 device; otherwise 2), 11, 12 = its variants (native/cuda/bwq_cuda.cu)
+ * tiled kernel (sm_90a code on an sm_90 device; otherwise 2), 11, 12 = its variants, 13 = the M = 1 GEMV as a
+ * programmatic dependent launch (Hopper; the automatic choice there) (native/cuda/bwq_cuda.cu)
  * (a family that cannot take the shape falls through to the next one). */
 BWQ_EXPORT void bwq_cuda_set_paths(int ternary_binary_path, int int8_binary_path);
 
