@@ -768,6 +768,42 @@ __global__ void __launch_bounds__(256) i8_mma_skinny(const int8_t *__restrict__ 
 }
 
 // ---------------------------------------------------------------------------------------------
+// M = 1 GEMV building blocks shared by tb_gemv_m1 and tb_gemv_pdl. A 128-bit chunk of the activation
+// (planes p, q) against the same chunk of R weight rows: v[r] += 2 popc((w & p) | (~w & q)) - popc(p | q).
+template <int R>
+__device__ __forceinline__ void gemv_chunk(const uint4 &p, const uint4 &q, const uint4 (&w)[R], int (&v)[R]) {
+  const int nz = __popc(p.x | q.x) + __popc(p.y | q.y) + __popc(p.z | q.z) + __popc(p.w | q.w);
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+    v[r] += 2 * (popsel(w[r].x, p.x, q.x) + popsel(w[r].y, p.y, q.y) + popsel(w[r].z, p.z, q.z) +
+                 popsel(w[r].w, p.w, q.w)) -
+            nz;
+}
+// Sums each of the R per-lane partials over the warp and stores column n0 + r (< N): a transposing
+// butterfly (after the step with offset o, lanes with bit o set keep the upper half), R/2 + R/4 + ... +
+// log2(32/R) shuffles instead of 5R.
+template <int R>
+__device__ __forceinline__ void gemv_reduce_store(int (&v)[R], int lane, int n0, int N, int32_t *__restrict__ out) {
+  int o = 16;
+#pragma unroll
+  for (int s = R / 2; s >= 1; s >>= 1) {
+    const bool hi = lane & o;
+#pragma unroll
+    for (int j = 0; j < s; ++j) {
+      const int send = hi ? v[j] : v[j + s], keep = hi ? v[j + s] : v[j];
+      v[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+    }
+    o >>= 1;
+  }
+  for (; o >= 1; o >>= 1) v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
+  constexpr int LOGR = R == 1 ? 0 : R == 2 ? 1 : R == 4 ? 2 : 3;
+  if ((lane & ((32 >> LOGR) - 1)) == 0) {
+    const int n = n0 + (lane >> (5 - LOGR));
+    if (n < N) out[n] = v[0];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Ternary x binary GEMV for M = 1: a warp computes R consecutive output columns, K split over the
 // lanes; each lane loads its activation words (plus, minus) once and reuses them for the R weight
 // rows, all loads of a CH x 32-chunk batch are issued before the arithmetic, and the R partial sums
@@ -799,34 +835,9 @@ __global__ void __launch_bounds__(256) tb_gemv_m1(const uint32_t *__restrict__ P
       for (int r = 0; r < R; ++r) w[c][r] = ok ? __ldg(W4 + (size_t)r * ld4 + i) : z4;
     }
 #pragma unroll
-    for (int c = 0; c < CH; ++c) {
-      const int nz = __popc(p[c].x | q[c].x) + __popc(p[c].y | q[c].y) + __popc(p[c].z | q[c].z) +
-                     __popc(p[c].w | q[c].w);
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-        v[r] += 2 * (popsel(w[c][r].x, p[c].x, q[c].x) + popsel(w[c][r].y, p[c].y, q[c].y) +
-                     popsel(w[c][r].z, p[c].z, q[c].z) + popsel(w[c][r].w, p[c].w, q[c].w)) -
-                nz;
-    }
+    for (int c = 0; c < CH; ++c) gemv_chunk<R>(p[c], q[c], w[c], v);
   }
-  // Transposing reduction: after the step with offset o, lanes with bit o set keep the upper half.
-  int o = 16;
-#pragma unroll
-  for (int s = R / 2; s >= 1; s >>= 1) {
-    const bool hi = lane & o;
-#pragma unroll
-    for (int j = 0; j < s; ++j) {
-      const int send = hi ? v[j] : v[j + s], keep = hi ? v[j + s] : v[j];
-      v[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
-    }
-    o >>= 1;
-  }
-  for (; o >= 1; o >>= 1) v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
-  constexpr int LOGR = R == 1 ? 0 : R == 2 ? 1 : R == 4 ? 2 : 3;
-  if ((lane & ((32 >> LOGR) - 1)) == 0) {
-    const int n = n0 + (lane >> (5 - LOGR));
-    if (n < N) out[n] = v[0];
-  }
+  gemv_reduce_store<R>(v, lane, n0, N, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -868,42 +879,18 @@ __global__ void __launch_bounds__(256) tb_gemv_pdl(const uint32_t *__restrict__ 
   int v[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) v[r] = 0;
-  auto accumulate = [&](const uint4 &p, const uint4 &q, const uint4 (&wr)[R]) {
-    const int nz = __popc(p.x | q.x) + __popc(p.y | q.y) + __popc(p.z | q.z) + __popc(p.w | q.w);
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-      v[r] += 2 * (popsel(wr[r].x, p.x, q.x) + popsel(wr[r].y, p.y, q.y) + popsel(wr[r].z, p.z, q.z) +
-                   popsel(wr[r].w, p.w, q.w)) -
-              nz;
-  };
 #pragma unroll
   for (int c = 0; c < CH; ++c) {
     const int i = c * 32 + lane;
-    if (i < ld4) accumulate(act[i], act[ld4 + i], w[c]);
+    if (i < ld4) gemv_chunk<R>(act[i], act[ld4 + i], w[c], v);
   }
   for (int i = CH * 32 + lane; i < ld4; i += 32) {  // K beyond the preloaded chunks
     uint4 wr[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) wr[r] = __ldg(W4 + (size_t)r * ld4 + i);
-    accumulate(act[i], act[ld4 + i], wr);
+    gemv_chunk<R>(act[i], act[ld4 + i], wr, v);
   }
-  int o = 16;
-#pragma unroll
-  for (int s = R / 2; s >= 1; s >>= 1) {
-    const bool hi = lane & o;
-#pragma unroll
-    for (int j = 0; j < s; ++j) {
-      const int send = hi ? v[j] : v[j + s], keep = hi ? v[j + s] : v[j];
-      v[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
-    }
-    o >>= 1;
-  }
-  for (; o >= 1; o >>= 1) v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
-  constexpr int LOGR = R == 1 ? 0 : R == 2 ? 1 : R == 4 ? 2 : 3;
-  if ((lane & ((32 >> LOGR) - 1)) == 0) {
-    const int n = n0 + (lane >> (5 - LOGR));
-    if (n < N) out[n] = v[0];
-  }
+  gemv_reduce_store<R>(v, lane, n0, N, out);
   pdl_launch_dependents();  // after the stores: the next kernel's launch overlaps this grid's exit
 }
 
