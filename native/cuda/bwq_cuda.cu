@@ -2,6 +2,7 @@
 //
 //  ternary x binary  : M <= 4   -> tb_gemv        (warp per weight row, LOP3 + popc, activations via L1)
 //                      M <= 64  -> tb_mma_skinny  (mma.sync m16n8k256 .b1 AND+POPC, 16 columns per block, split K)
+//                      M == 1   -> tb_gemv_pdl    on Hopper: the GEMV as a programmatic dependent launch
 //                      M  > 64  -> tb_wgmma       on Hopper (sm_90a code on an sm_90 device): wgmma m64n128k256 .b1
 //                                                 from 128-byte-swizzled shared memory, TMA loads by a producer
 //                                                 warp, persistent 128x128 tiles, TMA-store epilogue, row sums
@@ -191,279 +192,6 @@ __global__ void __launch_bounds__(256) tb_gemv(const uint32_t *__restrict__ P, c
       if (lane == m && m < M) out[(size_t)m * ldo + n] = 2 * v - nzs[m];
     }
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Ternary x binary GEMM with binary tensor cores. Block 128x128, 8 warps (2 x 4), warp tile 64x32,
-// K stage = 512 bits (16 words), 2-stage cp.async pipeline. Requires padded operands (see top).
-constexpr int TB_BM = 128, TB_BN = 128, TB_KW = 16, TB_SROW = TB_KW + 4;
-constexpr int TB_STAGE_WORDS = 3 * TB_BM * TB_SROW;
-constexpr int TB_SMEM = 2 * TB_STAGE_WORDS * 4;
-
-__global__ void __launch_bounds__(256) tb_mma(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
-                                              const uint32_t *__restrict__ W, int ldk, const int *__restrict__ nz,
-                                              int M, int N, int32_t *__restrict__ out, int ldo) {
-  extern __shared__ uint32_t smem[];
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int wm = warp >> 2, wn = warp & 3, g = lane >> 2, t = lane & 3;
-  const int m0 = blockIdx.y * TB_BM, n0 = blockIdx.x * TB_BN;
-  const int nk = ldk / TB_KW;
-
-  auto load_stage = [&](int s, int kt) {
-    uint32_t *base = smem + s * TB_STAGE_WORDS;
-#pragma unroll
-    for (int c = tid; c < TB_BM * 4; c += 256) {
-      const int r = c >> 2, q4 = (c & 3) * 4;
-      const size_t ka = (size_t)kt * TB_KW + q4;
-      cp_async16(base + r * TB_SROW + q4, P + (size_t)(m0 + r) * ldk + ka);
-      cp_async16(base + TB_BM * TB_SROW + r * TB_SROW + q4, Q + (size_t)(m0 + r) * ldk + ka);
-      cp_async16(base + 2 * TB_BM * TB_SROW + r * TB_SROW + q4, W + (size_t)(n0 + r) * ldk + ka);
-    }
-    cp_async_commit();
-  };
-
-  int acc[4][4][4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
-
-  load_stage(0, 0);
-  for (int kt = 0; kt < nk; ++kt) {
-    if (kt + 1 < nk) {
-      load_stage((kt + 1) & 1, kt + 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-    const uint32_t *sP = smem + (kt & 1) * TB_STAGE_WORDS;
-    const uint32_t *sQ = sP + TB_BM * TB_SROW;
-    const uint32_t *sW = sQ + TB_BM * TB_SROW;
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks) {
-      const int ko = ks * 8 + t;
-      uint32_t ap[4][4], aq[4][4], bw[4][2], bn[4][2];
-#pragma unroll
-      for (int mt = 0; mt < 4; ++mt) {
-        const int r = wm * 64 + mt * 16 + g;
-        ap[mt][0] = sP[r * TB_SROW + ko];
-        ap[mt][1] = sP[(r + 8) * TB_SROW + ko];
-        ap[mt][2] = sP[r * TB_SROW + ko + 4];
-        ap[mt][3] = sP[(r + 8) * TB_SROW + ko + 4];
-        aq[mt][0] = sQ[r * TB_SROW + ko];
-        aq[mt][1] = sQ[(r + 8) * TB_SROW + ko];
-        aq[mt][2] = sQ[r * TB_SROW + ko + 4];
-        aq[mt][3] = sQ[(r + 8) * TB_SROW + ko + 4];
-      }
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        const int c = wn * 32 + nt * 8 + g;
-        bw[nt][0] = sW[c * TB_SROW + ko];
-        bw[nt][1] = sW[c * TB_SROW + ko + 4];
-        bn[nt][0] = ~bw[nt][0];
-        bn[nt][1] = ~bw[nt][1];
-      }
-#pragma unroll
-      for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          mma_b1(acc[mt][nt], ap[mt], bw[nt][0], bw[nt][1]);
-          mma_b1(acc[mt][nt], aq[mt], bn[nt][0], bn[nt][1]);
-        }
-    }
-    __syncthreads();
-  }
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      const int r0 = m0 + wm * 64 + mt * 16 + g, c0 = n0 + wn * 32 + nt * 8 + 2 * t;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = r0 + (e >> 1) * 8, c = c0 + (e & 1);
-        if (r < M && c < N) out[(size_t)r * ldo + c] = 2 * acc[mt][nt][e] - nz[r];
-      }
-    }
-}
-
-// Variant 2 of the tiled kernel: smem rows of exactly 16 words (conflict-free for 128-bit loads), and each
-// lane loads its 4 consecutive words of a row with one LDS.128. The 16 words of a stage are relabelled so
-// that lane t's words 4t..4t+3 serve as (k-chunk 0: word t, word t+4; k-chunk 1: word t, word t+4): the
-// same relabelling is used for A and B, and AND+POPC sums over k are order-independent, so the result is
-// unchanged while the number of shared-memory instructions drops 4x.
-constexpr int TB2_SROW = 16;
-constexpr int TB2_STAGE_WORDS = 3 * TB_BM * TB2_SROW;
-constexpr int TB2_SMEM = 2 * TB2_STAGE_WORDS * 4;
-
-__global__ void __launch_bounds__(256) tb_mma2(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
-                                               const uint32_t *__restrict__ W, int ldk, const int *__restrict__ nz,
-                                               int M, int N, int32_t *__restrict__ out, int ldo) {
-  extern __shared__ uint4 smem4[];
-  uint32_t *smem = reinterpret_cast<uint32_t *>(smem4);
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int wm = warp >> 2, wn = warp & 3, g = lane >> 2, t = lane & 3;
-  const int m0 = blockIdx.y * TB_BM, n0 = blockIdx.x * TB_BN;
-  const int nk = ldk / TB_KW;
-
-  auto load_stage = [&](int s, int kt) {
-    uint32_t *base = smem + s * TB2_STAGE_WORDS;
-#pragma unroll
-    for (int c = tid; c < TB_BM * 4; c += 256) {
-      const int r = c >> 2, q4 = (c & 3) * 4;
-      const size_t ka = (size_t)kt * TB_KW + q4;
-      cp_async16(base + r * TB2_SROW + q4, P + (size_t)(m0 + r) * ldk + ka);
-      cp_async16(base + TB_BM * TB2_SROW + r * TB2_SROW + q4, Q + (size_t)(m0 + r) * ldk + ka);
-      cp_async16(base + 2 * TB_BM * TB2_SROW + r * TB2_SROW + q4, W + (size_t)(n0 + r) * ldk + ka);
-    }
-    cp_async_commit();
-  };
-
-  int acc[4][4][4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
-
-  load_stage(0, 0);
-  for (int kt = 0; kt < nk; ++kt) {
-    if (kt + 1 < nk) {
-      load_stage((kt + 1) & 1, kt + 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-    const uint4 *sP = reinterpret_cast<const uint4 *>(smem + (kt & 1) * TB2_STAGE_WORDS);
-    const uint4 *sQ = sP + TB_BM * TB2_SROW / 4;
-    const uint4 *sW = sQ + TB_BM * TB2_SROW / 4;
-    uint4 wv[4];
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) wv[nt] = sW[(wn * 32 + nt * 8 + g) * 4 + t];
-#pragma unroll
-    for (int mt = 0; mt < 4; ++mt) {
-      const int r = wm * 64 + mt * 16 + g;
-      const uint4 p0 = sP[r * 4 + t], p1 = sP[(r + 8) * 4 + t];
-      const uint4 q0 = sQ[r * 4 + t], q1 = sQ[(r + 8) * 4 + t];
-      const uint32_t ap0[4] = {p0.x, p1.x, p0.y, p1.y}, ap1[4] = {p0.z, p1.z, p0.w, p1.w};
-      const uint32_t aq0[4] = {q0.x, q1.x, q0.y, q1.y}, aq1[4] = {q0.z, q1.z, q0.w, q1.w};
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        mma_b1(acc[mt][nt], ap0, wv[nt].x, wv[nt].y);
-        mma_b1(acc[mt][nt], aq0, ~wv[nt].x, ~wv[nt].y);
-        mma_b1(acc[mt][nt], ap1, wv[nt].z, wv[nt].w);
-        mma_b1(acc[mt][nt], aq1, ~wv[nt].z, ~wv[nt].w);
-      }
-    }
-    __syncthreads();
-  }
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      const int r0 = m0 + wm * 64 + mt * 16 + g, c0 = n0 + wn * 32 + nt * 8 + 2 * t;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = r0 + (e >> 1) * 8, c = c0 + (e & 1);
-        if (r < M && c < N) out[(size_t)r * ldo + c] = 2 * acc[mt][nt][e] - nz[r];
-      }
-    }
-}
-
-// Variant 3: as variant 2 with 1024-bit K stages (half the barriers per K), rows of 32 words whose
-// 16-byte chunks are XOR-swizzled by the row's parity (chunk c of row r lives at c ^ 4*(r&1)), which
-// keeps the 128-bit fragment loads free of bank conflicts. Needs ldk % 32 == 0.
-constexpr int TB3_KW = 32;
-constexpr int TB3_STAGE_WORDS = 3 * TB_BM * TB3_KW;
-constexpr int TB3_SMEM = 2 * TB3_STAGE_WORDS * 4;
-
-__global__ void __launch_bounds__(256, 2) tb_mma3(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
-                                               const uint32_t *__restrict__ W, int ldk, const int *__restrict__ nz,
-                                               int M, int N, int32_t *__restrict__ out, int ldo) {
-  extern __shared__ uint4 smem4[];
-  uint32_t *smem = reinterpret_cast<uint32_t *>(smem4);
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int wm = warp >> 2, wn = warp & 3, g = lane >> 2, t = lane & 3;
-  const int m0 = blockIdx.y * TB_BM, n0 = blockIdx.x * TB_BN;
-  const int nk = ldk / TB3_KW;
-
-  auto load_stage = [&](int s, int kt) {
-    uint32_t *base = smem + s * TB3_STAGE_WORDS;
-#pragma unroll
-    for (int c = tid; c < TB_BM * 8; c += 256) {
-      const int r = c >> 3, ch = c & 7;
-      const int dst = r * TB3_KW + ((ch ^ ((r & 1) << 2)) << 2);
-      const size_t ka = (size_t)kt * TB3_KW + ch * 4;
-      cp_async16(base + dst, P + (size_t)(m0 + r) * ldk + ka);
-      cp_async16(base + TB_BM * TB3_KW + dst, Q + (size_t)(m0 + r) * ldk + ka);
-      cp_async16(base + 2 * TB_BM * TB3_KW + dst, W + (size_t)(n0 + r) * ldk + ka);
-    }
-    cp_async_commit();
-  };
-
-  int acc[4][4][4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
-
-  load_stage(0, 0);
-  for (int kt = 0; kt < nk; ++kt) {
-    if (kt + 1 < nk) {
-      load_stage((kt + 1) & 1, kt + 1);
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-    const uint4 *sP = reinterpret_cast<const uint4 *>(smem + (kt & 1) * TB3_STAGE_WORDS);
-    const uint4 *sQ = sP + TB_BM * TB3_KW / 4;
-    const uint4 *sW = sQ + TB_BM * TB3_KW / 4;
-#pragma unroll 1
-    for (int h = 0; h < 2; ++h) {
-      const int ch = 4 * h + t;
-      uint4 wv[4];
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        const int c = wn * 32 + nt * 8 + g;
-        wv[nt] = sW[c * 8 + (ch ^ ((c & 1) << 2))];
-      }
-#pragma unroll
-      for (int mt = 0; mt < 4; ++mt) {
-        const int r = wm * 64 + mt * 16 + g;  // r and r + 8 have the same parity
-        const int sw = ch ^ ((r & 1) << 2);
-        const uint4 p0 = sP[r * 8 + sw], p1 = sP[(r + 8) * 8 + sw];
-        const uint4 q0 = sQ[r * 8 + sw], q1 = sQ[(r + 8) * 8 + sw];
-        const uint32_t ap0[4] = {p0.x, p1.x, p0.y, p1.y}, ap1[4] = {p0.z, p1.z, p0.w, p1.w};
-        const uint32_t aq0[4] = {q0.x, q1.x, q0.y, q1.y}, aq1[4] = {q0.z, q1.z, q0.w, q1.w};
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          mma_b1(acc[mt][nt], ap0, wv[nt].x, wv[nt].y);
-          mma_b1(acc[mt][nt], aq0, ~wv[nt].x, ~wv[nt].y);
-          mma_b1(acc[mt][nt], ap1, wv[nt].z, wv[nt].w);
-          mma_b1(acc[mt][nt], aq1, ~wv[nt].z, ~wv[nt].w);
-        }
-      }
-    }
-    __syncthreads();
-  }
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      const int r0 = m0 + wm * 64 + mt * 16 + g, c0 = n0 + wn * 32 + nt * 8 + 2 * t;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = r0 + (e >> 1) * 8, c = c0 + (e & 1);
-        if (r < M && c < N) out[(size_t)r * ldo + c] = 2 * acc[mt][nt][e] - nz[r];
-      }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -895,11 +623,16 @@ __global__ void __launch_bounds__(256) tb_gemv_pdl(const uint32_t *__restrict__ 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Ternary x binary GEMM, variant 4: block 128x128 with 4 warps (2 x 2) of 64x64 warp tiles (half the
-// shared-memory fragment traffic per MMA of the 64x32 tiles: 96 instead of 160 bytes), STAGES-deep
-// cp.async pipeline of KWS-word K stages with one barrier per stage, 2 blocks per SM, 8-byte output
-// stores. Fragment relabelling as in variant 2/3; KWS = 32 uses the parity swizzle of variant 3,
-// KWS = 16 rows (64 bytes) are conflict-free as they are.
+// Ternary x binary GEMM with binary tensor cores (mma.sync m16n8k256 .b1 AND+POPC), variant 4 (v1 - v3,
+// with 8 warps of 64x32 tiles, are in the git history and docs/PERFORMANCE.md): block 128x128 with 4 warps
+// (2 x 2) of 64x64 warp tiles (half the shared-memory fragment traffic per MMA of the 64x32 tiles: 96
+// instead of 160 bytes), STAGES-deep cp.async pipeline of KWS-word K stages with one barrier per stage,
+// 2 blocks per SM, 8-byte output stores. Fragments: each lane loads its 4 consecutive words of a row with one
+// LDS.128 and uses them as (k-chunk 0: words t, t+4; k-chunk 1: words t, t+4); the same relabelling of k
+// positions is applied to A and B, and an AND+POPC sum does not depend on the order of k, so the result is
+// unchanged while the shared-memory instructions drop 4x. KWS = 32: rows of 32 words whose 16-byte chunk c
+// of row r lives at c ^ 4*(r&1), which keeps those loads free of bank conflicts; KWS = 16 rows (64 bytes)
+// are conflict-free as they are.
 // WN = number of 64-column warp tiles along N: block 128 x (64*WN), 2*WN warps.
 #define TB4_SMEM(WN, KWS, STAGES, MT) ((2 * 32 * (MT) + 64 * (WN)) * (KWS) * 4 * (STAGES))
 // FUSE_NZ: nz[r] = popc(p | q) is accumulated from the A fragments the warp loads anyway (8 LOP/POPC
@@ -1427,8 +1160,8 @@ __global__ void __launch_bounds__(256, 1) wgmma_peak(int iters, int *sink) {
 int g_max_smem_optin = 48 * 1024;
 
 // Path selection: -1 = automatic, 0 = GEMV, 1 = skinny MMA, 2 = tiled MMA (v4), and for ternary x binary only,
-// kept for comparison: 3 = tiled v2 (512-bit stages), 4 = tiled v1 (32-bit fragment loads), 5 = tiled v3
-// (64x32 warp tiles), 6 = v4 with 64x128 blocks (32x64 warp tiles, 3 blocks per SM), 7 = v4 with nz
+// kept for comparison: 3 - 5 = the earlier tiled kernels v1 - v3 (removed; they run v4), 6 = v4 with 64x128
+// blocks (32x64 warp tiles, 3 blocks per SM), 7 = v4 with nz
 // fused into the kernel, 8 = v4 fused with 4 x 512-bit stages, 9 = 4-column-per-warp GEMV for M = 1,
 // 10 - 12 = the Hopper wgmma kernels (launch_tb_wgmma), 13 = the M = 1 GEMV as a programmatic dependent launch
 // (Hopper; the default there for M = 1) (bwq_cuda_set_paths, for tests/bench).
@@ -1604,16 +1337,13 @@ const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW
   }
   static bool attr = false;
   if (!attr) {
-    cudaFuncSetAttribute(tb_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, TB_SMEM);
-    cudaFuncSetAttribute(tb_mma2, cudaFuncAttributeMaxDynamicSharedMemorySize, TB2_SMEM);
-    cudaFuncSetAttribute(tb_mma3, cudaFuncAttributeMaxDynamicSharedMemorySize, TB3_SMEM);
     cudaFuncSetAttribute(tb_mma4<2, 32, 2, true, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TB4_SMEM(2, 32, 2, 4));
     cudaFuncSetAttribute(tb_mma4<2, 32, 2, false, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TB4_SMEM(2, 32, 2, 4));
     cudaFuncSetAttribute(tb_mma4<2, 16, 4, true, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TB4_SMEM(2, 16, 4, 4));
     cudaFuncSetAttribute(tb_mma4<2, 32, 2, false, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, TB4_SMEM(2, 32, 2, 2));
     attr = true;
   }
-  dim3 grid((n + TB_BN - 1) / TB_BN, (m + TB_BM - 1) / TB_BM);
+  const dim3 grid((n + 127) / 128, (m + 127) / 128);
   if (path == 7 && ldk >= 8192) path = 2;  // K >= 2^18: the 16-bit nz halves of the fused variants could overflow
   if (path == 8 && ldk >= 8192) path = 2;
   if (path == 7) {
@@ -1625,27 +1355,13 @@ const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW
     return "tb_mma_b1_v4_k16s4";
   }
   row_popc<<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
-  {
-    if (path == 2) {
-      tb_mma4<2, 32, 2, false, 4><<<grid, 128, TB4_SMEM(2, 32, 2, 4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
-      return "tb_mma_b1";
-    }
-    if (path == 6) {  // 64x128 blocks of 4 warps of 32x64, 3 blocks per SM
-      dim3 grid64((n + TB_BN - 1) / TB_BN, (m + 63) / 64);
-      tb_mma4<2, 32, 2, false, 2><<<grid64, 128, TB4_SMEM(2, 32, 2, 2), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
-      return "tb_mma_b1_v4_64x128";
-    }
-    if (path == 3) {
-      tb_mma2<<<grid, 256, TB2_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
-      return "tb_mma_b1_v2";
-    }
-    if (path == 4) {
-      tb_mma<<<grid, 256, TB_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
-      return "tb_mma_b1_v1";
-    }
-    tb_mma3<<<grid, 256, TB3_SMEM, st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
+  if (path == 6) {  // 64x128 blocks of 4 warps of 32x64, 3 blocks per SM
+    const dim3 grid64((n + 127) / 128, (m + 63) / 64);
+    tb_mma4<2, 32, 2, false, 2><<<grid64, 128, TB4_SMEM(2, 32, 2, 2), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
+    return "tb_mma_b1_v4_64x128";
   }
-  return "tb_mma_b1_v3";
+  tb_mma4<2, 32, 2, false, 4><<<grid, 128, TB4_SMEM(2, 32, 2, 4), st>>>(dP, dQ, dW, ldk, dNz, m, n, dOut, n);
+  return "tb_mma_b1";
 }
 
 const char *launch_i8(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int m, int n, int32_t *dOut,

@@ -73,7 +73,8 @@ BWQ_EXPORT int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t
 BWQ_EXPORT int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out);
 
 /* Forces a kernel family for tests and benchmarks: -1 automatic (default), 0 GEMV, 1 skinny MMA, 2 tiled MMA,
- * and for ternary x binary only 3 - 9 = earlier tiled / GEMV variants kept for comparison, 10 = Hopper wgmma
+ * and for ternary x binary only 3 - 5 = removed tiled kernels (run 2), 6 - 9 = tiled / GEMV variants kept for
+ * comparison, 10 = Hopper wgmma
  * tiled kernel (sm_90a code on an sm_90 device; otherwise 2), 11, 12 = its variants, 13 = the M = 1 GEMV as a
  * programmatic dependent launch (Hopper; the automatic choice there) (native/cuda/bwq_cuda.cu)
  * (a family that cannot take the shape falls through to the next one). */

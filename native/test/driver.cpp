@@ -254,11 +254,13 @@ int main(int argc, char **argv) {
     const int e = bwq_cuda_init(msg, sizeof msg);
     printf("cuda: %s\n", msg);
     if (e != BWQ_OK) return 1;
-    const char *names[] = {"cuda-auto",     "cuda-gemv",     "cuda-skinny",   "cuda-tiled",     "cuda-tiled-v2",
-                           "cuda-tiled-v1", "cuda-tiled-v3", "cuda-tiled-v4s", "cuda-tiled-v4nz", "cuda-tiled-v4k16",
-                           "cuda-gemv-r4",  "cuda-wgmma",    "cuda-wgmma-cpasync", "cuda-wgmma-st",
-                           "cuda-gemv-pdl"};
+    // Paths 3 - 5 (the tiled kernels v1 - v3) were removed; they would run path 2 again.
+    const char *names[] = {"cuda-auto",      "cuda-gemv",      "cuda-skinny",        "cuda-tiled",
+                           nullptr,          nullptr,          nullptr,              "cuda-tiled-v4s",
+                           "cuda-tiled-v4nz", "cuda-tiled-v4k16", "cuda-gemv-r4",     "cuda-wgmma",
+                           "cuda-wgmma-cpasync", "cuda-wgmma-st", "cuda-gemv-pdl"};
     for (int path = -1; path <= 13; ++path) {
+      if (!names[path + 1]) continue;
       if (only) {
         char key[8];
         snprintf(key, sizeof key, "%d", path);
