@@ -826,6 +826,19 @@ __device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t smem_addr) {
   return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
          ((uint64_t)1 << 62);
 }
+// One 1024-bit K stage at shared address st (P, Q, W tiles of 128 rows x 128 bytes, 128-byte swizzle) for
+// warpgroup wg (rows 64 wg .. 64 wg + 63): 4 steps of wgmma(Dp, P, W) and wgmma(Dq, Q, W), one commit group.
+__device__ __forceinline__ void wgmma_stage(uint32_t st, int wg, int (&dp)[64], int (&dq)[64]) {
+  const uint32_t aP = st + wg * 64 * 128, aQ = aP + 128 * 128, aW = st + 2 * 128 * 128;
+  wgmma_fence();
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint64_t dB = wgmma_desc_sw128(aW + 32 * j);
+    wgmma_b1_m64n128(dp, wgmma_desc_sw128(aP + 32 * j), dB);
+    wgmma_b1_m64n128(dq, wgmma_desc_sw128(aQ + 32 * j), dB);
+  }
+  wgmma_commit();
+}
 #endif
 
 template <int STAGES>
@@ -884,16 +897,7 @@ __global__ void __launch_bounds__(256, 1)
         if (kn < nk) load_stage(kn % STAGES, kn, m0, n0);
         cp_async_commit();
       }
-      const uint32_t st = sbase + (kt % STAGES) * TBW2_STAGE;
-      const uint32_t aP = st + wg * 64 * 128, aQ = aP + 128 * 128, aW = st + 2 * 128 * 128;
-      wgmma_fence();
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const uint64_t dB = wgmma_desc_sw128(aW + 32 * j);
-        wgmma_b1_m64n128(dp, wgmma_desc_sw128(aP + 32 * j), dB);
-        wgmma_b1_m64n128(dq, wgmma_desc_sw128(aQ + 32 * j), dB);
-      }
-      wgmma_commit();
+      wgmma_stage(sbase + (kt % STAGES) * TBW2_STAGE, wg, dp, dq);
       wgmma_wait<1>();
     }
     wgmma_wait<0>();
@@ -1044,16 +1048,7 @@ __global__ void __launch_bounds__(288, 1)
     for (int i = 0; i < 64; ++i) dp[i] = dq[i] = 0;
     for (int kt = 0; kt < nk; ++kt) {
       mbar_wait(bars + 8 * slot, phase);
-      const uint32_t st = sbase + slot * SLOT;
-      const uint32_t aP = st + wg * 64 * 128, aQ = aP + 128 * 128, aW = st + 2 * 128 * 128;
-      wgmma_fence();
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const uint64_t dB = wgmma_desc_sw128(aW + 32 * j);
-        wgmma_b1_m64n128(dp, wgmma_desc_sw128(aP + 32 * j), dB);
-        wgmma_b1_m64n128(dq, wgmma_desc_sw128(aQ + 32 * j), dB);
-      }
-      wgmma_commit();
+      wgmma_stage(sbase + slot * SLOT, wg, dp, dq);
       wgmma_wait<1>();
       if (kt > 0 && lane == 0) mbar_arrive(bars + 8 * (S + prev));  // the previous slot's wgmmas are done
       prev = slot;
