@@ -27,6 +27,7 @@
 #include <chrono>
 #include <mutex>
 #include <random>
+#include <unordered_map>
 #include <vector>
 
 #include "../include/bwq.h"
@@ -1450,6 +1451,32 @@ int upload_padded(void *dst, size_t dst_pitch, const void *src, size_t src_pitch
   return BWQ_OK;
 }
 
+// Device-resident weights (bwq_cuda_weights_upload): padded device copies of B [roundup(N,128), ldk words],
+// by handle. The resident GEMMs take B from here instead of uploading it per call.
+struct ResidentWeights {
+  void *dev;
+  int n, k;
+};
+std::mutex g_resident_mu;
+std::unordered_map<uint64_t, ResidentWeights> g_resident;
+uint64_t g_resident_next = 1;
+
+// The device copy of `handle` for an n x k call, or nullptr (with g_err set).
+const void *resident_lookup(uint64_t handle, int n, int k) {
+  std::lock_guard<std::mutex> lk(g_resident_mu);
+  const auto it = g_resident.find(handle);
+  if (it == g_resident.end()) {
+    snprintf(g_err, sizeof g_err, "unknown resident-weights handle %llu", (unsigned long long)handle);
+    return nullptr;
+  }
+  if (it->second.n != n || it->second.k != k) {
+    snprintf(g_err, sizeof g_err, "resident weights are %d x %d, the call needs %d x %d", it->second.n,
+             it->second.k, n, k);
+    return nullptr;
+  }
+  return it->second.dev;
+}
+
 // Mean time per call of `reps` calls of `launch` captured into one CUDA graph (one graph launch between two
 // events, after one untimed replay): the per-launch CPU and driver overhead of stream launches is gone, so
 // the time is closer to what the kernels themselves take. 0 when capture is not possible.
@@ -1583,8 +1610,12 @@ int bwq_cuda_init(char *msg, size_t msg_len) {
   return BWQ_OK;
 }
 
-int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t *minus, const uint32_t *weights, int m, int n,
-                                 int k, int32_t *out) {
+}  // extern "C"
+
+namespace {
+// Host-pointer GEMMs: copy in (the weights only when no device copy is given), run, copy out.
+int tb_host(const uint32_t *plus, const uint32_t *minus, const uint32_t *weights, uint64_t resident, int m, int n,
+            int k, int32_t *out) {
   if (m < 0 || n < 0 || k < 0) return BWQ_EINVAL;
   if (m == 0 || n == 0) return BWQ_OK;
   if (!out) return BWQ_EINVAL;
@@ -1592,20 +1623,22 @@ int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t *minus, co
     memset(out, 0, sizeof(int32_t) * (size_t)m * n);
     return BWQ_OK;
   }
-  if (!plus || !minus || !weights) return BWQ_EINVAL;
+  if (!plus || !minus || (!weights && !resident)) return BWQ_EINVAL;
   int rc = ensure_init();
   if (rc) return rc;
+  const void *dRes = nullptr;
+  if (resident && !(dRes = resident_lookup(resident, n, k))) return BWQ_EINVAL;
   std::lock_guard<std::mutex> lk(g_ws.mu);
   cudaStream_t st = g_ws.stream;
   const int kw = kw_of(k), ldk = round_up(kw, 32), mp = round_up(m, 128), np = round_up(n, 128);
-  void *dP, *dQ, *dW, *dO, *dNz;
+  void *dP, *dQ, *dW = const_cast<void *>(dRes), *dO, *dNz;
   if ((rc = g_ws.get(0, (size_t)mp * ldk * 4, &dP)) || (rc = g_ws.get(1, (size_t)mp * ldk * 4, &dQ)) ||
-      (rc = g_ws.get(2, (size_t)np * ldk * 4, &dW)) || (rc = g_ws.get(3, (size_t)m * n * 4, &dO)) ||
+      (!dRes && (rc = g_ws.get(2, (size_t)np * ldk * 4, &dW))) || (rc = g_ws.get(3, (size_t)m * n * 4, &dO)) ||
       (rc = g_ws.get(4, (size_t)mp * 4, &dNz)))
     return rc;
   if ((rc = upload_padded(dP, ldk * 4, plus, kw * 4, kw * 4, m, mp, st)) ||
       (rc = upload_padded(dQ, ldk * 4, minus, kw * 4, kw * 4, m, mp, st)) ||
-      (rc = upload_padded(dW, ldk * 4, weights, kw * 4, kw * 4, n, np, st)))
+      (!dRes && (rc = upload_padded(dW, ldk * 4, weights, kw * 4, kw * 4, n, np, st))))
     return rc;
   const uint32_t lm = (k % 32) ? ((1u << (k % 32)) - 1u) : 0xFFFFFFFFu;
   if (lm != 0xFFFFFFFFu) {
@@ -1619,7 +1652,7 @@ int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t *minus, co
   return BWQ_OK;
 }
 
-int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out) {
+int i8_host(const int8_t *a, const uint32_t *weights, uint64_t resident, int m, int n, int k, int32_t *out) {
   if (m < 0 || n < 0 || k < 0) return BWQ_EINVAL;
   if (m == 0 || n == 0) return BWQ_OK;
   if (!out) return BWQ_EINVAL;
@@ -1627,24 +1660,84 @@ int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, i
     memset(out, 0, sizeof(int32_t) * (size_t)m * n);
     return BWQ_OK;
   }
-  if (!a || !weights) return BWQ_EINVAL;
+  if (!a || (!weights && !resident)) return BWQ_EINVAL;
   int rc = ensure_init();
   if (rc) return rc;
+  const void *dRes = nullptr;
+  if (resident && !(dRes = resident_lookup(resident, n, k))) return BWQ_EINVAL;
   std::lock_guard<std::mutex> lk(g_ws.mu);
   cudaStream_t st = g_ws.stream;
   const int kw = kw_of(k), ldk = round_up(kw, 32), lda = ldk * 32, mp = round_up(m, 128), np = round_up(n, 128);
-  void *dA, *dW, *dO;
-  if ((rc = g_ws.get(0, (size_t)mp * lda, &dA)) || (rc = g_ws.get(2, (size_t)np * ldk * 4, &dW)) ||
+  void *dA, *dW = const_cast<void *>(dRes), *dO;
+  if ((rc = g_ws.get(0, (size_t)mp * lda, &dA)) || (!dRes && (rc = g_ws.get(2, (size_t)np * ldk * 4, &dW))) ||
       (rc = g_ws.get(3, (size_t)m * n * 4, &dO)))
     return rc;
   if ((rc = upload_padded(dA, lda, a, k, k, m, mp, st)) ||
-      (rc = upload_padded(dW, ldk * 4, weights, kw * 4, kw * 4, n, np, st)))
+      (!dRes && (rc = upload_padded(dW, ldk * 4, weights, kw * 4, kw * 4, n, np, st))))
     return rc;
   launch_i8((const int8_t *)dA, lda, (const uint32_t *)dW, ldk, m, n, (int32_t *)dO, st);
   CK(cudaGetLastError());
   CK(cudaMemcpyAsync(out, dO, (size_t)m * n * 4, cudaMemcpyDeviceToHost, st));
   CK(cudaStreamSynchronize(st));
   return BWQ_OK;
+}
+}  // namespace
+
+extern "C" {
+
+int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t *minus, const uint32_t *weights, int m, int n,
+                                 int k, int32_t *out) {
+  return tb_host(plus, minus, weights, 0, m, n, k, out);
+}
+
+int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out) {
+  return i8_host(a, weights, 0, m, n, k, out);
+}
+
+int bwq_cuda_weights_upload(const uint32_t *weights, int n, int k, uint64_t *handle) {
+  if (!weights || !handle || n <= 0 || k <= 0) return BWQ_EINVAL;
+  int rc = ensure_init();
+  if (rc) return rc;
+  const int kw = kw_of(k), ldk = round_up(kw, 32), np = round_up(n, 128);
+  void *dev = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(g_ws.mu);
+    CK(cudaMalloc(&dev, (size_t)np * ldk * 4));
+    if ((rc = upload_padded(dev, ldk * 4, weights, kw * 4, kw * 4, n, np, g_ws.stream)) ||
+        cudaStreamSynchronize(g_ws.stream) != cudaSuccess) {
+      cudaFree(dev);
+      return rc ? rc : BWQ_ECUDA;
+    }
+  }
+  std::lock_guard<std::mutex> lk(g_resident_mu);
+  *handle = g_resident_next++;
+  g_resident[*handle] = ResidentWeights{dev, n, k};
+  return BWQ_OK;
+}
+
+int bwq_cuda_weights_free(uint64_t handle) {
+  void *dev = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(g_resident_mu);
+    const auto it = g_resident.find(handle);
+    if (it == g_resident.end()) return BWQ_EINVAL;
+    dev = it->second.dev;
+    g_resident.erase(it);
+  }
+  std::lock_guard<std::mutex> lk(g_ws.mu);  // no call is using it: calls hold the workspace lock while they run
+  CK(cudaFree(dev));
+  return BWQ_OK;
+}
+
+int bwq_cuda_ternary_binary_gemm_resident(const uint32_t *plus, const uint32_t *minus, uint64_t weights, int m, int n,
+                                          int k, int32_t *out) {
+  if (!weights) return BWQ_EINVAL;
+  return tb_host(plus, minus, nullptr, weights, m, n, k, out);
+}
+
+int bwq_cuda_int8_binary_gemm_resident(const int8_t *a, uint64_t weights, int m, int n, int k, int32_t *out) {
+  if (!weights) return BWQ_EINVAL;
+  return i8_host(a, nullptr, weights, m, n, k, out);
 }
 
 int bwq_cuda_mma_peak(int kind, double *tops) {

@@ -72,6 +72,16 @@ BWQ_EXPORT int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t
                                             int m, int n, int k, int32_t *out);
 BWQ_EXPORT int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out);
 
+/* Device-resident binary weights: copies B [N, ceil(K/32)] to the GPU once (*handle > 0 names the copy);
+ * the _resident GEMMs then take B from there (n and k must match the upload, else BWQ_EINVAL) and copy only
+ * the activations in and the result out. bwq_cuda_weights_free releases the copy (BWQ_EINVAL if unknown). */
+BWQ_EXPORT int bwq_cuda_weights_upload(const uint32_t *weights, int n, int k, uint64_t *handle);
+BWQ_EXPORT int bwq_cuda_weights_free(uint64_t handle);
+BWQ_EXPORT int bwq_cuda_ternary_binary_gemm_resident(const uint32_t *plus, const uint32_t *minus, uint64_t weights,
+                                                     int m, int n, int k, int32_t *out);
+BWQ_EXPORT int bwq_cuda_int8_binary_gemm_resident(const int8_t *a, uint64_t weights, int m, int n, int k,
+                                                  int32_t *out);
+
 /* Forces a kernel family for tests and benchmarks: -1 automatic (default), 0 GEMV, 1 skinny MMA, 2 tiled MMA,
  * and for ternary x binary only 3 - 5 = removed tiled kernels (run 2), 6 - 9 = tiled / GEMV variants kept for
  * comparison, 10 = Hopper wgmma

@@ -20,6 +20,10 @@ typedef const char *(*cuda_err_fn)(void);
 typedef int (*cuda_tb_fn)(const uint32_t *, const uint32_t *, const uint32_t *, int, int, int, int32_t *);
 typedef int (*cuda_i8_fn)(const int8_t *, const uint32_t *, int, int, int, int32_t *);
 typedef int (*cuda_bench_fn)(int, int, int, int, int, int, bwq_bench_result *);
+typedef int (*cuda_upload_fn)(const uint32_t *, int, int, uint64_t *);
+typedef int (*cuda_free_fn)(uint64_t);
+typedef int (*cuda_tb_res_fn)(const uint32_t *, const uint32_t *, uint64_t, int, int, int, int32_t *);
+typedef int (*cuda_i8_res_fn)(const int8_t *, uint64_t, int, int, int, int32_t *);
 
 struct CudaLib {
   bool tried = false;
@@ -30,6 +34,10 @@ struct CudaLib {
   cuda_tb_fn tb = nullptr;
   cuda_i8_fn i8 = nullptr;
   cuda_bench_fn bench = nullptr;
+  cuda_upload_fn upload = nullptr;
+  cuda_free_fn free_weights = nullptr;
+  cuda_tb_res_fn tb_resident = nullptr;
+  cuda_i8_res_fn i8_resident = nullptr;
 };
 CudaLib g_cuda;
 std::mutex g_cuda_mu;
@@ -67,7 +75,12 @@ void cuda_load() {
   g_cuda.tb = (cuda_tb_fn)dlsym(h, "bwq_cuda_ternary_binary_gemm");
   g_cuda.i8 = (cuda_i8_fn)dlsym(h, "bwq_cuda_int8_binary_gemm");
   g_cuda.bench = (cuda_bench_fn)dlsym(h, "bwq_cuda_bench");
-  if (!init || !g_cuda.last_error || !g_cuda.tb || !g_cuda.i8 || !g_cuda.bench) {
+  g_cuda.upload = (cuda_upload_fn)dlsym(h, "bwq_cuda_weights_upload");
+  g_cuda.free_weights = (cuda_free_fn)dlsym(h, "bwq_cuda_weights_free");
+  g_cuda.tb_resident = (cuda_tb_res_fn)dlsym(h, "bwq_cuda_ternary_binary_gemm_resident");
+  g_cuda.i8_resident = (cuda_i8_res_fn)dlsym(h, "bwq_cuda_int8_binary_gemm_resident");
+  if (!init || !g_cuda.last_error || !g_cuda.tb || !g_cuda.i8 || !g_cuda.bench || !g_cuda.upload ||
+      !g_cuda.free_weights || !g_cuda.tb_resident || !g_cuda.i8_resident) {
     g_cuda.message = g_cuda.path + " lacks the bwq_cuda_* entry points (rebuild with npm rebuild)";
     return;
   }
@@ -270,6 +283,130 @@ napi_value TernaryTernaryGemm(napi_env env, napi_callback_info info) {
   return argv[7];
 }
 
+// ---------------------------------------------------------------- device-resident weights
+// cudaUploadWeights(weights, n, k) -> an external value owning the GPU copy (freed by cudaFreeWeights or when
+// the value is garbage-collected). The resident GEMMs take it in place of the weights array.
+struct ResidentRef {
+  uint64_t handle;
+  int n, k;
+};
+
+void resident_finalize(napi_env, void *data, void *) {
+  ResidentRef *ref = static_cast<ResidentRef *>(data);
+  if (ref->handle && g_cuda.ok) g_cuda.free_weights(ref->handle);
+  delete ref;
+}
+
+bool cuda_ready(napi_env env) {
+  cuda_load();
+  if (g_cuda.ok) return true;
+  napi_throw_error(env, "BWQ_CUDA", ("bwq: CUDA unavailable: " + g_cuda.message).c_str());
+  return false;
+}
+
+// The live resident copy behind an external made by cudaUploadWeights, checked against the call's n and k.
+bool get_resident(napi_env env, napi_value v, int n, int k, uint64_t *handle) {
+  napi_valuetype t;
+  void *data = nullptr;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &data) != napi_ok ||
+      !data) {
+    napi_throw_type_error(env, "BWQ_ARGS", "bwq native: weights must come from cudaUploadWeights");
+    return false;
+  }
+  const ResidentRef *ref = static_cast<const ResidentRef *>(data);
+  if (!ref->handle) {
+    napi_throw_error(env, "BWQ_ARGS", "bwq native: these resident weights were freed");
+    return false;
+  }
+  if (ref->n != n || ref->k != k) {
+    napi_throw_range_error(env, "BWQ_ARGS",
+                           ("bwq native: resident weights are " + std::to_string(ref->n) + " x " +
+                            std::to_string(ref->k) + ", the call needs " + std::to_string(n) + " x " + std::to_string(k))
+                               .c_str());
+    return false;
+  }
+  *handle = ref->handle;
+  return true;
+}
+
+napi_value CudaUploadWeights(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!get_args(env, info, 3, argv)) return nullptr;
+  int n, k;
+  if (!get_int(env, argv[1], &n, "n") || !get_int(env, argv[2], &k, "k")) return nullptr;
+  if (n == 0 || k == 0) {
+    napi_throw_range_error(env, "BWQ_ARGS", "bwq native: resident weights need n > 0 and k > 0");
+    return nullptr;
+  }
+  void *w;
+  if (!get_typed(env, argv[0], napi_uint32_array, (size_t)n * ((k + 31) / 32), &w, "weights")) return nullptr;
+  if (!cuda_ready(env)) return nullptr;
+  uint64_t handle = 0;
+  if (!check_rc(env, g_cuda.upload((const uint32_t *)w, n, k, &handle), true)) return nullptr;
+  ResidentRef *ref = new ResidentRef{handle, n, k};
+  napi_value ext;
+  if (napi_create_external(env, ref, resident_finalize, nullptr, &ext) != napi_ok) {
+    g_cuda.free_weights(handle);
+    delete ref;
+    napi_throw_error(env, "BWQ_NAPI", "N-API call failed: napi_create_external");
+    return nullptr;
+  }
+  return ext;
+}
+
+// cudaFreeWeights(resident): releases the GPU copy now (later calls with it throw).
+napi_value CudaFreeWeights(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return nullptr;
+  napi_valuetype t;
+  void *data = nullptr;
+  if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external ||
+      napi_get_value_external(env, argv[0], &data) != napi_ok || !data) {
+    napi_throw_type_error(env, "BWQ_ARGS", "bwq native: cudaFreeWeights takes a value from cudaUploadWeights");
+    return nullptr;
+  }
+  ResidentRef *ref = static_cast<ResidentRef *>(data);
+  if (ref->handle && g_cuda.ok) g_cuda.free_weights(ref->handle);
+  ref->handle = 0;
+  return nullptr;
+}
+
+// ternaryBinaryGemmResident(plus, minus, resident, m, n, k, out)
+napi_value TernaryBinaryGemmResident(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return nullptr;
+  int m, n, k;
+  if (!get_int(env, argv[3], &m, "m") || !get_int(env, argv[4], &n, "n") || !get_int(env, argv[5], &k, "k"))
+    return nullptr;
+  const size_t kw = (size_t)(k + 31) / 32;
+  void *p, *q, *o;
+  uint64_t handle;
+  if (!get_typed(env, argv[0], napi_uint32_array, (size_t)m * kw, &p, "plus") ||
+      !get_typed(env, argv[1], napi_uint32_array, (size_t)m * kw, &q, "minus") ||
+      !get_resident(env, argv[2], n, k, &handle) ||
+      !get_typed(env, argv[6], napi_int32_array, (size_t)m * n, &o, "out") || !cuda_ready(env))
+    return nullptr;
+  if (!check_rc(env, g_cuda.tb_resident((const uint32_t *)p, (const uint32_t *)q, handle, m, n, k, (int32_t *)o), true))
+    return nullptr;
+  return argv[6];
+}
+
+// int8BinaryGemmResident(a, resident, m, n, k, out)
+napi_value Int8BinaryGemmResident(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!get_args(env, info, 6, argv)) return nullptr;
+  int m, n, k;
+  if (!get_int(env, argv[2], &m, "m") || !get_int(env, argv[3], &n, "n") || !get_int(env, argv[4], &k, "k"))
+    return nullptr;
+  void *a, *o;
+  uint64_t handle;
+  if (!get_typed(env, argv[0], napi_int8_array, (size_t)m * k, &a, "a") || !get_resident(env, argv[1], n, k, &handle) ||
+      !get_typed(env, argv[5], napi_int32_array, (size_t)m * n, &o, "out") || !cuda_ready(env))
+    return nullptr;
+  if (!check_rc(env, g_cuda.i8_resident((const int8_t *)a, handle, m, n, k, (int32_t *)o), true)) return nullptr;
+  return argv[5];
+}
+
 // cudaInit() -> { ok, message, library }
 napi_value CudaInit(napi_env env, napi_callback_info) {
   cuda_load();
@@ -291,11 +428,7 @@ napi_value CudaBench(napi_env env, napi_callback_info info) {
       !get_int(env, argv[3], &k, "k") || !get_int(env, argv[4], &warmup, "warmup") ||
       !get_int(env, argv[5], &reps, "reps"))
     return nullptr;
-  cuda_load();
-  if (!g_cuda.ok) {
-    napi_throw_error(env, "BWQ_CUDA", ("bwq: CUDA unavailable: " + g_cuda.message).c_str());
-    return nullptr;
-  }
+  if (!cuda_ready(env)) return nullptr;
   bwq_bench_result r;
   memset(&r, 0, sizeof r);
   const int rc = g_cuda.bench(kind, m, n, k, warmup, reps, &r);
@@ -328,6 +461,11 @@ napi_value Init(napi_env env, napi_value exports) {
       {"ternaryTernaryGemm", nullptr, TernaryTernaryGemm, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"cudaInit", nullptr, CudaInit, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"cudaBench", nullptr, CudaBench, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"cudaUploadWeights", nullptr, CudaUploadWeights, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"cudaFreeWeights", nullptr, CudaFreeWeights, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"ternaryBinaryGemmResident", nullptr, TernaryBinaryGemmResident, nullptr, nullptr, nullptr, napi_default,
+       nullptr},
+      {"int8BinaryGemmResident", nullptr, Int8BinaryGemmResident, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

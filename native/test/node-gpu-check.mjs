@@ -2,8 +2,9 @@
 //   node bin/bwq.js quantize test/fixtures/models/tiny-llama -o DIR/tiny-bwla --method bwla --nsamples 4 --seqlen 64
 //   node bin/bwq.js quantize test/fixtures/models/tiny-llama -o DIR/tiny-bwta --method bwta --nsamples 4 --seqlen 64
 //   node native/test/node-gpu-check.mjs DIR
-// Compares the addon's CUDA kernels with its CPU kernels (exact int32), then runs the packed
-// models' native forward pass on CUDA and on CPU: the perplexities must be identical.
+// Compares the addon's CUDA kernels (weights uploaded per call, and kept on the GPU: residentWeights) with
+// its CPU kernels (exact int32), then runs the packed models' native forward pass on CUDA (resident weights,
+// the default, and per-call uploads) and on CPU: the perplexities must be identical.
 // Uses only the JS float GEMM, so onnxruntime is not needed there.
 import { loadNativeKernels } from '../../dist/native/kernels.js';
 import { createNativeModelRunner } from '../../dist/native/forward.js';
@@ -16,8 +17,9 @@ import { join, resolve } from 'node:path';
 const modelsDir = resolve(process.argv[2] ?? '.');
 
 const cuda = loadNativeKernels({ device: 'cuda' });
+const resident = loadNativeKernels({ device: 'cuda', residentWeights: true });
 const cpu = loadNativeKernels({ device: 'cpu' });
-console.log('cuda backend', cuda.backend, cuda.gpu, cuda.notice ?? '');
+console.log('cuda backend', cuda.backend, cuda.gpu, cuda.notice ?? '', 'resident', resident.residentWeights);
 let seed = 7;
 const rnd = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed; };
 let bad = 0;
@@ -27,9 +29,15 @@ for (const [m, n, k] of [[1, 70, 257], [3, 5, 33], [17, 70, 100], [64, 256, 4096
   const plus = mask(m), minus = mask(m); for (let i = 0; i < plus.length; i++) minus[i] &= ~plus[i];
   const weights = mask(n);
   const a8 = new Int8Array(m * k); for (let i = 0; i < a8.length; i++) a8[i] = (rnd() % 63) - 31;
+  const tbCpu = cpu.ternaryBinaryGemm(plus, minus, weights, m, n, k), i8Cpu = cpu.int8BinaryGemm(a8, weights, m, n, k);
   const checks = [
-    ['ternaryBinary', cuda.ternaryBinaryGemm(plus, minus, weights, m, n, k), cpu.ternaryBinaryGemm(plus, minus, weights, m, n, k)],
-    ['int8Binary', cuda.int8BinaryGemm(a8, weights, m, n, k), cpu.int8BinaryGemm(a8, weights, m, n, k)],
+    ['ternaryBinary', cuda.ternaryBinaryGemm(plus, minus, weights, m, n, k), tbCpu],
+    ['int8Binary', cuda.int8BinaryGemm(a8, weights, m, n, k), i8Cpu],
+    ['ternaryBinary resident', resident.ternaryBinaryGemm(plus, minus, weights, m, n, k), tbCpu],
+    ['int8Binary resident', resident.int8BinaryGemm(a8, weights, m, n, k), i8Cpu],
+    ['ternaryBinary resident again', resident.ternaryBinaryGemm(plus, minus, weights, m, n, k), tbCpu],
+    ['ternaryBinary resident, n - 1 rows', resident.ternaryBinaryGemm(plus, minus, weights, m, n - 1, k),
+      cpu.ternaryBinaryGemm(plus, minus, weights, m, n - 1, k)],
   ];
   for (const [name, g, c] of checks) {
     let diff = 0; for (let i = 0; i < c.length; i++) if (g[i] !== c[i]) diff++;
@@ -37,15 +45,36 @@ for (const [m, n, k] of [[1, 70, 257], [3, 5, 33], [17, 70, 100], [64, 256, 4096
     bad += diff;
   }
 }
+{
+  // Time per host call for an LLM-sized linear (K x N = 4096 x 11008, M = 16): weights uploaded per call
+  // (5.6 MB of packed bits) against the resident copy.
+  const m = 16, n = 11008, k = 4096, w = k / 32;
+  const weights = new Uint32Array(n * w).map(() => rnd());
+  const plus = new Uint32Array(m * w).map(() => rnd()), minus = new Uint32Array(m * w).map((_, i) => rnd() & ~plus[i]);
+  const out = new Int32Array(m * n);
+  const time = (kernels) => {
+    for (let i = 0; i < 3; i++) kernels.ternaryBinaryGemm(plus, minus, weights, m, n, k, out);
+    const t0 = performance.now();
+    for (let i = 0; i < 20; i++) kernels.ternaryBinaryGemm(plus, minus, weights, m, n, k, out);
+    return (performance.now() - t0) / 20;
+  };
+  console.log(`ternaryBinary m=${m} k=${k} n=${n} per host call: weights uploaded per call ${time(cuda).toFixed(3)} ms,` +
+    ` resident ${time(resident).toFixed(3)} ms`);
+}
 const text = readFileSync(new URL('../../data/sotu-test.txt', import.meta.url), 'utf8');
 for (const name of ['tiny-bwla', 'tiny-bwta']) {
   const dir = join(modelsDir, name);
   const model = await openModelDir(dir);
   const ids = (await loadTokenizer(dir)).encode(text);
-  for (const device of ['cuda', 'cpu']) {
-    const runner = await createNativeModelRunner(model, { device, floatGemm: 'js', notice: false });
+  for (const device of ['cuda', 'cuda-upload-per-call', 'cpu']) {
+    const kernels = device === 'cuda-upload-per-call' ? cuda : undefined;
+    const runner = await createNativeModelRunner(model, {
+      device: device === 'cpu' ? 'cpu' : 'cuda', kernels, floatGemm: 'js', notice: false,
+    });
+    const t0 = performance.now();
     const r = await evaluatePerplexity(runner, ids, { seqlen: 64, maxWindows: 16 });
-    console.log(`${name} ${device}: ppl ${r.ppl.toFixed(6)} (${r.tokens} tokens)`);
+    const s = (performance.now() - t0) / 1000;
+    console.log(`${name} ${device}: ppl ${r.ppl.toFixed(6)} (${r.tokens} tokens, ${s.toFixed(2)} s)`);
     await runner.close();
   }
   await model.checkpoint.close();

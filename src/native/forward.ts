@@ -53,12 +53,13 @@ export interface NativeRunnerOptions {
 }
 
 /**
- * D's kernels (src/native/kernels.ts); when the addon is not built (or cannot load) and the device
- * is not 'cuda', the JavaScript reference kernels, with a notice saying so.
+ * D's kernels (src/native/kernels.ts), on CUDA with the packed weights kept on the GPU (they never change);
+ * when the addon is not built (or cannot load) and the device is not 'cuda', the JavaScript reference
+ * kernels, with a notice saying so.
  */
 export function loadForwardKernels(device: 'auto' | 'cpu' | 'cuda'): ForwardKernels {
   try {
-    return loadNativeKernels({ device });
+    return loadNativeKernels({ device, residentWeights: true });
   } catch (error) {
     if (device === 'cuda') {
       if (error instanceof BwqError) throw error;

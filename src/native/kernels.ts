@@ -6,7 +6,7 @@
  * int8 codes row-major [M,K]. All results are exact int32 sums.
  */
 import { BwqError } from '../errors.js';
-import { loadAddon, type CudaBenchRaw, type NativeAddon } from './loader.js';
+import { loadAddon, type CudaBenchRaw, type NativeAddon, type ResidentWeightsHandle } from './loader.js';
 
 export interface NativeKernels {
   readonly backend: 'cpu' | 'cuda'; readonly cpuFeatures: string;   // e.g. 'avx512' | 'avx2' | 'scalar'
@@ -17,6 +17,11 @@ export interface NativeKernels {
   /** ternary × ternary (attention): Y[M,N] = Σ_k t1[m,k]·t2[n,k] */
   ternaryTernaryGemm(aPlus: Uint32Array, aMinus: Uint32Array, bPlus: Uint32Array, bMinus: Uint32Array, m: number, n: number, k: number, out?: Int32Array): Int32Array;
   /** true if a CUDA device is used */ readonly gpu: boolean; readonly notice: string | undefined;
+  /**
+   * true when CUDA calls keep each weights array's GPU copy (loadNativeKernels `residentWeights`): the first
+   * call with an array uploads it, later calls with the same array object reuse the copy.
+   */
+  readonly residentWeights: boolean;
 }
 
 export type NativeDevice = 'auto' | 'cpu' | 'cuda';
@@ -44,10 +49,24 @@ class Kernels implements NativeKernels {
   readonly backend: 'cpu' | 'cuda';
   readonly gpu: boolean;
   readonly notice: string | undefined;
-  constructor(private readonly addon: NativeAddon, cuda: boolean, notice: string | undefined) {
+  readonly residentWeights: boolean;
+  /** GPU copies by weights array (residentWeights); a copy is freed when its array is garbage-collected */
+  private readonly resident = new WeakMap<Uint32Array, { handle: ResidentWeightsHandle; n: number; k: number }>();
+  constructor(private readonly addon: NativeAddon, cuda: boolean, notice: string | undefined, residentWeights = false) {
     this.backend = cuda ? 'cuda' : 'cpu';
     this.gpu = cuda;
     this.notice = notice;
+    this.residentWeights = cuda && residentWeights;
+  }
+  /** The GPU copy of `weights` for an n x k call, uploaded on first use (residentWeights only). */
+  private residentCopy(weights: Uint32Array, n: number, k: number): ResidentWeightsHandle | undefined {
+    if (!this.residentWeights || n === 0 || k === 0) return undefined;
+    const have = this.resident.get(weights);
+    if (have !== undefined && have.n === n && have.k === k) return have.handle;
+    if (have !== undefined) this.addon.cudaFreeWeights(have.handle);
+    const handle = this.addon.cudaUploadWeights(weights, n, k);
+    this.resident.set(weights, { handle, n, k });
+    return handle;
   }
   get cpuFeatures(): string {
     return this.addon.cpuInfo().level;
@@ -60,7 +79,9 @@ class Kernels implements NativeKernels {
     checkLength('minus', minus, m * kw);
     checkLength('weights', weights, n * kw);
     const y = outBuffer(out, m, n);
-    this.addon.ternaryBinaryGemm(plus, minus, weights, m, n, k, y, this.gpu);
+    const copy = m === 0 ? undefined : this.residentCopy(weights, n, k);
+    if (copy !== undefined) this.addon.ternaryBinaryGemmResident(plus, minus, copy, m, n, k, y);
+    else this.addon.ternaryBinaryGemm(plus, minus, weights, m, n, k, y, this.gpu);
     return y;
   }
   int8BinaryGemm(a: Int8Array, weights: Uint32Array, m: number, n: number, k: number, out?: Int32Array): Int32Array {
@@ -68,7 +89,9 @@ class Kernels implements NativeKernels {
     checkLength('a', a, m * k);
     checkLength('weights', weights, n * Math.ceil(k / 32));
     const y = outBuffer(out, m, n);
-    this.addon.int8BinaryGemm(a, weights, m, n, k, y, this.gpu);
+    const copy = m === 0 ? undefined : this.residentCopy(weights, n, k);
+    if (copy !== undefined) this.addon.int8BinaryGemmResident(a, copy, m, n, k, y);
+    else this.addon.int8BinaryGemm(a, weights, m, n, k, y, this.gpu);
     return y;
   }
   ternaryTernaryGemm(aPlus: Uint32Array, aMinus: Uint32Array, bPlus: Uint32Array, bMinus: Uint32Array, m: number,
@@ -89,14 +112,16 @@ class Kernels implements NativeKernels {
 /**
  * Loads the addon (BwqError if it is not built) and picks the device. 'auto' and 'cuda' use CUDA when
  * libbwq_cuda.so was built and a device answers; otherwise the CPU kernels, with a one-line `notice`
- * saying why (callers print it once). 'cpu' never touches CUDA.
+ * saying why (callers print it once). 'cpu' never touches CUDA. `residentWeights` (CUDA only): keep each
+ * weights array's GPU copy across calls, keyed by the array object, so callers must not modify a weights
+ * array after passing it (the packed model's weights never change).
  */
-export function loadNativeKernels(options: { device?: NativeDevice } = {}): NativeKernels {
+export function loadNativeKernels(options: { device?: NativeDevice; residentWeights?: boolean } = {}): NativeKernels {
   const device = options.device ?? 'auto';
   const addon = loadAddon();
   if (device === 'cpu') return new Kernels(addon, false, undefined);
   const cuda = addon.cudaInit();
-  if (cuda.ok) return new Kernels(addon, true, undefined);
+  if (cuda.ok) return new Kernels(addon, true, undefined, options.residentWeights === true);
   const cpu = addon.cpuInfo();
   const notice = `bwq: CUDA unavailable (${cuda.message}); using CPU kernels (${cpu.level}, ${cpu.threads} threads)`;
   return new Kernels(addon, false, notice);

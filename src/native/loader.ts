@@ -21,7 +21,17 @@ export interface NativeAddon {
     n: number, k: number, out: Int32Array): Int32Array;
   cudaInit(): { ok: boolean; message: string; library: string };
   cudaBench(kind: number, m: number, n: number, k: number, warmup: number, reps: number): CudaBenchRaw;
+  /** GPU copy of binary weights [n, ceil(k/32)]; freed by cudaFreeWeights or when garbage-collected */
+  cudaUploadWeights(weights: Uint32Array, n: number, k: number): ResidentWeightsHandle;
+  cudaFreeWeights(resident: ResidentWeightsHandle): void;
+  ternaryBinaryGemmResident(plus: Uint32Array, minus: Uint32Array, resident: ResidentWeightsHandle, m: number,
+    n: number, k: number, out: Int32Array): Int32Array;
+  int8BinaryGemmResident(a: Int8Array, resident: ResidentWeightsHandle, m: number, n: number, k: number,
+    out: Int32Array): Int32Array;
 }
+
+/** Opaque N-API external owning a GPU copy of binary weights. */
+export interface ResidentWeightsHandle { readonly __residentWeights: unique symbol }
 
 export interface CudaBenchRaw {
   msOurs: number; msCublas: number; topsOurs: number; tflopsCublas: number; kernel: string;

@@ -33,6 +33,7 @@ export interface ReferenceKernels extends IntegerGemmKernels {
   readonly cpuFeatures: string;
   readonly gpu: boolean;
   readonly notice: string | undefined;
+  readonly residentWeights: false;
 }
 
 /** Number of set bits of a 32-bit word. */
@@ -148,6 +149,7 @@ export function createReferenceKernels(notice?: string): ReferenceKernels {
     cpuFeatures: 'js-reference',
     gpu: false,
     notice,
+    residentWeights: false,
     ternaryBinaryGemm: referenceTernaryBinaryGemm,
     int8BinaryGemm: referenceInt8BinaryGemm,
     ternaryTernaryGemm: referenceTernaryTernaryGemm,
