@@ -102,6 +102,26 @@ std::vector<Case> cases() {
 typedef int (*tb_fn)(const uint32_t *, const uint32_t *, const uint32_t *, int, int, int, int32_t *);
 typedef int (*i8_fn)(const int8_t *, const uint32_t *, int, int, int, int32_t *);
 
+#ifdef BWQ_DRIVER_CUDA
+// The CUDA GEMMs through resident weights: upload, call, free (n = 0 or k = 0 go to the plain call).
+int tb_resident(const uint32_t *p, const uint32_t *q, const uint32_t *w, int m, int n, int k, int32_t *out) {
+  uint64_t h = 0;
+  if (n == 0 || k == 0) return bwq_cuda_ternary_binary_gemm(p, q, w, m, n, k, out);
+  int rc = bwq_cuda_weights_upload(w, n, k, &h);
+  if (rc == BWQ_OK) rc = bwq_cuda_ternary_binary_gemm_resident(p, q, h, m, n, k, out);
+  if (h && bwq_cuda_weights_free(h) != BWQ_OK) rc = BWQ_EINVAL;
+  return rc;
+}
+int i8_resident(const int8_t *a, const uint32_t *w, int m, int n, int k, int32_t *out) {
+  uint64_t h = 0;
+  if (n == 0 || k == 0) return bwq_cuda_int8_binary_gemm(a, w, m, n, k, out);
+  int rc = bwq_cuda_weights_upload(w, n, k, &h);
+  if (rc == BWQ_OK) rc = bwq_cuda_int8_binary_gemm_resident(a, h, m, n, k, out);
+  if (h && bwq_cuda_weights_free(h) != BWQ_OK) rc = BWQ_EINVAL;
+  return rc;
+}
+#endif
+
 int run_checks(const char *label, tb_fn tb, i8_fn i8, bool with_tt) {
   int failures = 0, total = 0;
   for (const Case &c : cases()) {
@@ -271,6 +291,21 @@ int main(int argc, char **argv) {
       fails += run_checks(names[path + 1], bwq_cuda_ternary_binary_gemm, bwq_cuda_int8_binary_gemm, false);
     }
     bwq_cuda_set_paths(-1, -1);
+    if (!only || strstr(only, "resident")) {
+      fails += run_checks("cuda-resident", tb_resident, i8_resident, false);
+      // A handle of another shape, and an unknown handle, are refused.
+      uint64_t h = 0;
+      const uint32_t w1[2] = {1, 0};
+      int32_t o[2];
+      const uint32_t p1[1] = {1}, q1[1] = {0};
+      int bad = bwq_cuda_weights_upload(w1, 2, 1, &h) != BWQ_OK;
+      bad += bwq_cuda_ternary_binary_gemm_resident(p1, q1, h, 1, 1, 1, o) != BWQ_EINVAL;
+      bad += bwq_cuda_weights_free(h) != BWQ_OK;
+      bad += bwq_cuda_weights_free(h) != BWQ_EINVAL;
+      bad += bwq_cuda_ternary_binary_gemm_resident(p1, q1, h, 1, 2, 1, o) != BWQ_EINVAL;
+      printf("cuda-resident handle checks %s\n", bad ? "FAILED" : "passed");
+      fails += bad;
+    }
 #endif
     printf(fails ? "FAILED (%d)\n" : "ALL PASSED\n", fails);
     return fails ? 1 : 0;
