@@ -123,6 +123,11 @@ bool get_int(napi_env env, napi_value v, int *out, const char *what) {
   return true;
 }
 
+// m, n, k from three consecutive arguments.
+bool get_mnk(napi_env env, const napi_value *args, int *m, int *n, int *k) {
+  return get_int(env, args[0], m, "m") && get_int(env, args[1], n, "n") && get_int(env, args[2], k, "k");
+}
+
 // Fetches a typed array of the given type with at least `need` elements.
 bool get_typed(napi_env env, napi_value v, napi_typedarray_type want, size_t need, void **data, const char *what) {
   bool is_ta = false;
@@ -220,69 +225,6 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
   return make_int(env, bwq_cpu_threads());
 }
 
-// ternaryBinaryGemm(plus, minus, weights, m, n, k, out, cuda)
-napi_value TernaryBinaryGemm(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
-  if (!get_args(env, info, 8, argv)) return nullptr;
-  int m, n, k;
-  if (!get_int(env, argv[3], &m, "m") || !get_int(env, argv[4], &n, "n") || !get_int(env, argv[5], &k, "k"))
-    return nullptr;
-  const size_t kw = (size_t)(k + 31) / 32;
-  void *p, *q, *w, *o;
-  if (!get_typed(env, argv[0], napi_uint32_array, (size_t)m * kw, &p, "plus") ||
-      !get_typed(env, argv[1], napi_uint32_array, (size_t)m * kw, &q, "minus") ||
-      !get_typed(env, argv[2], napi_uint32_array, (size_t)n * kw, &w, "weights") ||
-      !get_typed(env, argv[6], napi_int32_array, (size_t)m * n, &o, "out"))
-    return nullptr;
-  const bool cuda = get_bool(env, argv[7]) && g_cuda.ok;
-  const int rc = cuda ? g_cuda.tb((const uint32_t *)p, (const uint32_t *)q, (const uint32_t *)w, m, n, k, (int32_t *)o)
-                      : bwq_cpu_ternary_binary_gemm((const uint32_t *)p, (const uint32_t *)q, (const uint32_t *)w, m,
-                                                    n, k, (int32_t *)o);
-  if (!check_rc(env, rc, cuda)) return nullptr;
-  return argv[6];
-}
-
-// int8BinaryGemm(a, weights, m, n, k, out, cuda)
-napi_value Int8BinaryGemm(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  if (!get_args(env, info, 7, argv)) return nullptr;
-  int m, n, k;
-  if (!get_int(env, argv[2], &m, "m") || !get_int(env, argv[3], &n, "n") || !get_int(env, argv[4], &k, "k"))
-    return nullptr;
-  const size_t kw = (size_t)(k + 31) / 32;
-  void *a, *w, *o;
-  if (!get_typed(env, argv[0], napi_int8_array, (size_t)m * k, &a, "a") ||
-      !get_typed(env, argv[1], napi_uint32_array, (size_t)n * kw, &w, "weights") ||
-      !get_typed(env, argv[5], napi_int32_array, (size_t)m * n, &o, "out"))
-    return nullptr;
-  const bool cuda = get_bool(env, argv[6]) && g_cuda.ok;
-  const int rc = cuda ? g_cuda.i8((const int8_t *)a, (const uint32_t *)w, m, n, k, (int32_t *)o)
-                      : bwq_cpu_int8_binary_gemm((const int8_t *)a, (const uint32_t *)w, m, n, k, (int32_t *)o);
-  if (!check_rc(env, rc, cuda)) return nullptr;
-  return argv[5];
-}
-
-// ternaryTernaryGemm(aPlus, aMinus, bPlus, bMinus, m, n, k, out)
-napi_value TernaryTernaryGemm(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
-  if (!get_args(env, info, 8, argv)) return nullptr;
-  int m, n, k;
-  if (!get_int(env, argv[4], &m, "m") || !get_int(env, argv[5], &n, "n") || !get_int(env, argv[6], &k, "k"))
-    return nullptr;
-  const size_t kw = (size_t)(k + 31) / 32;
-  void *ap, *am, *bp, *bm, *o;
-  if (!get_typed(env, argv[0], napi_uint32_array, (size_t)m * kw, &ap, "aPlus") ||
-      !get_typed(env, argv[1], napi_uint32_array, (size_t)m * kw, &am, "aMinus") ||
-      !get_typed(env, argv[2], napi_uint32_array, (size_t)n * kw, &bp, "bPlus") ||
-      !get_typed(env, argv[3], napi_uint32_array, (size_t)n * kw, &bm, "bMinus") ||
-      !get_typed(env, argv[7], napi_int32_array, (size_t)m * n, &o, "out"))
-    return nullptr;
-  const int rc = bwq_cpu_ternary_ternary_gemm((const uint32_t *)ap, (const uint32_t *)am, (const uint32_t *)bp,
-                                              (const uint32_t *)bm, m, n, k, (int32_t *)o);
-  if (!check_rc(env, rc, false)) return nullptr;
-  return argv[7];
-}
-
 // ---------------------------------------------------------------- device-resident weights
 // cudaUploadWeights(weights, n, k) -> an external value owning the GPU copy (freed by cudaFreeWeights or when
 // the value is garbage-collected). The resident GEMMs take it in place of the weights array.
@@ -304,16 +246,27 @@ bool cuda_ready(napi_env env) {
   return false;
 }
 
-// The live resident copy behind an external made by cudaUploadWeights, checked against the call's n and k.
-bool get_resident(napi_env env, napi_value v, int n, int k, uint64_t *handle) {
+// Type tag of the externals made by cudaUploadWeights (so no other external passes for one).
+const napi_type_tag kResidentTag = {0x62777172657369ULL, 0x64656e7477747301ULL};
+
+// The ResidentRef behind an external made by cudaUploadWeights, or nullptr (TypeError thrown).
+ResidentRef *resident_ref(napi_env env, napi_value v, const char *what) {
   napi_valuetype t;
   void *data = nullptr;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &data) != napi_ok ||
-      !data) {
-    napi_throw_type_error(env, "BWQ_ARGS", "bwq native: weights must come from cudaUploadWeights");
-    return false;
+  bool tagged = false;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external ||
+      napi_check_object_type_tag(env, v, &kResidentTag, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, v, &data) != napi_ok || !data) {
+    napi_throw_type_error(env, "BWQ_ARGS", (std::string("bwq native: ") + what + " must come from cudaUploadWeights").c_str());
+    return nullptr;
   }
-  const ResidentRef *ref = static_cast<const ResidentRef *>(data);
+  return static_cast<ResidentRef *>(data);
+}
+
+// The live resident copy behind an external made by cudaUploadWeights, checked against the call's n and k.
+bool get_resident(napi_env env, napi_value v, int n, int k, uint64_t *handle) {
+  const ResidentRef *ref = resident_ref(env, v, "weights");
+  if (!ref) return false;
   if (!ref->handle) {
     napi_throw_error(env, "BWQ_ARGS", "bwq native: these resident weights were freed");
     return false;
@@ -327,6 +280,78 @@ bool get_resident(napi_env env, napi_value v, int n, int k, uint64_t *handle) {
   }
   *handle = ref->handle;
   return true;
+}
+
+// Weights argument: a Uint32Array [n, ceil(k/32)] (*w), or a resident copy (*resident; CUDA must be up).
+bool get_weights(napi_env env, napi_value v, int n, int k, void **w, uint64_t *resident) {
+  napi_valuetype t;
+  *resident = 0;
+  if (napi_typeof(env, v, &t) == napi_ok && t == napi_external)
+    return get_resident(env, v, n, k, resident) && cuda_ready(env);
+  return get_typed(env, v, napi_uint32_array, (size_t)n * ((k + 31) / 32), w, "weights");
+}
+
+// ternaryBinaryGemm(plus, minus, weights, m, n, k, out, cuda); weights may be a resident copy (runs on CUDA)
+napi_value TernaryBinaryGemm(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!get_args(env, info, 8, argv)) return nullptr;
+  int m, n, k;
+  if (!get_mnk(env, argv + 3, &m, &n, &k)) return nullptr;
+  const size_t kw = (size_t)(k + 31) / 32;
+  void *p, *q, *w = nullptr, *o;
+  uint64_t res = 0;
+  if (!get_typed(env, argv[0], napi_uint32_array, (size_t)m * kw, &p, "plus") ||
+      !get_typed(env, argv[1], napi_uint32_array, (size_t)m * kw, &q, "minus") ||
+      !get_weights(env, argv[2], n, k, &w, &res) || !get_typed(env, argv[6], napi_int32_array, (size_t)m * n, &o, "out"))
+    return nullptr;
+  const uint32_t *P = (const uint32_t *)p, *Q = (const uint32_t *)q, *W = (const uint32_t *)w;
+  const bool cuda = res || (get_bool(env, argv[7]) && g_cuda.ok);
+  const int rc = res    ? g_cuda.tb_resident(P, Q, res, m, n, k, (int32_t *)o)
+                 : cuda ? g_cuda.tb(P, Q, W, m, n, k, (int32_t *)o)
+                        : bwq_cpu_ternary_binary_gemm(P, Q, W, m, n, k, (int32_t *)o);
+  if (!check_rc(env, rc, cuda)) return nullptr;
+  return argv[6];
+}
+
+// int8BinaryGemm(a, weights, m, n, k, out, cuda); weights may be a resident copy (runs on CUDA)
+napi_value Int8BinaryGemm(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return nullptr;
+  int m, n, k;
+  if (!get_mnk(env, argv + 2, &m, &n, &k)) return nullptr;
+  void *a, *w = nullptr, *o;
+  uint64_t res = 0;
+  if (!get_typed(env, argv[0], napi_int8_array, (size_t)m * k, &a, "a") || !get_weights(env, argv[1], n, k, &w, &res) ||
+      !get_typed(env, argv[5], napi_int32_array, (size_t)m * n, &o, "out"))
+    return nullptr;
+  const int8_t *A = (const int8_t *)a;
+  const uint32_t *W = (const uint32_t *)w;
+  const bool cuda = res || (get_bool(env, argv[6]) && g_cuda.ok);
+  const int rc = res    ? g_cuda.i8_resident(A, res, m, n, k, (int32_t *)o)
+                 : cuda ? g_cuda.i8(A, W, m, n, k, (int32_t *)o)
+                        : bwq_cpu_int8_binary_gemm(A, W, m, n, k, (int32_t *)o);
+  if (!check_rc(env, rc, cuda)) return nullptr;
+  return argv[5];
+}
+
+// ternaryTernaryGemm(aPlus, aMinus, bPlus, bMinus, m, n, k, out)
+napi_value TernaryTernaryGemm(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!get_args(env, info, 8, argv)) return nullptr;
+  int m, n, k;
+  if (!get_mnk(env, argv + 4, &m, &n, &k)) return nullptr;
+  const size_t kw = (size_t)(k + 31) / 32;
+  void *ap, *am, *bp, *bm, *o;
+  if (!get_typed(env, argv[0], napi_uint32_array, (size_t)m * kw, &ap, "aPlus") ||
+      !get_typed(env, argv[1], napi_uint32_array, (size_t)m * kw, &am, "aMinus") ||
+      !get_typed(env, argv[2], napi_uint32_array, (size_t)n * kw, &bp, "bPlus") ||
+      !get_typed(env, argv[3], napi_uint32_array, (size_t)n * kw, &bm, "bMinus") ||
+      !get_typed(env, argv[7], napi_int32_array, (size_t)m * n, &o, "out"))
+    return nullptr;
+  const int rc = bwq_cpu_ternary_ternary_gemm((const uint32_t *)ap, (const uint32_t *)am, (const uint32_t *)bp,
+                                              (const uint32_t *)bm, m, n, k, (int32_t *)o);
+  if (!check_rc(env, rc, false)) return nullptr;
+  return argv[7];
 }
 
 napi_value CudaUploadWeights(napi_env env, napi_callback_info info) {
@@ -351,6 +376,12 @@ napi_value CudaUploadWeights(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "BWQ_NAPI", "N-API call failed: napi_create_external");
     return nullptr;
   }
+  if (napi_type_tag_object(env, ext, &kResidentTag) != napi_ok) {  // the external owns ref from here on
+    g_cuda.free_weights(handle);
+    ref->handle = 0;
+    napi_throw_error(env, "BWQ_NAPI", "N-API call failed: napi_type_tag_object");
+    return nullptr;
+  }
   return ext;
 }
 
@@ -358,53 +389,11 @@ napi_value CudaUploadWeights(napi_env env, napi_callback_info info) {
 napi_value CudaFreeWeights(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!get_args(env, info, 1, argv)) return nullptr;
-  napi_valuetype t;
-  void *data = nullptr;
-  if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_external ||
-      napi_get_value_external(env, argv[0], &data) != napi_ok || !data) {
-    napi_throw_type_error(env, "BWQ_ARGS", "bwq native: cudaFreeWeights takes a value from cudaUploadWeights");
-    return nullptr;
-  }
-  ResidentRef *ref = static_cast<ResidentRef *>(data);
+  ResidentRef *ref = resident_ref(env, argv[0], "the argument of cudaFreeWeights");
+  if (!ref) return nullptr;
   if (ref->handle && g_cuda.ok) g_cuda.free_weights(ref->handle);
   ref->handle = 0;
   return nullptr;
-}
-
-// ternaryBinaryGemmResident(plus, minus, resident, m, n, k, out)
-napi_value TernaryBinaryGemmResident(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  if (!get_args(env, info, 7, argv)) return nullptr;
-  int m, n, k;
-  if (!get_int(env, argv[3], &m, "m") || !get_int(env, argv[4], &n, "n") || !get_int(env, argv[5], &k, "k"))
-    return nullptr;
-  const size_t kw = (size_t)(k + 31) / 32;
-  void *p, *q, *o;
-  uint64_t handle;
-  if (!get_typed(env, argv[0], napi_uint32_array, (size_t)m * kw, &p, "plus") ||
-      !get_typed(env, argv[1], napi_uint32_array, (size_t)m * kw, &q, "minus") ||
-      !get_resident(env, argv[2], n, k, &handle) ||
-      !get_typed(env, argv[6], napi_int32_array, (size_t)m * n, &o, "out") || !cuda_ready(env))
-    return nullptr;
-  if (!check_rc(env, g_cuda.tb_resident((const uint32_t *)p, (const uint32_t *)q, handle, m, n, k, (int32_t *)o), true))
-    return nullptr;
-  return argv[6];
-}
-
-// int8BinaryGemmResident(a, resident, m, n, k, out)
-napi_value Int8BinaryGemmResident(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  if (!get_args(env, info, 6, argv)) return nullptr;
-  int m, n, k;
-  if (!get_int(env, argv[2], &m, "m") || !get_int(env, argv[3], &n, "n") || !get_int(env, argv[4], &k, "k"))
-    return nullptr;
-  void *a, *o;
-  uint64_t handle;
-  if (!get_typed(env, argv[0], napi_int8_array, (size_t)m * k, &a, "a") || !get_resident(env, argv[1], n, k, &handle) ||
-      !get_typed(env, argv[5], napi_int32_array, (size_t)m * n, &o, "out") || !cuda_ready(env))
-    return nullptr;
-  if (!check_rc(env, g_cuda.i8_resident((const int8_t *)a, handle, m, n, k, (int32_t *)o), true)) return nullptr;
-  return argv[5];
 }
 
 // cudaInit() -> { ok, message, library }
@@ -463,9 +452,6 @@ napi_value Init(napi_env env, napi_value exports) {
       {"cudaBench", nullptr, CudaBench, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"cudaUploadWeights", nullptr, CudaUploadWeights, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"cudaFreeWeights", nullptr, CudaFreeWeights, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"ternaryBinaryGemmResident", nullptr, TernaryBinaryGemmResident, nullptr, nullptr, nullptr, napi_default,
-       nullptr},
-      {"int8BinaryGemmResident", nullptr, Int8BinaryGemmResident, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -80,8 +80,7 @@ class Kernels implements NativeKernels {
     checkLength('weights', weights, n * kw);
     const y = outBuffer(out, m, n);
     const copy = m === 0 ? undefined : this.residentCopy(weights, n, k);
-    if (copy !== undefined) this.addon.ternaryBinaryGemmResident(plus, minus, copy, m, n, k, y);
-    else this.addon.ternaryBinaryGemm(plus, minus, weights, m, n, k, y, this.gpu);
+    this.addon.ternaryBinaryGemm(plus, minus, copy ?? weights, m, n, k, y, this.gpu);
     return y;
   }
   int8BinaryGemm(a: Int8Array, weights: Uint32Array, m: number, n: number, k: number, out?: Int32Array): Int32Array {
@@ -90,8 +89,7 @@ class Kernels implements NativeKernels {
     checkLength('weights', weights, n * Math.ceil(k / 32));
     const y = outBuffer(out, m, n);
     const copy = m === 0 ? undefined : this.residentCopy(weights, n, k);
-    if (copy !== undefined) this.addon.int8BinaryGemmResident(a, copy, m, n, k, y);
-    else this.addon.int8BinaryGemm(a, weights, m, n, k, y, this.gpu);
+    this.addon.int8BinaryGemm(a, copy ?? weights, m, n, k, y, this.gpu);
     return y;
   }
   ternaryTernaryGemm(aPlus: Uint32Array, aMinus: Uint32Array, bPlus: Uint32Array, bMinus: Uint32Array, m: number,

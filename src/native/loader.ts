@@ -13,10 +13,11 @@ export interface NativeAddon {
   cpuInfo(): { level: string; detected: string; threads: number };
   setCpuLevel(level: 'auto' | 'scalar' | 'avx2' | 'avx512'): string;
   setThreads(n: number): number;
-  ternaryBinaryGemm(plus: Uint32Array, minus: Uint32Array, weights: Uint32Array, m: number, n: number, k: number,
+  /** weights: packed bits, or a resident copy from cudaUploadWeights (then it runs on CUDA) */
+  ternaryBinaryGemm(plus: Uint32Array, minus: Uint32Array, weights: Uint32Array | ResidentWeightsHandle, m: number,
+    n: number, k: number, out: Int32Array, cuda: boolean): Int32Array;
+  int8BinaryGemm(a: Int8Array, weights: Uint32Array | ResidentWeightsHandle, m: number, n: number, k: number,
     out: Int32Array, cuda: boolean): Int32Array;
-  int8BinaryGemm(a: Int8Array, weights: Uint32Array, m: number, n: number, k: number, out: Int32Array,
-    cuda: boolean): Int32Array;
   ternaryTernaryGemm(aPlus: Uint32Array, aMinus: Uint32Array, bPlus: Uint32Array, bMinus: Uint32Array, m: number,
     n: number, k: number, out: Int32Array): Int32Array;
   cudaInit(): { ok: boolean; message: string; library: string };
@@ -24,10 +25,6 @@ export interface NativeAddon {
   /** GPU copy of binary weights [n, ceil(k/32)]; freed by cudaFreeWeights or when garbage-collected */
   cudaUploadWeights(weights: Uint32Array, n: number, k: number): ResidentWeightsHandle;
   cudaFreeWeights(resident: ResidentWeightsHandle): void;
-  ternaryBinaryGemmResident(plus: Uint32Array, minus: Uint32Array, resident: ResidentWeightsHandle, m: number,
-    n: number, k: number, out: Int32Array): Int32Array;
-  int8BinaryGemmResident(a: Int8Array, resident: ResidentWeightsHandle, m: number, n: number, k: number,
-    out: Int32Array): Int32Array;
 }
 
 /** Opaque N-API external owning a GPU copy of binary weights. */

@@ -49,20 +49,19 @@ describe('resident weights', () => {
     expect(loadNativeKernels({ device: 'cpu', residentWeights: true }).residentWeights).toBe(false);
   });
 
-  it('the addon refuses a weights array in place of a resident copy, and uploads only with CUDA', () => {
+  it('the addon refuses other values in place of a resident copy, and uploads only with CUDA', () => {
     const addon = loadAddon();
     const plus = new Uint32Array(1), minus = new Uint32Array(1), out = new Int32Array(1);
-    const notResident = new Uint32Array(1) as unknown as ResidentWeightsHandle;
-    expect(() => addon.ternaryBinaryGemmResident(plus, minus, notResident, 1, 1, 1, out))
-      .toThrow('weights must come from cudaUploadWeights');
-    expect(() => addon.int8BinaryGemmResident(new Int8Array(1), notResident, 1, 1, 1, out))
-      .toThrow('weights must come from cudaUploadWeights');
+    expect(() => addon.cudaFreeWeights(new Uint32Array(1) as unknown as ResidentWeightsHandle))
+      .toThrow('the argument of cudaFreeWeights must come from cudaUploadWeights');
+    expect(() => addon.ternaryBinaryGemm(plus, minus, new Int32Array(1) as unknown as Uint32Array, 1, 1, 1, out, false))
+      .toThrow('weights has the wrong array type');
     if (addon.cudaInit().ok) {
       const copy = addon.cudaUploadWeights(new Uint32Array([1]), 1, 1);
-      expect(() => addon.ternaryBinaryGemmResident(plus, minus, copy, 1, 2, 1, new Int32Array(2)))
+      expect(() => addon.ternaryBinaryGemm(plus, minus, copy, 1, 2, 1, new Int32Array(2), true))
         .toThrow('resident weights are 1 x 1, the call needs 2 x 1');
       addon.cudaFreeWeights(copy);
-      expect(() => addon.ternaryBinaryGemmResident(plus, minus, copy, 1, 1, 1, out)).toThrow('were freed');
+      expect(() => addon.int8BinaryGemm(new Int8Array(1), copy, 1, 1, 1, out, true)).toThrow('were freed');
     } else {
       expect(() => addon.cudaUploadWeights(new Uint32Array([1]), 1, 1)).toThrow(/CUDA unavailable/);
     }
