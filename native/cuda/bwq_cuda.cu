@@ -943,7 +943,7 @@ __global__ void __launch_bounds__(256, 1)
 // warp, after its wgmmas on the slot are complete) hand slots back. The two consumer warpgroups only wait
 // and issue wgmma, so loads run ahead across tiles and during the epilogue.
 // Row sums popc(p) - popc(q) come from row_popc<true>, launched just before as a programmatic dependency:
-// the GEMM starts while it runs and waits for it (griddepcontrol.wait) only before its first epilogue.
+// the GEMM starts while it runs and waits for it (griddepcontrol.wait) only in its first tile's last K stage.
 // Epilogue (TMA_STORE): fragments -> 128-byte-swizzled staging -> asynchronous TMA stores (clipped at the
 // matrix edges); otherwise (n % 4 != 0) 8-byte stores straight from the registers.
 #define TBW3_SLOTS 3
@@ -1043,13 +1043,17 @@ __global__ void __launch_bounds__(288, 1)
     const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
     const bool first = tile == (int)blockIdx.x;
     int z[2];
-    if (!first) load_z(m0, z);  // early, so the loads are back by the epilogue
+    if (!first) load_z(m0, z);  // early, so the loads are back by the epilogue (first tile: in its last stage)
     int dp[64], dq[64];
 #pragma unroll
     for (int i = 0; i < 64; ++i) dp[i] = dq[i] = 0;
     for (int kt = 0; kt < nk; ++kt) {
       mbar_wait(bars + 8 * slot, phase);
       wgmma_stage(sbase + slot * SLOT, wg, dp, dq);
+      if (first && kt == nk - 1) {
+        pdl_wait();  // row_popc has finished (no-op without PDL); the loads overlap this stage's wgmmas
+        load_z(m0, z);
+      }
       wgmma_wait<1>();
       if (kt > 0 && lane == 0) mbar_arrive(bars + 8 * (S + prev));  // the previous slot's wgmmas are done
       prev = slot;
@@ -1057,10 +1061,6 @@ __global__ void __launch_bounds__(288, 1)
     }
     wgmma_wait<0>();
     if (lane == 0) mbar_arrive(bars + 8 * (S + prev));
-    if (first) {
-      pdl_wait();  // row_popc has finished (no-op without PDL)
-      load_z(m0, z);
-    }
     // Accumulator fragment: warp w of the warpgroup owns rows 16w..16w+15; lane (g, t): d[4j + e] is row
     // g + 8 (e >> 1), column 8j + 2t + (e & 1).
     if (TMA_STORE) {
