@@ -119,10 +119,15 @@ export function loadNativeKernels(options: { device?: NativeDevice; residentWeig
   const addon = loadAddon();
   if (device === 'cpu') return new Kernels(addon, false, undefined);
   const cuda = addon.cudaInit();
-  if (cuda.ok) return new Kernels(addon, true, undefined, options.residentWeights === true);
+  if (cuda.ok) return kernelsOnCuda(addon, options.residentWeights === true);
   const cpu = addon.cpuInfo();
   const notice = `bwq: CUDA unavailable (${cuda.message}); using CPU kernels (${cpu.level}, ${cpu.threads} threads)`;
   return new Kernels(addon, false, notice);
+}
+
+/** The typed kernels over an addon whose CUDA side is up (exported for tests with a stand-in addon). */
+export function kernelsOnCuda(addon: NativeAddon, residentWeights: boolean): NativeKernels {
+  return new Kernels(addon, true, undefined, residentWeights);
 }
 
 /** Worker threads of the CPU kernels (default: hardware concurrency or BWQ_NUM_THREADS); n <= 0 restores it. */

@@ -2,8 +2,8 @@
 // the plain kernels' and an exact reference, the option is off wherever CUDA is not in use, and the addon
 // rejects what is not a resident copy. Runs on CPU-only machines (CI) and on a GPU machine alike.
 import { describe, expect, it } from 'vitest';
-import { loadNativeKernels } from '../../src/native/kernels.js';
-import { loadAddon, type ResidentWeightsHandle } from '../../src/native/loader.js';
+import { kernelsOnCuda, loadNativeKernels } from '../../src/native/kernels.js';
+import { loadAddon, type NativeAddon, type ResidentWeightsHandle } from '../../src/native/loader.js';
 import { packSignRows, packTernaryRows } from '../../src/quant/pack.js';
 
 function lcg(seed: number): () => number {
@@ -65,5 +65,58 @@ describe('resident weights', () => {
     } else {
       expect(() => addon.cudaUploadWeights(new Uint32Array([1]), 1, 1)).toThrow(/CUDA unavailable/);
     }
+  });
+});
+
+describe('resident weights bookkeeping (stand-in addon)', () => {
+  /** Records what the kernels ask of the addon; GEMMs fill the output with a marker of the weights they got. */
+  function standIn() {
+    const log: string[] = [];
+    let next = 0;
+    const handles = new Map<object, string>();
+    const addon = {
+      cudaUploadWeights(_w: Uint32Array, n: number, k: number) {
+        const h = { id: `h${next++}` };
+        handles.set(h, `${h.id}:${n}x${k}`);
+        log.push(`upload ${handles.get(h)!}`);
+        return h;
+      },
+      cudaFreeWeights(h: object) { log.push(`free ${handles.get(h)!}`); },
+      ternaryBinaryGemm(_p: Uint32Array, _q: Uint32Array, w: object, _m: number, _n: number, _k: number, out: Int32Array, cuda: boolean) {
+        log.push(`tb ${handles.get(w) ?? 'array'} ${cuda}`);
+        return out;
+      },
+      int8BinaryGemm(_a: Int8Array, w: object, _m: number, _n: number, _k: number, out: Int32Array, cuda: boolean) {
+        log.push(`i8 ${handles.get(w) ?? 'array'} ${cuda}`);
+        return out;
+      },
+    };
+    return { addon: addon as unknown as NativeAddon, log };
+  }
+
+  it('uploads each weights array once, re-uploads (and frees) on a new shape, and passes the copy to the GEMMs', () => {
+    const { addon, log } = standIn();
+    const kernels = kernelsOnCuda(addon, true);
+    const w1 = new Uint32Array(8), w2 = new Uint32Array(8);
+    const p = new Uint32Array(2), q = new Uint32Array(2), a = new Int8Array(64);
+    kernels.ternaryBinaryGemm(p, q, w1, 1, 4, 64);
+    kernels.int8BinaryGemm(a, w1, 1, 4, 64);
+    kernels.ternaryBinaryGemm(p, q, w2, 1, 4, 64);
+    kernels.ternaryBinaryGemm(p, q, w1, 1, 2, 64);
+    kernels.ternaryBinaryGemm(p, q, w1, 0, 2, 64);
+    expect(log).toEqual([
+      'upload h0:4x64', 'tb h0:4x64 true', 'i8 h0:4x64 true',
+      'upload h1:4x64', 'tb h1:4x64 true',
+      'free h0:4x64', 'upload h2:2x64', 'tb h2:2x64 true',
+      'tb array true',
+    ]);
+  });
+
+  it('without residentWeights passes the arrays through', () => {
+    const { addon, log } = standIn();
+    const kernels = kernelsOnCuda(addon, false);
+    kernels.ternaryBinaryGemm(new Uint32Array(2), new Uint32Array(2), new Uint32Array(8), 1, 4, 64);
+    expect(kernels.residentWeights).toBe(false);
+    expect(log).toEqual(['tb array true']);
   });
 });
