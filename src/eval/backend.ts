@@ -2,11 +2,12 @@
 import { BwqError } from '../errors.js';
 import type { ModelDir } from '../model/model-dir.js';
 import { createModelRunner, type ModelRunner } from '../onnx/model-runner.js';
+import type { NativeDevice } from '../native/kernels.js';
 
 export type EvalBackend = 'onnx' | 'native';
 export const EVAL_BACKENDS: readonly EvalBackend[] = ['onnx', 'native'];
 
-export type NativeDevice = 'auto' | 'cpu' | 'cuda';
+export type { NativeDevice };
 export const NATIVE_DEVICES: readonly NativeDevice[] = ['auto', 'cpu', 'cuda'];
 
 interface NativeForwardModule {

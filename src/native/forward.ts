@@ -12,7 +12,7 @@ import type { ModelDir } from '../model/model-dir.js';
 import { SafetensorsFile } from '../safetensors/reader.js';
 import { causalAttention } from './attention.js';
 import { createFloatGemm, type FloatGemm, type FloatGemmMode } from './float-gemm.js';
-import { loadNativeKernels, type NativeKernels } from './kernels.js';
+import { loadNativeKernels, type NativeDevice, type NativeKernels } from './kernels.js';
 import type { ActivationCodes } from './activation-codes.js';
 import { loadNativeModel, tensorSourceOf, type NativeLayer, type NativeModel, type TensorSource } from './packed-model.js';
 import { applyLinear, prepareInput } from './quant-linear.js';
@@ -41,7 +41,7 @@ export interface NativeModelRunner {
 }
 
 export interface NativeRunnerOptions {
-  device?: 'auto' | 'cpu' | 'cuda';
+  device?: NativeDevice;
   /** Kernels to use instead of loading the addon (tests). */
   kernels?: ForwardKernels;
   /** Float GEMMs (lm_head, float attention, unpacked linears): 'ort' (default, MLAS) or 'js'. */
@@ -57,7 +57,7 @@ export interface NativeRunnerOptions {
  * when the addon is not built (or cannot load) and the device is not 'cuda', the JavaScript reference
  * kernels, with a notice saying so.
  */
-export function loadForwardKernels(device: 'auto' | 'cpu' | 'cuda'): ForwardKernels {
+export function loadForwardKernels(device: NativeDevice): ForwardKernels {
   try {
     return loadNativeKernels({ device, residentWeights: true });
   } catch (error) {
