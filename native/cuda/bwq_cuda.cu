@@ -28,6 +28,7 @@
 #include <mutex>
 #include <random>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "../include/bwq.h"
@@ -1206,6 +1207,23 @@ bool encode_2d(CUtensorMap *map, CUtensorMapDataType type, const void *ptr, uint
   return true;
 }
 
+// Launches `kernel` with programmatic stream serialisation (PDL): it may start before the previous kernel in
+// `st` has finished, and orders itself after that kernel with griddepcontrol (pdl_wait / pdl_launch_dependents).
+template <class... Params, class... Args>
+cudaError_t launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args &&...args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
 // Hopper wgmma kernels: path 10 = tb_wgmma3 (TMA loads; TMA-store epilogue when n % 4 == 0, else direct
 // stores), 11 = tb_wgmma2 (cp.async loads; also the fallback when the driver has no cuTensorMapEncodeTiled),
 // 12 = tb_wgmma3 with direct stores. nullptr when no wgmma kernel can run here (caller falls back to path 2).
@@ -1240,23 +1258,12 @@ const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, co
                             CU_TENSOR_MAP_L2_PROMOTION_NONE);
     if (ok) {
       row_popc<true><<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attr[0].val.programmaticStreamSerializationAllowed = 1;
-      cudaLaunchConfig_t cfg = {};
-      cfg.stream = st;
-      cfg.attrs = attr;
-      cfg.numAttrs = 1;
-      cfg.gridDim = dim3(blocks);
-      cfg.blockDim = dim3(288);
-      cfg.dynamicSmemBytes = TBW3_SMEM;
       const int *rs = dNz;
-      if (tma_store &&
-          cudaLaunchKernelEx(&cfg, tb_wgmma3<true>, maps[0], maps[1], maps[2], omap, ldk, rs, m, n, dOut, n, tiles_n,
-                             tiles) == cudaSuccess)
+      if (tma_store && launch_pdl(tb_wgmma3<true>, dim3(blocks), dim3(288), TBW3_SMEM, st, maps[0], maps[1], maps[2],
+                                  omap, ldk, rs, m, n, dOut, n, tiles_n, tiles) == cudaSuccess)
         return "tb_wgmma";
-      if (cudaLaunchKernelEx(&cfg, tb_wgmma3<false>, maps[0], maps[1], maps[2], maps[0], ldk, rs, m, n, dOut, n,
-                             tiles_n, tiles) == cudaSuccess)
+      if (launch_pdl(tb_wgmma3<false>, dim3(blocks), dim3(288), TBW3_SMEM, st, maps[0], maps[1], maps[2], maps[0], ldk,
+                     rs, m, n, dOut, n, tiles_n, tiles) == cudaSuccess)
         return "tb_wgmma_st";
       cudaGetLastError();  // e.g. no PDL support: the cp.async kernel below
     }
@@ -1277,17 +1284,9 @@ const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW
   if (path == 13 && m == 1 && g_has_wgmma && ldk * 8 <= 48 * 1024) {
     // M = 1 on Hopper: the GEMV as a programmatic dependent launch (4 columns per warp; the activation
     // planes, 8 * ldk bytes, in shared memory).
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((n + 31) / 32);
-    cfg.blockDim = dim3(256);
-    cfg.dynamicSmemBytes = (size_t)ldk * 8;
-    cfg.stream = st;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    if (cudaLaunchKernelEx(&cfg, tb_gemv_pdl<4, 3>, dP, dQ, dW, ldk, n, dOut) == cudaSuccess) return "tb_gemv_pdl";
+    if (launch_pdl(tb_gemv_pdl<4, 3>, dim3((n + 31) / 32), dim3(256), (size_t)ldk * 8, st, dP, dQ, dW, ldk, n, dOut) ==
+        cudaSuccess)
+      return "tb_gemv_pdl";
     cudaGetLastError();  // e.g. no PDL support: the plain GEMV below
   }
   if (path == 13) path = 0;
