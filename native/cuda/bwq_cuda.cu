@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 #include <random>
@@ -106,6 +107,12 @@ __device__ __forceinline__ void store_pair(int32_t *orow, int c, int N, bool vec
 // ---------------------------------------------------------------------------------------------
 // Small kernels
 // Clears bits >= k in the last word of each row of an activation plane (caller data may be dirty there).
+// int16 -> int32 (sums a kernel stored as 16-bit output, for callers that return int32).
+__global__ void widen16(const int16_t *__restrict__ in, int32_t *__restrict__ out, size_t count) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
+    out[i] = in[i];
+}
+
 __global__ void mask_last_word(uint32_t *x, int rows, int ldk, int kw, uint32_t mask) {
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r < rows) x[(size_t)r * ldk + kw - 1] &= mask;
@@ -987,7 +994,7 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
 }
 #endif
 
-template <bool TMA_STORE>
+template <bool TMA_STORE, bool OUT16 = false>
 __global__ void __launch_bounds__(288, 1)
     tb_wgmma3(const __grid_constant__ CUtensorMap tmP, const __grid_constant__ CUtensorMap tmQ,
               const __grid_constant__ CUtensorMap tmW, const __grid_constant__ CUtensorMap tmO, int ldk,
@@ -1064,7 +1071,37 @@ __global__ void __launch_bounds__(288, 1)
     if (lane == 0) mbar_arrive(bars + 8 * (S + prev));
     // Accumulator fragment: warp w of the warpgroup owns rows 16w..16w+15; lane (g, t): d[4j + e] is row
     // g + 8 (e >> 1), column 8j + 2t + (e & 1).
-    if (TMA_STORE) {
+    if (OUT16) {
+      // 16-bit output (the caller ensures |sum| <= K < 2^15): 2 boxes of 64 rows x 64 int16 (128 bytes) per
+      // warpgroup, same swizzled staging and store protocol as below; a lane's two adjacent columns form one
+      // 32-bit word (chunk j % 8 of box j / 8).
+      const bool leader = (tid & 127) == 0;
+      if (leader) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+      named_barrier(1 + wg, 128);
+      unsigned char *wst = smem + (stage_out - sbase) + wg * 2 * 8192;
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const int rw = w * 16 + g + hf * 8;
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          const int2 v = tb_pair(dp, dq, j, hf, z[hf]);
+          const int off = (j >> 3) * 8192 + rw * 128 + (((j & 7) ^ (rw & 7)) << 4) + 4 * t4;
+          *reinterpret_cast<uint32_t *>(wst + off) = ((uint32_t)v.x & 0xFFFFu) | ((uint32_t)v.y << 16);
+        }
+      }
+      fence_proxy_async();
+      named_barrier(1 + wg, 128);
+      if (leader) {
+        const uint32_t src = stage_out + wg * 2 * 8192;
+#pragma unroll
+        for (int b = 0; b < 2; ++b)
+          asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                           (uint64_t)&tmO),
+                       "r"(n0 + 64 * b), "r"(m0 + wg * 64), "r"(src + b * 8192)
+                       : "memory");
+        asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+      }
+    } else if (TMA_STORE) {
       // Staging = 4 boxes of 64 rows x 32 int32 (128 bytes) per warpgroup in the 128-byte-swizzled layout the
       // TMA store reads (row r of box b at byte 8192 b + 128 r, 16-byte chunk c at c ^ (r % 8)); the lanes of
       // a half-warp hit 32 different banks. One thread per warpgroup stores the boxes asynchronously; the
@@ -1112,7 +1149,7 @@ __global__ void __launch_bounds__(288, 1)
       }
     }
   }
-  if (TMA_STORE && (tid & 127) == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+  if ((TMA_STORE || OUT16) && (tid & 127) == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 #endif
 }
 
@@ -1160,8 +1197,9 @@ int g_max_smem_optin = 48 * 1024;
 // kept for comparison: 3 - 5 = the earlier tiled kernels v1 - v3 (removed; they run v4), 6 = v4 with 64x128
 // blocks (32x64 warp tiles, 3 blocks per SM), 7 = v4 with nz
 // fused into the kernel, 8 = v4 fused with 4 x 512-bit stages, 9 = 4-column-per-warp GEMV for M = 1,
-// 10 - 12 = the Hopper wgmma kernels (launch_tb_wgmma), 13 = the M = 1 GEMV as a programmatic dependent launch
-// (Hopper; the default there for M = 1) (bwq_cuda_set_paths, for tests/bench).
+// 10 - 12 = the Hopper wgmma kernels (launch_tb_wgmma; path 10 stores 16-bit sums where the caller allows it),
+// 13 = the M = 1 GEMV as a programmatic dependent launch (Hopper; the default there for M = 1), 14 = path 10
+// with int32 output only (bwq_cuda_set_paths, for tests/bench).
 int g_tb_path = -1, g_i8_path = -1;
 // True when the device is sm_90 and this library carries sm_90a code (wgmma), checked once by bwq_cuda_init.
 bool g_has_wgmma = false;
@@ -1228,13 +1266,14 @@ cudaError_t launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t 
 // stores), 11 = tb_wgmma2 (cp.async loads; also the fallback when the driver has no cuTensorMapEncodeTiled),
 // 12 = tb_wgmma3 with direct stores. nullptr when no wgmma kernel can run here (caller falls back to path 2).
 const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz,
-                            int m, int n, int32_t *dOut, cudaStream_t st) {
+                            int m, int n, int32_t *dOut, cudaStream_t st, bool allow16, bool *out16) {
   if (!g_has_wgmma) return nullptr;
   static bool attr = false;
   if (!attr) {
     cudaFuncSetAttribute(tb_wgmma2<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW2_SMEM(4));
     cudaFuncSetAttribute(tb_wgmma3<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
     cudaFuncSetAttribute(tb_wgmma3<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
+    cudaFuncSetAttribute(tb_wgmma3<true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, TBW3_SMEM);
     attr = true;
   }
   const int tiles_n = (n + 127) / 128, tiles = tiles_n * ((m + 127) / 128);
@@ -1251,14 +1290,24 @@ const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, co
                      128, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
     // Output map: int32 [m, n] (rows n * 4 bytes apart, which TMA needs to be a multiple of 16), boxes of
     // 64 rows x 32 columns, clipped at the matrix edges by the TMA unit.
+    // 16-bit output where the caller takes it and every sum fits (|sum| <= K <= 32 ldk < 2^15): int16 [m, n]
+    // (rows n * 2 bytes apart, a multiple of 16 when n % 8 == 0), boxes of 64 rows x 64 columns.
     CUtensorMap omap;
-    bool tma_store = ok && path != 12 && n % 4 == 0;
+    const bool o16 = ok && allow16 && path == 10 && n % 8 == 0 && ldk * 32 < 32768 &&
+                     encode_2d(&omap, CU_TENSOR_MAP_DATA_TYPE_UINT16, dOut, n, m, (uint64_t)n * 2, 64, 64,
+                               CU_TENSOR_MAP_L2_PROMOTION_NONE);
+    bool tma_store = ok && !o16 && path != 12 && n % 4 == 0;
     if (tma_store)
       tma_store = encode_2d(&omap, CU_TENSOR_MAP_DATA_TYPE_INT32, dOut, n, m, (uint64_t)n * 4, 32, 64,
                             CU_TENSOR_MAP_L2_PROMOTION_NONE);
     if (ok) {
       row_popc<true><<<(m + 7) / 8, 256, 0, st>>>(dP, dQ, ldk, m, dNz);
       const int *rs = dNz;
+      if (o16 && launch_pdl(tb_wgmma3<true, true>, dim3(blocks), dim3(288), TBW3_SMEM, st, maps[0], maps[1], maps[2],
+                            omap, ldk, rs, m, n, dOut, n, tiles_n, tiles) == cudaSuccess) {
+        *out16 = true;
+        return "tb_wgmma_o16";
+      }
       if (tma_store && launch_pdl(tb_wgmma3<true>, dim3(blocks), dim3(288), TBW3_SMEM, st, maps[0], maps[1], maps[2],
                                   omap, ldk, rs, m, n, dOut, n, tiles_n, tiles) == cudaSuccess)
         return "tb_wgmma";
@@ -1273,12 +1322,17 @@ const char *launch_tb_wgmma(int path, const uint32_t *dP, const uint32_t *dQ, co
   return "tb_wgmma_cpasync";
 }
 
+// With out16 (a caller that takes 16-bit output), a kernel may store the sums as int16 instead of int32 when
+// every sum fits; it then sets *out16, and dOut holds m x n int16.
 const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz, int m, int n,
-                      int32_t *dOut, cudaStream_t st) {
+                      int32_t *dOut, cudaStream_t st, bool *out16 = nullptr) {
   int path = g_tb_path;
+  bool allow16 = out16 != nullptr;
+  if (out16) *out16 = false;
   if (path < 0) path = m == 1 && g_has_wgmma ? 13 : m <= 4 ? 0 : m <= 64 ? 1 : g_has_wgmma ? 10 : 2;
+  if (path == 14) path = 10, allow16 = false;  // tb_wgmma with int32 output (for comparison)
   if (path >= 10 && path <= 12) {
-    if (const char *name = launch_tb_wgmma(path, dP, dQ, dW, ldk, dNz, m, n, dOut, st)) return name;
+    if (const char *name = launch_tb_wgmma(path, dP, dQ, dW, ldk, dNz, m, n, dOut, st, allow16, out16)) return name;
     path = 2;
   }
   if (path == 13 && m == 1 && g_has_wgmma && ldk * 8 <= 48 * 1024) {
@@ -1417,8 +1471,8 @@ __global__ void __launch_bounds__(256) mma_peak(int iters, int *sink) {
 // Grow-only device workspace for the host-pointer entry points.
 struct Workspace {
   std::mutex mu;
-  void *buf[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
-  size_t cap[5] = {0, 0, 0, 0, 0};
+  void *buf[6] = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+  size_t cap[6] = {0, 0, 0, 0, 0, 0};
   cudaStream_t stream = nullptr;
   int get(int i, size_t bytes, void **out) {
     if (cap[i] < bytes) {
@@ -1557,7 +1611,7 @@ extern "C" {
 const char *bwq_cuda_last_error(void) { return g_err; }
 
 void bwq_cuda_set_paths(int tb_path, int i8_path) {
-  g_tb_path = tb_path < 0 || tb_path > 13 ? -1 : tb_path;
+  g_tb_path = tb_path < 0 || tb_path > 14 ? -1 : tb_path;
   g_i8_path = i8_path < 0 || i8_path > 2 ? -1 : i8_path;
 }
 
@@ -1644,8 +1698,17 @@ int tb_host(const uint32_t *plus, const uint32_t *minus, const uint32_t *weights
     mask_last_word<<<(m + 255) / 256, 256, 0, st>>>((uint32_t *)dP, m, ldk, kw, lm);
     mask_last_word<<<(m + 255) / 256, 256, 0, st>>>((uint32_t *)dQ, m, ldk, kw, lm);
   }
-  launch_tb((const uint32_t *)dP, (const uint32_t *)dQ, (const uint32_t *)dW, ldk, (int *)dNz, m, n, (int32_t *)dO, st);
+  bool out16 = false;
+  launch_tb((const uint32_t *)dP, (const uint32_t *)dQ, (const uint32_t *)dW, ldk, (int *)dNz, m, n, (int32_t *)dO, st,
+            &out16);
   CK(cudaGetLastError());
+  if (out16) {  // 16-bit sums: widened on the device into workspace 5, which is copied back
+    void *dO32;
+    if ((rc = g_ws.get(5, (size_t)m * n * 4, &dO32))) return rc;
+    widen16<<<1024, 256, 0, st>>>((const int16_t *)dO, (int32_t *)dO32, (size_t)m * n);
+    CK(cudaGetLastError());
+    dO = dO32;
+  }
   CK(cudaMemcpyAsync(out, dO, (size_t)m * n * 4, cudaMemcpyDeviceToHost, st));
   CK(cudaStreamSynchronize(st));
   return BWQ_OK;
@@ -1816,6 +1879,7 @@ int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_benc
   void *hX = nullptr, *hB = nullptr, *hC = nullptr;
   cudaEvent_t e0 = nullptr, e1 = nullptr;
   const char *kname = "";
+  bool out16 = false;  // the ternary kernel stored 16-bit sums
   int result = BWQ_OK;
   float ms = 0;
   auto fail = [&](cudaError_t e, const char *what) {
@@ -1853,7 +1917,7 @@ int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_benc
     auto launch = [&]() {
       if (kind == BWQ_BENCH_TERNARY_BINARY)
         kname = launch_tb((const uint32_t *)dP, (const uint32_t *)dQ, (const uint32_t *)dW, ldk, (int *)dNz, m, n,
-                          (int32_t *)dO, st);
+                          (int32_t *)dO, st, &out16);
       else
         kname = launch_i8((const int8_t *)dA, lda, (const uint32_t *)dW, ldk, m, n, (int32_t *)dO, st);
     };
@@ -1879,22 +1943,31 @@ int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_benc
       BCK(cudaMalloc(&dO2, (size_t)m * n * 4));
       for (int i = 0; i < 8; ++i) {
         launch_tb((const uint32_t *)dP, (const uint32_t *)dQ, (const uint32_t *)dW, ldk, (int *)dNz, m, n,
-                  (int32_t *)dO, st);
+                  (int32_t *)dO, st, &out16);
         launch_tb((const uint32_t *)dQ, (const uint32_t *)dP, (const uint32_t *)dW, ldk, (int *)dNz, m, n,
-                  (int32_t *)dO2, st);
+                  (int32_t *)dO2, st, &out16);
       }
       BCK(cudaGetLastError());
     }
   }
   {
-    // Sampled exact check against a host reference (and of the chained swapped-operand call).
+    // Sampled exact check against a host reference (and of the chained swapped-operand call); 16-bit
+    // output is widened here.
+    const size_t esz = out16 ? 2 : 4;
     std::vector<int32_t> hO((size_t)m * n), hO2;
-    BCK(cudaMemcpyAsync(hO.data(), dO, (size_t)m * n * 4, cudaMemcpyDeviceToHost, st));
+    std::vector<int16_t> h16(out16 ? (size_t)m * n : 0), h16b(out16 && dO2 ? (size_t)m * n : 0);
+    BCK(cudaMemcpyAsync(out16 ? (void *)h16.data() : (void *)hO.data(), dO, (size_t)m * n * esz,
+                        cudaMemcpyDeviceToHost, st));
     if (dO2) {
       hO2.resize((size_t)m * n);
-      BCK(cudaMemcpyAsync(hO2.data(), dO2, (size_t)m * n * 4, cudaMemcpyDeviceToHost, st));
+      BCK(cudaMemcpyAsync(out16 ? (void *)h16b.data() : (void *)hO2.data(), dO2, (size_t)m * n * esz,
+                          cudaMemcpyDeviceToHost, st));
     }
     BCK(cudaStreamSynchronize(st));
+    if (out16) {
+      std::copy(h16.begin(), h16.end(), hO.begin());
+      std::copy(h16b.begin(), h16b.end(), hO2.begin());
+    }
     int bad = 0;
     for (int s = 0; s < 256; ++s) {
       const int i = (int)(rng() % m), j = (int)(rng() % n);

@@ -96,6 +96,12 @@ std::vector<Case> cases() {
   // Tile rows and column pairs for the Hopper kernels (paired blocks, TMA store with ragged edges).
   cs.push_back({200, 512, 1500});
   cs.push_back({130, 256, 2048});
+  // Hopper tiles: ragged last column tile with n % 8 == 0 (16-bit output), an odd number of K stages, and
+  // more tiles than SMs with a 16-bit output.
+  cs.push_back({300, 520, 3000});
+  cs.push_back({1536, 3072, 64});
+  // K >= 2^15: the sums may not fit 16 bits, so the Hopper kernel stores int32.
+  cs.push_back({130, 136, 33000});
   return cs;
 }
 
@@ -177,13 +183,14 @@ int bench(bool quick, bool tb_only, const char *json_path) {
           if (atoi(only_m) != m) continue;
         // Ternary x binary: M = 1 the programmatic-dependent GEMV (path 13; the plain GEMV where PDL is
         // unavailable) and the plain GEMV (path 0), M = 16 the skinny MMA, large M the Hopper wgmma kernel
-        // (path 10; the tiled mma.sync kernel v4 where wgmma is unavailable) and v4 (path 2) for comparison.
+        // (path 10, 16-bit output where the sums fit; the tiled mma.sync kernel v4 where wgmma is unavailable)
+        // and for comparison the same kernel with int32 output (path 14) and v4 (path 2).
         // int8 x binary: the automatic choice.
         std::vector<int> paths;
         if (kind == 1) paths = {-1};
         else if (m == 1) paths = {13, 0};
         else if (m <= 64) paths = {1};
-        else paths = {10, 2};
+        else paths = {10, 14, 2};
         if (const char *only = getenv("BWQ_BENCH_PATHS")) {  // dev iterations: these paths only
           paths.clear();
           for (const char *c = only; *c;) {
@@ -278,8 +285,8 @@ int main(int argc, char **argv) {
     const char *names[] = {"cuda-auto",      "cuda-gemv",      "cuda-skinny",        "cuda-tiled",
                            nullptr,          nullptr,          nullptr,              "cuda-tiled-v4s",
                            "cuda-tiled-v4nz", "cuda-tiled-v4k16", "cuda-gemv-r4",     "cuda-wgmma",
-                           "cuda-wgmma-cpasync", "cuda-wgmma-st", "cuda-gemv-pdl"};
-    for (int path = -1; path <= 13; ++path) {
+                           "cuda-wgmma-cpasync", "cuda-wgmma-st", "cuda-gemv-pdl", "cuda-wgmma-o32"};
+    for (int path = -1; path <= 14; ++path) {
       if (!names[path + 1]) continue;
       if (only) {
         char key[8];
