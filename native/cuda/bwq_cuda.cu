@@ -5,8 +5,9 @@
 //                      M == 1   -> tb_gemv_pdl    on Hopper: the GEMV as a programmatic dependent launch
 //                      M  > 64  -> tb_wgmma       on Hopper (sm_90a code on an sm_90 device): wgmma m64n128k256 .b1
 //                                                 from 128-byte-swizzled shared memory, TMA loads by a producer
-//                                                 warp, persistent 128x128 tiles, TMA-store epilogue, row sums
-//                                                 from row_popc launched as a programmatic dependency
+//                                                 warp, persistent 128x128 tiles, TMA-store epilogue (int16
+//                                                 sums where they fit), row sums from row_popc launched as a
+//                                                 programmatic dependency
 //                                  tb_mma_b1      elsewhere (mma.sync, 128x128x1024-bit block tiles, 4 warps of
 //                                                 64x64, 2-stage cp.async, 2 blocks per SM; nz from row_popc)
 //  int8 x binary     : M <= 2   -> i8_gemv_dp4a   (warp per weight row, bits expanded to +-1 bytes, dp4a)
