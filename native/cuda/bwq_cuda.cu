@@ -806,6 +806,31 @@ __device__ __forceinline__ void wgmma_b1_m64n128(int (&d)[64], uint64_t da, uint
       : "l"(da), "l"(db));
 }
 
+// m64n128k32 s8 x s8 -> s32, A from registers (a0..a3: rows g / g + 8 of the warp's 16, bytes 4t..4t+3 and
+// 16+4t..16+4t+3 of the 32-byte K step), B from shared memory (descriptor).
+__device__ __forceinline__ void wgmma_s8_m64n128_ra(int (&d)[64], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                    uint64_t db) {
+  asm volatile(
+      "{\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
+      " %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
+      " %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
+      " %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63},"
+      " {%64, %65, %66, %67}, %68, 1;\n"
+      "}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
+        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
+        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
+        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
+        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
+        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
+        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
+        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db));
+}
+
+
 // Output pair (row g + 8 hf, columns 8j + 2t, +1) of a lane's Dp / Dq fragments: 2 (Dp - Dq) - rowsum.
 __device__ __forceinline__ int2 tb_pair(const int (&dp)[64], const int (&dq)[64], int j, int hf, int z) {
   return make_int2(2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z,
@@ -818,6 +843,9 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Keeps a register's value live and in place up to this point: a wgmma reads its A registers asynchronously,
+// until the wgmma_wait that covers it.
+__device__ __forceinline__ void keep_reg(uint32_t &r) { asm volatile("" : "+r"(r)::"memory"); }
 #endif
 
 // Variant 2: 128-byte-swizzled K-major tiles (row r of a 128 x 1024-bit tile at byte 128 r, its 16-byte
@@ -1154,6 +1182,147 @@ __global__ void __launch_bounds__(288, 1)
 #endif
 }
 
+// ---------------------------------------------------------------------------------------------
+// int8 x binary GEMM for Hopper (`i8_wgmma`): warpgroup MMA `wgmma ... m64n128k32.s32.s8.s8` with the
+// weights as the register operand A and the activations as B from shared memory, so the tensor cores
+// compute the transposed tile D[weight row][token]. The ±1 weight bytes never exist in memory: per 32-value K
+// step each lane expands four 4-bit groups of its packed weight words (rows g and g + 8 of its warp, bits
+// 4t..4t+3 and 16+4t..16+4t+3) into four registers of ±1 bytes (nibble_pm1), which is the wgmma A fragment.
+// Block = 2 consumer warpgroups (64 weight rows each) + 1 producer warp; persistent 128-token x 128-weight-row
+// tiles (weight tile fastest). Per K stage of 128 values the producer's TMA brings the activation tile (128
+// tokens x 128 bytes, 128-byte swizzle, the B layout of tb_wgmma's weights) and the packed weight tile (128
+// rows x 16 bytes) into a ring of 6 slots. Epilogue: the transposed fragments go to 128-byte-swizzled
+// staging boxes of 128 tokens x 32 int32 and out with TMA stores (n % 4 == 0; else i8_mma runs).
+#define I8W_SLOTS 6
+#define I8W_SLOT (128 * 128 + 128 * 16)                                  // activation tile, packed weight tile
+#define I8W_SMEM (I8W_SLOTS * I8W_SLOT + 2 * 2 * 16384 + 128 + 1024)  // + staging, mbarriers, alignment
+
+__global__ void __launch_bounds__(288, 1)
+    i8_wgmma(const __grid_constant__ CUtensorMap tmX, const __grid_constant__ CUtensorMap tmW,
+             const __grid_constant__ CUtensorMap tmO, int nk, int tiles_n, int tiles) {
+#ifdef BWQ_HAS_WGMMA
+  constexpr int S = I8W_SLOTS, SLOT = I8W_SLOT;
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
+  const uint32_t sbase = (raw + 1023u) & ~1023u;  // swizzle atoms are 1024-byte aligned
+  unsigned char *smem = smem_raw + (sbase - raw);
+  const uint32_t stage_out = sbase + S * SLOT;      // staging: 2 warpgroups x 2 boxes of 128 x 32 int32
+  const uint32_t bars = stage_out + 2 * 2 * 16384;  // full[S], then empty[S]
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  if (tid == 0) {
+    for (int i = 0; i < S; ++i) {
+      mbar_init(bars + 8 * i, 1);
+      mbar_init(bars + 8 * (S + i), 8);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp == 8) {  // producer
+    if (lane == 0) {
+      int slot = 0;
+      uint32_t phase = 0;
+      for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
+        for (int kt = 0; kt < nk; ++kt) {
+          mbar_wait(bars + 8 * (S + slot), phase ^ 1);
+          const uint32_t full = bars + 8 * slot, dst = sbase + slot * SLOT;
+          mbar_expect_tx(full, SLOT);
+          tma_load_2d(dst, &tmX, kt * 128, m0, full);
+          tma_load_2d(dst + 128 * 128, &tmW, kt * 16, n0, full);
+          if (++slot == S) slot = 0, phase ^= 1;
+        }
+      }
+    }
+    return;
+  }
+
+  const int wg = tid >> 7, w = warp & 3, g = lane >> 2, t4 = lane & 3;
+  const int rw = wg * 64 + w * 16 + g;  // this lane's weight rows of a tile: rw and rw + 8
+  int slot = 0, prev = 0;
+  uint32_t phase = 0;
+  // One K stage: the lane's two 16-byte weight rows from the slot, expanded to the A fragments of the 4
+  // steps, then 4 wgmmas against the activation tile (step j starts 32 j bytes into its rows), one group.
+  auto stage = [&](uint32_t st, int (&d)[64], uint32_t (&a)[16]) {
+    uint32_t lo[4], hi[4];
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(lo[0]), "=r"(lo[1]), "=r"(lo[2]), "=r"(lo[3])
+                 : "r"(st + 128 * 128 + rw * 16));
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(hi[0]), "=r"(hi[1]), "=r"(hi[2]), "=r"(hi[3])
+                 : "r"(st + 128 * 128 + (rw + 8) * 16));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      a[4 * j] = nibble_pm1((lo[j] >> (4 * t4)) & 0xFu);
+      a[4 * j + 1] = nibble_pm1((hi[j] >> (4 * t4)) & 0xFu);
+      a[4 * j + 2] = nibble_pm1((lo[j] >> (16 + 4 * t4)) & 0xFu);
+      a[4 * j + 3] = nibble_pm1((hi[j] >> (16 + 4 * t4)) & 0xFu);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      wgmma_s8_m64n128_ra(d, a[4 * j], a[4 * j + 1], a[4 * j + 2], a[4 * j + 3], wgmma_desc_sw128(st + 32 * j));
+    wgmma_commit();
+  };
+  uint32_t aE[16], aO[16];
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
+    int d[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) d[i] = 0;
+    for (int kt = 0; kt < nk; ++kt) {
+      mbar_wait(bars + 8 * slot, phase);
+      const uint32_t st = sbase + slot * SLOT;
+      if (kt & 1) stage(st, d, aO);
+      else stage(st, d, aE);
+      wgmma_wait<1>();
+      // The previous stage's wgmmas are done: its A registers may be rewritten, its slot handed back.
+      if (kt & 1) {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) keep_reg(aE[i]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) keep_reg(aO[i]);
+      }
+      if (kt > 0 && lane == 0) mbar_arrive(bars + 8 * (S + prev));
+      prev = slot;
+      if (++slot == S) slot = 0, phase ^= 1;
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 16; ++i) keep_reg(aE[i]), keep_reg(aO[i]);
+    if (lane == 0) mbar_arrive(bars + 8 * (S + prev));
+    // d[4j + e] = D[weight row rw + 8 (e >> 1)][token 8j + 2t + (e & 1)] -> staging box (wcol / 32) of the
+    // warpgroup's 64 output columns, row = token, 16-byte chunk (wcol % 32) / 4 at chunk ^ (token % 8).
+    const bool leader = (tid & 127) == 0;
+    if (leader) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+    named_barrier(1 + wg, 128);
+    unsigned char *wst = smem + (stage_out - sbase) + wg * 2 * 16384;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int tok = 8 * j + 2 * t4 + (e & 1), wcol = w * 16 + g + 8 * (e >> 1), c = wcol & 31;
+        const int off = (wcol >> 5) * 16384 + tok * 128 + (((c >> 2) ^ (tok & 7)) << 4) + (c & 3) * 4;
+        *reinterpret_cast<int *>(wst + off) = d[4 * j + e];
+      }
+    fence_proxy_async();
+    named_barrier(1 + wg, 128);
+    if (leader) {
+      const uint32_t src = stage_out + wg * 2 * 16384;
+#pragma unroll
+      for (int b = 0; b < 2; ++b)
+        asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                         (uint64_t)&tmO),
+                     "r"(n0 + wg * 64 + 32 * b), "r"(m0), "r"(src + b * 16384)
+                     : "memory");
+      asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+    }
+  }
+  if ((tid & 127) == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+#endif
+}
+
 // 1 in *flag iff this binary carries the sm_90a (wgmma) code for the running device.
 __global__ void wgmma_probe(int *flag) {
 #ifdef BWQ_HAS_WGMMA
@@ -1215,12 +1384,13 @@ EncodeTiled_t g_encode_tiled = nullptr;
 // function of its arguments (address, sizes, stride, box, swizzle), so a cached one is valid whenever all
 // of them match, and back-to-back calls on the same buffers skip the host-side encoding.
 bool encode_2d(CUtensorMap *map, CUtensorMapDataType type, const void *ptr, uint64_t cols, uint64_t rows,
-               uint64_t row_bytes, uint32_t box_cols, uint32_t box_rows, CUtensorMapL2promotion promotion) {
+               uint64_t row_bytes, uint32_t box_cols, uint32_t box_rows, CUtensorMapL2promotion promotion,
+               CUtensorMapSwizzle swizzle = CU_TENSOR_MAP_SWIZZLE_128B) {
   struct Entry {
     const void *ptr;
     uint64_t cols, rows, row_bytes;
     uint32_t box_cols, box_rows;
-    int type, promotion;
+    int type, promotion, swizzle;
     CUtensorMap map;
   };
   static Entry cache[16];
@@ -1230,7 +1400,7 @@ bool encode_2d(CUtensorMap *map, CUtensorMapDataType type, const void *ptr, uint
   for (int i = 0; i < used; ++i) {
     const Entry &e = cache[i];
     if (e.ptr == ptr && e.cols == cols && e.rows == rows && e.row_bytes == row_bytes && e.box_cols == box_cols &&
-        e.box_rows == box_rows && e.type == (int)type && e.promotion == (int)promotion) {
+        e.box_rows == box_rows && e.type == (int)type && e.promotion == (int)promotion && e.swizzle == (int)swizzle) {
       *map = e.map;
       return true;
     }
@@ -1238,9 +1408,9 @@ bool encode_2d(CUtensorMap *map, CUtensorMapDataType type, const void *ptr, uint
   const cuuint64_t dims[2] = {cols, rows}, strides[1] = {row_bytes};
   const cuuint32_t box[2] = {box_cols, box_rows}, estr[2] = {1, 1};
   if (g_encode_tiled(map, type, 2, const_cast<void *>(ptr), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                     CU_TENSOR_MAP_SWIZZLE_128B, promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+                     swizzle, promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
     return false;
-  cache[next] = Entry{ptr, cols, rows, row_bytes, box_cols, box_rows, (int)type, (int)promotion, *map};
+  cache[next] = Entry{ptr, cols, rows, row_bytes, box_cols, box_rows, (int)type, (int)promotion, (int)swizzle, *map};
   next = (next + 1) % 16;
   if (used < 16) ++used;
   return true;
@@ -1414,10 +1584,42 @@ const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW
   return "tb_mma_b1";
 }
 
+// i8_wgmma (Hopper): nullptr when it cannot run here (no wgmma or tensor-map encoder, n % 4 != 0, or the
+// launch failed), and the caller runs i8_mma.
+const char *launch_i8_wgmma(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int m, int n, int32_t *dOut,
+                            cudaStream_t st) {
+  if (!g_has_wgmma || !g_encode_tiled || n % 4 != 0 || I8W_SMEM > g_max_smem_optin) return nullptr;
+  static bool attr = false;
+  if (!attr) {
+    cudaFuncSetAttribute(i8_wgmma, cudaFuncAttributeMaxDynamicSharedMemorySize, I8W_SMEM);
+    attr = true;
+  }
+  // Activations: uint8 [rows padded to 128, lda bytes], boxes of 128 bytes x 128 rows, 128-byte swizzle.
+  // Weights: uint8 [rows padded to 128, ldk * 4 bytes], boxes of 16 bytes (128 bits) x 128 rows, no swizzle.
+  // Output: int32 [m, n], boxes of 32 columns x 128 rows, clipped at the edges.
+  CUtensorMap mX, mW, mO;
+  if (!encode_2d(&mX, CU_TENSOR_MAP_DATA_TYPE_UINT8, dA, lda, round_up(m, 128), lda, 128, 128,
+                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B) ||
+      !encode_2d(&mW, CU_TENSOR_MAP_DATA_TYPE_UINT8, dW, (uint64_t)ldk * 4, round_up(n, 128), (uint64_t)ldk * 4, 16,
+                 128, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_SWIZZLE_NONE) ||
+      !encode_2d(&mO, CU_TENSOR_MAP_DATA_TYPE_INT32, dOut, n, m, (uint64_t)n * 4, 32, 128,
+                 CU_TENSOR_MAP_L2_PROMOTION_NONE))
+    return nullptr;
+  const int tiles_n = (n + 127) / 128, tiles = tiles_n * ((m + 127) / 128);
+  const int blocks = tiles < g_num_sms ? tiles : g_num_sms;
+  i8_wgmma<<<blocks, 288, I8W_SMEM, st>>>(mX, mW, mO, lda / 128, tiles_n, tiles);
+  if (cudaGetLastError() != cudaSuccess) return nullptr;
+  return "i8_wgmma";
+}
+
 const char *launch_i8(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int m, int n, int32_t *dOut,
                       cudaStream_t st) {
   int path = g_i8_path;
-  if (path < 0) path = m <= 2 ? 0 : m <= 64 ? 1 : 2;
+  if (path < 0) path = m <= 2 ? 0 : m <= 64 ? 1 : g_has_wgmma ? 10 : 2;
+  if (path == 10) {
+    if (const char *name = launch_i8_wgmma(dA, lda, dW, ldk, m, n, dOut, st)) return name;
+    path = 2;
+  }
   if (path == 0 && m > 16) path = 1;
   if (path == 1 && m > 64) path = 2;
   if (path == 0) {
@@ -1613,7 +1815,7 @@ const char *bwq_cuda_last_error(void) { return g_err; }
 
 void bwq_cuda_set_paths(int tb_path, int i8_path) {
   g_tb_path = tb_path < 0 || tb_path > 14 ? -1 : tb_path;
-  g_i8_path = i8_path < 0 || i8_path > 2 ? -1 : i8_path;
+  g_i8_path = i8_path < 0 || (i8_path > 2 && i8_path != 10) ? -1 : i8_path;
 }
 
 int bwq_cuda_init(char *msg, size_t msg_len) {

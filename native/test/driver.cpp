@@ -184,10 +184,10 @@ int bench(bool quick, bool tb_only, const char *json_path) {
         // Ternary x binary: M = 1 the programmatic-dependent GEMV (path 13; the plain GEMV where PDL is
         // unavailable) and the plain GEMV (path 0), M = 16 the skinny MMA, large M the Hopper wgmma kernel
         // (path 10, 16-bit output where the sums fit; the tiled mma.sync kernel v4 where wgmma is unavailable)
-        // and for comparison the same kernel with int32 output (path 14) and v4 (path 2).
-        // int8 x binary: the automatic choice.
+        // and for comparison the same kernel with int32 output (path 14) and v4 (path 2). int8 x binary: the
+        // automatic choice, and at large M also the mma.sync kernel (path 2) for comparison.
         std::vector<int> paths;
-        if (kind == 1) paths = {-1};
+        if (kind == 1) paths = m > 64 ? std::vector<int>{-1, 2} : std::vector<int>{-1};
         else if (m == 1) paths = {13, 0};
         else if (m <= 64) paths = {1};
         else paths = {10, 14, 2};
