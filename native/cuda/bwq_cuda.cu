@@ -1187,7 +1187,8 @@ __global__ void __launch_bounds__(288, 1)
 // weights as the register operand A and the activations as B from shared memory, so the tensor cores
 // compute the transposed tile D[weight row][token]. The ±1 weight bytes never exist in memory: per 32-value K
 // step each lane expands four 4-bit groups of its packed weight words (rows g and g + 8 of its warp, bits
-// 4t..4t+3 and 16+4t..16+4t+3) into four registers of ±1 bytes (nibble_pm1), which is the wgmma A fragment.
+// 4t..4t+3 and 16+4t..16+4t+3) into four registers of ±1 bytes (a 16-entry table in shared memory), which is
+// the wgmma A fragment.
 // Block = 2 consumer warpgroups (64 weight rows each) + 1 producer warp; persistent 128-token x 128-weight-row
 // tiles (weight tile fastest). Per K stage of 128 values the producer's TMA brings the activation tile (128
 // tokens x 128 bytes, 128-byte swizzle, the B layout of tb_wgmma's weights) and the packed weight tile (128
@@ -1209,6 +1210,8 @@ __global__ void __launch_bounds__(288, 1)
   const uint32_t stage_out = sbase + S * SLOT;      // staging: 2 warpgroups x 2 boxes of 128 x 32 int32
   const uint32_t bars = stage_out + 2 * 2 * 16384;  // full[S], then empty[S]
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  __shared__ uint32_t lut[16];  // 4 weight bits -> 4 bytes of +-1 (a table lookup beat the multiply form)
+  if (tid < 16) lut[tid] = nibble_pm1(tid);
   if (tid == 0) {
     for (int i = 0; i < S; ++i) {
       mbar_init(bars + 8 * i, 1);
@@ -1253,10 +1256,11 @@ __global__ void __launch_bounds__(288, 1)
                  : "r"(st + 128 * 128 + (rw + 8) * 16));
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      a[4 * j] = nibble_pm1((lo[j] >> (4 * t4)) & 0xFu);
-      a[4 * j + 1] = nibble_pm1((hi[j] >> (4 * t4)) & 0xFu);
-      a[4 * j + 2] = nibble_pm1((lo[j] >> (16 + 4 * t4)) & 0xFu);
-      a[4 * j + 3] = nibble_pm1((hi[j] >> (16 + 4 * t4)) & 0xFu);
+      const uint32_t xl = lo[j] >> (4 * t4), xh = hi[j] >> (4 * t4);
+      a[4 * j] = lut[xl & 0xFu];
+      a[4 * j + 1] = lut[xh & 0xFu];
+      a[4 * j + 2] = lut[(xl >> 16) & 0xFu];
+      a[4 * j + 3] = lut[(xh >> 16) & 0xFu];
     }
     wgmma_fence();
 #pragma unroll
