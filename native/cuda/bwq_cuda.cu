@@ -12,7 +12,10 @@
 //                                                 64x64, 2-stage cp.async, 2 blocks per SM; nz from row_popc)
 //  int8 x binary     : M <= 2   -> i8_gemv_dp4a   (warp per weight row, bits expanded to +-1 bytes, dp4a)
 //                      M <= 64  -> i8_mma_skinny  (mma.sync m16n8k32 s8, +-1 bytes built in registers, split K)
-//                      M  > 64  -> i8_mma_s8      (same MMA, 128x128x64 tiles, weights expanded in shared memory)
+//                      M  > 64  -> i8_wgmma       on Hopper: wgmma m64n128k32 s8 with the weights as the register
+//                                                 operand (expanded in registers), activations by TMA
+//                                  i8_mma_s8      elsewhere (same MMA as skinny, 128x128x64 tiles, weights expanded
+//                                                 in shared memory)
 //
 // Device layout (internal): bit matrices are stored with row stride KWd = roundup(ceil(K/32), 32) words
 // and row counts padded to multiples of 128, all padding zero; int8 activations with row stride KWd*32
@@ -1373,7 +1376,8 @@ int g_max_smem_optin = 48 * 1024;
 // fused into the kernel, 8 = v4 fused with 4 x 512-bit stages, 9 = 4-column-per-warp GEMV for M = 1,
 // 10 - 12 = the Hopper wgmma kernels (launch_tb_wgmma; path 10 stores 16-bit sums where the caller allows it),
 // 13 = the M = 1 GEMV as a programmatic dependent launch (Hopper; the default there for M = 1), 14 = path 10
-// with int32 output only (bwq_cuda_set_paths, for tests/bench).
+// with int32 output only; for int8 x binary, 10 = i8_wgmma (Hopper; the default there for M > 64)
+// (bwq_cuda_set_paths, for tests/bench).
 int g_tb_path = -1, g_i8_path = -1;
 // True when the device is sm_90 and this library carries sm_90a code (wgmma), checked once by bwq_cuda_init.
 bool g_has_wgmma = false;

@@ -87,7 +87,8 @@ BWQ_EXPORT int bwq_cuda_int8_binary_gemm_resident(const int8_t *a, uint64_t weig
  * comparison, 10 = Hopper wgmma
  * tiled kernel (sm_90a code on an sm_90 device; otherwise 2; 16-bit sums on the device where they fit, widened
  * before they are returned), 11, 12 = its variants, 13 = the M = 1 GEMV as a programmatic dependent launch
- * (Hopper; the automatic choice there), 14 = path 10 with int32 output only (native/cuda/bwq_cuda.cu)
+ * (Hopper; the automatic choice there), 14 = path 10 with int32 output only; for int8 x binary, 10 = the Hopper
+ * wgmma kernel (the automatic choice there for M > 64; otherwise 2) (native/cuda/bwq_cuda.cu)
  * (a family that cannot take the shape falls through to the next one). */
 BWQ_EXPORT void bwq_cuda_set_paths(int ternary_binary_path, int int8_binary_path);
 
