@@ -788,24 +788,31 @@ __device__ __forceinline__ uint64_t wgmma_desc(uint32_t smem_addr, uint32_t lbo,
          ((uint64_t)((sbo >> 4) & 0x3FFF) << 32);
 }
 
+// The 64 accumulator registers of an m64n128 s32 wgmma: the PTX operand list %0 .. %63 and the asm
+// operands bound to d[0..63] (read and written).
+#define WGMMA_D64_REGS                                                                \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"            \
+  " %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"  \
+  " %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"  \
+  " %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63},"
+#define WGMMA_D64_OPS(d)                                                                                          \
+  "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]),     \
+      "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]),      \
+      "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]),     \
+      "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]),     \
+      "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]),     \
+      "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]),     \
+      "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]),     \
+      "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+
 __device__ __forceinline__ void wgmma_b1_m64n128(int (&d)[64], uint64_t da, uint64_t db) {
   asm volatile(
       "{\n"
       "wgmma.mma_async.sync.aligned.m64n128k256.s32.b1.b1.and.popc "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-      " %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
-      " %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
-      " %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63},"
+      WGMMA_D64_REGS
       " %64, %65, 1;\n"
       "}\n"
-      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
-        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
-        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
-        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
-        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
-        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
-        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
-        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+      : WGMMA_D64_OPS(d)
       : "l"(da), "l"(db));
 }
 
@@ -816,20 +823,10 @@ __device__ __forceinline__ void wgmma_s8_m64n128_ra(int (&d)[64], uint32_t a0, u
   asm volatile(
       "{\n"
       "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"
-      " %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"
-      " %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"
-      " %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63},"
+      WGMMA_D64_REGS
       " {%64, %65, %66, %67}, %68, 1;\n"
       "}\n"
-      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]),
-        "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]),
-        "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]),
-        "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]),
-        "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]),
-        "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]),
-        "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
-        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+      : WGMMA_D64_OPS(d)
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db));
 }
 
@@ -1024,6 +1021,55 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const void *map, int c
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+__device__ __forceinline__ void tma_store_2d(const void *map, int c0, int c1, uint32_t src) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"((uint64_t)map),
+               "r"(c0), "r"(c1), "r"(src)
+               : "memory");
+}
+// The slot ring of the TMA kernels: S `full` mbarriers (one arrival: the producer's expect_tx) then S `empty`
+// ones (one arrival per consumer warp) at `bars`; thread 0 initialises them, then the block synchronises.
+__device__ __forceinline__ void ring_init(uint32_t bars, int S, int consumer_warps) {
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < S; ++i) {
+      mbar_init(bars + 8 * i, 1);
+      mbar_init(bars + 8 * (S + i), consumer_warps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+}
+// Producer loop: for the block's tiles (b, b + grid, ...; 128 x 128 tiles, column tile fastest) and K stages,
+// waits for a free slot, posts its byte count and lets load(dst, full, m0, n0, kt) issue the TMA copies.
+template <class Load>
+__device__ __forceinline__ void ring_produce(uint32_t bars, int S, uint32_t sbase, uint32_t slot_bytes, int tiles,
+                                             int tiles_n, int nk, Load load) {
+  int slot = 0;
+  uint32_t phase = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
+    for (int kt = 0; kt < nk; ++kt) {
+      mbar_wait(bars + 8 * (S + slot), phase ^ 1);
+      const uint32_t full = bars + 8 * slot;
+      mbar_expect_tx(full, slot_bytes);
+      load(sbase + slot * slot_bytes, full, m0, n0, kt);
+      if (++slot == S) slot = 0, phase ^= 1;
+    }
+  }
+}
+// Epilogue protocol of a warpgroup (leader = its thread 0): wait until the previous stores have read the
+// staging, write(), make the writes visible to the TMA unit, then the leader issues store() as one group.
+template <class Write, class Store>
+__device__ __forceinline__ void staged_store(int wg, bool leader, Write write, Store store) {
+  if (leader) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+  named_barrier(1 + wg, 128);
+  write();
+  fence_proxy_async();
+  named_barrier(1 + wg, 128);
+  if (leader) {
+    store();
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+  }
+}
 #endif
 
 template <bool TMA_STORE, bool OUT16 = false>
@@ -1042,32 +1088,15 @@ __global__ void __launch_bounds__(288, 1)
   const uint32_t bars = stage_out + 128 * 128 * 4;       // full[S], then empty[S]
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int nk = ldk / 32;
-  if (tid == 0) {
-    for (int i = 0; i < S; ++i) {
-      mbar_init(bars + 8 * i, 1);
-      mbar_init(bars + 8 * (S + i), 8);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __syncthreads();
+  ring_init(bars, S, 8);
 
   if (warp == 8) {  // producer
-    if (lane == 0) {
-      int slot = 0;
-      uint32_t phase = 0;
-      for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-        const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
-        for (int kt = 0; kt < nk; ++kt) {
-          mbar_wait(bars + 8 * (S + slot), phase ^ 1);
-          const uint32_t full = bars + 8 * slot, dst = sbase + slot * SLOT;
-          mbar_expect_tx(full, 3 * 128 * 128);
-          tma_load_2d(dst, &tmP, kt * 128, m0, full);
-          tma_load_2d(dst + 128 * 128, &tmQ, kt * 128, m0, full);
-          tma_load_2d(dst + 2 * 128 * 128, &tmW, kt * 128, n0, full);
-          if (++slot == S) slot = 0, phase ^= 1;
-        }
-      }
-    }
+    if (lane == 0)
+      ring_produce(bars, S, sbase, SLOT, tiles, tiles_n, nk, [&](uint32_t dst, uint32_t full, int m0, int n0, int kt) {
+        tma_load_2d(dst, &tmP, kt * 128, m0, full);
+        tma_load_2d(dst + 128 * 128, &tmQ, kt * 128, m0, full);
+        tma_load_2d(dst + 2 * 128 * 128, &tmW, kt * 128, n0, full);
+      });
     return;
   }
 
@@ -1107,64 +1136,52 @@ __global__ void __launch_bounds__(288, 1)
       // 16-bit output (the caller ensures |sum| <= K < 2^15): 2 boxes of 64 rows x 64 int16 (128 bytes) per
       // warpgroup, same swizzled staging and store protocol as below; a lane's two adjacent columns form one
       // 32-bit word (chunk j % 8 of box j / 8).
-      const bool leader = (tid & 127) == 0;
-      if (leader) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
-      named_barrier(1 + wg, 128);
       unsigned char *wst = smem + (stage_out - sbase) + wg * 2 * 8192;
+      const uint32_t src = stage_out + wg * 2 * 8192;
+      staged_store(
+          wg, (tid & 127) == 0,
+          [&]() {
 #pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const int rw = w * 16 + g + hf * 8;
+            for (int hf = 0; hf < 2; ++hf) {
+              const int rw = w * 16 + g + hf * 8;
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
-          const int2 v = tb_pair(dp, dq, j, hf, z[hf]);
-          const int off = (j >> 3) * 8192 + rw * 128 + (((j & 7) ^ (rw & 7)) << 4) + 4 * t4;
-          *reinterpret_cast<uint32_t *>(wst + off) = ((uint32_t)v.x & 0xFFFFu) | ((uint32_t)v.y << 16);
-        }
-      }
-      fence_proxy_async();
-      named_barrier(1 + wg, 128);
-      if (leader) {
-        const uint32_t src = stage_out + wg * 2 * 8192;
+              for (int j = 0; j < 16; ++j) {
+                const int2 v = tb_pair(dp, dq, j, hf, z[hf]);
+                const int off = (j >> 3) * 8192 + rw * 128 + (((j & 7) ^ (rw & 7)) << 4) + 4 * t4;
+                *reinterpret_cast<uint32_t *>(wst + off) = ((uint32_t)v.x & 0xFFFFu) | ((uint32_t)v.y << 16);
+              }
+            }
+          },
+          [&]() {
 #pragma unroll
-        for (int b = 0; b < 2; ++b)
-          asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
-                           (uint64_t)&tmO),
-                       "r"(n0 + 64 * b), "r"(m0 + wg * 64), "r"(src + b * 8192)
-                       : "memory");
-        asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-      }
+            for (int b = 0; b < 2; ++b) tma_store_2d(&tmO, n0 + 64 * b, m0 + wg * 64, src + b * 8192);
+          });
     } else if (TMA_STORE) {
       // Staging = 4 boxes of 64 rows x 32 int32 (128 bytes) per warpgroup in the 128-byte-swizzled layout the
       // TMA store reads (row r of box b at byte 8192 b + 128 r, 16-byte chunk c at c ^ (r % 8)); the lanes of
       // a half-warp hit 32 different banks. One thread per warpgroup stores the boxes asynchronously; the
       // next epilogue first waits until those stores have read the staging.
-      const bool leader = (tid & 127) == 0;
-      if (leader) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
-      named_barrier(1 + wg, 128);
       unsigned char *wst = smem + (stage_out - sbase) + wg * 4 * 8192;
+      const uint32_t src = stage_out + wg * 4 * 8192;
+      staged_store(
+          wg, (tid & 127) == 0,
+          [&]() {
 #pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const int rw = w * 16 + g + hf * 8;  // row within the warpgroup's 64
+            for (int hf = 0; hf < 2; ++hf) {
+              const int rw = w * 16 + g + hf * 8;  // row within the warpgroup's 64
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
-          const int2 v = tb_pair(dp, dq, j, hf, z[hf]);
-          const int col = 8 * (j & 3) + 2 * t4;  // column within box j / 4
-          const int off = (j >> 2) * 8192 + rw * 128 + (((col >> 2) ^ (rw & 7)) << 4) + (col & 3) * 4;
-          *reinterpret_cast<int2 *>(wst + off) = v;
-        }
-      }
-      fence_proxy_async();
-      named_barrier(1 + wg, 128);
-      if (leader) {
-        const uint32_t src = stage_out + wg * 4 * 8192;
+              for (int j = 0; j < 16; ++j) {
+                const int2 v = tb_pair(dp, dq, j, hf, z[hf]);
+                const int col = 8 * (j & 3) + 2 * t4;  // column within box j / 4
+                const int off = (j >> 2) * 8192 + rw * 128 + (((col >> 2) ^ (rw & 7)) << 4) + (col & 3) * 4;
+                *reinterpret_cast<int2 *>(wst + off) = v;
+              }
+            }
+          },
+          [&]() {
 #pragma unroll
-        for (int b = 0; b < 4; ++b)
-          asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
-                           (uint64_t)&tmO),
-                       "r"(n0 + 32 * b), "r"(m0 + wg * 64), "r"(src + b * 8192)
-                       : "memory");
-        asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-      }
+            for (int b = 0; b < 4; ++b) tma_store_2d(&tmO, n0 + 32 * b, m0 + wg * 64, src + b * 8192);
+          });
     } else {
       const bool vec = (ldo & 1) == 0;
 #pragma unroll
@@ -1215,31 +1232,14 @@ __global__ void __launch_bounds__(288, 1)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   __shared__ uint32_t lut[16];  // 4 weight bits -> 4 bytes of +-1 (a table lookup beat the multiply form)
   if (tid < 16) lut[tid] = nibble_pm1(tid);
-  if (tid == 0) {
-    for (int i = 0; i < S; ++i) {
-      mbar_init(bars + 8 * i, 1);
-      mbar_init(bars + 8 * (S + i), 8);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __syncthreads();
+  ring_init(bars, S, 8);
 
   if (warp == 8) {  // producer
-    if (lane == 0) {
-      int slot = 0;
-      uint32_t phase = 0;
-      for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-        const int m0 = (tile / tiles_n) * 128, n0 = (tile % tiles_n) * 128;
-        for (int kt = 0; kt < nk; ++kt) {
-          mbar_wait(bars + 8 * (S + slot), phase ^ 1);
-          const uint32_t full = bars + 8 * slot, dst = sbase + slot * SLOT;
-          mbar_expect_tx(full, SLOT);
-          tma_load_2d(dst, &tmX, kt * 128, m0, full);
-          tma_load_2d(dst + 128 * 128, &tmW, kt * 16, n0, full);
-          if (++slot == S) slot = 0, phase ^= 1;
-        }
-      }
-    }
+    if (lane == 0)
+      ring_produce(bars, S, sbase, SLOT, tiles, tiles_n, nk, [&](uint32_t dst, uint32_t full, int m0, int n0, int kt) {
+        tma_load_2d(dst, &tmX, kt * 128, m0, full);
+        tma_load_2d(dst + 128 * 128, &tmW, kt * 16, n0, full);
+      });
     return;
   }
 
@@ -1301,30 +1301,24 @@ __global__ void __launch_bounds__(288, 1)
     if (lane == 0) mbar_arrive(bars + 8 * (S + prev));
     // d[4j + e] = D[weight row rw + 8 (e >> 1)][token 8j + 2t + (e & 1)] -> staging box (wcol / 32) of the
     // warpgroup's 64 output columns, row = token, 16-byte chunk (wcol % 32) / 4 at chunk ^ (token % 8).
-    const bool leader = (tid & 127) == 0;
-    if (leader) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
-    named_barrier(1 + wg, 128);
     unsigned char *wst = smem + (stage_out - sbase) + wg * 2 * 16384;
+    const uint32_t src = stage_out + wg * 2 * 16384;
+    staged_store(
+        wg, (tid & 127) == 0,
+        [&]() {
 #pragma unroll
-    for (int j = 0; j < 16; ++j)
+          for (int j = 0; j < 16; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int tok = 8 * j + 2 * t4 + (e & 1), wcol = w * 16 + g + 8 * (e >> 1), c = wcol & 31;
-        const int off = (wcol >> 5) * 16384 + tok * 128 + (((c >> 2) ^ (tok & 7)) << 4) + (c & 3) * 4;
-        *reinterpret_cast<int *>(wst + off) = d[4 * j + e];
-      }
-    fence_proxy_async();
-    named_barrier(1 + wg, 128);
-    if (leader) {
-      const uint32_t src = stage_out + wg * 2 * 16384;
+            for (int e = 0; e < 4; ++e) {
+              const int tok = 8 * j + 2 * t4 + (e & 1), wcol = w * 16 + g + 8 * (e >> 1), c = wcol & 31;
+              const int off = (wcol >> 5) * 16384 + tok * 128 + (((c >> 2) ^ (tok & 7)) << 4) + (c & 3) * 4;
+              *reinterpret_cast<int *>(wst + off) = d[4 * j + e];
+            }
+        },
+        [&]() {
 #pragma unroll
-      for (int b = 0; b < 2; ++b)
-        asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
-                         (uint64_t)&tmO),
-                     "r"(n0 + wg * 64 + 32 * b), "r"(m0), "r"(src + b * 16384)
-                     : "memory");
-      asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-    }
+          for (int b = 0; b < 2; ++b) tma_store_2d(&tmO, n0 + wg * 64 + 32 * b, m0, src + b * 16384);
+        });
   }
   if ((tid & 127) == 0) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 #endif
