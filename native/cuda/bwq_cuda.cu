@@ -586,8 +586,9 @@ __global__ void __launch_bounds__(256) tb_gemv_m1(const uint32_t *__restrict__ P
 // earlier kernels, so each lane loads its first CH chunks of the warp's R weight rows before pdl_wait();
 // after it the block copies the activation planes into shared memory once (L2-coherent loads) and the
 // warps read them from there (one L2 read per block instead of one per warp). Each block lets the next kernel
-// launch once its stores are issued, so in a chain of calls (a decode step, CUDA-graph replay) the next
-// kernel's launch and weight loads overlap this one's tail. Contract: no kernel still running when this one
+// launch right after its own wait, so in a chain of calls (a decode step, CUDA-graph replay) the next
+// kernel's blocks start and load their weights while this one works (not earlier: a trigger before the wait
+// lets launches pile up). Contract: no kernel still running when this one
 // launches writes W (bwq's kernels never write weights). Arithmetic and reduction as in tb_gemv_m1.
 template <int R, int CH>
 __global__ void __launch_bounds__(256) tb_gemv_pdl(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
@@ -600,14 +601,24 @@ __global__ void __launch_bounds__(256) tb_gemv_pdl(const uint32_t *__restrict__ 
   const int ld4 = ldk / 4;
   const uint4 *W4 = reinterpret_cast<const uint4 *>(W + (size_t)(active ? n0 : 0) * ldk);  // padded rows are zero
   const uint4 z4 = make_uint4(0, 0, 0, 0);
+  // Volatile (strong) loads: ptxas moves griddepcontrol.wait above read-only (.nc) loads, which would leave
+  // the weight latency after the dependency wait; these stay ahead of it.
   uint4 w[CH][R];
 #pragma unroll
   for (int c = 0; c < CH; ++c) {
     const int i = c * 32 + lane;
 #pragma unroll
-    for (int r = 0; r < R; ++r) w[c][r] = active && i < ld4 ? __ldg(W4 + (size_t)r * ld4 + i) : z4;
+    for (int r = 0; r < R; ++r) {
+      w[c][r] = z4;
+      if (active && i < ld4)
+        asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(w[c][r].x), "=r"(w[c][r].y), "=r"(w[c][r].z), "=r"(w[c][r].w)
+                     : "l"(W4 + (size_t)r * ld4 + i)
+                     : "memory");
+    }
   }
   pdl_wait();
+  pdl_launch_dependents();  // the next call's blocks start now and load their weights while this one works
   {
     const uint4 *P4 = reinterpret_cast<const uint4 *>(P), *Q4 = reinterpret_cast<const uint4 *>(Q);
     for (int i = threadIdx.x; i < ld4; i += blockDim.x) {
@@ -632,7 +643,6 @@ __global__ void __launch_bounds__(256) tb_gemv_pdl(const uint32_t *__restrict__ 
     gemv_chunk<R>(act[i], act[ld4 + i], wr, v);
   }
   gemv_reduce_store<R>(v, lane, n0, N, out);
-  pdl_launch_dependents();  // after the stores: the next kernel's launch overlaps this grid's exit
 }
 
 // ---------------------------------------------------------------------------------------------
