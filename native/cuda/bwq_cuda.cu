@@ -840,7 +840,6 @@ __device__ __forceinline__ void wgmma_s8_m64n128_ra(int (&d)[64], uint32_t a0, u
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db));
 }
 
-
 // Output pair (row g + 8 hf, columns 8j + 2t, +1) of a lane's Dp / Dq fragments: 2 (Dp - Dq) - rowsum.
 __device__ __forceinline__ int2 tb_pair(const int (&dp)[64], const int (&dq)[64], int j, int hf, int z) {
   return make_int2(2 * (dp[4 * j + 2 * hf] - dq[4 * j + 2 * hf]) - z,
