@@ -1065,6 +1065,24 @@ __device__ __forceinline__ void ring_produce(uint32_t bars, int S, uint32_t sbas
     }
   }
 }
+// Consumer side of the ring: the slot of the next K stage (wait_full) and, once that stage's wgmmas have let
+// the previous stage's complete, advance() hands the previous slot back (one arrival per warp: pass lane 0).
+struct RingCursor {
+  uint32_t bars;
+  int S, slot = 0, prev = 0;
+  uint32_t phase = 0;
+  __device__ __forceinline__ RingCursor(uint32_t bars_, int S_) : bars(bars_), S(S_) {}
+  __device__ __forceinline__ int wait_full() {
+    mbar_wait(bars + 8 * slot, phase);
+    return slot;
+  }
+  __device__ __forceinline__ void advance(bool release_prev) {
+    if (release_prev) release();
+    prev = slot;
+    if (++slot == S) slot = 0, phase ^= 1;
+  }
+  __device__ __forceinline__ void release() { mbar_arrive(bars + 8 * (S + prev)); }  // the last stage's slot
+};
 // Epilogue protocol of a warpgroup (leader = its thread 0): wait until the previous stores have read the
 // staging, write(), make the writes visible to the TMA unit, then the leader issues store() as one group.
 template <class Write, class Store>
@@ -1110,8 +1128,7 @@ __global__ void __launch_bounds__(288, 1)
   }
 
   const int wg = tid >> 7, w = warp & 3, g = lane >> 2, t4 = lane & 3;
-  int slot = 0, prev = 0;
-  uint32_t phase = 0;
+  RingCursor ring(bars, S);
   const int r_lo = wg * 64 + w * 16 + g;  // this lane's rows of a tile: r_lo and r_lo + 8
   auto load_z = [&](int m0, int (&z)[2]) {
 #pragma unroll
@@ -1126,19 +1143,16 @@ __global__ void __launch_bounds__(288, 1)
 #pragma unroll
     for (int i = 0; i < 64; ++i) dp[i] = dq[i] = 0;
     for (int kt = 0; kt < nk; ++kt) {
-      mbar_wait(bars + 8 * slot, phase);
-      wgmma_stage(sbase + slot * SLOT, wg, dp, dq);
+      wgmma_stage(sbase + ring.wait_full() * SLOT, wg, dp, dq);
       if (first && kt == nk - 1) {
         pdl_wait();  // row_popc has finished (no-op without PDL); the loads overlap this stage's wgmmas
         load_z(m0, z);
       }
       wgmma_wait<1>();
-      if (kt > 0 && lane == 0) mbar_arrive(bars + 8 * (S + prev));  // the previous slot's wgmmas are done
-      prev = slot;
-      if (++slot == S) slot = 0, phase ^= 1;
+      ring.advance(kt > 0 && lane == 0);  // the previous slot's wgmmas are done
     }
     wgmma_wait<0>();
-    if (lane == 0) mbar_arrive(bars + 8 * (S + prev));
+    if (lane == 0) ring.release();
     // Accumulator fragment: warp w of the warpgroup owns rows 16w..16w+15; lane (g, t): d[4j + e] is row
     // g + 8 (e >> 1), column 8j + 2t + (e & 1).
     if (OUT16) {
@@ -1254,8 +1268,7 @@ __global__ void __launch_bounds__(288, 1)
 
   const int wg = tid >> 7, w = warp & 3, g = lane >> 2, t4 = lane & 3;
   const int rw = wg * 64 + w * 16 + g;  // this lane's weight rows of a tile: rw and rw + 8
-  int slot = 0, prev = 0;
-  uint32_t phase = 0;
+  RingCursor ring(bars, S);
   // One K stage: the lane's two 16-byte weight rows from the slot, expanded to the A fragments of the 4
   // steps, then 4 wgmmas against the activation tile (step j starts 32 j bytes into its rows), one group.
   auto stage = [&](uint32_t st, int (&d)[64], uint32_t (&a)[16]) {
@@ -1287,8 +1300,7 @@ __global__ void __launch_bounds__(288, 1)
 #pragma unroll
     for (int i = 0; i < 64; ++i) d[i] = 0;
     for (int kt = 0; kt < nk; ++kt) {
-      mbar_wait(bars + 8 * slot, phase);
-      const uint32_t st = sbase + slot * SLOT;
+      const uint32_t st = sbase + ring.wait_full() * SLOT;
       if (kt & 1) stage(st, d, aO);
       else stage(st, d, aE);
       wgmma_wait<1>();
@@ -1300,14 +1312,12 @@ __global__ void __launch_bounds__(288, 1)
 #pragma unroll
         for (int i = 0; i < 16; ++i) keep_reg(aO[i]);
       }
-      if (kt > 0 && lane == 0) mbar_arrive(bars + 8 * (S + prev));
-      prev = slot;
-      if (++slot == S) slot = 0, phase ^= 1;
+      ring.advance(kt > 0 && lane == 0);
     }
     wgmma_wait<0>();
 #pragma unroll
     for (int i = 0; i < 16; ++i) keep_reg(aE[i]), keep_reg(aO[i]);
-    if (lane == 0) mbar_arrive(bars + 8 * (S + prev));
+    if (lane == 0) ring.release();
     // d[4j + e] = D[weight row rw + 8 (e >> 1)][token 8j + 2t + (e & 1)] -> staging box (wcol / 32) of the
     // warpgroup's 64 output columns, row = token, 16-byte chunk (wcol % 32) / 4 at chunk ^ (token % 8).
     unsigned char *wst = smem + (stage_out - sbase) + wg * 2 * 16384;
