@@ -581,6 +581,32 @@ __global__ void __launch_bounds__(256) tb_gemv_m1(const uint32_t *__restrict__ P
   gemv_reduce_store<R>(v, lane, n0, N, out);
 }
 
+// A 16-byte load that ptxas keeps ahead of griddepcontrol.wait: it moves the wait above read-only (.nc)
+// loads, which would leave their latency after the dependency wait; volatile (strong) loads stay before it.
+__device__ __forceinline__ uint4 ld_volatile_v4(const uint4 *a) {
+  uint4 v;
+  asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(a)
+               : "memory");
+  return v;
+}
+// Loads a lane's first CH 128-bit chunks (lane + 32c) of R weight rows (row stride ld4 chunks) with `load`;
+// chunks beyond the row, or all of them when !active, are zero.
+template <int R, int CH, class Load>
+__device__ __forceinline__ void gemv_preload(uint4 (&w)[CH][R], const uint4 *W4, int ld4, int lane, bool active,
+                                             Load load) {
+#pragma unroll
+  for (int c = 0; c < CH; ++c) {
+    const int i = c * 32 + lane;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      w[c][r] = make_uint4(0, 0, 0, 0);
+      if (active && i < ld4) w[c][r] = load(W4 + (size_t)r * ld4 + i);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ternary x binary GEMV for M = 1 as a programmatic dependent launch (sm_90). The weights never depend on
 // earlier kernels, so each lane loads its first CH chunks of the warp's R weight rows before pdl_wait();
@@ -600,23 +626,8 @@ __global__ void __launch_bounds__(256) tb_gemv_pdl(const uint32_t *__restrict__ 
   const bool active = n0 < N;
   const int ld4 = ldk / 4;
   const uint4 *W4 = reinterpret_cast<const uint4 *>(W + (size_t)(active ? n0 : 0) * ldk);  // padded rows are zero
-  const uint4 z4 = make_uint4(0, 0, 0, 0);
-  // Volatile (strong) loads: ptxas moves griddepcontrol.wait above read-only (.nc) loads, which would leave
-  // the weight latency after the dependency wait; these stay ahead of it.
   uint4 w[CH][R];
-#pragma unroll
-  for (int c = 0; c < CH; ++c) {
-    const int i = c * 32 + lane;
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      w[c][r] = z4;
-      if (active && i < ld4)
-        asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(w[c][r].x), "=r"(w[c][r].y), "=r"(w[c][r].z), "=r"(w[c][r].w)
-                     : "l"(W4 + (size_t)r * ld4 + i)
-                     : "memory");
-    }
-  }
+  gemv_preload<R, CH>(w, W4, ld4, lane, active, ld_volatile_v4);
   pdl_wait();
   pdl_launch_dependents();  // the next call's blocks start now and load their weights while this one works
   {

@@ -11,11 +11,9 @@
 // 1 ld.relaxed.gpu, 2 ld.global.cg (all asm volatile).
 template <int LK>
 __device__ __forceinline__ uint4 load_weights(const uint4 *a) {
+  if (LK == 0) return ld_volatile_v4(a);
   uint4 w;
-  if (LK == 0)
-    asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(w.x), "=r"(w.y), "=r"(w.z), "=r"(w.w) : "l"(a) : "memory");
-  else if (LK == 1)
+  if (LK == 1)
     asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(w.x), "=r"(w.y), "=r"(w.z), "=r"(w.w) : "l"(a) : "memory");
   else
@@ -117,15 +115,7 @@ __global__ void __launch_bounds__(256) gemv_x(const uint32_t *__restrict__ P, co
   const uint4 *W4 = reinterpret_cast<const uint4 *>(W + (size_t)(active ? n0 : 0) * ldk);
   const uint4 z4 = make_uint4(0, 0, 0, 0);
   uint4 w[CH][R];
-#pragma unroll
-  for (int c = 0; c < CH; ++c) {
-    const int i = c * 32 + lane;
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      w[c][r] = z4;
-      if (active && i < ld4) w[c][r] = load_weights<LK>(W4 + (size_t)r * ld4 + i);
-    }
-  }
+  gemv_preload<R, CH>(w, W4, ld4, lane, active, load_weights<LK>);
   if (TRIG == 2) {  // trigger once this block's weights have arrived
     uint32_t x = 0;
 #pragma unroll
