@@ -1541,7 +1541,7 @@ const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW
   if (path == 13 && m == 1 && g_has_wgmma && ldk * 8 <= 48 * 1024) {
     // M = 1 on Hopper: the GEMV as a programmatic dependent launch (4 columns per warp; the activation
     // planes, 8 * ldk bytes, in shared memory). One preloaded chunk per lane covers K <= 4096, where the two
-    // unused slots of CH = 3 cost 4-8 % (native/test/results/h100-gemv-m1-probe.txt).
+    // unused slots of CH = 3 cost 3-8 % (native/test/results/h100-gemv-m1-probe*.txt).
     auto gemv = ldk <= 128 ? tb_gemv_pdl<4, 1> : tb_gemv_pdl<4, 3>;
     if (launch_pdl(gemv, dim3((n + 31) / 32), dim3(256), (size_t)ldk * 8, st, dP, dQ, dW, ldk, n, dOut) == cudaSuccess)
       return "tb_gemv_pdl";

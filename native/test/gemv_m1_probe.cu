@@ -3,9 +3,15 @@
 // CUDA graph (as the bench's graph timing) and checked exactly against a CPU reference; the "ladder" kernels
 // add one part of the GEMV at a time (timing only). Also: dependent-chain latencies in SM cycles and the SM
 // clock. It includes the library source, so tb_gemv_pdl is the library's kernel. Results and discussion:
-// native/test/results/h100-gemv-m1-probe.txt, docs/PERFORMANCE.md ("M = 1 on Hopper"). Build and run:
+// native/test/results/h100-gemv-m1-probe*.txt, docs/PERFORMANCE.md ("M = 1 on Hopper"). Build and run:
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -o gemv_m1_probe native/test/gemv_m1_probe.cu
 #include "../cuda/bwq_cuda.cu"
+
+__device__ __forceinline__ uint64_t gtime() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
 
 // A 16-byte weight load that ptxas keeps ahead of griddepcontrol.wait: LK 0 ld.volatile (as tb_gemv_pdl),
 // 1 ld.relaxed.gpu, 2 ld.global.cg (all asm volatile).
@@ -210,23 +216,36 @@ __global__ void latency(const uint32_t *chain, long long *res) {
 // Ablation ladder for the per-call floor (timing only, wrong results below LEVEL 4): 0 wait + trigger + store;
 // 1 + weight loads before the wait; 2 + activations staged through shared memory; 3 + the popcounts;
 // 4 + the warp sums (= x<4,1,stage,redux>). 5: as 4 without the trigger after the wait (plain stream order).
-template <int LEVEL>
+// EARLY: the next call may launch at the start instead of after the wait.
+// stamps (optional): %globaltimer of thread 0 at the start, after the wait, after the activations are staged and
+// after its store, 4 per block.
+// WAIT1: only warp 0 executes griddepcontrol.wait, the others wait for it at a barrier.
+template <int LEVEL, bool EARLY = false, bool WAIT1 = false>
 __global__ void __launch_bounds__(256) ladder(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
                                               const uint32_t *__restrict__ W, int ldk, int N,
-                                              int32_t *__restrict__ out) {
+                                              int32_t *__restrict__ out, uint64_t *__restrict__ stamps) {
   extern __shared__ uint4 act[];
+  uint64_t t[4] = {0, 0, 0, 0};
+  if (stamps) t[0] = gtime();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int n0 = (blockIdx.x * 8 + warp) * 4;
   const int ld4 = ldk / 4;
   const uint4 *W4 = reinterpret_cast<const uint4 *>(W + (size_t)(n0 < N ? n0 : 0) * ldk);
+  if (EARLY) pdl_launch_dependents();
   uint4 w[4];
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
     w[r] = make_uint4(r, lane, n0, 0);
     if (LEVEL >= 1 && lane < ld4) w[r] = load_weights<0>(W4 + (size_t)r * ld4 + lane);
   }
-  pdl_wait();
-  if (LEVEL != 5) pdl_launch_dependents();
+  if (WAIT1) {
+    if (warp == 0) pdl_wait();
+    __syncthreads();
+  } else {
+    pdl_wait();
+  }
+  if (stamps) t[1] = gtime();
+  if (LEVEL != 5 && !EARLY) pdl_launch_dependents();
   uint4 p = make_uint4(1, 2, 3, 4), q = make_uint4(5, 6, 7, 8);
   if (LEVEL >= 2) {
     const uint4 *P4 = reinterpret_cast<const uint4 *>(P), *Q4 = reinterpret_cast<const uint4 *>(Q);
@@ -234,6 +253,7 @@ __global__ void __launch_bounds__(256) ladder(const uint32_t *__restrict__ P, co
     __syncthreads();
     if (lane < ld4) p = act[lane], q = act[ld4 + lane];
   }
+  if (stamps) t[2] = gtime();
   if (n0 >= N) return;
   int v[4];
   if (LEVEL >= 3) {
@@ -254,6 +274,10 @@ __global__ void __launch_bounds__(256) ladder(const uint32_t *__restrict__ P, co
     }
   }
   if (lane < 4 && n0 + lane < N) out[n0 + lane] = mine;
+  if (stamps && threadIdx.x == 0) {
+    t[3] = gtime();
+    for (int i = 0; i < 4; ++i) stamps[(size_t)blockIdx.x * 4 + i] = t[i];
+  }
 }
 
 namespace probe {
@@ -314,13 +338,62 @@ cudaError_t x(const Buffers &b, cudaStream_t st) {
                     (const uint32_t *)b.P, (const uint32_t *)b.Q, (const uint32_t *)b.W, b.ldk, b.n, b.out);
 }
 
-template <int LEVEL>
+// PAD_KB as for x<>: bounds the blocks per SM, so how many calls run ahead with EARLY.
+template <int LEVEL, bool EARLY = false, int PAD_KB = 0, bool WAIT1 = false>
 cudaError_t lad(const Buffers &b, cudaStream_t st) {
   if (LEVEL == 5)
-    return ladder<5><<<(b.n + 31) / 32, 256, (size_t)b.ldk * 8, st>>>(b.P, b.Q, b.W, b.ldk, b.n, b.out),
+    return ladder<5><<<(b.n + 31) / 32, 256, (size_t)b.ldk * 8, st>>>(b.P, b.Q, b.W, b.ldk, b.n, b.out, nullptr),
            cudaGetLastError();
-  return launch_pdl(ladder<LEVEL>, dim3((b.n + 31) / 32), dim3(256), (size_t)b.ldk * 8, st, (const uint32_t *)b.P,
-                    (const uint32_t *)b.Q, (const uint32_t *)b.W, b.ldk, b.n, b.out);
+  const size_t smem = PAD_KB ? (size_t)PAD_KB * 1024 : (size_t)b.ldk * 8;
+  if (smem > 48 * 1024)
+    cudaFuncSetAttribute(ladder<LEVEL, EARLY, WAIT1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  return launch_pdl(ladder<LEVEL, EARLY, WAIT1>, dim3((b.n + 31) / 32), dim3(256), smem, st, (const uint32_t *)b.P,
+                    (const uint32_t *)b.Q, (const uint32_t *)b.W, b.ldk, b.n, b.out, (uint64_t *)nullptr);
+}
+
+// Timeline of 64 chained ladder<LEVEL, EARLY> calls with stamps (graph replay): medians over the calls of the
+// gaps to the previous call's end (its blocks' last stamp), in ns (%globaltimer advanced in 32 ns or 256 ns steps
+// on the H100s used).
+template <int LEVEL, bool EARLY, int PAD_KB = 0>
+void stamped(const char *name, const Buffers &b, cudaStream_t st) {
+  const int calls = 64, blocks = (b.n + 31) / 32;
+  uint64_t *stamps;
+  cudaMalloc(&stamps, (size_t)calls * blocks * 4 * 8);
+  const size_t smem = PAD_KB ? (size_t)PAD_KB * 1024 : (size_t)b.ldk * 8;
+  if (smem > 48 * 1024)
+    cudaFuncSetAttribute(ladder<LEVEL, EARLY>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  cudaGraph_t graph; cudaGraphExec_t exec;
+  cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
+  for (int c = 0; c < calls; ++c)
+    launch_pdl(ladder<LEVEL, EARLY>, dim3(blocks), dim3(256), smem, st, (const uint32_t *)b.P, (const uint32_t *)b.Q,
+               (const uint32_t *)b.W, b.ldk, b.n, b.out, stamps + (size_t)c * blocks * 4);
+  cudaStreamEndCapture(st, &graph);
+  cudaGraphInstantiate(&exec, graph, 0);
+  for (int i = 0; i < 3; ++i) cudaGraphLaunch(exec, st);
+  cudaStreamSynchronize(st);
+  std::vector<uint64_t> h((size_t)calls * blocks * 4);
+  cudaMemcpy(h.data(), stamps, h.size() * 8, cudaMemcpyDeviceToHost);
+  std::vector<double> start0, start1, rel0, rel1, staged, end;
+  uint64_t prev_end = 0;
+  for (int c = 0; c < calls; ++c) {
+    uint64_t s0 = ~0ull, s1 = 0, r0 = ~0ull, r1 = 0, a1 = 0, e = 0;
+    for (int k = 0; k < blocks; ++k) {
+      const uint64_t *t = &h[((size_t)c * blocks + k) * 4];
+      s0 = std::min(s0, t[0]); s1 = std::max(s1, t[0]); r0 = std::min(r0, t[1]); r1 = std::max(r1, t[1]);
+      a1 = std::max(a1, t[2]); e = std::max(e, t[3]);
+    }
+    if (c > 0) {
+      const double p = (double)prev_end;
+      start0.push_back(s0 - p); start1.push_back(s1 - p); rel0.push_back(r0 - p); rel1.push_back(r1 - p);
+      staged.push_back(a1 - p); end.push_back(e - p);
+    }
+    prev_end = e;
+  }
+  auto med = [](std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; };
+  printf("  %-22s ns from the previous call's end: blocks start %.0f .. %.0f, released %.0f .. %.0f, "
+         "staged %.0f, end %.0f\n",
+         name, med(start0), med(start1), med(rel0), med(rel1), med(staged), med(end));
+  cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaFree(stamps);
 }
 
 void run(const char *name, Launch f, const Buffers &b, cudaStream_t st) {
@@ -396,6 +469,18 @@ int main() {
       run("ladder 3 +popc", lad<3>, b, st);
       run("ladder 4 +redux", lad<4>, b, st);
       run("ladder 5 no PDL", lad<5>, b, st);
+      run("ladder 0 early", lad<0, true>, b, st);
+      run("ladder 1 early", lad<1, true>, b, st);
+      run("ladder 1 early 2/SM", lad<1, true, 100>, b, st);
+      run("ladder 2 early", lad<2, true>, b, st);
+      run("ladder 2 early 2/SM", lad<2, true, 100>, b, st);
+      run("ladder 4 early", lad<4, true>, b, st);
+      run("ladder 4 early 2/SM", lad<4, true, 100>, b, st);
+      run("ladder 4 early 2/SM w1", lad<4, true, 100, true>, b, st);
+      stamped<1, false>("ladder 1", b, st);
+      stamped<1, true>("ladder 1 early", b, st);
+      stamped<4, false>("ladder 4", b, st);
+      stamped<4, true, 100>("ladder 4 early 2/SM", b, st);
       cudaFree(b.P); cudaFree(b.Q); cudaFree(b.W); cudaFree(b.out);
       if (rep == 0 && s.n == 4096 && s.k == 4096) latencies();  // the SM clock right after graph replays
     }
