@@ -862,6 +862,14 @@ template <int N>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
+// Dynamic shared memory from its first 1024-byte boundary (swizzle atoms are 1024-byte aligned; the launchers
+// add 1024 bytes for this): returns its shared-window address and sets `aligned` to the same place.
+__device__ __forceinline__ uint32_t smem_align1024(unsigned char *raw_ptr, unsigned char *&aligned) {
+  const uint32_t raw = (uint32_t)__cvta_generic_to_shared(raw_ptr);
+  const uint32_t base = (raw + 1023u) & ~1023u;
+  aligned = raw_ptr + (base - raw);
+  return base;
+}
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Keeps a register's value live and in place up to this point: a wgmma reads its A registers asynchronously,
 // until the wgmma_wait that covers it.
@@ -907,9 +915,8 @@ __global__ void __launch_bounds__(256, 1)
 #ifdef BWQ_HAS_WGMMA
   static_assert(STAGES >= 3 && (STAGES - 2) * TBW2_STAGE >= 128 * TBW2_LDS * 4, "staging fits in the free slots");
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
-  const uint32_t sbase = (raw + 1023u) & ~1023u;  // swizzle atoms are 1024-byte aligned
-  unsigned char *smem = smem_raw + (sbase - raw);
+  unsigned char *smem;
+  const uint32_t sbase = smem_align1024(smem_raw, smem);
   const int tid = threadIdx.x, wg = tid >> 7;
   const int nk = ldk / 32;
   int tile = blockIdx.x;
@@ -1119,9 +1126,8 @@ __global__ void __launch_bounds__(288, 1)
 #ifdef BWQ_HAS_WGMMA
   constexpr int S = TBW3_SLOTS, SLOT = TBW3_SLOT;
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
-  const uint32_t sbase = (raw + 1023u) & ~1023u;  // swizzle atoms are 1024-byte aligned
-  unsigned char *smem = smem_raw + (sbase - raw);
+  unsigned char *smem;
+  const uint32_t sbase = smem_align1024(smem_raw, smem);
   const uint32_t stage_out = sbase + S * SLOT;           // staging: 2 warpgroups x 4 boxes of 64 x 32 int32
   const uint32_t bars = stage_out + 128 * 128 * 4;       // full[S], then empty[S]
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -1258,9 +1264,8 @@ __global__ void __launch_bounds__(288, 1)
 #ifdef BWQ_HAS_WGMMA
   constexpr int S = I8W_SLOTS, SLOT = I8W_SLOT;
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
-  const uint32_t sbase = (raw + 1023u) & ~1023u;  // swizzle atoms are 1024-byte aligned
-  unsigned char *smem = smem_raw + (sbase - raw);
+  unsigned char *smem;
+  const uint32_t sbase = smem_align1024(smem_raw, smem);
   const uint32_t stage_out = sbase + S * SLOT;      // staging: 2 warpgroups x 2 boxes of 128 x 32 int32
   const uint32_t bars = stage_out + 2 * 2 * 16384;  // full[S], then empty[S]
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
