@@ -351,6 +351,19 @@ cudaError_t lad(const Buffers &b, cudaStream_t st) {
                     (const uint32_t *)b.Q, (const uint32_t *)b.W, b.ldk, b.n, b.out, (uint64_t *)nullptr);
 }
 
+// Captures `calls` launches (launch(c) for call c) on `st` into one CUDA graph, instantiates it and replays it
+// three times untimed (warm-up).
+template <class F>
+cudaGraphExec_t capture_chain(int calls, cudaStream_t st, cudaGraph_t &graph, F launch) {
+  cudaGraphExec_t exec;
+  cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
+  for (int c = 0; c < calls; ++c) launch(c);
+  cudaStreamEndCapture(st, &graph);
+  cudaGraphInstantiate(&exec, graph, 0);
+  for (int i = 0; i < 3; ++i) cudaGraphLaunch(exec, st);
+  return exec;
+}
+
 // Timeline of 64 chained ladder<LEVEL, EARLY> calls with stamps (graph replay): medians over the calls of the
 // gaps to the previous call's end (its blocks' last stamp), in ns (%globaltimer advanced in 32 ns or 256 ns steps
 // on the H100s used).
@@ -362,14 +375,11 @@ void stamped(const char *name, const Buffers &b, cudaStream_t st) {
   const size_t smem = PAD_KB ? (size_t)PAD_KB * 1024 : (size_t)b.ldk * 8;
   if (smem > 48 * 1024)
     cudaFuncSetAttribute(ladder<LEVEL, EARLY>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  cudaGraph_t graph; cudaGraphExec_t exec;
-  cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
-  for (int c = 0; c < calls; ++c)
+  cudaGraph_t graph;
+  cudaGraphExec_t exec = capture_chain(calls, st, graph, [&](int c) {
     launch_pdl(ladder<LEVEL, EARLY>, dim3(blocks), dim3(256), smem, st, (const uint32_t *)b.P, (const uint32_t *)b.Q,
                (const uint32_t *)b.W, b.ldk, b.n, b.out, stamps + (size_t)c * blocks * 4);
-  cudaStreamEndCapture(st, &graph);
-  cudaGraphInstantiate(&exec, graph, 0);
-  for (int i = 0; i < 3; ++i) cudaGraphLaunch(exec, st);
+  });
   cudaStreamSynchronize(st);
   std::vector<uint64_t> h((size_t)calls * blocks * 4);
   cudaMemcpy(h.data(), stamps, h.size() * 8, cudaMemcpyDeviceToHost);
@@ -406,14 +416,10 @@ void run(const char *name, Launch f, const Buffers &b, cudaStream_t st) {
   cudaMemcpy(h.data(), b.out, (size_t)b.n * 4, cudaMemcpyDeviceToHost);
   int bad = 0;
   for (int i = 0; i < b.n; ++i) bad += h[i] != b.ref[i];
-  cudaGraph_t graph; cudaGraphExec_t exec;
-  cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal);
-  for (int c = 0; c < calls; ++c) f(b, st);
-  cudaStreamEndCapture(st, &graph);
-  cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraph_t graph;
+  cudaGraphExec_t exec = capture_chain(calls, st, graph, [&](int) { f(b, st); });
   cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
   std::vector<float> per;
-  for (int i = 0; i < 3; ++i) cudaGraphLaunch(exec, st);
   for (int rep = 0; rep < 15; ++rep) {
     cudaEventRecord(e0, st); cudaGraphLaunch(exec, st); cudaEventRecord(e1, st); cudaEventSynchronize(e1);
     float ms; cudaEventElapsedTime(&ms, e0, e1); per.push_back(ms * 1000 / calls);
