@@ -406,8 +406,14 @@ void stamped(const char *name, const Buffers &b, cudaStream_t st) {
   cudaGraphExecDestroy(exec); cudaGraphDestroy(graph); cudaFree(stamps);
 }
 
+// Cold weights (as BWQ_BENCH_COLD_WEIGHTS in the bench): call c of the chain reads copy c % copies of the
+// weights, the copies together twice the L2, so every call streams its weights from memory. 0: one copy.
+int g_copies = 0;
+uint32_t *g_wcopies = nullptr;
+
 void run(const char *name, Launch f, const Buffers &b, cudaStream_t st) {
-  const int calls = 64;
+  const int calls = g_copies ? 4 * g_copies : 64;
+  const size_t wsize = (size_t)round_up(b.n, 128) * b.ldk;
   cudaMemset(b.out, 0x7f, (size_t)b.n * 4);
   cudaError_t e = f(b, st);
   cudaStreamSynchronize(st);
@@ -417,7 +423,11 @@ void run(const char *name, Launch f, const Buffers &b, cudaStream_t st) {
   int bad = 0;
   for (int i = 0; i < b.n; ++i) bad += h[i] != b.ref[i];
   cudaGraph_t graph;
-  cudaGraphExec_t exec = capture_chain(calls, st, graph, [&](int) { f(b, st); });
+  cudaGraphExec_t exec = capture_chain(calls, st, graph, [&](int c) {
+    Buffers bc = b;
+    if (g_copies) bc.W = g_wcopies + (size_t)(c % g_copies) * wsize;
+    f(bc, st);
+  });
   cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
   std::vector<float> per;
   for (int rep = 0; rep < 15; ++rep) {
@@ -451,7 +461,7 @@ int main() {
     cudaFree(chain); cudaFree(res);
   };
   latencies();
-  for (int rep = 0; rep < 2; ++rep)
+  for (int rep = 0; rep < (getenv("PROBE_COLD_ONLY") ? 0 : 2); ++rep)
     for (Shape s : shapes) {
       Buffers b = make(s, rng);
       printf("-- K=%d N=%d\n", s.k, s.n);
@@ -491,6 +501,35 @@ int main() {
       if (rep == 0 && s.n == 4096 && s.k == 4096) latencies();  // the SM clock right after graph replays
     }
   latencies();
+  // Cold weights: the variants whose next call starts earlier have more time to stream the weights.
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  for (int rep = 0; rep < 2; ++rep)
+    for (int si = 0; si < 3; ++si) {
+      const Shape s = shapes[si];
+      Buffers b = make(s, rng);
+      const size_t wsize = (size_t)round_up(b.n, 128) * b.ldk;
+      g_copies = (int)((2 * (size_t)prop.l2CacheSize + wsize * 4 - 1) / (wsize * 4));
+      cudaMalloc(&g_wcopies, wsize * 4 * g_copies);
+      for (int c = 0; c < g_copies; ++c) cudaMemcpy(g_wcopies + c * wsize, b.W, wsize * 4, cudaMemcpyDeviceToDevice);
+      printf("-- cold weights (%d copies): K=%d N=%d\n", g_copies, s.k, s.n);
+      run("tb_gemv_pdl<4,1>", pdl<1>, b, st);
+      run("tb_gemv_pdl<4,3>", pdl<3>, b, st);
+      run("x<4,1> trig start", x<4, 1, true, true, 1>, b, st);
+      run("x<4,1> start 2/SM", x<4, 1, true, true, 1, 0, 100>, b, st);
+      run("x<4,1> start 3/SM", x<4, 1, true, true, 1, 0, 70>, b, st);
+      run("x<4,1> trig weights", x<4, 1, true, true, 2>, b, st);
+      run("x<4,3> trig weights", x<4, 3, true, true, 2>, b, st);
+      run("x<4,3> start 2/SM", x<4, 3, true, true, 1, 0, 100>, b, st);
+      run("x<8,1> trig start", x<8, 1, true, true, 1>, b, st);
+      run("ladder 1 +weights", lad<1>, b, st);
+      run("ladder 1 early", lad<1, true>, b, st);
+      run("ladder 4 +redux", lad<4>, b, st);
+      run("ladder 5 no PDL", lad<5>, b, st);
+      cudaFree(g_wcopies);
+      g_copies = 0;
+      cudaFree(b.P); cudaFree(b.Q); cudaFree(b.W); cudaFree(b.out);
+    }
   printf("err: %s\n", cudaGetErrorString(cudaDeviceSynchronize()));
   return 0;
 }
