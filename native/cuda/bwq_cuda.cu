@@ -29,7 +29,6 @@
 #include <string.h>
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
 #include <mutex>
 #include <random>
@@ -616,8 +615,11 @@ __device__ __forceinline__ void gemv_preload(uint4 (&w)[CH][R], const uint4 *W4,
 // launch right after its own wait, so in a chain of calls (a decode step, CUDA-graph replay) the next
 // kernel's blocks start and load their weights while this one works (not earlier: a trigger before the wait
 // lets launches pile up). Contract: no kernel still running when this one
-// launches writes W (bwq's kernels never write weights). Arithmetic and reduction as in tb_gemv_m1.
-template <int R, int CH>
+// launches writes W (bwq's kernels never write weights). Arithmetic as in tb_gemv_m1; the R sums are reduced
+// with redux.sync (R instructions; 1 - 3 % faster than the shuffle butterfly on an H100,
+// native/test/results/h100-gemv-m1-probe-cold-a.txt). TAIL: K may extend beyond the CH preloaded chunks (the
+// instance for K <= 4096 has no loop after the arithmetic: about 1 % with weights streamed from memory).
+template <int R, int CH, bool TAIL>
 __global__ void __launch_bounds__(256) tb_gemv_pdl(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
                                                    const uint32_t *__restrict__ W, int ldk, int N,
                                                    int32_t *__restrict__ out) {
@@ -648,208 +650,20 @@ __global__ void __launch_bounds__(256) tb_gemv_pdl(const uint32_t *__restrict__ 
     const int i = c * 32 + lane;
     if (i < ld4) gemv_chunk<R>(act[i], act[ld4 + i], w[c], v);
   }
-  for (int i = CH * 32 + lane; i < ld4; i += 32) {  // K beyond the preloaded chunks
-    uint4 wr[R];
+  if (TAIL)
+    for (int i = CH * 32 + lane; i < ld4; i += 32) {  // K beyond the preloaded chunks
+      uint4 wr[R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) wr[r] = __ldg(W4 + (size_t)r * ld4 + i);
-    gemv_chunk<R>(act[i], act[ld4 + i], wr, v);
+      for (int r = 0; r < R; ++r) wr[r] = __ldg(W4 + (size_t)r * ld4 + i);
+      gemv_chunk<R>(act[i], act[ld4 + i], wr, v);
+    }
+  int mine = 0;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int s = __reduce_add_sync(0xffffffffu, v[r]);
+    if (lane == r) mine = s;
   }
-  gemv_reduce_store<R>(v, lane, n0, N, out);
-}
-
-// ---------------------------------------------------------------------------------------------
-// M = 1 through a chain of binary layers in one persistent launch (bwq_cuda_ternary_binary_chain). Every
-// layer boundary of a launch-per-layer decode costs a kernel completion and a launch (about 1 us per call on
-// an H100 even for a tiny GEMV, docs/PERFORMANCE.md); here the blocks stay resident (cooperative launch) and
-// hand each layer's ternarised output to the next layer through global memory instead:
-//  - Layer l's outputs are split into tasks of 32 consecutive columns, task t to block t mod gridDim. A task's
-//    32 weight rows are contiguous in the padded device layout, so a block copies all of its rows of layer
-//    l + LOOKAHEAD into a shared-memory buffer with cp.async while it works on layer l (the weights never
-//    depend on earlier layers; NBUF = LOOKAHEAD + 1 buffers).
-//  - Each warp sums 4 rows (K over the lanes, the GEMV arithmetic of tb_gemv_pdl); warp 0 stores the 32 sums,
-//    ternarises them with the per-column thresholds and publishes the two 32-bit plane words as 64-bit words
-//    (bits | epoch << 32), each with one single-copy-atomic 64-bit store: a reader that sees the epoch of this
-//    layer also sees its bits, so no barrier, fence or flag array is needed (the low-latency protocol NCCL
-//    calls LL).
-//  - The next layer's readers poll those words (relaxed, L2) until they carry its epoch, then stage the
-//    planes in shared memory. Layers alternate between two exchange buffers; a block overwrites a buffer
-//    (layer l + 2's input) only after every word of layer l + 1's input has arrived, and each of those was
-//    written by a block that had already staged layer l's input, so no reader can lose a word.
-//  - Epochs grow by one per layer across launches: every block reads the base from ChainSync at its start, and
-//    the last block to finish adds the layer count; exchange words are never reset (zero words are never
-//    current) and graph replays see fresh epochs.
-struct ChainLayer {
-  const uint32_t *W;   // [roundup(n, 128), ldk] padded device weights
-  const int32_t *thr;  // [roundup(n, 32)] thresholds of the next layer's input, 16-byte aligned (unused by the last layer)
-  int32_t *y;          // [n] this layer's sums
-  int n, ldk;          // outputs; input row stride in words (a multiple of 32)
-};
-struct ChainSync {
-  unsigned epoch, done;
-};
-struct ChainArgs {
-  const ChainLayer *layers;
-  int num_layers;
-  const uint32_t *plus0, *minus0;  // the first layer's input planes, [ldk_0] words, zero padding
-  unsigned long long *xchg;  // [2 buffers][2 planes][xchg_pairs] 128-byte lines; words 2p, 2p + 1 (bits | epoch << 32)
-  int xchg_pairs;            // at the start of line p
-  ChainSync *sync;
-  int slice_u4;  // one weight buffer in shared memory, in 16-byte chunks
-  int act_u4;    // one staged activation plane, in 16-byte chunks
-  int max_tasks;  // most 32-column tasks of one layer per block
-  unsigned long long *stamps;  // null, or [layers][blocks][6]: timeline stamps for the bench (tb_gemv_chain)
-};
-
-__device__ __forceinline__ unsigned long long globaltimer_ns() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-__device__ __forceinline__ ulonglong2 ld_relaxed_v2u64(const unsigned long long *a) {
-  ulonglong2 v;
-  asm volatile("ld.relaxed.gpu.global.v2.u64 {%0, %1}, [%2];\n" : "=l"(v.x), "=l"(v.y) : "l"(a) : "memory");
-  return v;
-}
-__device__ __forceinline__ void st_relaxed_u64(unsigned long long *a, unsigned long long v) {
-  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;\n" ::"l"(a), "l"(v) : "memory");
-}
-constexpr int XCHG_STRIDE = 2;  // 64-bit words from one pair of exchange words to the next
-
-template <int LOOKAHEAD>
-__global__ void __launch_bounds__(256, 1) tb_gemv_chain(ChainArgs a) {
-  constexpr int NBUF = LOOKAHEAD + 1;
-  extern __shared__ uint4 smem[];  // [NBUF][slice_u4] weights, [2][act_u4] planes, [max_tasks][8][32] partials
-  uint4 *act = smem + NBUF * a.slice_u4;
-  int32_t *part = reinterpret_cast<int32_t *>(act + 2 * a.act_u4);
-  const int G = gridDim.x, b = blockIdx.x, tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const unsigned epoch = *(volatile const unsigned *)&a.sync->epoch;
-  // This block's rows of layer l (tasks b, b + G, ...) into weight buffer l % NBUF, chunk c of a task's row r at
-  // c ^ (r & 7) (the compute loop's lanes read 32 rows at one chunk without bank conflicts), each task's 32
-  // thresholds after its rows; one commit group per layer (empty beyond the last), so
-  // cp_async_wait<LOOKAHEAD> at layer l means "layer l has arrived".
-  auto prefetch = [&](int l) {
-    if (l < a.num_layers) {
-      const ChainLayer L = a.layers[l];
-      const int tasks = (L.n + 31) / 32, ld4 = L.ldk / 4, w_u4 = 32 * ld4;
-      const bool thr = l + 1 < a.num_layers;
-      uint4 *dst = smem + (l % NBUF) * a.slice_u4;
-      for (int t = b; t < tasks; t += G, dst += w_u4 + 8) {
-        const uint4 *src = reinterpret_cast<const uint4 *>(L.W) + (size_t)t * w_u4;
-        for (int i = tid; i < w_u4; i += 256) {
-          const int r = i / ld4, c = i - r * ld4;
-          cp_async16(dst + r * ld4 + (c ^ (r & 7)), src + i);
-        }
-        if (thr && tid < 8) cp_async16(dst + w_u4 + tid, reinterpret_cast<const uint4 *>(L.thr + t * 32) + tid);
-      }
-    }
-    cp_async_commit();
-  };
-  for (int l = 0; l < LOOKAHEAD; ++l) prefetch(l);
-  unsigned long long *stamp = nullptr;  // this block's stamps of the current layer (bench timelines)
-  for (int l = 0; l < a.num_layers; ++l) {
-    if (a.stamps) stamp = a.stamps + ((size_t)l * G + b) * 6;
-    if (stamp && tid == 0) stamp[0] = globaltimer_ns();
-    prefetch(l + LOOKAHEAD);
-    const ChainLayer L = a.layers[l];
-    const int tasks = (L.n + 31) / 32;
-    if (b >= tasks) continue;  // no rows of this layer here: its input is not needed either
-    const int ld4 = L.ldk / 4;
-    if (l == 0) {
-      const uint4 *P4 = reinterpret_cast<const uint4 *>(a.plus0), *Q4 = reinterpret_cast<const uint4 *>(a.minus0);
-      for (int i = tid; i < ld4; i += 256) {
-        act[i] = __ldcg(P4 + i);
-        act[a.act_u4 + i] = __ldcg(Q4 + i);
-      }
-    } else {
-      // Each thread polls its (at most two) 16-byte chunks of a round at once and reloads only those not yet
-      // current, so the input is staged one L2 round trip after its last word lands. A chunk holds two words
-      // (each 64-bit element is its own single-copy-atomic access) and has a 128-byte line to itself, which
-      // spreads the polling of all blocks over many L2 slices.
-      const int words = (a.layers[l - 1].n + 31) / 32, pairs = (words + 1) / 2;  // published by layer l - 1
-      uint32_t *act32 = reinterpret_cast<uint32_t *>(act);
-      const unsigned want = epoch + l;
-      for (int base = 0; base < 2 * pairs; base += 512) {
-        int w[2], plane[2];
-        bool need[2];
-        const unsigned long long *addr[2];
-        ulonglong2 v[2] = {};
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          const int i = base + j * 256 + tid;
-          need[j] = i < 2 * pairs;
-          plane[j] = i >= pairs;
-          w[j] = 2 * (i - plane[j] * pairs);
-          addr[j] = a.xchg + ((size_t)((l & 1) * 2 + plane[j]) * a.xchg_pairs + w[j] / 2) * XCHG_STRIDE;
-        }
-        auto current = [&](int j) {
-          return (unsigned)(v[j].x >> 32) == want && (w[j] + 1 >= words || (unsigned)(v[j].y >> 32) == want);
-        };
-        while (need[0] || need[1]) {
-#pragma unroll
-          for (int j = 0; j < 2; ++j)
-            if (need[j]) v[j] = ld_relaxed_v2u64(addr[j]);
-#pragma unroll
-          for (int j = 0; j < 2; ++j)
-            if (need[j] && current(j)) {
-              act32[plane[j] * 4 * a.act_u4 + w[j]] = (uint32_t)v[j].x;
-              act32[plane[j] * 4 * a.act_u4 + w[j] + 1] = w[j] + 1 < words ? (uint32_t)v[j].y : 0u;
-              need[j] = false;
-            }
-        }
-      }
-      for (int i = tid; i < 2 * L.ldk; i += 256) {  // the padding words
-        const int plane = i >= L.ldk, w = i - plane * L.ldk;
-        if (w >= 2 * pairs) act32[plane * 4 * a.act_u4 + w] = 0u;
-      }
-    }
-    cp_async_wait<LOOKAHEAD>();
-    __syncthreads();
-    if (stamp && tid == 0) stamp[1] = globaltimer_ns(), stamp[4] = clock64();
-    // Lane r sums row r of each task over warp `warp`'s share of K (no shuffles); warp i then adds the 8
-    // partials of task i, stores the sums and publishes the task's two plane words.
-    const uint4 *wbuf = smem + (l % NBUF) * a.slice_u4;
-    const int my_tasks = (tasks - b + G - 1) / G, per_warp = (ld4 + 7) / 8, task_u4 = 32 * ld4 + 8;
-    const int c0 = warp * per_warp, c1 = min(c0 + per_warp, ld4);
-    for (int i = 0; i < my_tasks; ++i) {
-      const uint4 *row = wbuf + (size_t)i * task_u4 + (size_t)lane * ld4;
-      int s = 0, nz = 0;
-      for (int c = c0; c < c1; ++c) {
-        const uint4 p = act[c], q = act[a.act_u4 + c], w = row[c ^ (lane & 7)];
-        nz += __popc(p.x | q.x) + __popc(p.y | q.y) + __popc(p.z | q.z) + __popc(p.w | q.w);
-        s += popsel(w.x, p.x, q.x) + popsel(w.y, p.y, q.y) + popsel(w.z, p.z, q.z) + popsel(w.w, p.w, q.w);
-      }
-      part[(i * 8 + warp) * 32 + lane] = 2 * s - nz;
-    }
-    __syncthreads();
-    if (stamp && tid == 0) stamp[2] = globaltimer_ns(), stamp[5] = clock64();
-    for (int i = warp; i < my_tasks; i += 8) {
-      const int t = b + i * G, n = t * 32 + lane;
-      const bool valid = n < L.n;
-      int y = 0;
-#pragma unroll
-      for (int w = 0; w < 8; ++w) y += part[(i * 8 + w) * 32 + lane];
-      if (valid) L.y[n] = y;
-      if (l + 1 < a.num_layers) {
-        const int th = reinterpret_cast<const int32_t *>(wbuf + (size_t)i * task_u4 + 32 * ld4)[lane];
-        const unsigned plus = __ballot_sync(0xffffffffu, valid && y > th);
-        const unsigned minus = __ballot_sync(0xffffffffu, valid && y < -th);
-        if (lane < 2)
-          st_relaxed_u64(a.xchg + ((size_t)(((l + 1) & 1) * 2 + lane) * a.xchg_pairs + t / 2) * XCHG_STRIDE + (t & 1),
-                         (unsigned long long)(epoch + l + 1) << 32 | (lane ? minus : plus));
-      }
-      if (stamp && lane == 0 && i == 0) stamp[3] = globaltimer_ns();
-    }
-    __syncthreads();  // the partials and this layer's weight buffer (thresholds) are free again
-  }
-  cp_async_wait<0>();
-  if (tid == 0) {  // the last block to finish moves the epoch on for the next launch
-    __threadfence();
-    if (atomicAdd(&a.sync->done, 1u) == (unsigned)G - 1) {
-      a.sync->done = 0;
-      a.sync->epoch = epoch + a.num_layers;
-      __threadfence();
-    }
-  }
+  if (lane < R && n0 + lane < N) out[n0 + lane] = mine;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1744,7 +1558,7 @@ const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW
     // M = 1 on Hopper: the GEMV as a programmatic dependent launch (4 columns per warp; the activation
     // planes, 8 * ldk bytes, in shared memory). One preloaded chunk per lane covers K <= 4096, where the two
     // unused slots of CH = 3 cost 3-8 % (native/test/results/h100-gemv-m1-probe*.txt).
-    auto gemv = ldk <= 128 ? tb_gemv_pdl<4, 1> : tb_gemv_pdl<4, 3>;
+    auto gemv = ldk <= 128 ? tb_gemv_pdl<4, 1, false> : tb_gemv_pdl<4, 3, true>;
     if (launch_pdl(gemv, dim3((n + 31) / 32), dim3(256), (size_t)ldk * 8, st, dP, dQ, dW, ldk, n, dOut) == cudaSuccess)
       return "tb_gemv_pdl";
     cudaGetLastError();  // e.g. no PDL support: the plain GEMV below
@@ -1906,75 +1720,11 @@ __global__ void __launch_bounds__(256) mma_peak(int iters, int *sink) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Launch plan of a chain (tb_gemv_chain): one block per SM (at most one per 32-column task), the weight
-// buffer for the largest per-block slice of any layer, and the deepest lookahead (1 - 3 layers) whose
-// buffers fit the shared memory a block may have. BWQ_CHAIN_LOOKAHEAD caps the lookahead (tuning).
-struct ChainPlan {
-  int blocks = 0, lookahead = 0, slice_u4 = 0, act_u4 = 0, max_tasks = 0;
-  size_t smem = 0;
-};
-bool plan_chain(const int *n, const int *ldk, int layers, ChainPlan *p) {
-  int max_tasks = 0, max_ldk = 0;
-  for (int l = 0; l < layers; ++l) max_tasks = std::max(max_tasks, (n[l] + 31) / 32), max_ldk = std::max(max_ldk, ldk[l]);
-  p->blocks = std::min(g_num_sms, max_tasks);
-  size_t slice = 0;
-  int worst = 0;
-  p->max_tasks = (max_tasks + p->blocks - 1) / p->blocks;
-  for (int l = 0; l < layers; ++l) {
-    const size_t s = (size_t)(((n[l] + 31) / 32 + p->blocks - 1) / p->blocks) * (8 * ldk[l] + 8);
-    if (s > slice) slice = s, worst = l;
-  }
-  p->slice_u4 = (int)slice;
-  p->act_u4 = max_ldk / 4;
-  int cap = 3;
-  if (const char *e = getenv("BWQ_CHAIN_LOOKAHEAD")) cap = std::max(1, std::min(3, atoi(e)));
-  const size_t fixed = (size_t)2 * p->act_u4 * 16 + (size_t)p->max_tasks * 8 * 32 * 4;
-  for (int la = cap; la >= 1; --la) {
-    const size_t bytes = (size_t)(la + 1) * slice * 16 + fixed;
-    if (bytes <= (size_t)g_max_smem_optin) {
-      p->lookahead = la;
-      p->smem = bytes;
-      return true;
-    }
-  }
-  snprintf(g_err, sizeof g_err,
-           "chain layer %d (%d outputs, %d inputs) needs %zu bytes of shared memory per block for two weight "
-           "buffers on %d SMs; this device allows %d",
-           worst, n[worst], ldk[worst] * 32, 2 * slice * 16 + fixed, p->blocks, g_max_smem_optin);
-  return false;
-}
-
-// Launches the chain as a cooperative kernel (all blocks resident, which its polling needs).
-cudaError_t launch_chain(const ChainArgs &args, const ChainPlan &p, cudaStream_t st) {
-  void (*kernel)(ChainArgs) =
-      p.lookahead >= 3 ? tb_gemv_chain<3> : p.lookahead == 2 ? tb_gemv_chain<2> : tb_gemv_chain<1>;
-  static bool attrs_set = false;
-  if (!attrs_set) {
-    for (auto k : {tb_gemv_chain<1>, tb_gemv_chain<2>, tb_gemv_chain<3>}) {
-      const cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, g_max_smem_optin);
-      if (e != cudaSuccess) return e;
-    }
-    attrs_set = true;
-  }
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(p.blocks);
-  cfg.blockDim = dim3(256);
-  cfg.dynamicSmemBytes = p.smem;
-  cfg.stream = st;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, kernel, args);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Grow-only device workspace for the host-pointer entry points.
 struct Workspace {
   std::mutex mu;
-  void *buf[9] = {};  // 0 - 5: the GEMMs; 6 - 8: chain thresholds, sums, layer descriptors
-  size_t cap[9] = {};
+  void *buf[6] = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+  size_t cap[6] = {0, 0, 0, 0, 0, 0};
   cudaStream_t stream = nullptr;
   int get(int i, size_t bytes, void **out) {
     if (cap[i] < bytes) {
@@ -2246,356 +1996,6 @@ int i8_host(const int8_t *a, const uint32_t *weights, uint64_t resident, int m, 
   CK(cudaStreamSynchronize(st));
   return BWQ_OK;
 }
-
-// ---------------------------------------------------------------------------------------------
-// Chains (tb_gemv_chain). Device state shared by every chain launch (guarded by g_ws.mu): the epoch counter
-// and the exchange words, grow-only (a new buffer starts zeroed, and zero words are never current).
-struct ChainState {
-  ChainSync *sync = nullptr;
-  unsigned long long *xchg = nullptr;
-  int pairs = 0;
-};
-ChainState g_chain;
-
-// Plans a chain of `layers` layers (outputs n[l], input stride ldk[l] words) whose descriptors are at dLayers
-// and whose first input planes are dP, dQ; fills the launch arguments.
-int prepare_chain(const ChainLayer *dLayers, const int *n, const int *ldk, int layers, const uint32_t *dP,
-                  const uint32_t *dQ, cudaStream_t st, ChainPlan *plan, ChainArgs *args) {
-  if (!plan_chain(n, ldk, layers, plan)) return BWQ_EINVAL;
-  int pairs = 16;
-  for (int l = 0; l < layers; ++l) pairs = std::max(pairs, round_up((kw_of(n[l]) + 1) / 2, 16));
-  if (!g_chain.sync) {
-    CK(cudaMalloc(&g_chain.sync, sizeof(ChainSync)));
-    CK(cudaMemsetAsync(g_chain.sync, 0, sizeof(ChainSync), st));
-  }
-  if (g_chain.pairs < pairs) {
-    if (g_chain.xchg) CK(cudaFree(g_chain.xchg));
-    g_chain.xchg = nullptr;
-    g_chain.pairs = 0;
-    CK(cudaMalloc(&g_chain.xchg, (size_t)4 * pairs * XCHG_STRIDE * 8));
-    CK(cudaMemsetAsync(g_chain.xchg, 0, (size_t)4 * pairs * XCHG_STRIDE * 8, st));
-    g_chain.pairs = pairs;
-  }
-  *args = ChainArgs{dLayers, layers, dP, dQ, g_chain.xchg, g_chain.pairs, g_chain.sync, plan->slice_u4,
-                    plan->act_u4, plan->max_tasks, nullptr};
-  return BWQ_OK;
-}
-
-// Host reference of a chain: y_l = t_l B_l^T by popcounts, t_{l+1} = ternarise(y_l, thr_l); weights[l] is
-// [n[l], kw(k[l])] with any padding bits, p0/q0 are [kw(k[0])] with zero padding. y gets every layer's sums.
-void chain_reference(const std::vector<const uint32_t *> &weights, const std::vector<const int32_t *> &thr,
-                     const int *n, const int *k, const uint32_t *p0, const uint32_t *q0, std::vector<int32_t> &y) {
-  const int layers = (int)weights.size();
-  std::vector<uint32_t> p(p0, p0 + kw_of(k[0])), q(q0, q0 + kw_of(k[0]));
-  y.clear();
-  for (int l = 0; l < layers; ++l) {
-    const int kw = kw_of(k[l]);
-    int nz = 0;
-    for (int w = 0; w < kw; ++w) nz += __builtin_popcount(p[w] | q[w]);
-    std::vector<uint32_t> np(kw_of(n[l]), 0), nq(kw_of(n[l]), 0);
-    for (int j = 0; j < n[l]; ++j) {
-      const uint32_t *row = weights[l] + (size_t)j * kw;
-      int s = 0;
-      for (int w = 0; w < kw; ++w) s += __builtin_popcount((row[w] & p[w]) | (~row[w] & q[w]));
-      const int v = 2 * s - nz;
-      y.push_back(v);
-      if (l + 1 < layers) {
-        if (v > thr[l][j]) np[j / 32] |= 1u << (j % 32);
-        if (v < -thr[l][j]) nq[j / 32] |= 1u << (j % 32);
-      }
-    }
-    p.swap(np);
-    q.swap(nq);
-  }
-}
-
-int tb_chain_host(const uint32_t *plus, const uint32_t *minus, const uint64_t *handles,
-                  const int32_t *const *thresholds, int layers, int32_t *out) {
-  if (layers <= 0 || !plus || !minus || !handles || !out || (layers > 1 && !thresholds)) {
-    snprintf(g_err, sizeof g_err, "chain: %s", layers <= 0 ? "no layers" : "null argument");
-    return BWQ_EINVAL;
-  }
-  int rc = ensure_init();
-  if (rc) return rc;
-  std::vector<const void *> dW(layers);
-  std::vector<int> n(layers), k(layers), ldk(layers);
-  {
-    std::lock_guard<std::mutex> lk(g_resident_mu);
-    for (int l = 0; l < layers; ++l) {
-      const auto it = g_resident.find(handles[l]);
-      if (it == g_resident.end()) {
-        snprintf(g_err, sizeof g_err, "chain layer %d: unknown resident-weights handle %llu", l,
-                 (unsigned long long)handles[l]);
-        return BWQ_EINVAL;
-      }
-      dW[l] = it->second.dev, n[l] = it->second.n, k[l] = it->second.k;
-      ldk[l] = round_up(kw_of(k[l]), 32);
-    }
-  }
-  for (int l = 0; l < layers; ++l) {
-    if (l > 0 && k[l] != n[l - 1]) {
-      snprintf(g_err, sizeof g_err, "chain layer %d takes %d inputs, layer %d gives %d outputs", l, k[l], l - 1,
-               n[l - 1]);
-      return BWQ_EINVAL;
-    }
-    if (l + 1 < layers && !thresholds[l]) {
-      snprintf(g_err, sizeof g_err, "chain layer %d: no thresholds", l);
-      return BWQ_EINVAL;
-    }
-  }
-  std::lock_guard<std::mutex> lk(g_ws.mu);
-  cudaStream_t st = g_ws.stream;
-  size_t total = 0, total_thr = 0;  // sums, and thresholds padded to 32 per layer (16-byte aligned)
-  for (int l = 0; l < layers; ++l) total += n[l], total_thr += round_up(n[l], 32);
-  void *dP, *dQ, *dThr, *dY, *dLayers;
-  if ((rc = g_ws.get(0, (size_t)ldk[0] * 4, &dP)) || (rc = g_ws.get(1, (size_t)ldk[0] * 4, &dQ)) ||
-      (rc = g_ws.get(6, total_thr * 4, &dThr)) || (rc = g_ws.get(7, total * 4, &dY)) ||
-      (rc = g_ws.get(8, (size_t)layers * sizeof(ChainLayer), &dLayers)))
-    return rc;
-  ChainPlan plan;
-  ChainArgs args;
-  if ((rc = prepare_chain((const ChainLayer *)dLayers, n.data(), ldk.data(), layers, (const uint32_t *)dP,
-                          (const uint32_t *)dQ, st, &plan, &args)))
-    return rc;
-  const int kw0 = kw_of(k[0]);
-  if ((rc = upload_padded(dP, ldk[0] * 4, plus, kw0 * 4, kw0 * 4, 1, 1, st)) ||
-      (rc = upload_padded(dQ, ldk[0] * 4, minus, kw0 * 4, kw0 * 4, 1, 1, st)))
-    return rc;
-  if (k[0] % 32) {
-    mask_last_word<<<1, 256, 0, st>>>((uint32_t *)dP, 1, ldk[0], kw0, (1u << (k[0] % 32)) - 1u);
-    mask_last_word<<<1, 256, 0, st>>>((uint32_t *)dQ, 1, ldk[0], kw0, (1u << (k[0] % 32)) - 1u);
-  }
-  std::vector<ChainLayer> hl(layers);
-  size_t off = 0, toff = 0;
-  for (int l = 0; l < layers; ++l) {
-    int32_t *thr = (int32_t *)dThr + toff, *y = (int32_t *)dY + off;
-    if (l + 1 < layers) CK(cudaMemcpyAsync(thr, thresholds[l], (size_t)n[l] * 4, cudaMemcpyHostToDevice, st));
-    hl[l] = ChainLayer{(const uint32_t *)dW[l], thr, y, n[l], ldk[l]};
-    off += n[l], toff += round_up(n[l], 32);
-  }
-  CK(cudaMemcpyAsync(dLayers, hl.data(), hl.size() * sizeof(ChainLayer), cudaMemcpyHostToDevice, st));
-  CK(launch_chain(args, plan, st));
-  CK(cudaMemcpyAsync(out, dY, total * 4, cudaMemcpyDeviceToHost, st));
-  CK(cudaStreamSynchronize(st));
-  return BWQ_OK;
-}
-
-// bwq_cuda_bench for BWQ_BENCH_TERNARY_CHAIN: kChainLayers layers at M = 1 with distinct random weights
-// (k -> n, n -> k, ... alternately; 4096 x 4096: 128 MiB, more than the L2 holds), one launch per chain,
-// against the same chain of cublasGemmEx calls (fp16 weights, each layer's fp16 output the next one's input).
-// Times are per layer; every layer's sums are checked exactly against chain_reference.
-constexpr int kChainLayers = 64;
-int bench_chain(int n, int k, int warmup, int reps, bwq_bench_result *res) {
-  const int L = kChainLayers;
-  std::vector<int> ln(L), lk(L), ldk(L);
-  for (int l = 0; l < L; ++l) lk[l] = l % 2 ? n : k, ln[l] = l % 2 ? k : n, ldk[l] = round_up(kw_of(lk[l]), 32);
-  std::lock_guard<std::mutex> lock(g_ws.mu);
-  cudaStream_t st = g_ws.stream;
-  uint64_t s = 0x9E3779B97F4A7C15ull ^ ((uint64_t)n << 20) ^ (uint64_t)k;
-  auto next = [&]() {  // xorshift64*
-    s ^= s >> 12, s ^= s << 25, s ^= s >> 27;
-    return (uint32_t)((s * 0x2545F4914F6CDD1Dull) >> 32);
-  };
-  // BWQ_BENCH_CHAIN_SAME_WEIGHTS=1: every layer reuses the weights of layer 0 or 1 (they stay in the L2, as in
-  // the per-call bench).
-  const bool same = getenv("BWQ_BENCH_CHAIN_SAME_WEIGHTS") != nullptr;
-  const int distinct = same ? 2 : L;
-  std::vector<std::vector<uint32_t>> hW(distinct);
-  std::vector<std::vector<int32_t>> hT(L);
-  size_t total = 0, total_thr = 0, wbytes = 0;
-  for (int l = 0; l < L; ++l) {
-    if (l < distinct) {
-      hW[l].resize((size_t)ln[l] * kw_of(lk[l]));
-      for (auto &w : hW[l]) w = next();
-      wbytes += (size_t)round_up(ln[l], 128) * ldk[l] * 4;
-    }
-    // thresholds about half the spread of a sum over the non-zero inputs (~60 % of them stay non-zero)
-    const double sd = std::sqrt(0.6 * lk[l]);
-    hT[l].resize(ln[l]);
-    for (int j = 0; j < ln[l]; ++j) hT[l][j] = (int)(0.5 * sd) + (int)(next() % 5) - 2;
-    total += ln[l], total_thr += round_up(ln[l], 32);
-  }
-  std::vector<uint32_t> hP(kw_of(k)), hQ(kw_of(k));
-  for (int w = 0; w < kw_of(k); ++w) {
-    const uint32_t nzm = next() | next(), sign = next();
-    hP[w] = nzm & sign, hQ[w] = nzm & ~sign;
-  }
-  if (k % 32) hP.back() &= (1u << (k % 32)) - 1u, hQ.back() &= (1u << (k % 32)) - 1u;
-
-  int result = BWQ_OK;
-  float ms = 0;
-  char *dWall = nullptr;
-  void *dP = nullptr, *dQ = nullptr, *dThr = nullptr, *dY = nullptr, *dLayers = nullptr, *hX = nullptr, *hB = nullptr;
-  cudaEvent_t e0 = nullptr, e1 = nullptr;
-  std::vector<ChainLayer> hl(L);
-  ChainPlan plan;
-  ChainArgs args;
-  auto fail = [&](cudaError_t e, const char *what) {
-    snprintf(g_err, sizeof g_err, "%s: %s", what, cudaGetErrorString(e));
-    result = BWQ_ECUDA;
-  };
-#define BCK(call)            \
-  do {                       \
-    cudaError_t e_ = (call); \
-    if (e_ != cudaSuccess) { \
-      fail(e_, #call);       \
-      goto cleanup;          \
-    }                        \
-  } while (0)
-  BCK(cudaEventCreate(&e0));
-  BCK(cudaEventCreate(&e1));
-  BCK(cudaMalloc(&dWall, wbytes));
-  BCK(cudaMemsetAsync(dWall, 0, wbytes, st));
-  BCK(cudaMalloc(&dP, (size_t)ldk[0] * 4));
-  BCK(cudaMalloc(&dQ, (size_t)ldk[0] * 4));
-  BCK(cudaMemsetAsync(dP, 0, (size_t)ldk[0] * 4, st));
-  BCK(cudaMemsetAsync(dQ, 0, (size_t)ldk[0] * 4, st));
-  BCK(cudaMemcpyAsync(dP, hP.data(), hP.size() * 4, cudaMemcpyHostToDevice, st));
-  BCK(cudaMemcpyAsync(dQ, hQ.data(), hQ.size() * 4, cudaMemcpyHostToDevice, st));
-  BCK(cudaMalloc(&dThr, total_thr * 4));
-  BCK(cudaMalloc(&dY, total * 4));
-  BCK(cudaMalloc(&dLayers, L * sizeof(ChainLayer)));
-  {
-    size_t off = 0, toff = 0, woff = 0;
-    for (int l = 0; l < L; ++l) {
-      const int kw = kw_of(lk[l]);
-      const char *dw = l < distinct ? dWall + woff : (const char *)hl[l % 2].W;
-      if (l < distinct) {
-        BCK(cudaMemcpy2DAsync(dWall + woff, ldk[l] * 4, hW[l].data(), kw * 4, kw * 4, ln[l], cudaMemcpyHostToDevice,
-                              st));
-        woff += (size_t)round_up(ln[l], 128) * ldk[l] * 4;
-      }
-      BCK(cudaMemcpyAsync((int32_t *)dThr + toff, hT[l].data(), (size_t)ln[l] * 4, cudaMemcpyHostToDevice, st));
-      hl[l] = ChainLayer{(const uint32_t *)dw, (int32_t *)dThr + toff, (int32_t *)dY + off, ln[l], ldk[l]};
-      off += ln[l], toff += round_up(ln[l], 32);
-    }
-  }
-  BCK(cudaMemcpyAsync(dLayers, hl.data(), L * sizeof(ChainLayer), cudaMemcpyHostToDevice, st));
-  if ((result = prepare_chain((const ChainLayer *)dLayers, ln.data(), ldk.data(), L, (const uint32_t *)dP,
-                              (const uint32_t *)dQ, st, &plan, &args)))
-    goto cleanup;
-  {
-    auto launch = [&]() { launch_chain(args, plan, st); };
-    for (int i = 0; i < warmup; ++i) launch();
-    BCK(cudaGetLastError());
-    BCK(cudaEventRecord(e0, st));
-    for (int i = 0; i < reps; ++i) launch();
-    BCK(cudaEventRecord(e1, st));
-    BCK(cudaEventSynchronize(e1));
-    BCK(cudaGetLastError());
-    BCK(cudaEventElapsedTime(&ms, e0, e1));
-    res->ms_ours = ms / reps / L;
-    res->ms_ours_graph = graph_time(st, reps, launch, e0, e1) / L;
-    snprintf(res->kernel, sizeof res->kernel, "tb_gemv_chain<%d>", plan.lookahead);
-    if (getenv("BWQ_CUDA_VERBOSE"))
-      fprintf(stderr, "bwq bench chain: %d blocks, lookahead %d, %zu bytes of shared memory\n", plan.blocks,
-              plan.lookahead, plan.smem);
-  }
-  {
-    // Every layer's sums of the last launch (a graph replay) against the host reference.
-    std::vector<int32_t> got(total), want;
-    BCK(cudaMemcpyAsync(got.data(), dY, total * 4, cudaMemcpyDeviceToHost, st));
-    BCK(cudaStreamSynchronize(st));
-    std::vector<const uint32_t *> wp(L);
-    std::vector<const int32_t *> tp(L);
-    for (int l = 0; l < L; ++l) wp[l] = hW[l % distinct].data(), tp[l] = hT[l].data();
-    chain_reference(wp, tp, ln.data(), lk.data(), hP.data(), hQ.data(), want);
-    int bad = 0;
-    for (size_t i = 0; i < total; ++i) bad += got[i] != want[i];
-    res->checked = 1;
-    res->mismatches = bad;
-  }
-  if (getenv("BWQ_BENCH_CHAIN_STAMPS")) {
-    // Timeline of one launch, per layer and block: %globaltimer when the block starts the layer, has its input
-    // and weights, has summed, has published (first task); clock64 at "input" and "summed". %globaltimer may
-    // tick in 1 us steps, so only means over blocks and layers 8 .. L-1 are printed (unbiased when the phase
-    // is random).
-    const int S = 6;
-    const size_t ns = (size_t)L * plan.blocks * S;
-    std::vector<unsigned long long> h(ns);
-    BCK(cudaMalloc(&args.stamps, ns * 8));
-    BCK(cudaMemsetAsync(args.stamps, 0, ns * 8, st));
-    BCK(launch_chain(args, plan, st));
-    BCK(cudaMemcpyAsync(h.data(), args.stamps, ns * 8, cudaMemcpyDeviceToHost, st));
-    BCK(cudaStreamSynchronize(st));
-    cudaFree(args.stamps);
-    args.stamps = nullptr;
-    auto at = [&](int l, int b, int i) { return (double)h[((size_t)l * plan.blocks + b) * S + i]; };
-    double period = 0, arrive = 0, start = 0, sum = 0, pub = 0, cycles = 0;
-    int cnt = 0, cb = 0;
-    for (int l = 8; l < L; ++l) {
-      const int tb = std::min((ln[l] + 31) / 32, plan.blocks), tp = std::min((ln[l - 1] + 31) / 32, plan.blocks);
-      double last_prev = 0, last = 0;
-      for (int b = 0; b < tp; ++b) last_prev = std::max(last_prev, at(l - 1, b, 3));
-      for (int b = 0; b < tb; ++b) last = std::max(last, at(l, b, 3));
-      period += last - last_prev;
-      ++cnt;
-      for (int b = 0; b < std::min(tb, tp); ++b, ++cb) {
-        arrive += at(l, b, 1) - last_prev;
-        start += at(l, b, 0) - at(l - 1, b, 3);
-        sum += at(l, b, 2) - at(l, b, 1);
-        pub += at(l, b, 3) - at(l, b, 2);
-        cycles += at(l, b, 5) - at(l, b, 4);
-      }
-    }
-    fprintf(stderr,
-            "bwq bench chain timeline (ns, means): last publish to last publish %.0f; last publish of the previous "
-            "layer to input staged %.0f; own publish to next layer start %.0f; staged to summed %.0f (%.0f "
-            "cycles); summed to published %.0f\n",
-            period / cnt, arrive / cb, start / cb, sum / cb, cycles / cb, pub / cb);
-  }
-  res->tops_ours = 2.0 * (double)n * k / (res->ms_ours * 1e-3) / 1e12;
-  if (!load_cublas()) {
-    snprintf(g_err, sizeof g_err, "cuBLAS not found (set BWQ_CUBLAS to libcublas.so path)");
-    result = BWQ_ECUBLAS;
-    goto cleanup;
-  }
-  {
-    // fp16 chain: L distinct weight matrices, activations ping-pong between two vectors of max(n, k).
-    const size_t wn = (size_t)n * k, xn = (size_t)std::max(n, k);
-    BCK(cudaMalloc(&hB, wn * 2 * L));
-    BCK(cudaMalloc(&hX, xn * 2 * 2));
-    fill_half_random<<<4096, 256, 0, st>>>((unsigned short *)hB, wn * L, 91u);
-    fill_half_random<<<64, 256, 0, st>>>((unsigned short *)hX, xn * 2, 17u);
-    BCK(cudaGetLastError());
-    g_cublas.set_stream(g_cublas.handle, st);
-    std::vector<float> alpha(L);
-    for (int l = 0; l < L; ++l) alpha[l] = 1.0f / std::sqrt((float)lk[l]);  // keeps the activations in range
-    const float beta = 0.0f;
-    bool ok = true;
-    auto chain = [&]() {
-      for (int l = 0; l < L; ++l) {
-        const unsigned short *x = (const unsigned short *)hX + (l % 2) * xn;
-        unsigned short *y = (unsigned short *)hX + ((l + 1) % 2) * xn;
-        // column-major y[N,1] = W^T (op T of [K,N]) * x[K,1], as in bwq_cuda_bench
-        ok &= g_cublas.gemm_ex(g_cublas.handle, 1, 0, ln[l], 1, lk[l], &alpha[l], (const unsigned short *)hB + l * wn,
-                               2, lk[l], x, 2, lk[l], &beta, y, 2, ln[l], 68, -1) == 0;
-      }
-    };
-    for (int i = 0; i < warmup; ++i) chain();
-    if (!ok) {
-      snprintf(g_err, sizeof g_err, "cublasGemmEx failed");
-      result = BWQ_ECUBLAS;
-      goto cleanup;
-    }
-    BCK(cudaEventRecord(e0, st));
-    for (int i = 0; i < reps; ++i) chain();
-    BCK(cudaEventRecord(e1, st));
-    BCK(cudaEventSynchronize(e1));
-    BCK(cudaEventElapsedTime(&ms, e0, e1));
-    res->ms_cublas = ms / reps / L;
-    res->tops_cublas = 2.0 * (double)n * k / (res->ms_cublas * 1e-3) / 1e12;
-    res->ms_cublas_graph = graph_time(st, reps, chain, e0, e1) / L;
-  }
-cleanup:
-#undef BCK
-  if (e0) cudaEventDestroy(e0);
-  if (e1) cudaEventDestroy(e1);
-  void *bufs[] = {dWall, dP, dQ, dThr, dY, dLayers, hX, hB};
-  for (void *b : bufs)
-    if (b) cudaFree(b);
-  return result;
-}
 }  // namespace
 
 extern "C" {
@@ -2655,11 +2055,6 @@ int bwq_cuda_int8_binary_gemm_resident(const int8_t *a, uint64_t weights, int m,
   return i8_host(a, nullptr, weights, m, n, k, out);
 }
 
-int bwq_cuda_ternary_binary_chain(const uint32_t *plus, const uint32_t *minus, const uint64_t *weights,
-                                  const int32_t *const *thresholds, int layers, int32_t *out) {
-  return tb_chain_host(plus, minus, weights, thresholds, layers, out);
-}
-
 int bwq_cuda_mma_peak(int kind, double *tops) {
   if (!tops || kind < 0 || kind > 2) return BWQ_EINVAL;
   int rc = ensure_init();
@@ -2703,13 +2098,10 @@ int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_benc
   if (!res || m <= 0 || n <= 0 || k <= 0 || reps <= 0 || warmup < 0) return BWQ_EINVAL;
   const bool cold = kind & BWQ_BENCH_COLD_WEIGHTS;
   kind &= ~BWQ_BENCH_COLD_WEIGHTS;
-  if (kind != BWQ_BENCH_TERNARY_BINARY && kind != BWQ_BENCH_INT8_BINARY && kind != BWQ_BENCH_TERNARY_CHAIN)
-    return BWQ_EINVAL;
-  if (kind == BWQ_BENCH_TERNARY_CHAIN && m != 1) return BWQ_EINVAL;
+  if (kind != BWQ_BENCH_TERNARY_BINARY && kind != BWQ_BENCH_INT8_BINARY) return BWQ_EINVAL;
   memset(res, 0, sizeof *res);
   int rc = ensure_init();
   if (rc) return rc;
-  if (kind == BWQ_BENCH_TERNARY_CHAIN) return bench_chain(n, k, warmup, reps, res);
   std::lock_guard<std::mutex> lk(g_ws.mu);
   cudaStream_t st = g_ws.stream;
   const int kw = kw_of(k), ldk = round_up(kw, 32), lda = ldk * 32, mp = round_up(m, 128), np = round_up(n, 128);

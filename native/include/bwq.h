@@ -82,18 +82,6 @@ BWQ_EXPORT int bwq_cuda_ternary_binary_gemm_resident(const uint32_t *plus, const
 BWQ_EXPORT int bwq_cuda_int8_binary_gemm_resident(const int8_t *a, uint64_t weights, int m, int n, int k,
                                                   int32_t *out);
 
-/* M = 1 through a chain of binary layers in one persistent launch (decode without a launch per layer).
- * Layer l computes y_l[n] = sum_k t_l[k] B_l[n,k] (int32, exact) with B_l the resident weights weights[l]
- * (N_l x K_l; K_{l+1} must equal N_l). t_0 is given as plus/minus planes of ceil(K_0/32) words; the next
- * layer's ternary input is t_{l+1}[n] = +1 if y_l[n] > thresholds[l][n], -1 if y_l[n] < -thresholds[l][n],
- * else 0: static activation thresholds, i.e. a calibrated activation scale, the dead-zone ratio and the
- * per-channel weight scales folded into one integer per output (docs/KERNELS.md). thresholds[layers - 1] is
- * not read. out receives every layer's sums, layer after layer (sum of N_l int32). BWQ_EINVAL for unknown
- * handles, mismatched shapes, or a layer whose rows per SM do not fit twice in shared memory (message in
- * bwq_cuda_last_error()). */
-BWQ_EXPORT int bwq_cuda_ternary_binary_chain(const uint32_t *plus, const uint32_t *minus, const uint64_t *weights,
-                                             const int32_t *const *thresholds, int layers, int32_t *out);
-
 /* Forces a kernel family for tests and benchmarks: -1 automatic (default), 0 GEMV, 1 skinny MMA, 2 tiled MMA,
  * and for ternary x binary only 3 - 5 = removed tiled kernels (run 2), 6 - 9 = tiled / GEMV variants kept for
  * comparison, 10 = Hopper wgmma
@@ -111,12 +99,9 @@ BWQ_EXPORT int bwq_cuda_mma_peak(int kind, double *tops);
 
 #define BWQ_BENCH_TERNARY_BINARY 0
 #define BWQ_BENCH_INT8_BINARY 1
-/* M = 1 only: a chain of 64 layers (K x N and N x K alternately, distinct random weights) in one
- * bwq_cuda_ternary_binary_chain launch against the same chain of cuBLAS FP16 calls; times are per layer. */
-#define BWQ_BENCH_TERNARY_CHAIN 2
-/* OR-ed into the kind of a single-call bench: the calls rotate over copies of the weights that together take
- * twice the L2 (ours and cuBLAS alike), so each call reads its weights from memory, as the layers of a model
- * do in decoding; without it every call reuses one copy (cuBLAS's FP16 weights then partly stay in the L2). */
+/* OR-ed into the kind: the calls rotate over copies of the weights that together take twice the L2 (ours and
+ * cuBLAS alike), so each call reads its weights from memory, as the layers of a model do in decoding; without
+ * it every call reuses one copy (cuBLAS's FP16 weights then partly stay in the L2). */
 #define BWQ_BENCH_COLD_WEIGHTS 4
 
 typedef struct bwq_bench_result {

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmath>
 #include <random>
 #include <string>
 #include <utility>
@@ -128,94 +127,6 @@ int i8_resident(const int8_t *a, const uint32_t *w, int m, int n, int k, int32_t
   if (h && bwq_cuda_weights_free(h) != BWQ_OK) rc = BWQ_EINVAL;
   return rc;
 }
-// Chains of layers in one launch (bwq_cuda_ternary_binary_chain) against the integer reference: layer by
-// layer ref_gemm, then the thresholds. Widths: a single layer; small odd ones; more 32-column tasks than SMs
-// (several per block); the LLM MLP pair; each chain runs twice (the epochs move on between launches).
-// Thresholds about half the spread of a sum (so that ~60 % of the next inputs stay non-zero), checked.
-int chain_checks() {
-  const std::vector<std::vector<int>> chains = {
-      {1000, 300}, {77, 300, 1000, 33, 4500, 5000, 31}, {4096, 4096, 4096, 4096, 4096, 4096},
-      {4096, 11008, 4096, 11008, 4096}, {64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64}};
-  int fails = 0;
-  for (const auto &dims : chains) {
-    const int L = (int)dims.size() - 1;
-    std::vector<int8_t> t, b;
-    std::vector<uint32_t> p, q, w;
-    random_ternary(1, dims[0], t, p, q, true);
-    std::vector<uint64_t> handles(L, 0);
-    std::vector<std::vector<int32_t>> thr(L);
-    std::vector<const int32_t *> tp(L);
-    std::vector<int32_t> want;
-    std::vector<int8_t> cur = t;
-    int zero_layers = 0, rc = BWQ_OK;
-    for (int l = 0; l < L; ++l) {
-      const int k = dims[l], n = dims[l + 1];
-      random_binary(n, k, b, w, true);
-      if (rc == BWQ_OK) rc = bwq_cuda_weights_upload(w.data(), n, k, &handles[l]);
-      std::vector<int32_t> y;
-      ref_gemm(cur, b, 1, n, k, y);
-      int nz = 0;
-      for (int8_t v : cur) nz += v != 0;
-      zero_layers += nz == 0;
-      thr[l].resize(n);
-      for (int j = 0; j < n; ++j) thr[l][j] = (int)(0.5 * sqrt((double)nz)) + (int)(rng() % 3) - 1;
-      tp[l] = thr[l].data();
-      cur.assign(n, 0);
-      for (int j = 0; j < n; ++j) cur[j] = y[j] > thr[l][j] ? 1 : y[j] < -thr[l][j] ? -1 : 0;
-      want.insert(want.end(), y.begin(), y.end());
-    }
-    std::vector<int32_t> got(want.size());
-    for (int run = 0; run < 2 && rc == BWQ_OK; ++run) {
-      std::fill(got.begin(), got.end(), 0x7eadbeef);
-      rc = bwq_cuda_ternary_binary_chain(p.data(), q.data(), handles.data(), tp.data(), L, got.data());
-      if (rc == BWQ_OK) fails += compare("cuda-chain", Case{1, (int)want.size(), dims[0]}, got, want);
-    }
-    if (rc != BWQ_OK) {
-      fprintf(stderr, "chain of %d layers failed (%d): %s\n", L, rc, bwq_cuda_last_error());
-      ++fails;
-    }
-    if (zero_layers) {
-      fprintf(stderr, "chain of %d layers: %d layers had an all-zero input (test too weak)\n", L, zero_layers);
-      ++fails;
-    }
-    printf("cuda-chain %d layers from K=%d: %s\n", L, dims[0], rc == BWQ_OK ? "ran" : "FAILED");
-    for (uint64_t h : handles)
-      if (h) bwq_cuda_weights_free(h);
-  }
-  // Refusals: a layer that does not take the previous one's outputs, an unknown handle, a layer too large for
-  // shared memory, no thresholds.
-  {
-    uint64_t h1 = 0, h2 = 0, h3 = 0;
-    std::vector<int8_t> b;
-    std::vector<uint32_t> w1, w2, w3;
-    random_binary(64, 96, b, w1, false);
-    random_binary(64, 65, b, w2, false);
-    w3.assign((size_t)4224 * 1024, 0u);  // 4224 x 32768: one 32-row task per SM, 128 KiB of rows each
-    int bad = bwq_cuda_weights_upload(w1.data(), 64, 96, &h1) != BWQ_OK;
-    bad += bwq_cuda_weights_upload(w2.data(), 64, 65, &h2) != BWQ_OK;
-    bad += bwq_cuda_weights_upload(w3.data(), 4224, 32768, &h3) != BWQ_OK;
-    std::vector<uint32_t> pv(1024, 0), qv(1024, 0);
-    pv[0] = 5, qv[0] = 2;
-    const uint32_t *p = pv.data(), *q = qv.data();
-    std::vector<int32_t> th(4224, 1), out(4224 + 64);
-    const int32_t *tps[2] = {th.data(), th.data()};
-    const uint64_t mism[2] = {h1, h2}, unknown[2] = {h1, 987654321}, big[1] = {h3};
-    bad += bwq_cuda_ternary_binary_chain(p, q, mism, tps, 2, out.data()) != BWQ_EINVAL;
-    printf("cuda-chain refuses: %s\n", bwq_cuda_last_error());
-    bad += bwq_cuda_ternary_binary_chain(p, q, unknown, tps, 2, out.data()) != BWQ_EINVAL;
-    printf("cuda-chain refuses: %s\n", bwq_cuda_last_error());
-    bad += bwq_cuda_ternary_binary_chain(p, q, big, tps, 1, out.data()) != BWQ_EINVAL;
-    printf("cuda-chain refuses: %s\n", bwq_cuda_last_error());
-    const uint64_t two[2] = {h1, h1};
-    bad += bwq_cuda_ternary_binary_chain(p, q, two, nullptr, 2, out.data()) != BWQ_EINVAL;
-    bad += bwq_cuda_ternary_binary_chain(p, q, two, tps, 0, out.data()) != BWQ_EINVAL;
-    for (uint64_t h : {h1, h2, h3})
-      if (h) bwq_cuda_weights_free(h);
-    printf("cuda-chain refusals %s\n", bad ? "FAILED" : "passed");
-    fails += bad;
-  }
-  return fails;
-}
 #endif
 
 int run_checks(const char *label, tb_fn tb, i8_fn i8, bool with_tt) {
@@ -269,7 +180,6 @@ int bench(bool quick, bool tb_only, const char *json_path) {
     for (int s = 0; s < 3; ++s)
       for (int mi = 0; mi < nm; ++mi) {
         const int m = ms[mi], k = kn[s][0], n = kn[s][1];
-        if (getenv("BWQ_BENCH_CHAIN_ONLY")) continue;  // dev iterations: the chain rows only
         if (const char *only_m = getenv("BWQ_BENCH_ONLY_M"))  // dev iterations: one M
           if (atoi(only_m) != m) continue;
         // Ternary x binary: M = 1 the programmatic-dependent GEMV (path 13; the plain GEMV where PDL is
@@ -320,7 +230,8 @@ int bench(bool quick, bool tb_only, const char *json_path) {
           snprintf(line, sizeof line, "%s  {\"op\":\"%s\",\"kernel\":\"%s\",\"weights\":\"%s\",\"m\":%d,\"k\":%d,\"n\":%d,\"msOurs\":%.5f,\"msCublasFp16\":%.5f,"
                  "\"topsOurs\":%.2f,\"tflopsCublas\":%.2f,\"speedup\":%.2f,\"msOursGraph\":%.5f,\"msCublasGraph\":%.5f,"
                  "\"speedupGraph\":%.2f,\"checked\":%d,\"mismatches\":%d}",
-                 first ? "" : ",\n", kname, r.kernel, cold ? "cold" : "warm", m, k, n, r.ms_ours, r.ms_cublas, r.tops_ours, r.tops_cublas,
+                 first ? "" : ",\n", kname, r.kernel, cold ? "cold" : "warm", m, k, n, r.ms_ours, r.ms_cublas,
+                 r.tops_ours, r.tops_cublas,
                  speedup, r.ms_ours_graph, r.ms_cublas_graph, speedup_graph, r.checked, r.mismatches);
           js += line;
         }
@@ -336,35 +247,6 @@ int bench(bool quick, bool tb_only, const char *json_path) {
         }
         bwq_cuda_set_paths(-1, -1);
       }
-  // M = 1 chains of 64 layers in one launch (per-layer times): 4096 x 4096 layers, and the MLP pair
-  // 4096 -> 11008 -> 4096 (both of the non-square shapes, alternately).
-  const char *only_m = getenv("BWQ_BENCH_ONLY_M");
-  for (int s = 0; s < 2 && (!only_m || atoi(only_m) == 1); ++s) {
-    const int k = 4096, n = s ? 11008 : 4096;
-    bwq_bench_result r;
-    memset(&r, 0, sizeof r);
-    const int e = bwq_cuda_bench(BWQ_BENCH_TERNARY_CHAIN, 1, n, k, 3, 20, &r);
-    if (e != BWQ_OK && e != BWQ_ECUBLAS) {
-      fprintf(stderr, "chain bench failed (%d): %s\n", e, bwq_cuda_last_error());
-      rc = 1;
-      continue;
-    }
-    if (r.mismatches || !r.checked) rc = 1;
-    const double speedup = r.ms_ours > 0 && r.ms_cublas > 0 ? r.ms_cublas / r.ms_ours : 0;
-    const double speedup_graph = r.ms_ours_graph > 0 && r.ms_cublas_graph > 0 ? r.ms_cublas_graph / r.ms_ours_graph : 0;
-    char line[512];
-    snprintf(line, sizeof line, "%s  {\"op\":\"ternary_binary_chain\",\"kernel\":\"%s\",\"m\":1,\"k\":%d,\"n\":%d,"
-             "\"layers\":64,\"msOurs\":%.5f,\"msCublasFp16\":%.5f,\"speedup\":%.2f,\"msOursGraph\":%.5f,"
-             "\"msCublasGraph\":%.5f,\"speedupGraph\":%.2f,\"checked\":%d,\"mismatches\":%d}",
-             first ? "" : ",\n", r.kernel, k, n, r.ms_ours, r.ms_cublas, speedup, r.ms_ours_graph, r.ms_cublas_graph,
-             speedup_graph, r.checked, r.mismatches);
-    js += line;
-    first = false;
-    printf("%-15s %-16s M=1     K=%-6d N=%-6d 64 layers, per layer: ours %9.4f ms  cuBLAS fp16 %9.4f ms  speedup %6.2fx"
-           "  | graph: ours %9.4f ms cuBLAS %9.4f ms speedup %6.2fx  check %s\n",
-           "ternary_chain", r.kernel, k, n, r.ms_ours, r.ms_cublas, speedup, r.ms_ours_graph, r.ms_cublas_graph,
-           speedup_graph, r.checked ? (r.mismatches ? "FAIL" : "ok") : "-");
-  }
   js += "\n]\n";
   if (json_path) {
     FILE *f = fopen(json_path, "w");
@@ -441,7 +323,6 @@ int main(int argc, char **argv) {
       printf("cuda-resident handle checks %s\n", bad ? "FAILED" : "passed");
       fails += bad;
     }
-    if (!only || strstr(only, "chain")) fails += chain_checks();
 #endif
     printf(fails ? "FAILED (%d)\n" : "ALL PASSED\n", fails);
     return fails ? 1 : 0;
