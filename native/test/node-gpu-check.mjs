@@ -6,7 +6,7 @@
 // its CPU kernels (exact int32), then runs the packed models' native forward pass on CUDA (resident weights,
 // the default, and per-call uploads) and on CPU: the perplexities must be identical.
 // Uses only the JS float GEMM, so onnxruntime is not needed there.
-import { loadNativeKernels } from '../../dist/native/kernels.js';
+import { loadNativeKernels, nativeCudaBench } from '../../dist/native/kernels.js';
 import { createNativeModelRunner } from '../../dist/native/forward.js';
 import { openModelDir } from '../../dist/model/model-dir.js';
 import { loadTokenizer } from '../../dist/model/tokenizer.js';
@@ -60,6 +60,13 @@ for (const [m, n, k] of [[1, 70, 257], [3, 5, 33], [17, 70, 100], [64, 256, 4096
   };
   console.log(`ternaryBinary m=${m} k=${k} n=${n} per host call: weights uploaded per call ${time(cuda).toFixed(3)} ms,` +
     ` resident ${time(resident).toFixed(3)} ms`);
+}
+for (const cold of [false, true]) {
+  // The bench through the addon, with warm and with cold weights (the coldWeights flag reaches the library).
+  const r = nativeCudaBench('ternary-binary', 1, 4096, 4096, 10, 200, cold);
+  console.log(`bench M=1 4096x4096 ${cold ? 'cold' : 'warm'} weights: ${r.kernel} ours ${(r.msOursGraph * 1e3).toFixed(2)} us, ` +
+    `cuBLAS ${(r.msCublasGraph * 1e3).toFixed(2)} us (graph), check ${r.checked && r.mismatches === 0 ? 'ok' : 'FAILED'}`);
+  if (!r.checked || r.mismatches !== 0) bad++;
 }
 const text = readFileSync(new URL('../../data/sotu-test.txt', import.meta.url), 'utf8');
 for (const name of ['tiny-bwla', 'tiny-bwta']) {

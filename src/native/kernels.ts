@@ -149,10 +149,16 @@ export type CudaBenchResult = CudaBenchRaw;
 
 /**
  * Times our CUDA kernel and cuBLAS FP16 GEMM (cudaEvent timing inside libbwq_cuda.so, the same code the
- * C++ driver native/test/driver.cpp uses). kind: 'ternary-binary' | 'int8-binary'.
+ * C++ driver native/test/driver.cpp uses). kind: 'ternary-binary' | 'int8-binary'. coldWeights: the calls
+ * rotate over copies of the weights that together take twice the L2 (both sides), so that every call reads
+ * its weights from memory, as each layer of a model does in decoding (BWQ_BENCH_COLD_WEIGHTS).
  */
 export function nativeCudaBench(kind: 'ternary-binary' | 'int8-binary', m: number, n: number, k: number,
-  warmup = 10, reps = 100): CudaBenchResult {
+  warmup = 10, reps = 100, coldWeights = false): CudaBenchResult {
   checkDims(m, n, k);
-  return loadAddon().cudaBench(kind === 'ternary-binary' ? 0 : 1, m, n, k, warmup, reps);
+  return loadAddon().cudaBench((kind === 'ternary-binary' ? 0 : 1) | (coldWeights ? BENCH_COLD_WEIGHTS : 0), m, n, k,
+    warmup, reps);
 }
+
+/** bwq.h BWQ_BENCH_COLD_WEIGHTS */
+const BENCH_COLD_WEIGHTS = 4;
