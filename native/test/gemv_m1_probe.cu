@@ -315,6 +315,8 @@ Buffers make(Shape s, std::mt19937 &rng) {
   return b;
 }
 
+void release(const Buffers &b) { cudaFree(b.P); cudaFree(b.Q); cudaFree(b.W); cudaFree(b.out); }
+
 using Launch = cudaError_t (*)(const Buffers &, cudaStream_t);
 template <int CH>
 cudaError_t pdl(const Buffers &b, cudaStream_t st) {
@@ -498,7 +500,7 @@ int main() {
       stamped<1, true>("ladder 1 early", b, st);
       stamped<4, false>("ladder 4", b, st);
       stamped<4, true, 100>("ladder 4 early 2/SM", b, st);
-      cudaFree(b.P); cudaFree(b.Q); cudaFree(b.W); cudaFree(b.out);
+      release(b);
       if (rep == 0 && s.n == 4096 && s.k == 4096) latencies();  // the SM clock right after graph replays
     }
   latencies();
@@ -534,7 +536,7 @@ int main() {
         if (s.k <= 4096) run("ladder 4 +redux", lad<4>, b, st);
         if (cold) cudaFree(g_wcopies);
         g_copies = 0;
-        cudaFree(b.P); cudaFree(b.Q); cudaFree(b.W); cudaFree(b.out);
+        release(b);
       }
   printf("err: %s\n", cudaGetErrorString(cudaDeviceSynchronize()));
   return 0;
