@@ -142,10 +142,11 @@ export function benchTargets(cpu: readonly CpuBenchRow[], gpu: readonly GpuBench
   return [
     target('CPU M=1 ternary×binary vs ORT fp32 (min over shapes)',
       minOf(cpu.filter((r) => r.m === 1).map((r) => r.speedupTernaryBinary)), 8),
-    target('GPU M=1 ternary×binary vs cuBLAS FP16 (min over shapes)', minOf(tb.filter((r) => r.m === 1).map((r) => r.speedup)), 10),
+    target('GPU M=1 ternary×binary vs cuBLAS FP16, warm weights (min over shapes)',
+      minOf(tb.filter((r) => r.m === 1).map((r) => r.speedup)), 10),
     target('GPU M=2048 ternary×binary vs cuBLAS FP16 (min over shapes)',
       minOf(tb.filter((r) => r.m === 2048).map((r) => r.speedup)), 4),
-    target('GPU M=1, both sides from CUDA graphs (min over shapes)',
+    target('GPU M=1, warm weights, both sides from CUDA graphs (min over shapes)',
       minOf(graph.filter((r) => r.m === 1).map((r) => r.speedupGraph)), 10),
     target('GPU M=2048, both sides from CUDA graphs (min over shapes)',
       minOf(graph.filter((r) => r.m === 2048).map((r) => r.speedupGraph)), 4),
