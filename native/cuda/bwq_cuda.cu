@@ -544,6 +544,18 @@ __device__ __forceinline__ void gemv_reduce_store(int (&v)[R], int lane, int n0,
   }
 }
 
+// The same with one redux.sync per sum (R instructions; lane r stores column n0 + r).
+template <int R>
+__device__ __forceinline__ void gemv_redux_store(const int (&v)[R], int lane, int n0, int N, int32_t *__restrict__ out) {
+  int mine = 0;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int s = __reduce_add_sync(0xffffffffu, v[r]);
+    if (lane == r) mine = s;
+  }
+  if (lane < R && n0 + lane < N) out[n0 + lane] = mine;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ternary x binary GEMV for M = 1: a warp computes R consecutive output columns, K split over the
 // lanes; each lane loads its activation words (plus, minus) once and reuses them for the R weight
@@ -657,13 +669,7 @@ __global__ void __launch_bounds__(256) tb_gemv_pdl(const uint32_t *__restrict__ 
       for (int r = 0; r < R; ++r) wr[r] = __ldg(W4 + (size_t)r * ld4 + i);
       gemv_chunk<R>(act[i], act[ld4 + i], wr, v);
     }
-  int mine = 0;
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const int s = __reduce_add_sync(0xffffffffu, v[r]);
-    if (lane == r) mine = s;
-  }
-  if (lane < R && n0 + lane < N) out[n0 + lane] = mine;
+  gemv_redux_store<R>(v, lane, n0, N, out);
 }
 
 // ---------------------------------------------------------------------------------------------

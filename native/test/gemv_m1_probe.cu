@@ -167,17 +167,8 @@ __global__ void __launch_bounds__(256) gemv_x(const uint32_t *__restrict__ P, co
     for (int r = 0; r < R; ++r) wr[r] = __ldg(W4 + (size_t)r * ld4 + i);
     gemv_chunk<R>(STAGE ? act[i] : __ldcg(P4 + i), STAGE ? act[ld4 + i] : __ldcg(Q4 + i), wr, v);
   }
-  if (REDUX) {
-    int mine = 0;
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int s = __reduce_add_sync(0xffffffffu, v[r]);
-      if (lane == r) mine = s;
-    }
-    if (lane < R && n0 + lane < N) out[n0 + lane] = mine;
-  } else {
-    gemv_reduce_store<R>(v, lane, n0, N, out);
-  }
+  if (REDUX) gemv_redux_store<R>(v, lane, n0, N, out);
+  else gemv_reduce_store<R>(v, lane, n0, N, out);
 }
 
 // Latencies in SM cycles of dependent chains (one warp): 16 mma b1, 16 shuffles, 16 redux, 16 popc+lop3,
