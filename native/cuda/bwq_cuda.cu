@@ -2144,8 +2144,8 @@ int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_benc
   // Cold weights: the calls rotate over copies of the weights (ours: identical copies) that together take
   // twice the L2, so every call streams its weights from memory, as a model's layers do in decoding.
   const size_t wsize = (size_t)np * ldk * 4, l2 = (size_t)std::max(g_l2_bytes, 1);
-  const int copies = cold ? (int)std::min<size_t>(256, (2 * l2 + wsize - 1) / wsize) : 1;
-  const int copies_fp16 = cold ? (int)std::min<size_t>(256, (2 * l2 + (size_t)n * k * 2 - 1) / ((size_t)n * k * 2)) : 1;
+  auto copies_of = [&](size_t bytes) { return cold ? (int)std::min<size_t>(256, (2 * l2 + bytes - 1) / bytes) : 1; };
+  const int copies = copies_of(wsize), copies_fp16 = copies_of((size_t)n * k * 2);
   int call = 0;
   int result = BWQ_OK;
   float ms = 0;
