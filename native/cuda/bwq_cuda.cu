@@ -16,6 +16,8 @@
 //                                                 operand (expanded in registers), activations by TMA
 //                                  i8_mma_s8      elsewhere (same MMA as skinny, 128x128x64 tiles, weights expanded
 //                                                 in shared memory)
+//  ternary x ternary : the second operand's N rows as 2N binary rows (u = (s_pos + s_nonneg) / 2), one ternary x
+//                      binary GEMM as above, pairs of sums halved (tt_host)
 //
 // Device layout (internal): bit matrices are stored with row stride KWd = roundup(ceil(K/32), 32) words
 // and row counts padded to multiples of 128, all padding zero; int8 activations with row stride KWd*32
@@ -24,6 +26,7 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,16 +113,41 @@ __device__ __forceinline__ void store_pair(int32_t *orow, int c, int N, bool vec
 
 // ---------------------------------------------------------------------------------------------
 // Small kernels
-// Clears bits >= k in the last word of each row of an activation plane (caller data may be dirty there).
 // int16 -> int32 (sums a kernel stored as 16-bit output, for callers that return int32).
 __global__ void widen16(const int16_t *__restrict__ in, int32_t *__restrict__ out, size_t count) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x)
     out[i] = in[i];
 }
 
+// Clears bits >= k in the last word of each row of an activation plane (caller data may be dirty there).
 __global__ void mask_last_word(uint32_t *x, int rows, int ldk, int kw, uint32_t mask) {
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r < rows) x[(size_t)r * ldk + kw - 1] &= mask;
+}
+
+// Ternary x ternary through the ternary x binary kernels. A ternary row u (planes p, q) is half the sum of
+// two binary rows: s_nonneg (+1 where u >= 0, bits ~q) and s_pos (+1 where u > 0, bits p), u = (s_nonneg +
+// s_pos) / 2, so t.u = (t.s_nonneg + t.s_pos) / 2 exactly. These two kernels build the binary rows in place
+// and halve the summed pairs.
+// Rows of minus-plane bits become the s_nonneg rows: ~q within each row's K bits (padding words stay zero).
+__global__ void nonneg_bits_of_minus(uint32_t *x, int rows, int ldk, int kw, uint32_t last_mask) {
+  const size_t total = (size_t)rows * kw;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = i / kw;
+    const int w = (int)(i - r * kw);
+    uint32_t *v = x + r * ldk + w;
+    *v = ~*v & (w == kw - 1 ? last_mask : 0xFFFFFFFFu);
+  }
+}
+
+// out[i, j] = (y[i, j] + y[i, n + j]) / 2 for y [m, 2n]: y's halves are t.s_pos and t.s_nonneg (above), their
+// sum 2 t.u is even.
+__global__ void halve_pair_sums(const int32_t *__restrict__ y, int m, int n, int32_t *__restrict__ out) {
+  const size_t total = (size_t)m * n;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = i / n, j = i - r * n;
+    out[i] = (y[r * 2 * n + j] + y[r * 2 * n + n + j]) / 2;
+  }
 }
 
 // Programmatic dependent launch (PDL, sm_90). A kernel launched with programmatic stream serialization may
@@ -1729,8 +1757,8 @@ __global__ void __launch_bounds__(256) mma_peak(int iters, int *sink) {
 // Grow-only device workspace for the host-pointer entry points.
 struct Workspace {
   std::mutex mu;
-  void *buf[6] = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
-  size_t cap[6] = {0, 0, 0, 0, 0, 0};
+  void *buf[7] = {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+  size_t cap[7] = {0, 0, 0, 0, 0, 0, 0};
   cudaStream_t stream = nullptr;
   int get(int i, size_t bytes, void **out) {
     if (cap[i] < bytes) {
@@ -1926,8 +1954,11 @@ int bwq_cuda_init(char *msg, size_t msg_len) {
 
 namespace {
 // Host-pointer GEMMs: copy in (the weights only when no device copy is given), run, copy out.
-int tb_host(const uint32_t *plus, const uint32_t *minus, const uint32_t *weights, uint64_t resident, int m, int n,
-            int k, int32_t *out) {
+// Argument checks shared by the host-pointer GEMMs (operands: all operand pointers are given): BWQ_OK with
+// *done = false when the kernels must run (CUDA is then initialised); with *done = true the call is complete
+// (an empty output, or K = 0: zeros).
+int host_gemm_prologue(int m, int n, int k, int32_t *out, bool operands, bool *done) {
+  *done = true;
   if (m < 0 || n < 0 || k < 0) return BWQ_EINVAL;
   if (m == 0 || n == 0) return BWQ_OK;
   if (!out) return BWQ_EINVAL;
@@ -1935,22 +1966,24 @@ int tb_host(const uint32_t *plus, const uint32_t *minus, const uint32_t *weights
     memset(out, 0, sizeof(int32_t) * (size_t)m * n);
     return BWQ_OK;
   }
-  if (!plus || !minus || (!weights && !resident)) return BWQ_EINVAL;
-  int rc = ensure_init();
-  if (rc) return rc;
-  const void *dRes = nullptr;
-  if (resident && !(dRes = resident_lookup(resident, n, k))) return BWQ_EINVAL;
-  std::lock_guard<std::mutex> lk(g_ws.mu);
-  cudaStream_t st = g_ws.stream;
-  const int kw = kw_of(k), ldk = round_up(kw, 32), mp = round_up(m, 128), np = round_up(n, 128);
-  void *dP, *dQ, *dW = const_cast<void *>(dRes), *dO, *dNz;
+  if (!operands) return BWQ_EINVAL;
+  *done = false;
+  return ensure_init();
+}
+
+// Ternary x binary on the device (the caller holds g_ws.mu): uploads the activation planes from the host,
+// takes the weights from dW (row stride roundup(ceil(k/32), 32) words, rows padded to 128, padding zero) and
+// leaves the int32 sums [m, n] in a workspace buffer (*dSums). Uses workspaces 0, 1, 3, 4, 5.
+int tb_on_device(const uint32_t *plus, const uint32_t *minus, const void *dW, int m, int n, int k, cudaStream_t st,
+                 int32_t **dSums) {
+  const int kw = kw_of(k), ldk = round_up(kw, 32), mp = round_up(m, 128);
+  void *dP, *dQ, *dO, *dNz;
+  int rc;
   if ((rc = g_ws.get(0, (size_t)mp * ldk * 4, &dP)) || (rc = g_ws.get(1, (size_t)mp * ldk * 4, &dQ)) ||
-      (!dRes && (rc = g_ws.get(2, (size_t)np * ldk * 4, &dW))) || (rc = g_ws.get(3, (size_t)m * n * 4, &dO)) ||
-      (rc = g_ws.get(4, (size_t)mp * 4, &dNz)))
+      (rc = g_ws.get(3, (size_t)m * n * 4, &dO)) || (rc = g_ws.get(4, (size_t)mp * 4, &dNz)))
     return rc;
   if ((rc = upload_padded(dP, ldk * 4, plus, kw * 4, kw * 4, m, mp, st)) ||
-      (rc = upload_padded(dQ, ldk * 4, minus, kw * 4, kw * 4, m, mp, st)) ||
-      (!dRes && (rc = upload_padded(dW, ldk * 4, weights, kw * 4, kw * 4, n, np, st))))
+      (rc = upload_padded(dQ, ldk * 4, minus, kw * 4, kw * 4, m, mp, st)))
     return rc;
   const uint32_t lm = (k % 32) ? ((1u << (k % 32)) - 1u) : 0xFFFFFFFFu;
   if (lm != 0xFFFFFFFFu) {
@@ -1961,29 +1994,85 @@ int tb_host(const uint32_t *plus, const uint32_t *minus, const uint32_t *weights
   launch_tb((const uint32_t *)dP, (const uint32_t *)dQ, (const uint32_t *)dW, ldk, (int *)dNz, m, n, (int32_t *)dO, st,
             &out16);
   CK(cudaGetLastError());
-  if (out16) {  // 16-bit sums: widened on the device into workspace 5, which is copied back
+  if (out16) {  // 16-bit sums: widened on the device into workspace 5
     void *dO32;
     if ((rc = g_ws.get(5, (size_t)m * n * 4, &dO32))) return rc;
     widen16<<<1024, 256, 0, st>>>((const int16_t *)dO, (int32_t *)dO32, (size_t)m * n);
     CK(cudaGetLastError());
     dO = dO32;
   }
-  CK(cudaMemcpyAsync(out, dO, (size_t)m * n * 4, cudaMemcpyDeviceToHost, st));
+  *dSums = (int32_t *)dO;
+  return BWQ_OK;
+}
+
+int copy_out(int32_t *out, const int32_t *dSums, int m, int n, cudaStream_t st) {
+  CK(cudaMemcpyAsync(out, dSums, (size_t)m * n * 4, cudaMemcpyDeviceToHost, st));
   CK(cudaStreamSynchronize(st));
   return BWQ_OK;
 }
 
-int i8_host(const int8_t *a, const uint32_t *weights, uint64_t resident, int m, int n, int k, int32_t *out) {
-  if (m < 0 || n < 0 || k < 0) return BWQ_EINVAL;
-  if (m == 0 || n == 0) return BWQ_OK;
-  if (!out) return BWQ_EINVAL;
-  if (k == 0) {
-    memset(out, 0, sizeof(int32_t) * (size_t)m * n);
-    return BWQ_OK;
+int tb_host(const uint32_t *plus, const uint32_t *minus, const uint32_t *weights, uint64_t resident, int m, int n,
+            int k, int32_t *out) {
+  bool done;
+  int rc = host_gemm_prologue(m, n, k, out, plus && minus && (weights || resident), &done);
+  if (rc || done) return rc;
+  const void *dRes = nullptr;
+  if (resident && !(dRes = resident_lookup(resident, n, k))) return BWQ_EINVAL;
+  std::lock_guard<std::mutex> lk(g_ws.mu);
+  cudaStream_t st = g_ws.stream;
+  const int kw = kw_of(k), ldk = round_up(kw, 32), np = round_up(n, 128);
+  void *dW = const_cast<void *>(dRes);
+  if (!dRes && ((rc = g_ws.get(2, (size_t)np * ldk * 4, &dW)) ||
+                (rc = upload_padded(dW, ldk * 4, weights, kw * 4, kw * 4, n, np, st))))
+    return rc;
+  int32_t *dSums;
+  if ((rc = tb_on_device(plus, minus, dW, m, n, k, st, &dSums))) return rc;
+  return copy_out(out, dSums, m, n, st);
+}
+
+// Ternary x ternary: the n rows of the second operand become 2n binary rows (s_pos = its plus planes, then
+// s_nonneg = its negated minus planes; nonneg_bits_of_minus), one ternary x binary GEMM gives the [m, 2n] sums
+// and halve_pair_sums combines each pair. Rows of the first operand go in chunks whose [rows, 2n] sums stay
+// within the int range of the kernels' indices.
+int tt_host(const uint32_t *a_plus, const uint32_t *a_minus, const uint32_t *b_plus, const uint32_t *b_minus, int m,
+            int n, int k, int32_t *out) {
+  bool done;
+  int rc = host_gemm_prologue(m, n, k, out, a_plus && a_minus && b_plus && b_minus, &done);
+  if (rc || done) return rc;
+  if (n > INT_MAX / 2 - 128) {
+    snprintf(g_err, sizeof g_err, "ternary x ternary on CUDA takes n < 2^30 rows of the second operand, got %d", n);
+    return BWQ_EINVAL;
   }
-  if (!a || (!weights && !resident)) return BWQ_EINVAL;
-  int rc = ensure_init();
-  if (rc) return rc;
+  std::lock_guard<std::mutex> lk(g_ws.mu);
+  cudaStream_t st = g_ws.stream;
+  const int kw = kw_of(k), ldk = round_up(kw, 32), np2 = round_up(2 * n, 128);
+  const uint32_t lm = (k % 32) ? ((1u << (k % 32)) - 1u) : 0xFFFFFFFFu;
+  void *dW, *dOut;
+  if ((rc = g_ws.get(2, (size_t)np2 * ldk * 4, &dW)) || (rc = g_ws.get(6, (size_t)m * n * 4, &dOut)) ||
+      (rc = upload_padded(dW, ldk * 4, b_plus, kw * 4, kw * 4, n, np2, st)))
+    return rc;
+  uint32_t *dMinusRows = (uint32_t *)dW + (size_t)n * ldk;
+  CK(cudaMemcpy2DAsync(dMinusRows, ldk * 4, b_minus, kw * 4, kw * 4, n, cudaMemcpyHostToDevice, st));
+  nonneg_bits_of_minus<<<(int)std::min<size_t>(1024, ((size_t)n * kw + 255) / 256), 256, 0, st>>>(dMinusRows, n, ldk,
+                                                                                                   kw, lm);
+  CK(cudaGetLastError());
+  const int chunk = std::max(1, INT_MAX / (2 * n));
+  for (int r0 = 0; r0 < m; r0 += chunk) {
+    const int rows = std::min(chunk, m - r0);
+    int32_t *dSums;
+    if ((rc = tb_on_device(a_plus + (size_t)r0 * kw, a_minus + (size_t)r0 * kw, dW, rows, 2 * n, k, st, &dSums)))
+      return rc;
+    halve_pair_sums<<<(int)std::min<size_t>(1024, ((size_t)rows * n + 255) / 256), 256, 0, st>>>(
+        dSums, rows, n, (int32_t *)dOut + (size_t)r0 * n);
+    CK(cudaGetLastError());
+  }
+  return copy_out(out, (const int32_t *)dOut, m, n, st);
+}
+
+int i8_host(const int8_t *a, const uint32_t *weights, uint64_t resident, int m, int n, int k, int32_t *out) {
+  bool done;
+  int rc = host_gemm_prologue(m, n, k, out, a && (weights || resident), &done);
+  if (rc || done) return rc;
   const void *dRes = nullptr;
   if (resident && !(dRes = resident_lookup(resident, n, k))) return BWQ_EINVAL;
   std::lock_guard<std::mutex> lk(g_ws.mu);
@@ -1998,9 +2087,7 @@ int i8_host(const int8_t *a, const uint32_t *weights, uint64_t resident, int m, 
     return rc;
   launch_i8((const int8_t *)dA, lda, (const uint32_t *)dW, ldk, m, n, (int32_t *)dO, st);
   CK(cudaGetLastError());
-  CK(cudaMemcpyAsync(out, dO, (size_t)m * n * 4, cudaMemcpyDeviceToHost, st));
-  CK(cudaStreamSynchronize(st));
-  return BWQ_OK;
+  return copy_out(out, (const int32_t *)dO, m, n, st);
 }
 }  // namespace
 
@@ -2013,6 +2100,11 @@ int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t *minus, co
 
 int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out) {
   return i8_host(a, weights, 0, m, n, k, out);
+}
+
+int bwq_cuda_ternary_ternary_gemm(const uint32_t *a_plus, const uint32_t *a_minus, const uint32_t *b_plus,
+                                  const uint32_t *b_minus, int m, int n, int k, int32_t *out) {
+  return tt_host(a_plus, a_minus, b_plus, b_minus, m, n, k, out);
 }
 
 int bwq_cuda_weights_upload(const uint32_t *weights, int n, int k, uint64_t *handle) {

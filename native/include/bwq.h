@@ -71,6 +71,11 @@ BWQ_EXPORT const char *bwq_cuda_last_error(void);
 BWQ_EXPORT int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t *minus, const uint32_t *weights,
                                             int m, int n, int k, int32_t *out);
 BWQ_EXPORT int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out);
+/* Ternary x ternary (attention scores), same semantics as bwq_cpu_ternary_ternary_gemm. Runs as one ternary x
+ * binary GEMM against 2n binary rows: a ternary row u is (s_nonneg + s_pos) / 2 with s_nonneg = +1 where u >= 0
+ * and s_pos = +1 where u > 0, so each output is half the sum of two exact sums (docs/KERNELS.md). n < 2^30. */
+BWQ_EXPORT int bwq_cuda_ternary_ternary_gemm(const uint32_t *a_plus, const uint32_t *a_minus, const uint32_t *b_plus,
+                                             const uint32_t *b_minus, int m, int n, int k, int32_t *out);
 
 /* Device-resident binary weights: copies B [N, ceil(K/32)] to the GPU once (*handle > 0 names the copy);
  * the _resident GEMMs then take B from there (n and k must match the upload, else BWQ_EINVAL) and copy only

@@ -19,6 +19,8 @@ typedef int (*cuda_init_fn)(char *, size_t);
 typedef const char *(*cuda_err_fn)(void);
 typedef int (*cuda_tb_fn)(const uint32_t *, const uint32_t *, const uint32_t *, int, int, int, int32_t *);
 typedef int (*cuda_i8_fn)(const int8_t *, const uint32_t *, int, int, int, int32_t *);
+typedef int (*cuda_tt_fn)(const uint32_t *, const uint32_t *, const uint32_t *, const uint32_t *, int, int, int,
+                          int32_t *);
 typedef int (*cuda_bench_fn)(int, int, int, int, int, int, bwq_bench_result *);
 typedef int (*cuda_upload_fn)(const uint32_t *, int, int, uint64_t *);
 typedef int (*cuda_free_fn)(uint64_t);
@@ -33,6 +35,7 @@ struct CudaLib {
   cuda_err_fn last_error = nullptr;
   cuda_tb_fn tb = nullptr;
   cuda_i8_fn i8 = nullptr;
+  cuda_tt_fn tt = nullptr;
   cuda_bench_fn bench = nullptr;
   cuda_upload_fn upload = nullptr;
   cuda_free_fn free_weights = nullptr;
@@ -74,12 +77,13 @@ void cuda_load() {
   g_cuda.last_error = (cuda_err_fn)dlsym(h, "bwq_cuda_last_error");
   g_cuda.tb = (cuda_tb_fn)dlsym(h, "bwq_cuda_ternary_binary_gemm");
   g_cuda.i8 = (cuda_i8_fn)dlsym(h, "bwq_cuda_int8_binary_gemm");
+  g_cuda.tt = (cuda_tt_fn)dlsym(h, "bwq_cuda_ternary_ternary_gemm");
   g_cuda.bench = (cuda_bench_fn)dlsym(h, "bwq_cuda_bench");
   g_cuda.upload = (cuda_upload_fn)dlsym(h, "bwq_cuda_weights_upload");
   g_cuda.free_weights = (cuda_free_fn)dlsym(h, "bwq_cuda_weights_free");
   g_cuda.tb_resident = (cuda_tb_res_fn)dlsym(h, "bwq_cuda_ternary_binary_gemm_resident");
   g_cuda.i8_resident = (cuda_i8_res_fn)dlsym(h, "bwq_cuda_int8_binary_gemm_resident");
-  if (!init || !g_cuda.last_error || !g_cuda.tb || !g_cuda.i8 || !g_cuda.bench || !g_cuda.upload ||
+  if (!init || !g_cuda.last_error || !g_cuda.tb || !g_cuda.i8 || !g_cuda.tt || !g_cuda.bench || !g_cuda.upload ||
       !g_cuda.free_weights || !g_cuda.tb_resident || !g_cuda.i8_resident) {
     g_cuda.message = g_cuda.path + " lacks the bwq_cuda_* entry points (rebuild with npm rebuild)";
     return;
@@ -334,10 +338,10 @@ napi_value Int8BinaryGemm(napi_env env, napi_callback_info info) {
   return argv[5];
 }
 
-// ternaryTernaryGemm(aPlus, aMinus, bPlus, bMinus, m, n, k, out)
+// ternaryTernaryGemm(aPlus, aMinus, bPlus, bMinus, m, n, k, out, cuda)
 napi_value TernaryTernaryGemm(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
-  if (!get_args(env, info, 8, argv)) return nullptr;
+  napi_value argv[9];
+  if (!get_args(env, info, 9, argv)) return nullptr;
   int m, n, k;
   if (!get_mnk(env, argv + 4, &m, &n, &k)) return nullptr;
   const size_t kw = (size_t)(k + 31) / 32;
@@ -348,9 +352,12 @@ napi_value TernaryTernaryGemm(napi_env env, napi_callback_info info) {
       !get_typed(env, argv[3], napi_uint32_array, (size_t)n * kw, &bm, "bMinus") ||
       !get_typed(env, argv[7], napi_int32_array, (size_t)m * n, &o, "out"))
     return nullptr;
-  const int rc = bwq_cpu_ternary_ternary_gemm((const uint32_t *)ap, (const uint32_t *)am, (const uint32_t *)bp,
-                                              (const uint32_t *)bm, m, n, k, (int32_t *)o);
-  if (!check_rc(env, rc, false)) return nullptr;
+  const uint32_t *AP = (const uint32_t *)ap, *AM = (const uint32_t *)am, *BP = (const uint32_t *)bp,
+                 *BM = (const uint32_t *)bm;
+  const bool cuda = get_bool(env, argv[8]) && g_cuda.ok;
+  const int rc = cuda ? g_cuda.tt(AP, AM, BP, BM, m, n, k, (int32_t *)o)
+                      : bwq_cpu_ternary_ternary_gemm(AP, AM, BP, BM, m, n, k, (int32_t *)o);
+  if (!check_rc(env, rc, cuda)) return nullptr;
   return argv[7];
 }
 

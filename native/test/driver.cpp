@@ -108,6 +108,7 @@ std::vector<Case> cases() {
 
 typedef int (*tb_fn)(const uint32_t *, const uint32_t *, const uint32_t *, int, int, int, int32_t *);
 typedef int (*i8_fn)(const int8_t *, const uint32_t *, int, int, int, int32_t *);
+typedef int (*tt_fn)(const uint32_t *, const uint32_t *, const uint32_t *, const uint32_t *, int, int, int, int32_t *);
 
 #ifdef BWQ_DRIVER_CUDA
 // The CUDA GEMMs through resident weights: upload, call, free (n = 0 or k = 0 go to the plain call).
@@ -129,7 +130,8 @@ int i8_resident(const int8_t *a, const uint32_t *w, int m, int n, int k, int32_t
 }
 #endif
 
-int run_checks(const char *label, tb_fn tb, i8_fn i8, bool with_tt) {
+// tt may be null (no ternary x ternary entry point for this label).
+int run_checks(const char *label, tb_fn tb, i8_fn i8, tt_fn tt) {
   int failures = 0, total = 0;
   for (const Case &c : cases()) {
     std::vector<int8_t> t, b, t2, a8;
@@ -153,12 +155,16 @@ int run_checks(const char *label, tb_fn tb, i8_fn i8, bool with_tt) {
     else failures += compare((std::string(label) + " int8_binary").c_str(), c, got, want);
     ++total;
 
-    if (with_tt) {
+    if (tt) {
       random_ternary(c.n, c.k, t2, p2, q2, true);
       ref_gemm(t, t2, c.m, c.n, c.k, want);
       std::fill(got.begin(), got.end(), 0x7eadbeef);
-      bwq_cpu_ternary_ternary_gemm(p.data(), q.data(), p2.data(), q2.data(), c.m, c.n, c.k, got.data());
-      failures += compare((std::string(label) + " ternary_ternary").c_str(), c, got, want);
+      if (tt(p.data(), q.data(), p2.data(), q2.data(), c.m, c.n, c.k, got.data()) != BWQ_OK) {
+        fprintf(stderr, "tt call failed\n");
+        ++failures;
+      } else {
+        failures += compare((std::string(label) + " ternary_ternary").c_str(), c, got, want);
+      }
       ++total;
     }
   }
@@ -279,11 +285,12 @@ int main(int argc, char **argv) {
     if (!only) printf("cpu: best level %s, %d threads\n", bwq_cpu_level_name(best), bwq_cpu_threads());
     for (int l = 0; l <= best; ++l) {
       bwq_cpu_set_level(l);
-      fails += run_checks(bwq_cpu_level_name(l), bwq_cpu_ternary_binary_gemm, bwq_cpu_int8_binary_gemm, true);
+      fails += run_checks(bwq_cpu_level_name(l), bwq_cpu_ternary_binary_gemm, bwq_cpu_int8_binary_gemm,
+                          bwq_cpu_ternary_ternary_gemm);
     }
     if (!only) {
       bwq_cpu_set_threads(1);
-      fails += run_checks("1-thread", bwq_cpu_ternary_binary_gemm, bwq_cpu_int8_binary_gemm, true);
+      fails += run_checks("1-thread", bwq_cpu_ternary_binary_gemm, bwq_cpu_int8_binary_gemm, bwq_cpu_ternary_ternary_gemm);
       bwq_cpu_set_threads(0);
     }
 #ifdef BWQ_DRIVER_CUDA
@@ -305,11 +312,13 @@ int main(int argc, char **argv) {
         if (list.find(std::string(" ") + key + " ") == std::string::npos) continue;
       }
       bwq_cuda_set_paths(path, path);
-      fails += run_checks(names[path + 1], bwq_cuda_ternary_binary_gemm, bwq_cuda_int8_binary_gemm, false);
+      // ternary x ternary runs through the ternary x binary path set here (2n binary rows)
+      fails += run_checks(names[path + 1], bwq_cuda_ternary_binary_gemm, bwq_cuda_int8_binary_gemm,
+                          bwq_cuda_ternary_ternary_gemm);
     }
     bwq_cuda_set_paths(-1, -1);
     if (!only || strstr(only, "resident")) {
-      fails += run_checks("cuda-resident", tb_resident, i8_resident, false);
+      fails += run_checks("cuda-resident", tb_resident, i8_resident, nullptr);
       // A handle of another shape, and an unknown handle, are refused.
       uint64_t h = 0;
       const uint32_t w1[2] = {1, 0};

@@ -2,9 +2,10 @@
 //   node bin/bwq.js quantize test/fixtures/models/tiny-llama -o DIR/tiny-bwla --method bwla --nsamples 4 --seqlen 64
 //   node bin/bwq.js quantize test/fixtures/models/tiny-llama -o DIR/tiny-bwta --method bwta --nsamples 4 --seqlen 64
 //   node native/test/node-gpu-check.mjs DIR
-// Compares the addon's CUDA kernels (weights uploaded per call, and kept on the GPU: residentWeights) with
-// its CPU kernels (exact int32), then runs the packed models' native forward pass on CUDA (resident weights,
-// the default, and per-call uploads) and on CPU: the perplexities must be identical.
+// Compares the addon's CUDA kernels (weights uploaded per call, and kept on the GPU: residentWeights; ternary x
+// ternary) with its CPU kernels (exact int32), times host calls, then runs the packed models' native forward
+// pass on CUDA (resident weights, the default, and per-call uploads) and on CPU: the perplexities must be
+// identical.
 // Uses only the JS float GEMM, so onnxruntime is not needed there.
 import { loadNativeKernels, nativeCudaBench } from '../../dist/native/kernels.js';
 import { createNativeModelRunner } from '../../dist/native/forward.js';
@@ -28,6 +29,7 @@ for (const [m, n, k] of [[1, 70, 257], [3, 5, 33], [17, 70, 100], [64, 256, 4096
   const mask = (r) => { const a = new Uint32Array(r * w); for (let i = 0; i < a.length; i++) a[i] = rnd(); for (let i = 0; i < r; i++) if (k % 32) a[i * w + w - 1] &= (1 << (k % 32)) - 1; return a; };
   const plus = mask(m), minus = mask(m); for (let i = 0; i < plus.length; i++) minus[i] &= ~plus[i];
   const weights = mask(n);
+  const bPlus = mask(n), bMinus = mask(n); for (let i = 0; i < bPlus.length; i++) bMinus[i] &= ~bPlus[i];
   const a8 = new Int8Array(m * k); for (let i = 0; i < a8.length; i++) a8[i] = (rnd() % 63) - 31;
   const tbCpu = cpu.ternaryBinaryGemm(plus, minus, weights, m, n, k), i8Cpu = cpu.int8BinaryGemm(a8, weights, m, n, k);
   const checks = [
@@ -38,6 +40,8 @@ for (const [m, n, k] of [[1, 70, 257], [3, 5, 33], [17, 70, 100], [64, 256, 4096
     ['ternaryBinary resident again', resident.ternaryBinaryGemm(plus, minus, weights, m, n, k), tbCpu],
     ['ternaryBinary resident, n - 1 rows', resident.ternaryBinaryGemm(plus, minus, weights, m, n - 1, k),
       cpu.ternaryBinaryGemm(plus, minus, weights, m, n - 1, k)],
+    ['ternaryTernary', cuda.ternaryTernaryGemm(plus, minus, bPlus, bMinus, m, n, k),
+      cpu.ternaryTernaryGemm(plus, minus, bPlus, bMinus, m, n, k)],
   ];
   for (const [name, g, c] of checks) {
     let diff = 0; for (let i = 0; i < c.length; i++) if (g[i] !== c[i]) diff++;
@@ -60,6 +64,26 @@ for (const [m, n, k] of [[1, 70, 257], [3, 5, 33], [17, 70, 100], [64, 256, 4096
   };
   console.log(`ternaryBinary m=${m} k=${k} n=${n} per host call: weights uploaded per call ${time(cuda).toFixed(3)} ms,` +
     ` resident ${time(resident).toFixed(3)} ms`);
+}
+{
+  // Attention scores Q·Kᵀ of one head (seq x seq over the head dimension), per host call on CUDA and on the CPU.
+  for (const [seq, hd] of [[256, 64], [2048, 128]]) {
+    const w = hd / 32;
+    const planes = () => { const p = new Uint32Array(seq * w).map(() => rnd()), q = new Uint32Array(seq * w).map((_, i) => rnd() & ~p[i]); return [p, q]; };
+    const [qp, qm] = planes(), [kp, km] = planes();
+    const out = new Int32Array(seq * seq);
+    const time = (kernels) => {
+      for (let i = 0; i < 3; i++) kernels.ternaryTernaryGemm(qp, qm, kp, km, seq, seq, hd, out);
+      const t0 = performance.now();
+      for (let i = 0; i < 10; i++) kernels.ternaryTernaryGemm(qp, qm, kp, km, seq, seq, hd, out);
+      return (performance.now() - t0) / 10;
+    };
+    const gpuMs = time(cuda), cpuMs = time(cpu);
+    const same = cuda.ternaryTernaryGemm(qp, qm, kp, km, seq, seq, hd).every((v, i) => v === out[i]);
+    console.log(`ternaryTernary seq=${seq} headDim=${hd} per host call: cuda ${gpuMs.toFixed(3)} ms, cpu ${cpuMs.toFixed(3)} ms` +
+      ` (${cpu.cpuFeatures}), ${same ? 'exact' : 'MISMATCH'}`);
+    if (!same) bad++;
+  }
 }
 for (const cold of [false, true]) {
   // The bench through the addon, with warm and with cold weights (the coldWeights flag reaches the library).

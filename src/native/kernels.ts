@@ -14,7 +14,7 @@ export interface NativeKernels {
   ternaryBinaryGemm(plus: Uint32Array, minus: Uint32Array, weights: Uint32Array, m: number, n: number, k: number, out?: Int32Array): Int32Array;
   /** Y[M,N] int32 = Σ_k a[m,k]·B[n,k], a int8 codes [M,K] */
   int8BinaryGemm(a: Int8Array, weights: Uint32Array, m: number, n: number, k: number, out?: Int32Array): Int32Array;
-  /** ternary × ternary (attention): Y[M,N] = Σ_k t1[m,k]·t2[n,k] */
+  /** ternary × ternary (attention scores): Y[M,N] = Σ_k t1[m,k]·t2[n,k]; on CUDA one ternary × binary GEMM against 2N binary rows */
   ternaryTernaryGemm(aPlus: Uint32Array, aMinus: Uint32Array, bPlus: Uint32Array, bMinus: Uint32Array, m: number, n: number, k: number, out?: Int32Array): Int32Array;
   /** true if a CUDA device is used */ readonly gpu: boolean; readonly notice: string | undefined;
   /**
@@ -101,8 +101,7 @@ class Kernels implements NativeKernels {
     checkLength('bPlus', bPlus, n * kw);
     checkLength('bMinus', bMinus, n * kw);
     const y = outBuffer(out, m, n);
-    // Attention operands are small; this one always runs on the CPU kernels.
-    this.addon.ternaryTernaryGemm(aPlus, aMinus, bPlus, bMinus, m, n, k, y);
+    this.addon.ternaryTernaryGemm(aPlus, aMinus, bPlus, bMinus, m, n, k, y, this.gpu);
     return y;
   }
 }

@@ -19,7 +19,7 @@ export interface NativeAddon {
   int8BinaryGemm(a: Int8Array, weights: Uint32Array | ResidentWeightsHandle, m: number, n: number, k: number,
     out: Int32Array, cuda: boolean): Int32Array;
   ternaryTernaryGemm(aPlus: Uint32Array, aMinus: Uint32Array, bPlus: Uint32Array, bMinus: Uint32Array, m: number,
-    n: number, k: number, out: Int32Array): Int32Array;
+    n: number, k: number, out: Int32Array, cuda: boolean): Int32Array;
   cudaInit(): { ok: boolean; message: string; library: string };
   cudaBench(kind: number, m: number, n: number, k: number, warmup: number, reps: number): CudaBenchRaw;
   /** GPU copy of binary weights [n, ceil(k/32)]; freed by cudaFreeWeights or when garbage-collected */

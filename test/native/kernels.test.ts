@@ -140,6 +140,29 @@ describe('native CPU kernels', () => {
       .toEqual([0, 0, 0, 0, 0, 0]);
   });
 
+  it('give ternary x ternary as half the sum of ternary x binary against s_pos and s_nonneg rows (the CUDA construction)', () => {
+    const r = rng(23);
+    const m = 5, n = 7, k = 77;
+    const t = randomTernary(r, m * k), u = randomTernary(r, n * k);
+    // rows [0, n): s_pos = +1 where u > 0; rows [n, 2n): s_nonneg = +1 where u >= 0; u = (s_pos + s_nonneg) / 2
+    const signs = new Int8Array(2 * n * k);
+    for (let i = 0; i < n * k; i++) {
+      signs[i] = u[i]! > 0 ? 1 : -1;
+      signs[n * k + i] = u[i]! >= 0 ? 1 : -1;
+    }
+    const { plus, minus } = packTernaryRows(t, m, k);
+    const pairs = kernels.ternaryBinaryGemm(plus, minus, packSignRows(signs, 2 * n, k), m, 2 * n, k);
+    const halved = new Int32Array(m * n);
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        const sum = pairs[i * 2 * n + j]! + pairs[i * 2 * n + n + j]!;
+        expect(Math.abs(sum % 2)).toBe(0);
+        halved[i * n + j] = sum / 2;
+      }
+    }
+    expect(halved).toEqual(refGemm(t, u, m, n, k));
+  });
+
   it('reject arrays that are too short with a BwqError', () => {
     const w = new Uint32Array(4);
     expect(() => kernels.ternaryBinaryGemm(new Uint32Array(1), new Uint32Array(2), w, 2, 2, 40)).toThrow(BwqError);

@@ -77,6 +77,11 @@ describe('resident weights bookkeeping (stand-in addon)', () => {
         log.push(`i8 ${handles.get(w) ?? 'array'} ${cuda}`);
         return out;
       },
+      ternaryTernaryGemm(_ap: Uint32Array, _am: Uint32Array, _bp: Uint32Array, _bm: Uint32Array, _m: number, _n: number,
+        _k: number, out: Int32Array, cuda: boolean) {
+        log.push(`tt ${cuda}`);
+        return out;
+      },
     };
     return { addon: addon as unknown as NativeAddon, log };
   }
@@ -97,6 +102,14 @@ describe('resident weights bookkeeping (stand-in addon)', () => {
       'free h0:4x64', 'upload h2:2x64', 'tb h2:2x64 true',
       'tb array true',
     ]);
+  });
+
+  it('sends ternary x ternary (attention scores) to CUDA too, with no resident copy of either operand', () => {
+    const { addon, log } = standIn();
+    const kernels = kernelsOnCuda(addon, true);
+    const planes = new Uint32Array(8);
+    kernels.ternaryTernaryGemm(planes, planes, planes, planes, 4, 4, 64);
+    expect(log).toEqual(['tt true']);
   });
 
   it('without residentWeights passes the arrays through', () => {
