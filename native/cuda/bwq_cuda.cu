@@ -55,6 +55,8 @@ thread_local char g_err[512] = "";
   } while (0)
 
 inline int kw_of(int k) { return (k + 31) / 32; }
+// The bits of a row's last word that lie below K (all 32 when K is a multiple of 32).
+inline uint32_t last_word_mask(int k) { return (k % 32) ? ((1u << (k % 32)) - 1u) : 0xFFFFFFFFu; }
 inline int round_up(int x, int a) { return (x + a - 1) / a * a; }
 
 // ---------------------------------------------------------------------------------------------
@@ -1953,7 +1955,9 @@ int bwq_cuda_init(char *msg, size_t msg_len) {
 }  // extern "C"
 
 namespace {
+// ---------------------------------------------------------------------------------------------
 // Host-pointer GEMMs: copy in (the weights only when no device copy is given), run, copy out.
+
 // Argument checks shared by the host-pointer GEMMs (operands: all operand pointers are given): BWQ_OK with
 // *done = false when the kernels must run (CUDA is then initialised); with *done = true the call is complete
 // (an empty output, or K = 0: zeros).
@@ -1985,7 +1989,7 @@ int tb_on_device(const uint32_t *plus, const uint32_t *minus, const void *dW, in
   if ((rc = upload_padded(dP, ldk * 4, plus, kw * 4, kw * 4, m, mp, st)) ||
       (rc = upload_padded(dQ, ldk * 4, minus, kw * 4, kw * 4, m, mp, st)))
     return rc;
-  const uint32_t lm = (k % 32) ? ((1u << (k % 32)) - 1u) : 0xFFFFFFFFu;
+  const uint32_t lm = last_word_mask(k);
   if (lm != 0xFFFFFFFFu) {
     mask_last_word<<<(m + 255) / 256, 256, 0, st>>>((uint32_t *)dP, m, ldk, kw, lm);
     mask_last_word<<<(m + 255) / 256, 256, 0, st>>>((uint32_t *)dQ, m, ldk, kw, lm);
@@ -2040,13 +2044,14 @@ int tt_host(const uint32_t *a_plus, const uint32_t *a_minus, const uint32_t *b_p
   int rc = host_gemm_prologue(m, n, k, out, a_plus && a_minus && b_plus && b_minus, &done);
   if (rc || done) return rc;
   if (n > INT_MAX / 2 - 128) {
-    snprintf(g_err, sizeof g_err, "ternary x ternary on CUDA takes n < 2^30 rows of the second operand, got %d", n);
+    snprintf(g_err, sizeof g_err, "ternary x ternary on CUDA takes at most %d rows of the second operand, got %d",
+             INT_MAX / 2 - 128, n);
     return BWQ_EINVAL;
   }
   std::lock_guard<std::mutex> lk(g_ws.mu);
   cudaStream_t st = g_ws.stream;
   const int kw = kw_of(k), ldk = round_up(kw, 32), np2 = round_up(2 * n, 128);
-  const uint32_t lm = (k % 32) ? ((1u << (k % 32)) - 1u) : 0xFFFFFFFFu;
+  const uint32_t lm = last_word_mask(k);
   void *dW, *dOut;
   if ((rc = g_ws.get(2, (size_t)np2 * ldk * 4, &dW)) || (rc = g_ws.get(6, (size_t)m * n * 4, &dOut)) ||
       (rc = upload_padded(dW, ldk * 4, b_plus, kw * 4, kw * 4, n, np2, st)))
@@ -2209,8 +2214,7 @@ int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_benc
   std::vector<uint32_t> hP((size_t)m * kw, 0), hQ((size_t)m * kw, 0), hW((size_t)n * kw);
   std::vector<int8_t> hA;
   for (auto &w : hW) w = (uint32_t)rng();
-  if (k % 32)
-    for (int r = 0; r < n; ++r) hW[(size_t)r * kw + kw - 1] &= (1u << (k % 32)) - 1u;
+  for (int r = 0; r < n; ++r) hW[(size_t)r * kw + kw - 1] &= last_word_mask(k);
   if (kind == BWQ_BENCH_TERNARY_BINARY) {
     for (size_t i = 0; i < hP.size(); ++i) {
       const uint32_t nzmask = (uint32_t)rng() | (uint32_t)rng();  // ~75% non-zero
@@ -2218,11 +2222,10 @@ int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_benc
       hP[i] = nzmask & sign;
       hQ[i] = nzmask & ~sign;
     }
-    if (k % 32)
-      for (int r = 0; r < m; ++r) {
-        hP[(size_t)r * kw + kw - 1] &= (1u << (k % 32)) - 1u;
-        hQ[(size_t)r * kw + kw - 1] &= (1u << (k % 32)) - 1u;
-      }
+    for (int r = 0; r < m; ++r) {
+      hP[(size_t)r * kw + kw - 1] &= last_word_mask(k);
+      hQ[(size_t)r * kw + kw - 1] &= last_word_mask(k);
+    }
   } else {
     hA.resize((size_t)m * k);
     for (auto &v : hA) v = (int8_t)((int)(rng() % 64) - 32);

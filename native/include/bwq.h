@@ -73,7 +73,8 @@ BWQ_EXPORT int bwq_cuda_ternary_binary_gemm(const uint32_t *plus, const uint32_t
 BWQ_EXPORT int bwq_cuda_int8_binary_gemm(const int8_t *a, const uint32_t *weights, int m, int n, int k, int32_t *out);
 /* Ternary x ternary (attention scores), same semantics as bwq_cpu_ternary_ternary_gemm. Runs as one ternary x
  * binary GEMM against 2n binary rows: a ternary row u is (s_nonneg + s_pos) / 2 with s_nonneg = +1 where u >= 0
- * and s_pos = +1 where u > 0, so each output is half the sum of two exact sums (docs/KERNELS.md). n < 2^30. */
+ * and s_pos = +1 where u > 0, so each output is half the sum of two exact sums (docs/KERNELS.md).
+ * n <= 2^30 - 129 (else BWQ_EINVAL). */
 BWQ_EXPORT int bwq_cuda_ternary_ternary_gemm(const uint32_t *a_plus, const uint32_t *a_minus, const uint32_t *b_plus,
                                              const uint32_t *b_minus, int m, int n, int k, int32_t *out);
 
