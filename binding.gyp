@@ -23,7 +23,13 @@
     },
     {
       "target_name": "bwq",
-      "sources": ["native/src/addon.cpp", "native/src/cpu.cpp", "native/src/kernels_scalar.cpp"],
+      "sources": ["native/src/addon.cpp", "native/src/addon_runtime.cpp", "native/src/cpu.cpp",
+                  "native/src/kernels_scalar.cpp", "native/runtime/cpu_backend.cpp", "native/runtime/model.cpp",
+                  "native/runtime/forward.cpp", "native/ops/embed/embed_cpu.cpp", "native/ops/norm/norm_cpu.cpp",
+                  "native/ops/rope/rope_cpu.cpp", "native/ops/rotate/rotate_cpu.cpp",
+                  "native/ops/quantize/quantize_cpu.cpp", "native/ops/linear/linear_cpu.cpp",
+                  "native/ops/attention/attention_cpu.cpp", "native/ops/elementwise/elementwise_cpu.cpp",
+                  "native/ops/loss/loss_cpu.cpp"],
       "dependencies": ["bwq_kernels_avx2", "bwq_kernels_avx512"],
       "cflags_cc": ["-O3", "-fPIC"],
       "libraries": ["-ldl", "-lpthread"]
@@ -34,7 +40,13 @@
       "actions": [
         {
           "action_name": "build_cuda",
-          "inputs": ["native/cuda/bwq_cuda.cu", "native/include/bwq.h", "native/build-cuda.sh"],
+          "inputs": [
+            "native/cuda/bwq_cuda.cu", "native/cuda/packed_gemm.cuh", "native/include/bwq.h", "native/build-cuda.sh",
+            "native/runtime/backend.h", "native/runtime/cuda_backend.cu", "native/ops/ops_cuda.cuh",
+            "native/ops/embed/embed.cu", "native/ops/norm/norm.cu", "native/ops/rope/rope.cu",
+            "native/ops/rotate/rotate.cu", "native/ops/quantize/quantize.cu", "native/ops/linear/linear.cu",
+            "native/ops/attention/attention.cu", "native/ops/elementwise/elementwise.cu", "native/ops/loss/loss.cu"
+          ],
           "outputs": ["<(PRODUCT_DIR)/bwq_cuda.stamp"],
           "action": ["sh", "native/build-cuda.sh", "<(PRODUCT_DIR)"]
         }

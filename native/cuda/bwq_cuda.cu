@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "../include/bwq.h"
+#include "packed_gemm.cuh"
 
 namespace {
 
@@ -2400,3 +2401,37 @@ cleanup:
 }
 
 }  // extern "C"
+
+// ---------------------------------------------------------------------------------------------
+// The packed GEMM launchers, initialisation and cuBLAS for the other translation units (packed_gemm.cuh).
+namespace bwq_cuda {
+
+int ensure_ready(char *msg, size_t msg_len) {
+  if (g_inited) return BWQ_OK;
+  return bwq_cuda_init(msg, msg_len);
+}
+int num_sms() { return g_num_sms; }
+int max_smem_optin() { return g_max_smem_optin; }
+
+const char *tb_gemm(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int *dNz, int m, int n,
+                    int32_t *dOut, cudaStream_t st, bool *out16) {
+  return launch_tb(dP, dQ, dW, ldk, dNz, m, n, dOut, st, out16);
+}
+
+const char *i8_gemm(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int m, int n, int32_t *dOut,
+                    cudaStream_t st) {
+  return launch_i8(dA, lda, dW, ldk, m, n, dOut, st);
+}
+
+bool cublas_api(CublasApi *api) {
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lk(mu);
+  if (!load_cublas()) return false;
+  api->create = g_cublas.create;
+  api->destroy = g_cublas.destroy;
+  api->set_stream = g_cublas.set_stream;
+  api->gemm_ex = g_cublas.gemm_ex;
+  return api->destroy != nullptr;
+}
+
+}  // namespace bwq_cuda

@@ -11,6 +11,8 @@
 #include <string>
 
 #include "../include/bwq.h"
+#include "../runtime/backend.h"
+#include "addon_runtime.h"
 
 namespace {
 
@@ -26,6 +28,7 @@ typedef int (*cuda_upload_fn)(const uint32_t *, int, int, uint64_t *);
 typedef int (*cuda_free_fn)(uint64_t);
 typedef int (*cuda_tb_res_fn)(const uint32_t *, const uint32_t *, uint64_t, int, int, int, int32_t *);
 typedef int (*cuda_i8_res_fn)(const int8_t *, uint64_t, int, int, int, int32_t *);
+typedef bwq::rt::Backend *(*cuda_backend_fn)(char *, size_t);
 
 struct CudaLib {
   bool tried = false;
@@ -41,6 +44,9 @@ struct CudaLib {
   cuda_free_fn free_weights = nullptr;
   cuda_tb_res_fn tb_resident = nullptr;
   cuda_i8_res_fn i8_resident = nullptr;
+  cuda_backend_fn backend_create = nullptr;  // the runtime's CUDA backend (absent in older builds)
+  bwq::rt::Backend *backend = nullptr;
+  std::string backend_message;
 };
 CudaLib g_cuda;
 std::mutex g_cuda_mu;
@@ -83,6 +89,7 @@ void cuda_load() {
   g_cuda.free_weights = (cuda_free_fn)dlsym(h, "bwq_cuda_weights_free");
   g_cuda.tb_resident = (cuda_tb_res_fn)dlsym(h, "bwq_cuda_ternary_binary_gemm_resident");
   g_cuda.i8_resident = (cuda_i8_res_fn)dlsym(h, "bwq_cuda_int8_binary_gemm_resident");
+  g_cuda.backend_create = (cuda_backend_fn)dlsym(h, "bwq_cuda_backend_create");
   if (!init || !g_cuda.last_error || !g_cuda.tb || !g_cuda.i8 || !g_cuda.tt || !g_cuda.bench || !g_cuda.upload ||
       !g_cuda.free_weights || !g_cuda.tb_resident || !g_cuda.i8_resident) {
     g_cuda.message = g_cuda.path + " lacks the bwq_cuda_* entry points (rebuild with npm rebuild)";
@@ -94,6 +101,27 @@ void cuda_load() {
   g_cuda.ok = rc == BWQ_OK;
 }
 
+}  // namespace
+
+// The runtime's CUDA backend (created once), or nullptr with *why set.
+bwq::rt::Backend *cuda_runtime_backend(std::string *why) {
+  cuda_load();
+  std::lock_guard<std::mutex> lk(g_cuda_mu);
+  if (!g_cuda.ok) {
+    *why = g_cuda.message;
+    return nullptr;
+  }
+  if (!g_cuda.backend && g_cuda.backend_create) {
+    char msg[512] = "";
+    g_cuda.backend = g_cuda.backend_create(msg, sizeof msg);
+    if (!g_cuda.backend) g_cuda.backend_message = msg;
+  }
+  if (!g_cuda.backend_create) *why = g_cuda.path + " has no runtime backend (rebuild with npm rebuild)";
+  else if (!g_cuda.backend) *why = g_cuda.backend_message;
+  return g_cuda.backend;
+}
+
+namespace {
 // ---------------------------------------------------------------- N-API helpers
 #define NAPI_CALL(env, call)                                          \
   do {                                                                \
@@ -461,6 +489,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"cudaFreeWeights", nullptr, CudaFreeWeights, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  register_runtime(env, exports);
   return exports;
 }
 

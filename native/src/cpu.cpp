@@ -197,6 +197,11 @@ void copy_planes(const uint32_t *src, int rows, int k, int kwp, uint32_t *dst) {
 }
 
 }  // namespace
+
+// Runs fn(0) ... fn(ntasks - 1) on the pool (the caller works too); serial when single-threaded or tiny.
+void parallel_for(int ntasks, const std::function<void(int)> &fn) { pool().run(ntasks, threads(), fn); }
+int pool_threads() { return threads(); }
+
 }  // namespace bwq
 
 using namespace bwq;

@@ -8,6 +8,7 @@ import { registerQuantize } from './commands/quantize.js';
 import { registerEval } from './commands/eval.js';
 import { registerInspect } from './commands/inspect.js';
 import { registerBench } from './commands/bench.js';
+import { registerGenerate } from './commands/generate.js';
 import { VERSION } from '../version.js';
 
 export function buildProgram(): Command {
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerEval(program);
   registerInspect(program);
   registerBench(program);
+  registerGenerate(program);
   return program;
 }
 

@@ -13,3 +13,9 @@ export function parseIntegerFlag(flag: string, value: string, min = 1): number {
   if (n < min) throw usageError(`${flag} must be at least ${min}, got ${n}`);
   return n;
 }
+
+/** Parse a decimal number flag ("0.7", "1e-2"), rejecting junk like "0.7x", "" or "inf". */
+export function parseNumberFlag(flag: string, value: string): number {
+  if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(value.trim())) throw usageError(`${flag} must be a number, got "${value}"`);
+  return Number(value.trim());
+}

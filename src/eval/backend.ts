@@ -3,6 +3,17 @@ import { BwqError } from '../errors.js';
 import type { ModelDir } from '../model/model-dir.js';
 import { createModelRunner, type ModelRunner } from '../onnx/model-runner.js';
 import type { NativeDevice } from '../native/kernels.js';
+import { loadAddon } from '../native/loader.js';
+import { createRuntimeRunner } from '../runtime/runner.js';
+
+/** True when the native addon loads and carries the runtime. */
+export function runtimeAvailable(): boolean {
+  try {
+    return typeof (loadAddon() as unknown as { rtOpen?: unknown }).rtOpen === 'function';
+  } catch {
+    return false;
+  }
+}
 
 export type EvalBackend = 'onnx' | 'native';
 export const EVAL_BACKENDS: readonly EvalBackend[] = ['onnx', 'native'];
@@ -31,6 +42,14 @@ export async function importNativeForward(specifier = '../native/forward.js'): P
 export async function createRunner(model: ModelDir, backend: EvalBackend,
   options: { threads?: number; device?: NativeDevice; nativeModule?: string } = {}): Promise<ModelRunner> {
   if (backend === 'native') {
+    // The native runtime (one native call per forward, CPU or CUDA); without the addon, the TypeScript
+    // reference forward with the JavaScript reference kernels (src/native/forward.ts prints why).
+    if (options.nativeModule === undefined && runtimeAvailable()) {
+      return createRuntimeRunner(model, {
+        ...(options.device === undefined ? {} : { device: options.device }),
+        ...(options.threads === undefined ? {} : { threads: options.threads }),
+      });
+    }
     const native = await importNativeForward(options.nativeModule);
     return native.createNativeModelRunner(model, {
       ...(options.device === undefined ? {} : { device: options.device }),

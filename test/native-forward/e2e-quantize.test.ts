@@ -13,6 +13,7 @@ import { loadEvalTokens } from '../../src/eval/dataset.js';
 import { evaluatePerplexity } from '../../src/eval/perplexity.js';
 import { openModelDir } from '../../src/model/model-dir.js';
 import { loadTokenizer } from '../../src/model/tokenizer.js';
+import { createRuntimeRunner } from '../../src/runtime/runner.js';
 import { createNativeModelRunner, loadForwardKernels, nativeRunnerFromModel } from '../../src/native/forward.js';
 import { createFloatGemm } from '../../src/native/float-gemm.js';
 import { loadNativeModel, tensorSourceOf } from '../../src/native/packed-model.js';
@@ -54,13 +55,19 @@ describe.each([
       // a quantized model, not the float one (float sotu-llama: ppl < 100 on these windows)
       expect(sim.ppl).toBeGreaterThan(150);
       expect(Math.abs(packed.ppl / sim.ppl - 1)).toBeLessThan(0.005);
-      // and through `bwq eval [--backend native]` (B's command, which imports src/native/forward.js)
+      // the runtime (one native call per forward) on the same windows
+      const runtime = await createRuntimeRunner(model, { device: 'cpu' });
+      const rt = await evaluatePerplexity(runtime, ids, { seqlen: SEQLEN, maxWindows: WINDOWS, batch: 2 });
+      await runtime.close();
+      expect(rt.tokens).toBe(sim.tokens);
+      expect(Math.abs(rt.ppl / sim.ppl - 1)).toBeLessThan(0.005);
+      // and through `bwq eval --backend native`, which runs the runtime (deterministic: same numbers)
       const flags = { seqlen: String(SEQLEN), maxWindows: String(WINDOWS), json: true };
       const cliSim = await runEval(outDir, { ...flags, backend: 'onnx' });
-      const cliNative = await runEval(outDir, { ...flags, backend: 'native' });
+      const cliNative = await runEval(outDir, { ...flags, backend: 'native', device: 'cpu' });
       expect(cliNative.backend).toBe('native');
       expect(cliNative.tokens).toBe(WINDOWS * (SEQLEN - 1));
-      expect(Math.abs(cliNative.ppl / packed.ppl - 1)).toBeLessThan(1e-9);
+      expect(Math.abs(cliNative.ppl / rt.ppl - 1)).toBeLessThan(1e-9);
       expect(Math.abs(cliNative.ppl / cliSim.ppl - 1)).toBeLessThan(0.005);
       if (method === 'bwta') {
         // Without a low-rank term W_sim = ±wscale exactly, so the float model on the simulated

@@ -12,6 +12,10 @@ import { loadNativeKernels, nativeCpuInfo, nativeCudaBench, setNativeThreads } f
 import { loadAddon } from '../../native/loader.js';
 import { Rng } from '../../linalg/random.js';
 import { packSignRows, packTernaryRows } from '../../quant/pack.js';
+import { E2E_CONFIGS, formatE2e, runE2eBench, type E2eOptions } from '../../bench/e2e.js';
+import { RANDOM_VARIANTS, type RandomVariant } from '../../runtime/random-model.js';
+import type { RuntimeDevice } from '../../runtime/session.js';
+import { parseIntegerFlag } from '../output.js';
 
 export const BENCH_SHAPES: ReadonlyArray<{ k: number; n: number }> = [
   { k: 4096, n: 4096 }, { k: 4096, n: 11008 }, { k: 11008, n: 4096 },
@@ -211,6 +215,34 @@ export async function runBench(options: BenchOptions, log: (s: string) => void):
   return report;
 }
 
+interface E2eFlags {
+  e2e?: boolean; config?: string; device?: string; variants?: string; prefill?: string; prompt?: string; steps?: string;
+  batches?: string;
+}
+
+function intList(flag: string, value: string): number[] {
+  const list = value.split(',').map((v) => parseIntegerFlag(flag, v.trim(), 1));
+  if (list.length === 0) throw usageError(`${flag} needs at least one value`);
+  return list;
+}
+
+/** The --e2e flags as E2eOptions (usage errors for bad values). */
+export function e2eOptions(f: E2eFlags, log: (line: string) => void): E2eOptions {
+  const device = (f.device ?? 'auto') as RuntimeDevice;
+  if (!['auto', 'cuda', 'cpu'].includes(device)) throw usageError(`--device must be one of auto, cuda, cpu, got "${f.device}"`);
+  const variants = (f.variants ?? RANDOM_VARIANTS.join(',')).split(',').map((v) => v.trim()) as RandomVariant[];
+  for (const v of variants) if (!RANDOM_VARIANTS.includes(v)) throw usageError(`--variants: unknown variant "${v}" (${RANDOM_VARIANTS.join(', ')})`);
+  return {
+    device, variants,
+    prefill: f.prefill === undefined ? 2048 : parseIntegerFlag('--prefill', f.prefill, 1),
+    prompt: f.prompt === undefined ? 512 : parseIntegerFlag('--prompt', f.prompt, 1),
+    steps: f.steps === undefined ? 128 : parseIntegerFlag('--steps', f.steps, 1),
+    batches: f.batches === undefined ? [1, 16] : intList('--batches', f.batches),
+    repeats: 2,
+    log,
+  };
+}
+
 export function registerBench(program: Command): void {
   program
     .command('bench')
@@ -221,10 +253,24 @@ export function registerBench(program: Command): void {
     .option('--no-gpu', 'skip the CUDA benchmark even when a GPU is present')
     .option('--no-cpu', 'skip the CPU benchmark')
     .option('--no-eval', 'skip the eval tokens/s benchmark')
+    .option('--e2e', 'end-to-end forwards in the runtime instead: FP16 against BWLA W1A6 and BWTA packed, random weights')
+    .option('--config <NAME|PATH>', `for --e2e: ${E2E_CONFIGS.join(', ')} or a config.json (default llama-2-7b)`)
+    .option('--device <NAME>', 'for --e2e: auto (default), cuda or cpu')
+    .option('--variants <list>', `for --e2e: comma-separated of ${RANDOM_VARIANTS.join(', ')} (default all)`)
+    .option('--prefill <n>', 'for --e2e: prefill tokens at batch 1 (default 2048)')
+    .option('--prompt <n>', 'for --e2e: prompt tokens before decoding (default 512)')
+    .option('--steps <n>', 'for --e2e: decoded tokens per sequence (default 128)')
+    .option('--batches <list>', 'for --e2e: decode batch sizes (default 1,16)')
     .option('--json', 'print one JSON report on stdout')
-    .action(async (options: BenchOptions) => {
+    .action(async (options: BenchOptions & E2eFlags) => {
       const json = options.json === true;
       const log = (s: string) => (json ? process.stderr : process.stdout).write(`${s}\n`);
+      if (options.e2e === true) {
+        const report = await runE2eBench(options.config ?? 'llama-2-7b', e2eOptions(options, (line) => process.stderr.write(`${line}\n`)));
+        if (json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        else log(formatE2e(report));
+        return;
+      }
       const report = await runBench(options, log);
       if (json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
       const bad = report.cpu.some((r) => !r.agrees) || report.gpu.some((r) => r.mismatches > 0);

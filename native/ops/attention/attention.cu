@@ -1,0 +1,254 @@
+// Attention over the KV cache (src/native/attention.ts; backend.h AttentionShape / KvLayer):
+//   kv_store:  per (token, kv head) row of head_dim: k_hat = fl(s*code) with the key quantizer (k_codes int8 and
+//              k_scales when it has integer codes), v_hat likewise with the value quantizer; NONE copies.
+//   attention: per (sequence b, head h, query i), i_pos = pos0 + i, kv head g = h / (n_heads / n_kv), keys
+//              j in [lo, i_pos], lo = max(0, i_pos - window + 1) with a sliding window, else 0:
+//     q: the query quantizer on the row q[b*t+i, h*hd .. +hd]
+//     score_j = fl((s_q*scaling) * s_k[j] * (code_q . code_k[j]))   in double, when q and k have int codes
+//             = fl(fl(q_hat . k_hat[j]) * scaling)                  else (float32 dot, FMA chain per lane;
+//                                                                          the product with scaling in double)
+//     P_j     = fl(exp(score_j - max) * (1 / sum_j exp(score_j - max)))   (exp, sum, 1/sum in double)
+//     P_hat   = the probs quantizer over the whole row of length L = max(probs_len, pos0 + t) (masked entries
+//               and positions >= pos0 + t are zeros)
+//     ctx[d]  = sum_j P_hat_j v_hat[j, d]                           (float32; zero P_hat skipped)
+// One block per query row (grid-stride; 1024 threads when there are few rows, as in decoding, else 256); the
+// row's scores sit in dynamic shared memory, or in a global scratch [gridDim.x, S] (S = pos0 + t) when S floats
+// exceed the shared-memory limit. Each warp scores 4 keys at a time; the P.V pass splits the keys over
+// blockDim / head_dim groups of threads (one thread per d) and adds the groups' partial sums in order.
+#include "../ops_cuda.cuh"
+
+namespace bwq_ops {
+namespace {
+
+constexpr int ATT_MAX_THREADS = 1024, ATT_UNROLL = 4;
+
+__global__ void __launch_bounds__(128) kv_store_kernel(const float *__restrict__ k, const float *__restrict__ v,
+                                                       int t, int pos0, int n_kv, int hd, int max_t, Quantizer key,
+                                                       Quantizer value, bool key_codes, float *__restrict__ k_hat,
+                                                       float *__restrict__ v_hat, int8_t *__restrict__ k_codes,
+                                                       float *__restrict__ k_scales) {
+  const int row = blockIdx.x;  // (b * t + i) * n_kv + g
+  const int g = row % n_kv, bi = row / n_kv, i = bi % t, b = bi / t;
+  const size_t src = (size_t)row * hd;
+  const size_t cell = ((size_t)b * max_t + pos0 + i) * n_kv + g;
+  const float *kr = k + src, *vr = v + src;
+  const RowQuant rk = block_row_quant(key, hd, 0, hd, [&](int d) { return kr[d]; });
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    const int c = quant_code(key, rk, kr[d]);
+    k_hat[cell * hd + d] = quant_hat(key, rk, kr[d], c);
+    if (key_codes) k_codes[cell * hd + d] = (int8_t)c;
+  }
+  if (key_codes && threadIdx.x == 0) k_scales[cell] = rk.s;
+  const RowQuant rv = block_row_quant(value, hd, 0, hd, [&](int d) { return vr[d]; });
+  for (int d = threadIdx.x; d < hd; d += blockDim.x)
+    v_hat[cell * hd + d] = quant_hat(value, rv, vr[d], quant_code(value, rv, vr[d]));
+}
+
+struct AttnArgs {
+  const float *q;
+  float *ctx;
+  const float *k_hat, *v_hat;
+  const int8_t *k_codes;
+  const float *k_scales;
+  int t, pos0, n_heads, n_kv, hd, window, max_t, S, L, rows;  // S keys, L the probabilities' row length
+  double scaling;
+  Quantizer qq, pq;
+  bool int_scores;
+  float *gscores;  // [gridDim.x, S] or null (scores in shared memory)
+};
+
+// Dynamic shared memory: [scores S floats, unless global] [q_hat hd floats] [q codes hd bytes, padded to 16]
+// [partial sums blockDim floats].
+__global__ void __launch_bounds__(ATT_MAX_THREADS) attention_kernel(AttnArgs A) {
+  extern __shared__ float4 dyn4[];
+  float *dyn = reinterpret_cast<float *>(dyn4);
+  const int hd = A.hd, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nwarps = blockDim.x >> 5;
+  float *sc = A.gscores ? A.gscores + (size_t)blockIdx.x * A.S : dyn;
+  float *q_hat = A.gscores ? dyn : dyn + (A.S + 3) / 4 * 4;
+  int8_t *q_code = reinterpret_cast<int8_t *>(q_hat + (hd + 3) / 4 * 4);
+  float *part = reinterpret_cast<float *>(q_code + (hd + 15) / 16 * 16);
+  const int group = A.n_heads / A.n_kv;
+  for (int row = blockIdx.x; row < A.rows; row += gridDim.x) {
+    const int i = row % A.t, bh = row / A.t, h = bh % A.n_heads, b = bh / A.n_heads, g = h / group;
+    const int ipos = A.pos0 + i, hi = ipos + 1;
+    const int lo = A.window > 0 && ipos - A.window + 1 > 0 ? ipos - A.window + 1 : 0;
+    const size_t qoff = ((size_t)(b * A.t + i) * A.n_heads + h) * hd;
+    const size_t kv0 = (size_t)b * A.max_t * A.n_kv + g;  // cell of key j: kv0 + j * n_kv
+    // query row: quantizer, codes and q_hat
+    const float *qr = A.q + qoff;
+    const RowQuant rq = block_row_quant(A.qq, hd, 0, hd, [&](int d) { return qr[d]; });
+    for (int d = tid; d < hd; d += blockDim.x) {
+      const int c = quant_code(A.qq, rq, qr[d]);
+      q_hat[d] = quant_hat(A.qq, rq, qr[d], c);
+      q_code[d] = (int8_t)c;
+    }
+    __syncthreads();
+    // scores: each warp ATT_UNROLL keys at a time (lanes over d, then a butterfly sum per key)
+    const double sqs = __dmul_rn((double)rq.s, A.scaling);
+    const size_t kstride = (size_t)A.n_kv * hd;  // elements from key j to key j + 1
+    for (int j0 = lo + warp * ATT_UNROLL; j0 < hi; j0 += nwarps * ATT_UNROLL) {
+      const int nu = hi - j0 < ATT_UNROLL ? hi - j0 : ATT_UNROLL;
+      if (A.int_scores) {
+        const int8_t *kc = A.k_codes + (kv0 + (size_t)j0 * A.n_kv) * hd;
+        int acc[ATT_UNROLL] = {};
+        if ((hd & 3) == 0) {
+          const int *qw = reinterpret_cast<const int *>(q_code);
+          for (int w = lane; w < hd / 4; w += 32) {
+#pragma unroll
+            for (int u = 0; u < ATT_UNROLL; ++u)
+              if (u < nu) acc[u] = __dp4a(reinterpret_cast<const int *>(kc + u * kstride)[w], qw[w], acc[u]);
+          }
+        } else {
+          for (int d = lane; d < hd; d += 32) {
+#pragma unroll
+            for (int u = 0; u < ATT_UNROLL; ++u)
+              if (u < nu) acc[u] += (int)kc[u * kstride + d] * (int)q_code[d];
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < ATT_UNROLL; ++u) {
+          const int dot = warp_sum(acc[u]);
+          if (lane == 0 && u < nu)
+            sc[j0 + u] = __double2float_rn(
+                __dmul_rn(__dmul_rn(sqs, (double)A.k_scales[kv0 + (size_t)(j0 + u) * A.n_kv]), (double)dot));
+        }
+      } else {
+        const float *kh = A.k_hat + (kv0 + (size_t)j0 * A.n_kv) * hd;
+        float acc[ATT_UNROLL] = {};
+        for (int d = lane; d < hd; d += 32) {
+          const float qv = q_hat[d];
+#pragma unroll
+          for (int u = 0; u < ATT_UNROLL; ++u)
+            if (u < nu) acc[u] = fmaf(qv, kh[u * kstride + d], acc[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < ATT_UNROLL; ++u) {
+          const float dot = warp_sum(acc[u]);
+          if (lane == 0 && u < nu) sc[j0 + u] = __double2float_rn(__dmul_rn((double)dot, A.scaling));
+        }
+      }
+    }
+    __syncthreads();
+    // softmax over [lo, hi) in double
+    float mx = -INFINITY;
+    for (int j = lo + tid; j < hi; j += blockDim.x) mx = fmaxf(mx, sc[j]);
+    mx = block_max(mx);
+    double sum = 0;
+    for (int j = lo + tid; j < hi; j += blockDim.x) sum += exp((double)sc[j] - (double)mx);
+    sum = block_sum(sum);
+    const double inv = __ddiv_rn(1.0, sum);
+    for (int j = lo + tid; j < hi; j += blockDim.x)
+      sc[j] = __double2float_rn(__dmul_rn(exp((double)sc[j] - (double)mx), inv));
+    __syncthreads();
+    // probs quantizer over the row of length L (zeros outside [lo, hi))
+    const RowQuant rp = block_row_quant(A.pq, A.L, lo, hi, [&](int j) { return sc[j]; });
+    if (A.pq.kind != QKind::NONE) {
+      for (int j = lo + tid; j < hi; j += blockDim.x) sc[j] = quant_hat(A.pq, rp, sc[j], quant_code(A.pq, rp, sc[j]));
+      __syncthreads();
+    }
+    // ctx = P_hat V_hat: G groups of threads over keys, threads of a group over d
+    float *out = A.ctx + qoff;
+    if (hd <= (int)blockDim.x) {
+      const int G = blockDim.x / hd, gi = tid / hd, d = tid - gi * hd;
+      if (gi < G) {
+        float acc = 0.0f;
+        const float *vh = A.v_hat + kv0 * hd + d;
+#pragma unroll 8
+        for (int j = lo + gi; j < hi; j += G) {
+          const float p = sc[j], v = vh[(size_t)j * kstride];  // loads independent of acc: in flight together
+          acc = p != 0.0f ? fmaf(p, v, acc) : acc;
+        }
+        part[tid] = acc;
+      }
+      __syncthreads();
+      if (tid < hd) {
+        float s = part[tid];
+        for (int k = 1; k < G; ++k) s = __fadd_rn(s, part[k * hd + tid]);
+        out[tid] = s;
+      }
+    } else {
+      for (int d = tid; d < hd; d += blockDim.x) {
+        float acc = 0.0f;
+        const float *vh = A.v_hat + kv0 * hd + d;
+        for (int j = lo; j < hi; ++j) {
+          const float p = sc[j];
+          if (p != 0.0f) acc = fmaf(p, vh[(size_t)j * kstride], acc);
+        }
+        out[d] = acc;
+      }
+    }
+    __syncthreads();  // shared memory is reused by the next row
+  }
+}
+
+size_t fixed_smem(int hd, int threads) { return (size_t)(hd + 3) / 4 * 16 + (hd + 15) / 16 * 16 + threads * 4; }
+// 1024 threads per row when the rows are too few to fill the device twice over (decoding), else 256.
+int att_threads(const bwq::rt::AttentionShape &s, int num_sms) {
+  return (size_t)s.batch * s.n_heads * s.t < 2 * (size_t)num_sms ? ATT_MAX_THREADS : 256;
+}
+
+}  // namespace
+
+cudaError_t kv_store(const bwq::rt::KvLayer &kv, const float *k, const float *v, int batch, int t, int pos0,
+                     const Quantizer &key, const Quantizer &value, cudaStream_t st) {
+  const int rows = batch * t * kv.n_kv_heads;
+  const bool key_codes = has_int_codes(key) && kv.k_codes && kv.k_scales;
+  kv_store_kernel<<<rows, kv.head_dim >= 128 ? 128 : 64, 0, st>>>(k, v, t, pos0, kv.n_kv_heads, kv.head_dim,
+                                                                  kv.max_t, key, value, key_codes, kv.k_hat,
+                                                                  kv.v_hat, kv.k_codes, kv.k_scales);
+  return cudaGetLastError();
+}
+
+size_t attention_scratch_floats(const bwq::rt::AttentionShape &shape, int max_smem, int num_sms) {
+  const size_t S = (size_t)shape.pos0 + shape.t;
+  // (1 KiB left for the static shared memory of the block reductions)
+  if (S * 4 + 16 + fixed_smem(shape.head_dim, att_threads(shape, num_sms)) + 1024 <= (size_t)max_smem) return 0;
+  const size_t rows = (size_t)shape.batch * shape.n_heads * shape.t;
+  const size_t blocks = rows < (size_t)num_sms * 4 ? rows : (size_t)num_sms * 4;
+  return blocks * S;
+}
+
+cudaError_t attention(const float *q, const bwq::rt::KvLayer &kv, const bwq::rt::AttentionShape &shape,
+                      const bwq::rt::AttentionRecipe &r, float *ctx, float *scratch, int max_smem, int num_sms,
+                      cudaStream_t st) {
+  AttnArgs A;
+  A.q = q;
+  A.ctx = ctx;
+  A.k_hat = kv.k_hat;
+  A.v_hat = kv.v_hat;
+  A.k_codes = kv.k_codes;
+  A.k_scales = kv.k_scales;
+  A.t = shape.t;
+  A.pos0 = shape.pos0;
+  A.n_heads = shape.n_heads;
+  A.n_kv = shape.n_kv_heads;
+  A.hd = shape.head_dim;
+  A.window = shape.sliding_window;
+  A.max_t = kv.max_t;
+  A.S = shape.pos0 + shape.t;
+  A.L = shape.probs_len > A.S ? shape.probs_len : A.S;
+  A.rows = shape.batch * shape.n_heads * shape.t;
+  A.scaling = shape.scaling;
+  A.qq = r.query;
+  A.pq = r.probs;
+  A.int_scores = has_int_codes(r.query) && has_int_codes(r.key) && kv.k_codes && kv.k_scales;
+  const size_t scratch_floats = attention_scratch_floats(shape, max_smem, num_sms);
+  const int threads = att_threads(shape, num_sms);
+  size_t smem = fixed_smem(A.hd, threads);
+  int blocks = A.rows;
+  if (scratch_floats) {
+    A.gscores = scratch;
+    blocks = (int)(scratch_floats / A.S);
+  } else {
+    A.gscores = nullptr;
+    smem += (size_t)(A.S + 3) / 4 * 16;
+  }
+  if (smem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+  }
+  attention_kernel<<<blocks, threads, smem, st>>>(A);
+  return cudaGetLastError();
+}
+
+}  // namespace bwq_ops

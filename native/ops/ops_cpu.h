@@ -1,0 +1,62 @@
+// CPU implementations of the runtime's ops (native/runtime/backend.h states each op's semantics). Each
+// family's file holds the plain per-row loop, which is the reference the other backends are checked
+// against, and runs it over rows on the CPU kernels' thread pool. Hot loops are compiled for AVX-512,
+// AVX2+FMA and baseline x86-64 (BWQ_CLONES: GCC picks one at load time by cpuid).
+#ifndef BWQ_OPS_CPU_H
+#define BWQ_OPS_CPU_H
+
+#include <functional>
+
+#include "../runtime/backend.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
+#define BWQ_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#else
+#define BWQ_CLONES
+#endif
+
+namespace bwq {
+// The CPU kernels' thread pool (native/src/cpu.cpp). Not re-entrant: ops call it only at their top level.
+void parallel_for(int ntasks, const std::function<void(int)> &fn);
+int pool_threads();
+
+namespace cpu {
+using namespace rt;
+
+// Splits [0, rows) into about 4 chunks per thread (at least min_rows rows each) and runs fn(r0, r1) on them.
+void parallel_rows(int rows, int min_rows, const std::function<void(int, int)> &fn);
+
+void embed(const int32_t *ids, int rows, const void *table, DType dtype, int hidden, float *out);
+void rms_norm(const float *x, int rows, int cols, const float *w, float eps, float *y);
+void rope(float *x, int rows, int heads, int head_dim, const float *inv_freq, int half, const int32_t *positions);
+void kron_rotate(const float *x, int rows, int a, int b, const float *r1, const float *r2, float *tmp, float *y);
+
+// One row of a quantizer: codes as int32 (INT up to 24 bits, TERNARY, BINARY), the row's scale returned.
+float quantize_row(const float *x, int cols, const Quantizer &q, int32_t *codes);
+void quantize(const float *x, int rows, int cols, const Quantizer &q, Codes &codes, float *x_hat);
+
+void packed_linear(const Codes &codes, int rows, const PackedWeights &w, const float *wscale, int32_t *acc, float *y);
+void float_binary_linear(const float *x, int rows, const PackedWeights &w, const float *wscale, float *y);
+void gemm(const float *a, int m, int lda, const FloatWeights &w, float *c, int ldc, bool accumulate);
+// One thread's block of gemm: c[0:m, 0:nn] (+)= a[0:m, 0:k] . w[0:nn, 0:k] for float32 w (row stride ldw).
+void panel_gemm(const float *a, int m, int lda, const float *w, int ldw, int nn, int k, float *c, int ldc,
+                bool accumulate);
+// c[0:m, 0:n] (+)= a[0:m, 0:k] . b[0:k, 0:n] for row-major b (row stride ldb).
+void panel_gemm_nn(const float *a, int m, int lda, const float *b, int ldb, int n, int k, float *c, int ldc,
+                   bool accumulate);
+// y[i] = exp(x[i]) in float32 (Cephes-style range reduction and polynomial, within 2 ulp; vectorized).
+void exp_f32(const float *x, float *y, int n);
+
+void add_bias(float *y, int rows, int cols, const float *bias);
+void add(float *a, const float *b, size_t count);
+void gated_act(float *gate, const float *up, size_t count, Act act);
+
+void kv_store(KvLayer &kv, const float *k, const float *v, int batch, int t, int pos0, const Quantizer &key,
+              const Quantizer &value);
+void attention(const float *q, const KvLayer &kv, const AttentionShape &shape, const AttentionRecipe &r, float *ctx);
+
+void nll_rows(const float *logits, int rows, int vocab, const int32_t *targets, double *nll);
+}  // namespace cpu
+}  // namespace bwq
+
+#endif

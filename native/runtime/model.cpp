@@ -1,0 +1,152 @@
+// Model weights on a backend: set_tensor places each tensor by slot name, checking its shape against the
+// config; Model::missing() names what was never set.
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+
+#include "model.h"
+
+namespace bwq {
+namespace rt {
+
+namespace {
+const char *kRoles[ROLE_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+std::string shape_str(const std::vector<int64_t> &s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+bool same(const std::vector<int64_t> &s, std::initializer_list<int64_t> want) {
+  return s.size() == want.size() && std::equal(s.begin(), s.end(), want.begin());
+}
+
+// Splits "a.b.c" at dots.
+std::vector<std::string> split(const std::string &s) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (size_t i = 0; i <= s.size(); ++i)
+    if (i == s.size() || s[i] == '.') {
+      parts.push_back(s.substr(start, i - start));
+      start = i + 1;
+    }
+  return parts;
+}
+}  // namespace
+
+Model::~Model() {
+  for (Layer &l : layers)
+    for (Linear &lin : l.linears)
+      if (lin.bits.data) be->free_packed(lin.bits);
+  for (void *p : owned) be->free(p);
+}
+
+void *Model::take(size_t n) {
+  void *p = be->alloc(n);
+  if (p) {
+    owned.push_back(p);
+    bytes += n;
+  }
+  return p;
+}
+
+std::string Model::missing() const {
+  if (!embed.data) return "embed";
+  if (!lm_head.data) return "lm_head";
+  if (!final_norm) return "final_norm";
+  if (cfg.rope_half > 0 && !inv_freq) return "inv_freq";
+  for (size_t j = 0; j < rotations.size(); ++j)
+    if (!rotations[j].r1 || !rotations[j].r2) return "rotations." + std::to_string(j);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const Layer &l = layers[i];
+    const std::string p = "layers." + std::to_string(i) + ".";
+    if (!l.input_norm) return p + "input_norm";
+    if (!l.post_norm) return p + "post_norm";
+    if (cfg.qk_norm && (!l.q_norm || !l.k_norm)) return p + "q_norm/k_norm";
+    for (int r = 0; r < ROLE_COUNT; ++r) {
+      const Linear &lin = l.linears[r];
+      if (lin.packed ? !lin.bits.data || !lin.wscale : !lin.weight.data) return p + kRoles[r];
+      if (lin.rank > 0 && (!lin.lr_a || !lin.lr_b)) return p + kRoles[r] + ".lr_a/lr_b";
+    }
+  }
+  return "";
+}
+
+std::string set_tensor(Model &m, const std::string &slot, DType dtype, const std::vector<int64_t> &shape,
+                       const void *data, size_t bytes) {
+  const ModelConfig &c = m.cfg;
+  size_t elems = 1;
+  for (int64_t d : shape) elems *= (size_t)d;
+  auto bad_shape = [&](std::initializer_list<int64_t> want) {
+    return "tensor for " + slot + " has shape " + shape_str(shape) + ", expected " + shape_str(std::vector<int64_t>(want));
+  };
+  // float32 copy on the backend
+  auto f32 = [&](float **dst, std::initializer_list<int64_t> want) -> std::string {
+    if (!same(shape, want)) return bad_shape(want);
+    if (dtype != DType::F32 || bytes != 4 * elems) return "tensor for " + slot + " must be float32";
+    *dst = (float *)m.take(bytes);
+    if (!*dst) return m.be->error() ? m.be->error() : "allocation failed";
+    m.be->upload(*dst, data, bytes);
+    return "";
+  };
+  // a float matrix kept in its dtype
+  auto matrix = [&](FloatWeights &w, int64_t n, int64_t k) -> std::string {
+    if (!same(shape, {n, k})) return bad_shape({n, k});
+    if (bytes != dtype_size(dtype) * elems) return "tensor for " + slot + ": byte size does not match its dtype";
+    void *p = m.take(bytes);
+    if (!p) return m.be->error() ? m.be->error() : "allocation failed";
+    m.be->upload(p, data, bytes);
+    w = FloatWeights{(int)n, (int)k, dtype, p};
+    return "";
+  };
+  if (slot == "embed") return matrix(m.embed, c.vocab, c.hidden);
+  if (slot == "lm_head") return matrix(m.lm_head, c.vocab, c.hidden);
+  if (slot == "final_norm") return f32(&m.final_norm, {c.hidden});
+  if (slot == "inv_freq") return f32(&m.inv_freq, {c.rope_half});
+  const std::vector<std::string> p = split(slot);
+  if (p.size() == 3 && p[0] == "rotations") {
+    const int j = atoi(p[1].c_str());
+    if (j < 0 || j >= (int)m.rotations.size()) return "no rotation " + p[1];
+    Rotation &r = m.rotations[j];
+    if (p[2] == "r1") return f32(&r.r1, {r.a, r.a});
+    if (p[2] == "r2") return f32(&r.r2, {r.b, r.b});
+  }
+  if ((p.size() == 3 || p.size() == 4) && p[0] == "layers") {
+    const int i = atoi(p[1].c_str());
+    if (i < 0 || i >= (int)m.layers.size()) return "no layer " + p[1];
+    Layer &l = m.layers[i];
+    if (p.size() == 3) {
+      if (p[2] == "input_norm") return f32(&l.input_norm, {c.hidden});
+      if (p[2] == "post_norm") return f32(&l.post_norm, {c.hidden});
+      if (p[2] == "q_norm") return f32(&l.q_norm, {c.head_dim});
+      if (p[2] == "k_norm") return f32(&l.k_norm, {c.head_dim});
+    } else {
+      int role = -1;
+      for (int r = 0; r < ROLE_COUNT; ++r)
+        if (p[2] == kRoles[r]) role = r;
+      if (role < 0) return "unknown slot " + slot;
+      Linear &lin = l.linears[role];
+      const std::string &what = p[3];
+      if (what == "weight") return matrix(lin.weight, lin.n, lin.k);
+      if (what == "wscale") return f32(&lin.wscale, {lin.n});
+      if (what == "bias") return f32(&lin.bias, {lin.n});
+      if (what == "lr_a") return f32(&lin.lr_a, {lin.n, lin.rank});
+      if (what == "lr_b") return f32(&lin.lr_b, {lin.rank, lin.k});
+      if (what == "qweight") {
+        const int64_t kw = (lin.k + 31) / 32;
+        if (!same(shape, {lin.n, kw})) return bad_shape({lin.n, kw});
+        if (bytes != 4 * elems) return "tensor for " + slot + " must be 32-bit words";
+        if (!m.be->upload_packed(lin.bits, (const uint32_t *)data, lin.n, lin.k))
+          return m.be->error() ? m.be->error() : "allocation failed";
+        m.bytes += 4 * elems;
+        return "";
+      }
+    }
+  }
+  return "unknown slot " + slot;
+}
+
+}  // namespace rt
+}  // namespace bwq

@@ -1,0 +1,130 @@
+// A decoder model held on one backend (weights in the checkpoint's dtype or packed), and a session on it:
+// the KV cache for `batch` sequences of up to `max_t` positions and the scratch of one forward chunk.
+// Supported blocks: llama / mistral / qwen2 / qwen3 (RMSNorm, optional q/k norms, RoPE, GQA, sliding window,
+// gated MLP, biases), with the per-linear recipe of quantization_config (rotation, activation quantizer) and
+// the attention-operand quantizers. docs/RUNTIME.md.
+#ifndef BWQ_RUNTIME_MODEL_H
+#define BWQ_RUNTIME_MODEL_H
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+
+namespace bwq {
+namespace rt {
+
+enum Role { Q_PROJ = 0, K_PROJ, V_PROJ, O_PROJ, GATE_PROJ, UP_PROJ, DOWN_PROJ, ROLE_COUNT };
+
+struct ModelConfig {
+  int hidden = 0, intermediate = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, vocab = 0;
+  int max_positions = 0, sliding_window = 0, rope_half = 0;  // rope_half = 0: no RoPE
+  float eps = 1e-6f;
+  Act act = Act::SILU;
+  bool qk_norm = false;
+};
+
+// What happens to a linear's input before its matmul; linears with the same input index share it.
+struct InputPrep {
+  int rotation = -1;  // index into Model::rotations, or -1
+  Quantizer quantizer;
+};
+
+struct Rotation {
+  int a = 0, b = 0;
+  float *r1 = nullptr, *r2 = nullptr;
+};
+
+struct Linear {
+  int n = 0, k = 0, input = 0;
+  bool packed = false;
+  PackedWeights bits;          // packed: B
+  float *wscale = nullptr;     // packed: [n]
+  FloatWeights weight;         // float: W [n, k] in its dtype (data owned by the model)
+  int rank = 0;
+  float *lr_a = nullptr;       // [n, rank]
+  float *lr_b = nullptr;       // [rank, k]
+  float *bias = nullptr;       // [n] or null
+};
+
+struct Layer {
+  float *input_norm = nullptr, *post_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr;
+  Linear linears[ROLE_COUNT];
+  AttentionRecipe attention;
+};
+
+struct Model {
+  Backend *be = nullptr;
+  ModelConfig cfg;
+  std::vector<InputPrep> inputs;
+  std::vector<Rotation> rotations;
+  std::vector<Layer> layers;
+  FloatWeights embed, lm_head;  // lm_head.data == embed.data when tied
+  float *final_norm = nullptr;
+  float *inv_freq = nullptr;    // [rope_half]
+  std::vector<void *> owned;    // every allocation, freed by the destructor
+  size_t bytes = 0;             // device bytes held by the weights
+
+  ~Model();
+  void *take(size_t bytes);     // backend allocation owned by the model (nullptr on failure)
+  // Checks that every tensor the config needs was set; "" when complete, else what is missing.
+  std::string missing() const;
+};
+
+// Sets one tensor by its slot name (docs/RUNTIME.md lists them): "embed", "lm_head", "final_norm", "inv_freq",
+// "rotations.J.r1|r2", "layers.I.input_norm|post_norm|q_norm|k_norm", "layers.I.ROLE.qweight|wscale|lr_a|lr_b|
+// bias|weight". Float data is float32 except for "embed", "lm_head" and "...weight" (dtype kept). Returns "" or
+// a one-line error.
+std::string set_tensor(Model &m, const std::string &slot, DType dtype, const std::vector<int64_t> &shape,
+                       const void *data, size_t bytes);
+
+class Session {
+ public:
+  // batch sequences of up to max_t positions, forwards in chunks of at most max_chunk positions.
+  Session(Model &m, int batch, int max_t, int max_chunk);
+  ~Session();
+  // Bytes this session will allocate (cache + scratch), before it does.
+  static size_t estimate_bytes(const Model &m, int batch, int max_t, int max_chunk);
+  std::string init();  // allocates; "" or a one-line error (everything freed on failure)
+
+  int position() const { return pos_; }
+  void reset() { pos_ = 0; }
+  // Appends t tokens per sequence (ids [batch*t], sequence-major). logits: 0 none, 1 last [batch, V],
+  // 2 all [batch*t, V] (host buffer). With nll_out: the cache is reset first and the next-token NLL of
+  // positions 0..t-2 is summed into *nll_out (count batch*(t-1)). Returns "" or a one-line error.
+  std::string forward(const int32_t *ids, int t, int logits, float *logits_out, double *nll_out);
+
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void layer(int l, int rows, int chunk_t, int pos, int probs_len);
+  void linear(const Linear &lin, const float *x, int rows, float *y);
+  void prepare(int input, const float *x, int rows, int cols);
+  Codes &codes_for(CodeForm form, int cols);
+  void *take(size_t bytes);
+
+  Model &m_;
+  Backend *be_;
+  int batch_, max_t_, max_chunk_, max_rows_;
+  int pos_ = 0;
+  size_t bytes_ = 0;
+  std::vector<void *> owned_;
+  std::vector<KvLayer> kv_;
+  std::map<std::pair<int, int>, Codes> codes_;
+  int prepared_ = -1;        // input index whose codes / x_hat are current
+  const float *prepared_x_ = nullptr;
+  Codes *cur_codes_ = nullptr;
+  // scratch (device)
+  float *h_ = nullptr, *x_ = nullptr, *xr_ = nullptr, *tmp_ = nullptr, *xhat_ = nullptr, *q_ = nullptr,
+        *k_ = nullptr, *v_ = nullptr, *gate_ = nullptr, *up_ = nullptr, *out_ = nullptr, *lr_ = nullptr,
+        *logits_ = nullptr, *last_ = nullptr;
+  int32_t *acc_ = nullptr, *ids_ = nullptr, *positions_ = nullptr, *targets_ = nullptr;
+  double *nll_ = nullptr;
+  int logit_rows_ = 1;
+};
+
+}  // namespace rt
+}  // namespace bwq
+
+#endif

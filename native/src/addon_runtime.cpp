@@ -1,0 +1,409 @@
+// N-API binding of the runtime. A model is described by one Float64Array (layout in src/runtime/descriptor.ts):
+//   [0..12]  hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, max_positions, sliding_window,
+//            rope_half, eps, act, qk_norm
+//   then     n_inputs, per input (rotation, kind, bits, param); n_rotations, per rotation (a, b);
+//            per layer: per role (packed, input, rank, has_bias) x 7, then (kind, bits, param) for the
+//            attention's query, key, probs, value.
+#include "addon_runtime.h"
+
+#include <string.h>
+
+#include <memory>
+#include <vector>
+
+#include "../runtime/model.h"
+
+using namespace bwq::rt;
+
+namespace {
+
+struct ModelRef {
+  std::unique_ptr<Model> model;
+};
+struct SessionRef {
+  std::unique_ptr<Session> session;
+  napi_ref model_ref = nullptr;  // keeps the model alive while the session is
+};
+
+const napi_type_tag kModelTag = {0x6277712d6d6f64ULL, 0x656c2d72756e7401ULL};
+const napi_type_tag kSessionTag = {0x6277712d736573ULL, 0x73696f6e2d727401ULL};
+
+void throw_error(napi_env env, const std::string &msg) { napi_throw_error(env, "BWQ_RUNTIME", msg.c_str()); }
+
+bool args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < want) {
+    napi_throw_type_error(env, "BWQ_ARGS", "bwq runtime: too few arguments");
+    return false;
+  }
+  return true;
+}
+
+template <class T>
+T *unwrap(napi_env env, napi_value v, const napi_type_tag &tag, const char *what) {
+  bool ok = false;
+  void *data = nullptr;
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_check_object_type_tag(env, v, &tag, &ok) != napi_ok ||
+      !ok || napi_get_value_external(env, v, &data) != napi_ok || !data) {
+    napi_throw_type_error(env, "BWQ_ARGS", (std::string("bwq runtime: expected a ") + what).c_str());
+    return nullptr;
+  }
+  return static_cast<T *>(data);
+}
+
+bool typed(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length, const char *what) {
+  bool is = false;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, v, &type, length, data, &ab, &off) != napi_ok || type != want) {
+    napi_throw_type_error(env, "BWQ_ARGS", (std::string("bwq runtime: ") + what + " has the wrong array type").c_str());
+    return false;
+  }
+  return true;
+}
+
+int int_of(napi_env env, napi_value v) {
+  int32_t x = 0;
+  napi_get_value_int32(env, v, &x);
+  return x;
+}
+
+std::string string_of(napi_env env, napi_value v) {
+  size_t len = 0;
+  napi_get_value_string_utf8(env, v, nullptr, 0, &len);
+  std::string s(len, '\0');
+  napi_get_value_string_utf8(env, v, &s[0], len + 1, &len);
+  return s;
+}
+
+template <class T>
+napi_value wrap(napi_env env, T *obj, const napi_type_tag &tag, napi_finalize fin) {
+  napi_value ext;
+  if (napi_create_external(env, obj, fin, nullptr, &ext) != napi_ok) {
+    delete obj;
+    throw_error(env, "bwq runtime: napi_create_external failed");
+    return nullptr;
+  }
+  napi_type_tag_object(env, ext, &tag);
+  return ext;
+}
+
+Quantizer quantizer_at(const double *d) {
+  Quantizer q;
+  q.kind = (QKind)(int)d[0];
+  q.bits = (int)d[1];
+  q.param = (float)d[2];
+  return q;
+}
+
+// rtOpen(device 'cpu' | 'cuda', descriptor Float64Array) -> model
+napi_value Open(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!args(env, info, 2, argv)) return nullptr;
+  const std::string device = string_of(env, argv[0]);
+  double *d;
+  size_t n;
+  if (!typed(env, argv[1], napi_float64_array, (void **)&d, &n, "descriptor")) return nullptr;
+  Backend *be = nullptr;
+  if (device == "cpu") {
+    be = cpu_backend();
+  } else if (device == "cuda") {
+    std::string why;
+    be = cuda_runtime_backend(&why);
+    if (!be) {
+      throw_error(env, "CUDA unavailable: " + why);
+      return nullptr;
+    }
+  } else {
+    throw_error(env, "bwq runtime: device must be cpu or cuda");
+    return nullptr;
+  }
+  auto m = std::make_unique<Model>();
+  m->be = be;
+  size_t i = 0;
+  auto next = [&]() { return i < n ? d[i++] : 0.0; };
+  ModelConfig &c = m->cfg;
+  c.hidden = (int)next();
+  c.intermediate = (int)next();
+  c.n_layers = (int)next();
+  c.n_heads = (int)next();
+  c.n_kv_heads = (int)next();
+  c.head_dim = (int)next();
+  c.vocab = (int)next();
+  c.max_positions = (int)next();
+  c.sliding_window = (int)next();
+  c.rope_half = (int)next();
+  c.eps = (float)next();
+  c.act = (Act)(int)next();
+  c.qk_norm = next() != 0;
+  const int n_inputs = (int)next();
+  for (int j = 0; j < n_inputs; ++j) {
+    InputPrep p;
+    p.rotation = (int)next();
+    double q[3] = {next(), next(), next()};
+    p.quantizer = quantizer_at(q);
+    m->inputs.push_back(p);
+  }
+  const int n_rot = (int)next();
+  for (int j = 0; j < n_rot; ++j) {
+    Rotation r;
+    r.a = (int)next();
+    r.b = (int)next();
+    m->rotations.push_back(r);
+  }
+  const int qw = c.n_heads * c.head_dim, kvw = c.n_kv_heads * c.head_dim;
+  const int shapes[ROLE_COUNT][2] = {{qw, c.hidden},           {kvw, c.hidden},          {kvw, c.hidden},
+                                     {c.hidden, qw},           {c.intermediate, c.hidden}, {c.intermediate, c.hidden},
+                                     {c.hidden, c.intermediate}};
+  m->layers.resize(c.n_layers);
+  for (Layer &l : m->layers) {
+    for (int r = 0; r < ROLE_COUNT; ++r) {
+      Linear &lin = l.linears[r];
+      lin.n = shapes[r][0];
+      lin.k = shapes[r][1];
+      lin.packed = next() != 0;
+      lin.input = (int)next();
+      lin.rank = (int)next();
+      next();  // has_bias (the bias slot is optional)
+      if (lin.input < 0 || lin.input >= n_inputs) {
+        throw_error(env, "bwq runtime: descriptor names input " + std::to_string(lin.input));
+        return nullptr;
+      }
+    }
+    double q[12];
+    for (double &x : q) x = next();
+    l.attention.query = quantizer_at(q);
+    l.attention.key = quantizer_at(q + 3);
+    l.attention.probs = quantizer_at(q + 6);
+    l.attention.value = quantizer_at(q + 9);
+  }
+  if (i > n) {
+    throw_error(env, "bwq runtime: descriptor too short");
+    return nullptr;
+  }
+  return wrap(env, new ModelRef{std::move(m)}, kModelTag,
+              [](napi_env, void *p, void *) { delete static_cast<ModelRef *>(p); });
+}
+
+// rtSetTensor(model, slot, dtype 0 f32 | 1 bf16 | 2 f16 | 3 u32, shape number[], data TypedArray)
+napi_value SetTensor(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!args(env, info, 5, argv)) return nullptr;
+  ModelRef *ref = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model");
+  if (!ref) return nullptr;
+  if (!ref->model) {
+    throw_error(env, "bwq runtime: model was freed");
+    return nullptr;
+  }
+  const std::string slot = string_of(env, argv[1]);
+  const int dt = int_of(env, argv[2]);
+  uint32_t rank = 0;
+  napi_get_array_length(env, argv[3], &rank);
+  std::vector<int64_t> shape(rank);
+  for (uint32_t j = 0; j < rank; ++j) {
+    napi_value e;
+    napi_get_element(env, argv[3], j, &e);
+    double x = 0;
+    napi_get_value_double(env, e, &x);
+    shape[j] = (int64_t)x;
+  }
+  bool is = false;
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  napi_value ab;
+  size_t off;
+  if (napi_is_typedarray(env, argv[4], &is) != napi_ok || !is ||
+      napi_get_typedarray_info(env, argv[4], &type, &length, &data, &ab, &off) != napi_ok) {
+    napi_throw_type_error(env, "BWQ_ARGS", "bwq runtime: tensor data must be a typed array");
+    return nullptr;
+  }
+  size_t elem = type == napi_uint8_array || type == napi_int8_array ? 1
+                : type == napi_uint16_array || type == napi_int16_array ? 2
+                : type == napi_float64_array ? 8 : 4;
+  const DType dtype = dt == 1 ? DType::BF16 : dt == 2 ? DType::F16 : DType::F32;
+  const std::string err = set_tensor(*ref->model, slot, dtype, shape, data, length * elem);
+  if (!err.empty()) {
+    throw_error(env, err);
+    return nullptr;
+  }
+  return nullptr;
+}
+
+// rtMissing(model) -> '' or the first slot never set
+napi_value Missing(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!args(env, info, 1, argv)) return nullptr;
+  ModelRef *ref = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model");
+  if (!ref || !ref->model) return nullptr;
+  napi_value s;
+  napi_create_string_utf8(env, ref->model->missing().c_str(), NAPI_AUTO_LENGTH, &s);
+  return s;
+}
+
+// rtSession(model, batch, maxT, maxChunk) -> session; throws a one-line error when memory is short.
+napi_value NewSession(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!args(env, info, 4, argv)) return nullptr;
+  ModelRef *ref = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model");
+  if (!ref || !ref->model) return nullptr;
+  Model &m = *ref->model;
+  const int batch = int_of(env, argv[1]), max_t = int_of(env, argv[2]), chunk = int_of(env, argv[3]);
+  if (batch < 1 || max_t < 1 || chunk < 1) {
+    throw_error(env, "bwq runtime: batch, maxT and maxChunk must be >= 1");
+    return nullptr;
+  }
+  const size_t need = Session::estimate_bytes(m, batch, max_t, chunk), have = m.be->free_memory();
+  if (need > have) {
+    throw_error(env, "not enough memory on " + std::string(m.be->name()) + ": the KV cache and scratch need " +
+                         std::to_string(need >> 20) + " MiB beyond the model's " + std::to_string(m.bytes >> 20) +
+                         " MiB, " + std::to_string(have >> 20) + " MiB free");
+    return nullptr;
+  }
+  auto s = std::make_unique<Session>(m, batch, max_t, chunk);
+  const std::string err = s->init();
+  if (!err.empty()) {
+    s.reset();  // frees what it allocated
+    m.be->clear_error();
+    throw_error(env, err);
+    return nullptr;
+  }
+  SessionRef *sr = new SessionRef{std::move(s), nullptr};
+  napi_create_reference(env, argv[0], 1, &sr->model_ref);
+  return wrap(env, sr, kSessionTag, [](napi_env e, void *p, void *) {
+    SessionRef *r = static_cast<SessionRef *>(p);
+    r->session.reset();
+    if (r->model_ref) napi_delete_reference(e, r->model_ref);
+    delete r;
+  });
+}
+
+SessionRef *session_of(napi_env env, napi_value v) {
+  SessionRef *s = unwrap<SessionRef>(env, v, kSessionTag, "runtime session");
+  if (s && !s->session) {
+    throw_error(env, "bwq runtime: session was closed");
+    return nullptr;
+  }
+  return s;
+}
+
+// rtForward(session, ids Int32Array, t, mode 0 none | 1 last | 2 all, out Float32Array | null)
+napi_value Forward(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!args(env, info, 5, argv)) return nullptr;
+  SessionRef *s = session_of(env, argv[0]);
+  if (!s) return nullptr;
+  int32_t *ids;
+  size_t n;
+  if (!typed(env, argv[1], napi_int32_array, (void **)&ids, &n, "ids")) return nullptr;
+  const int t = int_of(env, argv[2]), mode = int_of(env, argv[3]);
+  float *out = nullptr;
+  size_t out_n = 0;
+  if (mode != 0 && !typed(env, argv[4], napi_float32_array, (void **)&out, &out_n, "logits")) return nullptr;
+  Session &ss = *s->session;
+  (void)out_n;
+  const std::string err = ss.forward(ids, t, mode, out, nullptr);
+  if (!err.empty()) {
+    throw_error(env, err);
+    return nullptr;
+  }
+  return nullptr;
+}
+
+// rtNll(session, ids Int32Array, t) -> sum of the next-token NLL over positions 0..t-2 of every sequence
+napi_value Nll(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!args(env, info, 3, argv)) return nullptr;
+  SessionRef *s = session_of(env, argv[0]);
+  if (!s) return nullptr;
+  int32_t *ids;
+  size_t n;
+  if (!typed(env, argv[1], napi_int32_array, (void **)&ids, &n, "ids")) return nullptr;
+  double sum = 0;
+  const std::string err = s->session->forward(ids, int_of(env, argv[2]), 0, nullptr, &sum);
+  if (!err.empty()) {
+    throw_error(env, err);
+    return nullptr;
+  }
+  napi_value v;
+  napi_create_double(env, sum, &v);
+  return v;
+}
+
+napi_value Reset(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!args(env, info, 1, argv)) return nullptr;
+  if (SessionRef *s = session_of(env, argv[0])) s->session->reset();
+  return nullptr;
+}
+
+// rtInfo(session) -> { position, device, sessionBytes, modelBytes }
+napi_value Info(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!args(env, info, 1, argv)) return nullptr;
+  SessionRef *s = session_of(env, argv[0]);
+  if (!s) return nullptr;
+  napi_value model_v;
+  napi_get_reference_value(env, s->model_ref, &model_v);
+  ModelRef *m = unwrap<ModelRef>(env, model_v, kModelTag, "runtime model");
+  if (!m) return nullptr;
+  napi_value o, v;
+  napi_create_object(env, &o);
+  napi_create_int32(env, s->session->position(), &v);
+  napi_set_named_property(env, o, "position", v);
+  napi_create_string_utf8(env, m->model->be->name(), NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, o, "device", v);
+  napi_create_double(env, (double)s->session->bytes(), &v);
+  napi_set_named_property(env, o, "sessionBytes", v);
+  napi_create_double(env, (double)m->model->bytes, &v);
+  napi_set_named_property(env, o, "modelBytes", v);
+  return o;
+}
+
+// rtModelBytes(model) -> bytes of the weights on the device
+napi_value ModelBytes(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!args(env, info, 1, argv)) return nullptr;
+  ModelRef *m = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model");
+  if (!m || !m->model) return nullptr;
+  napi_value v;
+  napi_create_double(env, (double)m->model->bytes, &v);
+  return v;
+}
+
+// rtFree(modelOrSession): frees the native memory now (later calls with it throw).
+napi_value Free(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!args(env, info, 1, argv)) return nullptr;
+  bool is_session = false;
+  napi_check_object_type_tag(env, argv[0], &kSessionTag, &is_session);
+  if (is_session) {
+    SessionRef *s = unwrap<SessionRef>(env, argv[0], kSessionTag, "runtime session");
+    if (s) s->session.reset();
+    return nullptr;
+  }
+  ModelRef *m = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model or session");
+  if (m) m->model.reset();
+  return nullptr;
+}
+
+}  // namespace
+
+void register_runtime(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+      {"rtOpen", nullptr, Open, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rtSetTensor", nullptr, SetTensor, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rtMissing", nullptr, Missing, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rtSession", nullptr, NewSession, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rtForward", nullptr, Forward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rtNll", nullptr, Nll, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rtReset", nullptr, Reset, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rtInfo", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rtFree", nullptr, Free, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rtModelBytes", nullptr, ModelBytes, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

@@ -1,0 +1,41 @@
+#!/bin/sh
+# Builds libbwq_cuda.so (for this machine's GPU), the CPU backend and native/test/runtime_ops_check.cpp, then
+# checks every op of the CUDA backend against the CPU backend. Usage (repo root, on a GPU machine):
+#   sh native/test/runtime-ops-check.sh [BUILD_DIR] [--quick]
+# BWQ_CUDA_ARCHS overrides the GPU target (default: the first GPU's compute capability, 90a on Hopper).
+set -u
+B=${1:-/tmp/bwq-runtime-check}
+shift 2>/dev/null || true
+NATIVE=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$B"
+if [ -z "${BWQ_CUDA_ARCHS:-}" ]; then
+  cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+  [ "$cc" = "90" ] && cc=90a
+  BWQ_CUDA_ARCHS=${cc:-90a}
+fi
+export BWQ_CUDA_ARCHS BWQ_CUDA_PTX=${BWQ_CUDA_PTX:-}
+# cuBLAS (dlopen'ed by libbwq_cuda.so for the float GEMMs), as native/test/gpu-run.sh finds it
+if [ -z "${BWQ_CUBLAS:-}" ]; then
+  for c in /usr/local/cuda/lib64/libcublas.so /usr/local/cuda/lib64/libcublas.so.13 /usr/local/cuda/lib64/libcublas.so.12; do
+    [ -e "$c" ] && BWQ_CUBLAS=$c && break
+  done
+fi
+if [ -z "${BWQ_CUBLAS:-}" ]; then
+  BWQ_CUBLAS=$(python3 -c "import nvidia.cublas,os,glob;d=os.path.dirname(nvidia.cublas.__file__);print((glob.glob(d+'/lib/libcublas.so*'))[0])" 2>/dev/null || true)
+fi
+export BWQ_CUBLAS
+t0=$(date +%s)
+rm -f "$B/libbwq_cuda.so"
+sh "$NATIVE/build-cuda.sh" "$B" &
+CXX=${CXX:-g++}
+F="-O3 -std=gnu++17 -fPIC"
+$CXX $F -c "$NATIVE/src/kernels_scalar.cpp" -o "$B/ks.o" &
+$CXX $F -mavx2 -mpopcnt -c "$NATIVE/src/kernels_avx2.cpp" -o "$B/k2.o" &
+$CXX $F -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx512vnni -mpopcnt -Wno-uninitialized \
+  -Wno-maybe-uninitialized -c "$NATIVE/src/kernels_avx512.cpp" -o "$B/k5.o" &
+wait
+$CXX $F "$NATIVE/test/runtime_ops_check.cpp" "$NATIVE/runtime/cpu_backend.cpp" "$NATIVE"/ops/*/*_cpu.cpp \
+  "$NATIVE/src/cpu.cpp" "$B/ks.o" "$B/k2.o" "$B/k5.o" -ldl -lpthread -o "$B/runtime_ops_check" || exit 1
+[ -f "$B/libbwq_cuda.so" ] || { echo "CUDA build failed"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s (sm: $BWQ_CUDA_ARCHS, cublas: ${BWQ_CUBLAS:-none})"
+"$B/runtime_ops_check" "$B/libbwq_cuda.so" "$@"

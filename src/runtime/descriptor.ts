@@ -1,0 +1,74 @@
+/**
+ * The numeric description of a model that the native runtime takes (native/src/addon_runtime.cpp reads it
+ * in this order): the config, the table of input preparations (rotation + activation quantizer, shared by
+ * linears with equal keys), the rotations' factor sizes, and per layer which linears are packed, their
+ * input, low-rank rank and bias, and the four attention-operand quantizers.
+ */
+import { BwqError } from '../errors.js';
+import type { ModelConfig } from '../model/config.js';
+import type { ActivationQuantizer, AttentionRecipe, LinearRole } from '../quant/recipe.js';
+
+export const ROLES: readonly LinearRole[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+
+export interface InputPrepDescription {
+  /** index into `rotations`, or −1 */
+  rotation: number;
+  quantizer: ActivationQuantizer;
+}
+
+export interface LinearDescription {
+  packed: boolean;
+  input: number;
+  rank: number;
+  bias: boolean;
+}
+
+export interface ModelDescription {
+  config: ModelConfig;
+  ropeHalf: number;
+  inputs: InputPrepDescription[];
+  /** Kronecker factors R1 [a, a] and R2 [b, b] by tensor name */
+  rotations: { a: number; b: number; r1: string; r2: string }[];
+  layers: { linears: LinearDescription[]; attention: AttentionRecipe | undefined }[];
+}
+
+const NONE: ActivationQuantizer = { kind: 'none' };
+
+function quantizerCodes(q: ActivationQuantizer): [number, number, number] {
+  switch (q.kind) {
+    case 'none': return [0, 0, 0];
+    case 'int': return [1, q.bits, q.clipRatio];
+    case 'ternary': return [2, 0, q.thresholdRatio];
+    case 'binary': return [3, 0, 0];
+  }
+}
+
+function actCode(config: ModelConfig): number {
+  switch (config.hiddenAct) {
+    case 'silu': return 0;
+    case 'gelu': return 1;
+    case 'gelu_new':
+    case 'gelu_pytorch_tanh': return 2;
+    case 'relu': return 3;
+  }
+}
+
+/** The Float64Array native/src/addon_runtime.cpp reads. */
+export function encodeDescription(d: ModelDescription, file: string): Float64Array {
+  const c = d.config;
+  const out: number[] = [c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim,
+    c.vocabSize, c.maxPositionEmbeddings, c.slidingWindow ?? 0, d.ropeHalf, c.normEps, actCode(c), c.qkNorm ? 1 : 0];
+  out.push(d.inputs.length);
+  for (const input of d.inputs) out.push(input.rotation, ...quantizerCodes(input.quantizer));
+  out.push(d.rotations.length);
+  for (const r of d.rotations) out.push(r.a, r.b);
+  for (const [i, layer] of d.layers.entries()) {
+    for (const lin of layer.linears) out.push(lin.packed ? 1 : 0, lin.input, lin.rank, lin.bias ? 1 : 0);
+    const a = layer.attention;
+    if (a?.probs.kind === 'binary') {
+      throw new BwqError(`layer ${i}: a binary probability quantizer is not supported by the runtime`, { file });
+    }
+    for (const q of [a?.query ?? NONE, a?.key ?? NONE, a?.probs ?? NONE, a?.value ?? NONE]) out.push(...quantizerCodes(q));
+  }
+  return Float64Array.from(out);
+}
