@@ -1868,8 +1868,8 @@ bool load_cublas() {
   const char *names[] = {getenv("BWQ_CUBLAS"), "libcublas.so.13", "libcublas.so.12", "libcublas.so",
                          "/usr/local/cuda/lib64/libcublas.so"};
   void *h = nullptr;
-  for (const char *nm : names)
-    if (nm && (h = dlopen(nm, RTLD_NOW | RTLD_LOCAL))) break;
+  for (const char *nm : names)  // (an empty BWQ_CUBLAS is skipped: dlopen("") would return the program itself)
+    if (nm && *nm && (h = dlopen(nm, RTLD_NOW | RTLD_LOCAL))) break;
   if (!h) return false;
   g_cublas.create = (cublasCreate_t)dlsym(h, "cublasCreate_v2");
   g_cublas.destroy = (cublasDestroy_t)dlsym(h, "cublasDestroy_v2");

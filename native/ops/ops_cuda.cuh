@@ -80,7 +80,8 @@ cudaError_t kv_store(const bwq::rt::KvLayer &kv, const float *k, const float *v,
                      const Quantizer &key, const Quantizer &value, cudaStream_t st);
 // Scratch: attention_scratch_floats() floats of global memory when the scores of a row do not fit in shared
 // memory (0 otherwise); the kernel then runs on at most that many / S blocks.
-size_t attention_scratch_floats(const bwq::rt::AttentionShape &shape, int max_smem, int num_sms);
+size_t attention_scratch_floats(const bwq::rt::AttentionShape &shape, const bwq::rt::KvLayer &kv, int max_smem,
+                                int num_sms);
 cudaError_t attention(const float *q, const bwq::rt::KvLayer &kv, const bwq::rt::AttentionShape &shape,
                       const bwq::rt::AttentionRecipe &r, float *ctx, float *scratch, int max_smem, int num_sms,
                       cudaStream_t st);

@@ -99,6 +99,11 @@ struct KvLayer {
   float *k_hat = nullptr, *v_hat = nullptr;
   int8_t *k_codes = nullptr;
   float *k_scales = nullptr;
+  // When set (device memory), kv_store and attention take pos0 from *device_pos0 on the device and the probs row
+  // length is pos0 + t, so a recorded decoding step replays at any position; the host-side pos0 then only has to
+  // be valid at recording time (the CUDA attention sizes its launch for max_t). Backends that never record
+  // (the CPU) use the host pos0.
+  const int32_t *device_pos0 = nullptr;
 };
 
 struct Backend {
@@ -116,6 +121,14 @@ struct Backend {
   virtual size_t free_memory() = 0;  // bytes this backend can still allocate (best estimate)
   virtual const char *error() const = 0;  // first recorded error, or nullptr
   virtual void clear_error() = 0;
+
+  // ---- recorded steps (CUDA graphs): between capture_begin() and capture_end() ops are recorded, not run;
+  // capture_end() returns the executable recording, or nullptr when recording failed (the ops must then be run
+  // again eagerly); replay() runs it. Recorded ops may not depend on host data. Default: never records.
+  virtual bool capture_begin() { return false; }
+  virtual void *capture_end() { return nullptr; }
+  virtual void replay(void *recording) { (void)recording; }
+  virtual void free_recording(void *recording) { (void)recording; }
 
   virtual bool alloc_codes(Codes &c, CodeForm form, int max_rows, int cols) = 0;
   virtual void free_codes(Codes &c) = 0;

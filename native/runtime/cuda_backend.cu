@@ -107,6 +107,36 @@ class CudaBackend final : public Backend {
     cudaGetLastError();
   }
 
+  // ---- recorded steps: stream capture into a CUDA graph. An op that would allocate or synchronise while
+  // recording (a workspace that has to grow) invalidates the capture; capture_end() then returns nullptr and
+  // the caller runs the step eagerly (after one eager step every workspace has its size).
+  bool capture_begin() override {
+    if (has_err_) return false;
+    if (cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return true;
+  }
+  void *capture_end() override {
+    cudaGraph_t g = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(st_, &g);
+    cudaGraphExec_t x = nullptr;
+    const bool ok = e == cudaSuccess && g && !has_err_ && cudaGraphInstantiate(&x, g, 0) == cudaSuccess;
+    if (g) cudaGraphDestroy(g);
+    if (!ok) {
+      x = nullptr;
+      clear_error();  // the recording failed, not the ops: the caller runs them eagerly
+    }
+    return x;
+  }
+  void replay(void *recording) override {
+    if (!has_err_ && recording) check("replay", cudaGraphLaunch((cudaGraphExec_t)recording, st_));
+  }
+  void free_recording(void *recording) override {
+    if (recording) cudaGraphExecDestroy((cudaGraphExec_t)recording);
+  }
+
   bool alloc_codes(Codes &c, CodeForm form, int max_rows, int cols) override {
     c = Codes{};
     if (max_rows <= 0 || cols <= 0) return fail("alloc_codes: %d rows of %d columns", max_rows, cols);
@@ -270,7 +300,7 @@ class CudaBackend final : public Backend {
       return (void)fail("attention: shape (batch %d, t %d, pos0 %d, heads %d/%d, head_dim %d) does not fit the cache",
                         s.batch, s.t, s.pos0, s.n_heads, s.n_kv_heads, s.head_dim);
     float *scratch = nullptr;
-    if (const size_t floats = bwq_ops::attention_scratch_floats(s, max_smem_, num_sms_))
+    if (const size_t floats = bwq_ops::attention_scratch_floats(s, kv, max_smem_, num_sms_))
       if (!(scratch = (float *)grow(att_, floats * sizeof(float), "attention"))) return;
     check("attention", bwq_ops::attention(q, kv, s, r, ctx, scratch, max_smem_, num_sms_, st_));
   }

@@ -48,6 +48,7 @@ Session::Session(Model &m, int batch, int max_t, int max_chunk)
       max_rows_(batch * std::min(max_chunk, max_t)) {}
 
 Session::~Session() {
+  for (void *r : recordings_) be_->free_recording(r);
   for (auto &kv : codes_) be_->free_codes(kv.second);
   for (void *p : owned_) be_->free(p);
 }
@@ -187,7 +188,7 @@ void Session::layer(int l, int rows, int chunk_t, int pos, int probs_len) {
   sh.n_heads = c.n_heads;
   sh.n_kv_heads = c.n_kv_heads;
   sh.head_dim = c.head_dim;
-  sh.sliding_window = c.sliding_window > 0 && probs_len > c.sliding_window ? c.sliding_window : 0;
+  sh.sliding_window = c.sliding_window;  // (no-op while the sequence is shorter than the window)
   sh.probs_len = probs_len;
   sh.scaling = 1.0 / sqrt((double)c.head_dim);
   be_->attention(q_, kv_[l], sh, L.attention, x_);
@@ -218,6 +219,7 @@ std::string Session::forward(const int32_t *ids, int t, int logits, float *logit
   for (int i = 0; i < batch_ * t; ++i)
     if (ids[i] < 0 || ids[i] >= c.vocab)
       return "token id " + std::to_string(ids[i]) + " is outside the model's vocabulary (" + std::to_string(c.vocab) + ")";
+  if (t == 1 && !nll_out && logits != 2 && be_->is_device()) return decode_step(ids, logits, logits_out);
   const int probs_len = pos_ + t;
   std::vector<int32_t> chunk_ids, chunk_pos, targets;
   std::vector<double> nll_host;
@@ -274,6 +276,45 @@ std::string Session::forward(const int32_t *ids, int t, int logits, float *logit
     }
     if (const char *e = be_->error()) return e;
   }
+  be_->sync();
+  if (const char *e = be_->error()) return e;
+  return "";
+}
+
+// One token per sequence on a device backend. The step from the embedding to the logits is recorded once per
+// logits mode, after one eager step (so every workspace already has its size), and replayed at every later
+// position: the positions live on the device (KvLayer::device_pos0), so the recording does not depend on them.
+// When recording is not possible the steps run eagerly.
+std::string Session::decode_step(const int32_t *ids, int logits, float *logits_out) {
+  const ModelConfig &c = m_.cfg;
+  const int pos = pos_;
+  std::vector<int32_t> positions(batch_, pos);
+  be_->upload(ids_, ids, 4 * (size_t)batch_);
+  be_->upload(positions_, positions.data(), 4 * (size_t)batch_);
+  for (KvLayer &kv : kv_) kv.device_pos0 = positions_;
+  auto run = [&]() {
+    be_->embed(ids_, batch_, m_.embed.data, m_.embed.dtype, c.hidden, h_);
+    for (int l = 0; l < c.n_layers; ++l) layer(l, batch_, 1, pos, pos + 1);
+    be_->rms_norm(h_, batch_, c.hidden, m_.final_norm, c.eps, x_);
+    if (logits == 1) be_->gemm(x_, batch_, c.hidden, m_.lm_head, logits_, c.vocab, false);
+  };
+  void *&rec = recordings_[logits == 1 ? 1 : 0];
+  if (!rec && replay_ok_ && eager_steps_ > 0 && batch_ <= logit_rows_) {
+    if (be_->capture_begin()) {
+      run();
+      rec = be_->capture_end();
+    }
+    if (!rec) replay_ok_ = false;
+  }
+  if (rec) {
+    be_->replay(rec);
+  } else {
+    run();
+    ++eager_steps_;
+  }
+  if (logits == 1) be_->download(logits_out, logits_, 4 * (size_t)batch_ * c.vocab);
+  for (KvLayer &kv : kv_) kv.device_pos0 = nullptr;
+  pos_ += 1;
   be_->sync();
   if (const char *e = be_->error()) return e;
   return "";

@@ -96,9 +96,12 @@ class Session {
   std::string forward(const int32_t *ids, int t, int logits, float *logits_out, double *nll_out);
 
   size_t bytes() const { return bytes_; }
+  // True once decoding steps returning the last logits run from a recording (CUDA graph).
+  bool replaying() const { return recordings_[1] != nullptr; }
 
  private:
   void layer(int l, int rows, int chunk_t, int pos, int probs_len);
+  std::string decode_step(const int32_t *ids, int logits, float *logits_out);
   void linear(const Linear &lin, const float *x, int rows, float *y);
   void prepare(int input, const float *x, int rows, int cols);
   Codes &codes_for(CodeForm form, int cols);
@@ -122,6 +125,10 @@ class Session {
   int32_t *acc_ = nullptr, *ids_ = nullptr, *positions_ = nullptr, *targets_ = nullptr;
   double *nll_ = nullptr;
   int logit_rows_ = 1;
+  // recorded decoding steps by logits mode (0 none, 1 last); eager steps run so far; false once recording failed
+  void *recordings_[2] = {nullptr, nullptr};
+  int eager_steps_ = 0;
+  bool replay_ok_ = true;
 };
 
 }  // namespace rt

@@ -340,7 +340,7 @@ napi_value Reset(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// rtInfo(session) -> { position, device, sessionBytes, modelBytes }
+// rtInfo(session) -> { position, device, sessionBytes, modelBytes, replaying }
 napi_value Info(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!args(env, info, 1, argv)) return nullptr;
@@ -360,6 +360,8 @@ napi_value Info(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, o, "sessionBytes", v);
   napi_create_double(env, (double)m->model->bytes, &v);
   napi_set_named_property(env, o, "modelBytes", v);
+  napi_get_boolean(env, s->session->replaying(), &v);
+  napi_set_named_property(env, o, "replaying", v);
   return o;
 }
 

@@ -1,19 +1,20 @@
 // Checks the CUDA backend of the compute engine (libbwq_cuda.so, bwq_cuda_backend_create) against the CPU backend
 // (bwq::rt::cpu_backend(), the reference): every op of native/runtime/backend.h on the same random inputs, several
 // shapes each. Build and run on a GPU machine: sh native/test/runtime-ops-check.sh  (usage: runtime_ops_check
-// [path/to/libbwq_cuda.so] [--quick] [--bench]; --bench also times a few decoder-sized ops on the GPU).
+// [path/to/libbwq_cuda.so] [--quick] [--bench] [--only=embed,norm,rotate,quantize,linear,gemm,elementwise,loss,
+// attention,errors]; --bench also times a few decoder-sized ops on the GPU).
 //
 // Comparisons (GPU result a against CPU result b):
 //  - exact (bit for bit): embed, gather_rows, add, add_bias, quantize (codes, scales, x_hat; the CUDA codes'
 //    padding must be zero), packed_linear (its output is a pure function of the exact integer sums), kv_store
 //    (k_hat, v_hat, k_codes, k_scales), rms_norm and rope (same rounding points; the double sums / cos / sin may
 //    in rare cases round differently, which this check would report);
-//  - element-wise relative: err = max_i |a_i - b_i| / |b_i|: gated_act 1e-6 (exp / erf / tanh of CUDA against
+//  - gated_act normalised (below) at 1e-6, as GELU's 1 + erf(x) cancels for large negative x (exp / erf / tanh of CUDA against
 //    glibc in double, rounded once to float; the CPU's SiLU now uses its float32 exp_f32); nll_rows 1e-6 (double
 //    sums; the CPU's exps are float32 exp_f32, the CUDA ones double as backend.h says);
 //  - normalised, for sums whose order differs: err = max_i |a_i - b_i| / max_i |b_i|: kron_rotate 1e-5,
 //    float_binary_linear 1e-5, gemm F32 1e-5, gemm BF16 1e-2 and F16 2e-3 (cuBLAS rounds the activations to the
-//    weights' 16-bit type; the CPU keeps them float32), attention 1e-5 (float dot products and P.V sums of up to
+//    weights' 16-bit type; the CPU keeps them float32), attention 3e-5 (float dot products and P.V sums of up to
 //    70000 terms in another order).
 //  Output buffers start with different garbage on the two backends, so an output an op fails to write differs.
 //  - attention with a quantized probability row: a score that differs in its last bit can move one P across a
@@ -468,7 +469,7 @@ void check_elementwise() {
       const char *names[] = {"silu", "gelu", "gelu_tanh", "relu"};
       const std::string shape = fmt("%s count=%zu", names[(int)act], count);
       if (backends_ok("gated_act", shape))
-        check_floats("gated_act", shape, da.c, da.g, count, act == Act::RELU ? 0 : 1e-6, false);
+        check_floats("gated_act", shape, da.c, da.g, count, act == Act::RELU ? 0 : 1e-6);
     }
     drop(da), drop(db);
   }
@@ -586,7 +587,7 @@ void check_attention_case(const AttnCase &a) {
     G->attention((const float *)dq.g, kv.g, sh, a.r, (float *)dctx.g);
     if (backends_ok("attention", shape)) {
       const auto b = get<float>(C, dctx.c, (size_t)rows * qw), g = get<float>(G, dctx.g, (size_t)rows * qw);
-      const double tol = 1e-5;
+      const double tol = 3e-5;
       const int nrows = rows * a.n_heads;
       const FloatCmp all = cmp_floats(g.data(), b.data(), b.size(), tol);
       double mx = 0;
@@ -727,11 +728,14 @@ void bench() {
 int main(int argc, char **argv) {
   const char *lib = "build/Release/libbwq_cuda.so";
   bool do_bench = false;
+  std::string only;  // --only=a,b: just the checks whose group names are listed
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--quick")) g_quick = true;
     else if (!strcmp(argv[i], "--bench")) do_bench = true;
+    else if (!strncmp(argv[i], "--only=", 7)) only = std::string(",") + (argv[i] + 7) + ",";
     else lib = argv[i];
   }
+  auto want = [&](const char *group) { return only.empty() || only.find(std::string(",") + group + ",") != std::string::npos; };
   void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
   if (!h) {
     fprintf(stderr, "cannot open %s: %s\n", lib, dlerror());
@@ -751,16 +755,16 @@ int main(int argc, char **argv) {
   }
   C = cpu_backend();
   printf("reference: %s\ndevice:    %s\n", C->name(), G->name());
-  check_embed_gather();
-  check_norm_rope();
-  check_rotate();
-  check_quantize();
-  check_linear();
-  check_gemm();
-  check_elementwise();
-  check_nll();
-  check_attention();
-  check_errors();
+  if (want("embed")) check_embed_gather();
+  if (want("norm")) check_norm_rope();
+  if (want("rotate")) check_rotate();
+  if (want("quantize")) check_quantize();
+  if (want("linear")) check_linear();
+  if (want("gemm")) check_gemm();
+  if (want("elementwise")) check_elementwise();
+  if (want("loss")) check_nll();
+  if (want("attention")) check_attention();
+  if (want("errors")) check_errors();
   if (do_bench) bench();
   printf("%d passed, %d failed\n", g_pass, g_fail);
   delete G;

@@ -29,7 +29,11 @@ export interface E2eOptions {
   log?: (line: string) => void;
 }
 
-export interface E2eDecodeRow { batch: number; prompt: number; steps: number; seconds: number; tokensPerSecond: number }
+export interface E2eDecodeRow {
+  batch: number; prompt: number; steps: number; seconds: number; tokensPerSecond: number;
+  /** the steps replayed a recorded step (CUDA graph) */
+  replayed: boolean;
+}
 export interface E2eRow {
   variant: RandomVariant;
   device: string;
@@ -99,8 +103,10 @@ export async function runE2eBench(configName: string, o: E2eOptions): Promise<E2
           };
           run(Math.min(8, o.steps));  // warm-up
           const seconds = run(o.steps);
-          decode.push({ batch, prompt: o.prompt, steps: o.steps, seconds, tokensPerSecond: (batch * o.steps) / seconds });
-          log(`${variant}: decode batch ${batch}: ${((batch * o.steps) / seconds).toFixed(1)} tokens/s`);
+          decode.push({ batch, prompt: o.prompt, steps: o.steps, seconds, tokensPerSecond: (batch * o.steps) / seconds,
+            replayed: s.replaying });
+          log(`${variant}: decode batch ${batch}: ${((batch * o.steps) / seconds).toFixed(1)} tokens/s` +
+            `${s.replaying ? ' (recorded step replayed)' : ''}`);
         } finally {
           s.close();
         }

@@ -120,6 +120,9 @@ function openSession(addon: RuntimeAddon, model: RuntimeModelHandle, c: ModelCon
       return addon.rtInfo(session).position;
     },
     residentBytes: info.modelBytes + info.sessionBytes,
+    get replaying() {
+      return addon.rtInfo(session).replaying;
+    },
     reset() {
       addon.rtReset(session);
     },

@@ -25,7 +25,8 @@ export interface RuntimeAddon {
   rtForward(session: RuntimeSessionHandle, ids: Int32Array, t: number, mode: number, out: Float32Array | null): void;
   rtNll(session: RuntimeSessionHandle, ids: Int32Array, t: number): number;
   rtReset(session: RuntimeSessionHandle): void;
-  rtInfo(session: RuntimeSessionHandle): { position: number; device: string; sessionBytes: number; modelBytes: number };
+  rtInfo(session: RuntimeSessionHandle): { position: number; device: string; sessionBytes: number; modelBytes: number;
+    replaying: boolean };
   rtFree(handle: RuntimeModelHandle | RuntimeSessionHandle): void;
   rtModelBytes(model: RuntimeModelHandle): number;
 }

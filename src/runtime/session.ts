@@ -25,6 +25,8 @@ export interface RuntimeSession {
   readonly position: number;
   /** Bytes held on the device: weights, cache and scratch. */
   readonly residentBytes: number;
+  /** True once one-token forwards returning the last logits replay a recorded step (CUDA graph). */
+  readonly replaying: boolean;
   /** Forgets the cache (position back to 0). */
   reset(): void;
   /**

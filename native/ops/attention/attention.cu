@@ -23,12 +23,13 @@ namespace {
 constexpr int ATT_MAX_THREADS = 1024, ATT_UNROLL = 4;
 
 __global__ void __launch_bounds__(128) kv_store_kernel(const float *__restrict__ k, const float *__restrict__ v,
-                                                       int t, int pos0, int n_kv, int hd, int max_t, Quantizer key,
+                                                       int t, int pos0_host, const int32_t *pos0_dev, int n_kv, int hd, int max_t, Quantizer key,
                                                        Quantizer value, bool key_codes, float *__restrict__ k_hat,
                                                        float *__restrict__ v_hat, int8_t *__restrict__ k_codes,
                                                        float *__restrict__ k_scales) {
   const int row = blockIdx.x;  // (b * t + i) * n_kv + g
   const int g = row % n_kv, bi = row / n_kv, i = bi % t, b = bi / t;
+  const int pos0 = pos0_dev ? *pos0_dev : pos0_host;
   const size_t src = (size_t)row * hd;
   const size_t cell = ((size_t)b * max_t + pos0 + i) * n_kv + g;
   const float *kr = k + src, *vr = v + src;
@@ -50,7 +51,8 @@ struct AttnArgs {
   const float *k_hat, *v_hat;
   const int8_t *k_codes;
   const float *k_scales;
-  int t, pos0, n_heads, n_kv, hd, window, max_t, S, L, rows;  // S keys, L the probabilities' row length
+  int t, pos0, n_heads, n_kv, hd, window, max_t, S, L, rows;  // S keys (the layout's capacity), L probs row length
+  const int32_t *pos0_dev;  // when set: pos0 read here, S and L = pos0 + t (a replayable step)
   double scaling;
   Quantizer qq, pq;
   bool int_scores;
@@ -68,9 +70,10 @@ __global__ void __launch_bounds__(ATT_MAX_THREADS) attention_kernel(AttnArgs A) 
   int8_t *q_code = reinterpret_cast<int8_t *>(q_hat + (hd + 3) / 4 * 4);
   float *part = reinterpret_cast<float *>(q_code + (hd + 15) / 16 * 16);
   const int group = A.n_heads / A.n_kv;
+  const int pos0 = A.pos0_dev ? *A.pos0_dev : A.pos0, L = A.pos0_dev ? pos0 + A.t : A.L;
   for (int row = blockIdx.x; row < A.rows; row += gridDim.x) {
     const int i = row % A.t, bh = row / A.t, h = bh % A.n_heads, b = bh / A.n_heads, g = h / group;
-    const int ipos = A.pos0 + i, hi = ipos + 1;
+    const int ipos = pos0 + i, hi = ipos + 1;
     const int lo = A.window > 0 && ipos - A.window + 1 > 0 ? ipos - A.window + 1 : 0;
     const size_t qoff = ((size_t)(b * A.t + i) * A.n_heads + h) * hd;
     const size_t kv0 = (size_t)b * A.max_t * A.n_kv + g;  // cell of key j: kv0 + j * n_kv
@@ -141,7 +144,7 @@ __global__ void __launch_bounds__(ATT_MAX_THREADS) attention_kernel(AttnArgs A) 
       sc[j] = __double2float_rn(__dmul_rn(exp((double)sc[j] - (double)mx), inv));
     __syncthreads();
     // probs quantizer over the row of length L (zeros outside [lo, hi))
-    const RowQuant rp = block_row_quant(A.pq, A.L, lo, hi, [&](int j) { return sc[j]; });
+    const RowQuant rp = block_row_quant(A.pq, L, lo, hi, [&](int j) { return sc[j]; });
     if (A.pq.kind != QKind::NONE) {
       for (int j = lo + tid; j < hi; j += blockDim.x) sc[j] = quant_hat(A.pq, rp, sc[j], quant_code(A.pq, rp, sc[j]));
       __syncthreads();
@@ -193,14 +196,21 @@ cudaError_t kv_store(const bwq::rt::KvLayer &kv, const float *k, const float *v,
                      const Quantizer &key, const Quantizer &value, cudaStream_t st) {
   const int rows = batch * t * kv.n_kv_heads;
   const bool key_codes = has_int_codes(key) && kv.k_codes && kv.k_scales;
-  kv_store_kernel<<<rows, kv.head_dim >= 128 ? 128 : 64, 0, st>>>(k, v, t, pos0, kv.n_kv_heads, kv.head_dim,
+  kv_store_kernel<<<rows, kv.head_dim >= 128 ? 128 : 64, 0, st>>>(k, v, t, pos0, kv.device_pos0, kv.n_kv_heads,
+                                                                  kv.head_dim,
                                                                   kv.max_t, key, value, key_codes, kv.k_hat,
                                                                   kv.v_hat, kv.k_codes, kv.k_scales);
   return cudaGetLastError();
 }
 
-size_t attention_scratch_floats(const bwq::rt::AttentionShape &shape, int max_smem, int num_sms) {
-  const size_t S = (size_t)shape.pos0 + shape.t;
+// Keys the launch is laid out for: pos0 + t, or the cache's max_t for a replayable step (position on the device).
+size_t layout_keys(const bwq::rt::AttentionShape &shape, const bwq::rt::KvLayer &kv) {
+  return kv.device_pos0 ? (size_t)kv.max_t : (size_t)shape.pos0 + shape.t;
+}
+
+size_t attention_scratch_floats(const bwq::rt::AttentionShape &shape, const bwq::rt::KvLayer &kv, int max_smem,
+                                int num_sms) {
+  const size_t S = layout_keys(shape, kv);
   // (1 KiB left for the static shared memory of the block reductions)
   if (S * 4 + 16 + fixed_smem(shape.head_dim, att_threads(shape, num_sms)) + 1024 <= (size_t)max_smem) return 0;
   const size_t rows = (size_t)shape.batch * shape.n_heads * shape.t;
@@ -225,14 +235,15 @@ cudaError_t attention(const float *q, const bwq::rt::KvLayer &kv, const bwq::rt:
   A.hd = shape.head_dim;
   A.window = shape.sliding_window;
   A.max_t = kv.max_t;
-  A.S = shape.pos0 + shape.t;
-  A.L = shape.probs_len > A.S ? shape.probs_len : A.S;
+  A.S = (int)layout_keys(shape, kv);
+  A.L = shape.probs_len > shape.pos0 + shape.t ? shape.probs_len : shape.pos0 + shape.t;
+  A.pos0_dev = kv.device_pos0;
   A.rows = shape.batch * shape.n_heads * shape.t;
   A.scaling = shape.scaling;
   A.qq = r.query;
   A.pq = r.probs;
   A.int_scores = has_int_codes(r.query) && has_int_codes(r.key) && kv.k_codes && kv.k_scales;
-  const size_t scratch_floats = attention_scratch_floats(shape, max_smem, num_sms);
+  const size_t scratch_floats = attention_scratch_floats(shape, kv, max_smem, num_sms);
   const int threads = att_threads(shape, num_sms);
   size_t smem = fixed_smem(A.hd, threads);
   int blocks = A.rows;

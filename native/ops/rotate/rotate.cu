@@ -1,64 +1,54 @@
 // Online Kronecker rotation per row (src/native/quant-linear.ts rotateRows), K = a*b, X = x[r] as [a, b]:
 //   T = X R2          T[p, j] = sum_q X[p, q] R2[q, j]       (written to tmp)
 //   Y = R1^T T        Y[i, j] = sum_p R1[p, i] T[p, j]
-// float32 accumulation (one FMA chain per output, ascending q / p), like the reference's float GEMMs up to
-// summation order. One block per row; the row (then T) sits in shared memory when K floats fit, else both
-// phases read global memory.
+// float32 accumulation, one FMA chain per output in ascending q / p (the CPU's order). Two kernels, each with
+// one thread per output element (blocks of 128 consecutive outputs of one row), so that even one row (decoding)
+// spreads over K/128 blocks; X, R1, R2 and T are read through the caches (within a warp, X[p, q] and R1[p, i]
+// are broadcasts and R2 / T rows coalesced).
 #include "../ops_cuda.cuh"
 
 namespace bwq_ops {
 namespace {
 
-template <bool SMEM>
-__global__ void __launch_bounds__(256) kron_kernel(const float *__restrict__ x, int a, int b,
-                                                   const float *__restrict__ r1, const float *__restrict__ r2,
-                                                   float *__restrict__ tmp, float *__restrict__ y) {
-  extern __shared__ float sm[];
-  const int K = a * b;
-  const size_t off = (size_t)blockIdx.x * K;
-  const float *X = x + off;
-  float *T = tmp + off;
-  if (SMEM) {
-    for (int i = threadIdx.x; i < K; i += blockDim.x) sm[i] = X[i];
-    __syncthreads();
-    X = sm;
-  }
-  for (int o = threadIdx.x; o < K; o += blockDim.x) {
-    const int p = o / b, j = o - p * b;
-    const float *xp = X + (size_t)p * b;
-    float acc = 0.0f;
-    for (int q = 0; q < b; ++q) acc = fmaf(xp[q], r2[(size_t)q * b + j], acc);
-    T[o] = acc;
-  }
-  __syncthreads();  // T (global) complete and visible to the block
-  const float *Ts = T;
-  if (SMEM) {
-    for (int i = threadIdx.x; i < K; i += blockDim.x) sm[i] = T[i];
-    __syncthreads();
-    Ts = sm;
-  }
-  for (int o = threadIdx.x; o < K; o += blockDim.x) {
-    const int i = o / b, j = o - i * b;
-    float acc = 0.0f;
-    for (int p = 0; p < a; ++p) acc = fmaf(r1[(size_t)p * a + i], Ts[(size_t)p * b + j], acc);
-    y[off + o] = acc;
-  }
+constexpr int ROT_THREADS = 128;
+
+// T[p, j] for the outputs o = p*b + j of this block (row blockIdx.y)
+__global__ void __launch_bounds__(ROT_THREADS) kron_t_kernel(const float *__restrict__ x, int a, int b,
+                                                             const float *__restrict__ r2, float *__restrict__ tmp) {
+  const int K = a * b, o = blockIdx.x * ROT_THREADS + threadIdx.x;
+  if (o >= K) return;
+  const size_t off = (size_t)blockIdx.y * K;
+  const int p = o / b, j = o - p * b;
+  const float *xp = x + off + (size_t)p * b;
+  float acc = 0.0f;
+  for (int q = 0; q < b; ++q) acc = fmaf(xp[q], r2[(size_t)q * b + j], acc);
+  tmp[off + o] = acc;
+}
+
+// Y[i, j] for the outputs o = i*b + j of this block (row blockIdx.y)
+__global__ void __launch_bounds__(ROT_THREADS) kron_y_kernel(const float *__restrict__ tmp, int a, int b,
+                                                             const float *__restrict__ r1, float *__restrict__ y) {
+  const int K = a * b, o = blockIdx.x * ROT_THREADS + threadIdx.x;
+  if (o >= K) return;
+  const size_t off = (size_t)blockIdx.y * K;
+  const int i = o / b, j = o - i * b;
+  const float *T = tmp + off + j;
+  float acc = 0.0f;
+  for (int p = 0; p < a; ++p) acc = fmaf(r1[(size_t)p * a + i], T[(size_t)p * b], acc);
+  y[off + o] = acc;
 }
 
 }  // namespace
 
 cudaError_t kron_rotate(const float *x, int rows, int a, int b, const float *r1, const float *r2, float *tmp,
                         float *y, int max_smem, cudaStream_t st) {
-  const size_t smem = (size_t)a * b * sizeof(float);
-  if (smem <= (size_t)max_smem) {
-    if (smem > 48 * 1024) {
-      const cudaError_t e = cudaFuncSetAttribute(kron_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 (int)smem);
-      if (e != cudaSuccess) return e;
-    }
-    kron_kernel<true><<<rows, 256, smem, st>>>(x, a, b, r1, r2, tmp, y);
-  } else {
-    kron_kernel<false><<<rows, 256, 0, st>>>(x, a, b, r1, r2, tmp, y);
+  (void)max_smem;
+  const int K = a * b;
+  for (int r0 = 0; r0 < rows; r0 += 65535) {  // grid.y limit
+    const int n = rows - r0 < 65535 ? rows - r0 : 65535;
+    const dim3 grid((K + ROT_THREADS - 1) / ROT_THREADS, n);
+    kron_t_kernel<<<grid, ROT_THREADS, 0, st>>>(x + (size_t)r0 * K, a, b, r2, tmp + (size_t)r0 * K);
+    kron_y_kernel<<<grid, ROT_THREADS, 0, st>>>(tmp + (size_t)r0 * K, a, b, r1, y + (size_t)r0 * K);
   }
   return cudaGetLastError();
 }
