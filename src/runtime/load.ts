@@ -103,6 +103,23 @@ export async function loadRuntimeModel(addon: RuntimeAddon, model: ModelDir, dev
 }
 
 /**
+ * The simulated model of a directory with quantization_config (an OUT_DIR): the checkpoint's float weights
+ * with the recipe's online rotations and activation quantizers on every linear and attention operand, every
+ * linear as a float GEMM — what the ONNX graph of `bwq eval --backend onnx` computes, in the runtime.
+ */
+export function simulatedModelSource(model: ModelDir): ModelSource {
+  const ck = model.checkpoint;
+  const label = ck.indexFile ?? ck.files[0] ?? model.dir;
+  return {
+    config: model.config,
+    weightNames: model.weightNames,
+    stores: [{ label, has: (n) => ck.has(n), info: (n) => ck.info(n), readFloat32: (n) => ck.readFloat32(n),
+      readBytes: (n) => ck.readBytes(n) }],
+    quantized: false,
+  };
+}
+
+/**
  * What a model is loaded from: its config, resolved weight names, and tensor stores searched in order (for a
  * quantized model the packed file first). Stores may also be synthetic (random weights for benchmarks).
  */

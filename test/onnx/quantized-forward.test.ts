@@ -1,7 +1,8 @@
 /**
  * Whole simulated-quantized models (rotations fused, int / ternary / binary activation
  * quantizers on every linear input and on Q, K, P, V) through the ONNX graph vs an independent
- * plain-JS forward pass of the recipe semantics (test/onnx/js-forward.ts).
+ * implementation of the recipe semantics: the native runtime running the simulated model
+ * (src/runtime/load.ts simulatedModelSource, CPU backend).
  *
  * Caveat: an activation that lies within float32 rounding of a quantization tie (|x/s − k − ½| ≈
  * 1e-7 relative) can round differently in the two implementations, and these random tiny models
@@ -17,7 +18,8 @@ import { join } from 'node:path';
 import { openModelDir } from '../../src/model/model-dir.js';
 import { createModelRunner } from '../../src/onnx/model-runner.js';
 import type { ActivationQuantizer, LayerRecipe, LinearRole } from '../../src/quant/recipe.js';
-import { jsForwardLogits } from './js-forward.js';
+import { loadRuntimeFromSource } from '../../src/runtime/engine.js';
+import { simulatedModelSource } from '../../src/runtime/load.js';
 import { GROUP_OF, makeSimulated } from './sim-model.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -47,13 +49,17 @@ const RECIPES: Record<string, (layer: number, rot: Parameters<Parameters<typeof 
 
 for (const name of ['tiny-llama', 'tiny-qwen2', 'tiny-qwen3']) {
   for (const [label, recipe] of Object.entries(RECIPES)) {
-    test(`${name} ${label}: ONNX logits = plain-JS recipe forward`, async () => {
+    test(`${name} ${label}: ONNX logits = the runtime's simulated model`, async () => {
       const dir = join(tmp, `${name}-${label}`);
       await makeSimulated(join(ROOT, 'test/fixtures/models', name), dir, recipe);
       const model = await openModelDir(dir);
       const runner = await createModelRunner(model, { threads: 1 });
       const onnx = await runner.logits(IDS, 1, IDS.length);
-      const js = await jsForwardLogits(model, IDS);
+      const rt = await loadRuntimeFromSource(simulatedModelSource(model), { device: 'cpu' });
+      const session = rt.openSession(1, IDS.length);
+      const js = session.forward(IDS, IDS.length, 'all');
+      session.close();
+      rt.close();
       let maxRef = 0;
       let maxDiff = 0;
       for (let i = 0; i < js.length; i++) {
