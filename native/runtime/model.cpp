@@ -103,6 +103,11 @@ std::string set_tensor(Model &m, const std::string &slot, DType dtype, const std
   };
   if (slot == "embed") return matrix(m.embed, c.vocab, c.hidden);
   if (slot == "lm_head") return matrix(m.lm_head, c.vocab, c.hidden);
+  if (slot == "tie_lm_head") {  // tied embeddings: lm_head is the embedding table (one copy on the device)
+    if (!m.embed.data) return "tie_lm_head before embed";
+    m.lm_head = m.embed;
+    return "";
+  }
   if (slot == "final_norm") return f32(&m.final_norm, {c.hidden});
   if (slot == "inv_freq") return f32(&m.inv_freq, {c.rope_half});
   const std::vector<std::string> p = split(slot);

@@ -72,7 +72,8 @@ struct Model {
   std::string missing() const;
 };
 
-// Sets one tensor by its slot name (docs/RUNTIME.md lists them): "embed", "lm_head", "final_norm", "inv_freq",
+// Sets one tensor by its slot name (docs/RUNTIME.md lists them): "embed", "lm_head" (or "tie_lm_head", no data:
+// lm_head is the embedding), "final_norm", "inv_freq",
 // "rotations.J.r1|r2", "layers.I.input_norm|post_norm|q_norm|k_norm", "layers.I.ROLE.qweight|wscale|lr_a|lr_b|
 // bias|weight". Float data is float32 except for "embed", "lm_head" and "...weight" (dtype kept). Returns "" or
 // a one-line error.

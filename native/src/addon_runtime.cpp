@@ -376,6 +376,22 @@ napi_value ModelBytes(napi_env env, napi_callback_info info) {
   return v;
 }
 
+// rtDevice(model) -> { device, freeBytes }: the backend the model lives on and the memory it can still allocate
+napi_value Device(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!args(env, info, 1, argv)) return nullptr;
+  ModelRef *m = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model");
+  if (!m || !m->model) return nullptr;
+  napi_value o, v;
+  napi_create_object(env, &o);
+  napi_create_string_utf8(env, m->model->be->name(), NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, o, "device", v);
+  const size_t f = m->model->be->free_memory();
+  napi_create_double(env, f == (size_t)-1 ? 1e300 : (double)f, &v);
+  napi_set_named_property(env, o, "freeBytes", v);
+  return o;
+}
+
 // rtFree(modelOrSession): frees the native memory now (later calls with it throw).
 napi_value Free(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -406,6 +422,7 @@ void register_runtime(napi_env env, napi_value exports) {
       {"rtInfo", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"rtFree", nullptr, Free, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"rtModelBytes", nullptr, ModelBytes, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rtDevice", nullptr, Device, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

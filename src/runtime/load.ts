@@ -29,6 +29,7 @@ export interface RuntimeAddon {
     replaying: boolean };
   rtFree(handle: RuntimeModelHandle | RuntimeSessionHandle): void;
   rtModelBytes(model: RuntimeModelHandle): number;
+  rtDevice(model: RuntimeModelHandle): { device: string; freeBytes: number };
 }
 export interface RuntimeModelHandle { readonly __runtimeModel: unique symbol }
 export interface RuntimeSessionHandle { readonly __runtimeSession: unique symbol }
@@ -43,7 +44,7 @@ export interface TensorStore {
 }
 
 /** Tensors looked up in the packed file first, then in the checkpoint. */
-class Lookup {
+export class Lookup {
   constructor(readonly stores: TensorStore[]) {}
   find(name: string): TensorStore | undefined {
     return this.stores.find((s) => s.has(name));
@@ -147,6 +148,11 @@ export async function loadRuntimeModelFrom(addon: RuntimeAddon, src: ModelSource
   const description = describe(src, lookup);
   const handle = addon.rtOpen(device, encodeDescription(description, where));
   try {
+    const need = residentBytes(src, lookup, description);
+    const { device: name, freeBytes } = addon.rtDevice(handle);
+    if (need > freeBytes) {
+      throw new BwqError(`the model needs ${mib(need)} MiB on ${name}, which has ${mib(freeBytes)} MiB free`, { file: where });
+    }
     await sendTensors(addon, handle, src, lookup, description);
     const missing = addon.rtMissing(handle);
     if (missing !== '') throw new BwqError(`runtime model is incomplete: ${missing} was not loaded`, { file: where });
@@ -156,6 +162,42 @@ export async function loadRuntimeModelFrom(addon: RuntimeAddon, src: ModelSource
   }
   const packedLinears = description.layers.reduce((n, l) => n + l.linears.filter((x) => x.packed).length, 0);
   return { handle, description, packedLinears, modelBytes: addon.rtModelBytes(handle) };
+}
+
+function mib(bytes: number): string {
+  return (bytes / 2 ** 20).toFixed(0);
+}
+
+/** Bytes the weights will take on the device: every tensor sendTensors sends, in the dtype it is sent in. */
+export function residentBytes(src: ModelSource, lookup: Lookup, d: ModelDescription): number {
+  const c = src.config;
+  const size = (name: string, kept: boolean): number => {
+    const s = lookup.find(name);
+    if (s === undefined) return 0;
+    const info = s.info(name);
+    const elems = info.shape.reduce((a, b) => a * b, 1);
+    return elems * (kept && (info.dtype === 'BF16' || info.dtype === 'F16') ? 2 : 4);
+  };
+  const names = src.weightNames;
+  let bytes = size(names.embedTokens, true) + (names.lmHead === names.embedTokens ? 0 : size(names.lmHead, true));
+  bytes += 4 * c.hiddenSize * (1 + 2 * c.numLayers) + 4 * 2 * c.headDim * c.numLayers;  // norms
+  for (const r of d.rotations) bytes += 4 * (r.a * r.a + r.b * r.b);
+  const dims = linearDims(c);
+  for (const [i, ln] of names.layers.entries()) {
+    for (const [r, role] of ROLES.entries()) {
+      const lin = d.layers[i]!.linears[r]!;
+      const [n, k] = dims[role];
+      const prefix = prefixOf(linearByRole(ln, role)!.weight);
+      if (lin.packed) {
+        // CUDA pads rows to 128 and the row stride to 32 words; count that (an upper bound for the CPU)
+        bytes += Math.ceil(n / 128) * 128 * Math.ceil(Math.ceil(k / 32) / 32) * 32 * 4 + 4 * n + 4 * lin.rank * (n + k);
+      } else {
+        bytes += size(`${prefix}.weight`, true) || 2 * n * k;
+      }
+      if (lin.bias) bytes += 4 * n;
+    }
+  }
+  return bytes;
 }
 
 function prefixOf(weight: string): string {
@@ -278,7 +320,8 @@ async function sendTensors(addon: RuntimeAddon, handle: RuntimeModelHandle, mode
   const c = model.config;
   const names = model.weightNames;
   await matrix('embed', names.embedTokens, [c.vocabSize, c.hiddenSize]);
-  await matrix('lm_head', names.lmHead, [c.vocabSize, c.hiddenSize]);
+  if (names.lmHead === names.embedTokens) send('tie_lm_head', 0, [0], new Float32Array(0));
+  else await matrix('lm_head', names.lmHead, [c.vocabSize, c.hiddenSize]);
   await float32('final_norm', names.finalNorm.weight, [c.hiddenSize]);
   if (d.ropeHalf > 0) send('inv_freq', 0, [d.ropeHalf], inverseFrequencies(c));
   for (const [j, r] of d.rotations.entries()) {
