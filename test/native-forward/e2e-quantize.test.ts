@@ -32,6 +32,7 @@ const WINDOWS = 64;
 describe.each([
   ['bwla', 6, { rank: 4, oktIterations: 1, pspIterations: 1 }],
   ['bwta', 'ternary', { rank: 0 }],
+  ['rtn', 6, { rank: 0 }],
 ] as const)('quantize sotu-llama --method %s --a-bits %s, eval simulated vs native', (method, aBits, extra) => {
   it('gives the same perplexity within 0.5%', async () => {
     const outDir = join(root, method);
