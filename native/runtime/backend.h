@@ -85,6 +85,9 @@ struct AttentionShape {
   int sliding_window = 0;  // keys with i - j >= window are masked; 0 = plain causal
   int probs_len = 0;       // row length of the probabilities quantizer (the forward call's pos0 + t; >= pos0 + t)
   double scaling = 1;      // 1/sqrt(head_dim) (double, as the reference multiplies)
+  // When set (device memory): the softmax probabilities before the probs quantizer are written here,
+  // [batch, n_heads, t, probs_len] (masked entries 0) — the calibration of the probs quantizer reads them.
+  float *probs_out = nullptr;
 };
 struct AttentionRecipe {
   Quantizer query, key, probs, value;

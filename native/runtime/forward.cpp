@@ -163,13 +163,24 @@ void Session::linear(const Linear &lin, const float *x, int rows, float *y) {
   if (lin.bias) be_->add_bias(y, rows, lin.n, lin.bias);
 }
 
-// One decoder layer on h_ [rows = batch * chunk_t, hidden], tokens at positions pos .. pos + chunk_t - 1.
-void Session::layer(int l, int rows, int chunk_t, int pos, int probs_len) {
+// One decoder layer on h_ [rows = batch * chunk_t, hidden], tokens at positions pos .. pos + chunk_t - 1; with
+// taps (a block run of t positions per sequence), the intermediate activations are copied out as they appear.
+void Session::layer(int l, int rows, int chunk_t, int pos, int probs_len, const BlockTaps *taps, int t) {
   const ModelConfig &c = m_.cfg;
   const Layer &L = m_.layers[l];
-  const int qw = c.n_heads * c.head_dim;
+  const int qw = c.n_heads * c.head_dim, kvw = c.n_kv_heads * c.head_dim;
+  auto tap = [&](float *dst, const float *src, int width) {
+    if (taps && dst) scatter_rows(src, width, chunk_t, pos, t, dst);
+  };
+  if (int8_codes(L.attention.key) && !kv_[l].k_codes) {
+    // a recipe set after the session was made (a block being quantized) may quantize the keys to codes
+    const size_t slots = (size_t)batch_ * max_t_;
+    kv_[l].k_codes = (int8_t *)take(slots * kvw);
+    kv_[l].k_scales = (float *)take(4 * slots * c.n_kv_heads);
+  }
   // attention
   be_->rms_norm(h_, rows, c.hidden, L.input_norm, c.eps, x_);
+  tap(taps ? taps->attn_input : nullptr, x_, c.hidden);
   prepared_ = -1;
   linear(L.linears[Q_PROJ], x_, rows, q_);
   linear(L.linears[K_PROJ], x_, rows, k_);
@@ -179,6 +190,11 @@ void Session::layer(int l, int rows, int chunk_t, int pos, int probs_len) {
   if (c.rope_half > 0) {
     be_->rope(q_, rows, c.n_heads, c.head_dim, m_.inv_freq, c.rope_half, positions_);
     be_->rope(k_, rows, c.n_kv_heads, c.head_dim, m_.inv_freq, c.rope_half, positions_);
+  }
+  if (taps) {
+    tap(taps->query, q_, qw);
+    tap(taps->key, k_, kvw);
+    tap(taps->value, v_, kvw);
   }
   be_->kv_store(kv_[l], k_, v_, batch_, chunk_t, pos, L.attention.key, L.attention.value);
   AttentionShape sh;
@@ -191,20 +207,67 @@ void Session::layer(int l, int rows, int chunk_t, int pos, int probs_len) {
   sh.sliding_window = c.sliding_window;  // (no-op while the sequence is shorter than the window)
   sh.probs_len = probs_len;
   sh.scaling = 1.0 / sqrt((double)c.head_dim);
+  sh.probs_out = taps && taps->probs ? probs_dev_ : nullptr;
   be_->attention(q_, kv_[l], sh, L.attention, x_);
+  if (sh.probs_out)  // device [batch, heads, chunk_t, t] -> host [batch, heads, t, t] at rows pos..
+    for (int bh = 0; bh < batch_ * c.n_heads; ++bh)
+      be_->download(taps->probs + ((size_t)bh * t + pos) * t, probs_dev_ + (size_t)bh * chunk_t * t,
+                    4 * (size_t)chunk_t * t);
+  tap(taps ? taps->attn_context : nullptr, x_, qw);
   prepared_ = -1;
   linear(L.linears[O_PROJ], x_, rows, out_);
   be_->add(h_, out_, (size_t)rows * c.hidden);
   // MLP
   be_->rms_norm(h_, rows, c.hidden, L.post_norm, c.eps, x_);
+  tap(taps ? taps->mlp_input : nullptr, x_, c.hidden);
   prepared_ = -1;
   linear(L.linears[GATE_PROJ], x_, rows, gate_);
   linear(L.linears[UP_PROJ], x_, rows, up_);
   be_->gated_act(gate_, up_, (size_t)rows * c.intermediate, c.act);
+  tap(taps ? taps->mlp_hidden : nullptr, gate_, c.intermediate);
   prepared_ = -1;
   linear(L.linears[DOWN_PROJ], gate_, rows, out_);
   be_->add(h_, out_, (size_t)rows * c.hidden);
-  (void)qw;
+}
+
+void Session::scatter_rows(const float *src, int width, int chunk_t, int c0, int t, float *dst) {
+  for (int b = 0; b < batch_; ++b)
+    be_->download(dst + ((size_t)b * t + c0) * width, src + (size_t)b * chunk_t * width, 4 * (size_t)chunk_t * width);
+}
+
+std::string Session::run_block(int l, const float *hidden, int t, float *out, const BlockTaps &taps) {
+  const ModelConfig &c = m_.cfg;
+  if (l < 0 || l >= c.n_layers) return "no layer " + std::to_string(l);
+  if (t < 1 || t > max_t_) return "block run of " + std::to_string(t) + " positions, the cache holds " + std::to_string(max_t_);
+  pos_ = 0;
+  if (taps.probs) {
+    probs_dev_ = (float *)be_->alloc(4 * (size_t)batch_ * c.n_heads * std::min(max_chunk_, t) * t);
+    if (!probs_dev_) return be_->error() ? be_->error() : "allocation failed";
+  }
+  struct FreeProbs {
+    Session *s;
+    ~FreeProbs() {
+      if (s->probs_dev_) s->be_->free(s->probs_dev_);
+      s->probs_dev_ = nullptr;
+    }
+  } free_probs{this};
+  std::vector<int32_t> chunk_pos;
+  for (int c0 = 0; c0 < t; c0 += max_chunk_) {
+    const int ct = std::min(max_chunk_, t - c0), rows = batch_ * ct;
+    chunk_pos.resize(rows);
+    for (int b = 0; b < batch_; ++b) {
+      for (int i = 0; i < ct; ++i) chunk_pos[b * ct + i] = c0 + i;
+      be_->upload(h_ + (size_t)b * ct * c.hidden, hidden + ((size_t)b * t + c0) * c.hidden, 4 * (size_t)ct * c.hidden);
+    }
+    be_->upload(positions_, chunk_pos.data(), 4 * (size_t)rows);
+    layer(l, rows, ct, c0, t, &taps, t);
+    scatter_rows(h_, c.hidden, ct, c0, t, out);
+    if (const char *e = be_->error()) return e;
+  }
+  pos_ = 0;
+  be_->sync();
+  if (const char *e = be_->error()) return e;
+  return "";
 }
 
 std::string Session::forward(const int32_t *ids, int t, int logits, float *logits_out, double *nll_out) {

@@ -40,16 +40,113 @@ Model::~Model() {
   for (Layer &l : layers)
     for (Linear &lin : l.linears)
       if (lin.bits.data) be->free_packed(lin.bits);
-  for (void *p : owned) be->free(p);
+  for (auto &o : owned) be->free(o.first);
 }
 
 void *Model::take(size_t n) {
   void *p = be->alloc(n);
   if (p) {
-    owned.push_back(p);
+    owned.emplace_back(p, n);
     bytes += n;
   }
   return p;
+}
+
+void Model::release(void *p) {
+  if (!p) return;
+  for (size_t i = 0; i < owned.size(); ++i)
+    if (owned[i].first == p) {
+      bytes -= owned[i].second;
+      be->free(p);
+      owned.erase(owned.begin() + (long)i);
+      return;
+    }
+}
+
+namespace {
+int packed_words(const Linear &lin) { return lin.n * ((lin.k + 31) / 32); }
+}  // namespace
+
+std::string set_layer_recipe(Model &m, int l, const double *d, size_t n, std::vector<int> *rotation_of_role) {
+  if (l < 0 || l >= (int)m.layers.size()) return "no layer " + std::to_string(l);
+  if (n < ROLE_COUNT * 9 + 12) return "layer recipe too short";
+  Layer &L = m.layers[l];
+  rotation_of_role->assign(ROLE_COUNT, -1);
+  std::vector<int> rotation_of_group;  // the layer's rotation groups (same tensors) -> rotation index
+  for (int r = 0; r < ROLE_COUNT; ++r, d += 9) {
+    Linear &lin = L.linears[r];
+    // drop the tensors: the caller sets them again for the new recipe
+    if (lin.bits.data) {
+      m.bytes -= 4 * (size_t)packed_words(lin);
+      m.be->free_packed(lin.bits);
+    }
+    m.release(lin.wscale);
+    m.release(const_cast<void *>(lin.weight.data));
+    m.release(lin.lr_a);
+    m.release(lin.lr_b);
+    m.release(lin.bias);
+    lin.bits = PackedWeights{};
+    lin.wscale = lin.lr_a = lin.lr_b = lin.bias = nullptr;
+    lin.weight = FloatWeights{};
+    lin.packed = d[0] != 0;
+    lin.rank = (int)d[1];
+    InputPrep in;
+    in.quantizer.kind = (QKind)(int)d[6];
+    in.quantizer.bits = (int)d[7];
+    in.quantizer.param = (float)d[8];
+    const int group = (int)d[3], a = (int)d[4], b = (int)d[5];
+    if (group >= 0) {
+      if (a * b != lin.k) return "rotation " + std::to_string(a) + "x" + std::to_string(b) + " does not fit " + std::to_string(lin.k) + " inputs";
+      if ((int)rotation_of_group.size() <= group) rotation_of_group.resize(group + 1, -1);
+      int &j = rotation_of_group[group];
+      if (j < 0) {
+        m.rotations.push_back(Rotation{a, b, nullptr, nullptr});
+        j = (int)m.rotations.size() - 1;
+      } else if (m.rotations[j].a != a || m.rotations[j].b != b) {
+        return "rotation group " + std::to_string(group) + " has two sizes";
+      }
+      in.rotation = j;
+      (*rotation_of_role)[r] = j;
+    }
+    // linears with the same rotation and quantizer share one input preparation (q/k/v, gate/up)
+    int idx = -1;
+    for (int s = 0; s < r && idx < 0; ++s) {
+      const InputPrep &prev = m.inputs[L.linears[s].input];
+      if (prev.rotation == in.rotation && prev.quantizer.kind == in.quantizer.kind &&
+          prev.quantizer.bits == in.quantizer.bits && prev.quantizer.param == in.quantizer.param)
+        idx = L.linears[s].input;
+    }
+    if (idx < 0) {
+      m.inputs.push_back(in);
+      idx = (int)m.inputs.size() - 1;
+    }
+    lin.input = idx;
+  }
+  auto q = [](const double *x) {
+    Quantizer z;
+    z.kind = (QKind)(int)x[0];
+    z.bits = (int)x[1];
+    z.param = (float)x[2];
+    return z;
+  };
+  L.attention.query = q(d);
+  L.attention.key = q(d + 3);
+  L.attention.probs = q(d + 6);
+  L.attention.value = q(d + 9);
+  // free the factors of rotations no layer uses any more (their entries stay, empty)
+  std::vector<bool> used(m.rotations.size(), false);
+  for (const Layer &ly : m.layers)
+    for (const Linear &lin : ly.linears) {
+      const int rot = m.inputs[lin.input].rotation;
+      if (rot >= 0) used[rot] = true;
+    }
+  for (size_t j = 0; j < m.rotations.size(); ++j)
+    if (!used[j] && (m.rotations[j].r1 || m.rotations[j].r2)) {
+      m.release(m.rotations[j].r1);
+      m.release(m.rotations[j].r2);
+      m.rotations[j].r1 = m.rotations[j].r2 = nullptr;
+    }
+  return "";
 }
 
 std::string Model::missing() const {
@@ -57,8 +154,11 @@ std::string Model::missing() const {
   if (!lm_head.data) return "lm_head";
   if (!final_norm) return "final_norm";
   if (cfg.rope_half > 0 && !inv_freq) return "inv_freq";
-  for (size_t j = 0; j < rotations.size(); ++j)
-    if (!rotations[j].r1 || !rotations[j].r2) return "rotations." + std::to_string(j);
+  for (const Layer &l : layers)
+    for (const Linear &lin : l.linears) {
+      const int j = inputs[lin.input].rotation;
+      if (j >= 0 && (!rotations[j].r1 || !rotations[j].r2)) return "rotations." + std::to_string(j);
+    }
   for (size_t i = 0; i < layers.size(); ++i) {
     const Layer &l = layers[i];
     const std::string p = "layers." + std::to_string(i) + ".";
@@ -86,6 +186,7 @@ std::string set_tensor(Model &m, const std::string &slot, DType dtype, const std
   auto f32 = [&](float **dst, std::initializer_list<int64_t> want) -> std::string {
     if (!same(shape, want)) return bad_shape(want);
     if (dtype != DType::F32 || bytes != 4 * elems) return "tensor for " + slot + " must be float32";
+    m.release(*dst);  // a tensor set again replaces the old one
     *dst = (float *)m.take(bytes);
     if (!*dst) return m.be->error() ? m.be->error() : "allocation failed";
     m.be->upload(*dst, data, bytes);
@@ -95,6 +196,7 @@ std::string set_tensor(Model &m, const std::string &slot, DType dtype, const std
   auto matrix = [&](FloatWeights &w, int64_t n, int64_t k) -> std::string {
     if (!same(shape, {n, k})) return bad_shape({n, k});
     if (bytes != dtype_size(dtype) * elems) return "tensor for " + slot + ": byte size does not match its dtype";
+    if (&w != &m.lm_head || m.lm_head.data != m.embed.data) m.release(const_cast<void *>(w.data));
     void *p = m.take(bytes);
     if (!p) return m.be->error() ? m.be->error() : "allocation failed";
     m.be->upload(p, data, bytes);
@@ -143,6 +245,10 @@ std::string set_tensor(Model &m, const std::string &slot, DType dtype, const std
         const int64_t kw = (lin.k + 31) / 32;
         if (!same(shape, {lin.n, kw})) return bad_shape({lin.n, kw});
         if (bytes != 4 * elems) return "tensor for " + slot + " must be 32-bit words";
+        if (lin.bits.data) {
+          m.bytes -= 4 * elems;
+          m.be->free_packed(lin.bits);
+        }
         if (!m.be->upload_packed(lin.bits, (const uint32_t *)data, lin.n, lin.k))
           return m.be->error() ? m.be->error() : "allocation failed";
         m.bytes += 4 * elems;

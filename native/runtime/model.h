@@ -63,11 +63,12 @@ struct Model {
   FloatWeights embed, lm_head;  // lm_head.data == embed.data when tied
   float *final_norm = nullptr;
   float *inv_freq = nullptr;    // [rope_half]
-  std::vector<void *> owned;    // every allocation, freed by the destructor
+  std::vector<std::pair<void *, size_t>> owned;  // every allocation and its size, freed by the destructor
   size_t bytes = 0;             // device bytes held by the weights
 
   ~Model();
   void *take(size_t bytes);     // backend allocation owned by the model (nullptr on failure)
+  void release(void *p);        // frees an allocation made by take (a replaced tensor)
   // Checks that every tensor the config needs was set; "" when complete, else what is missing.
   std::string missing() const;
 };
@@ -80,6 +81,21 @@ struct Model {
 std::string set_tensor(Model &m, const std::string &slot, DType dtype, const std::vector<int64_t> &shape,
                        const void *data, size_t bytes);
 
+// Replaces layer l's recipe (a block being quantized): per role (packed, rank, has_bias, rotation group (-1 none;
+// roles of one group share the rotation), rotation a, rotation b, quantizer kind, bits, param) x 7, then (kind, bits, param) of the attention's query, key, probs, value. The
+// layer's linear tensors are dropped and must be set again ("layers.L.ROLE...."); a role with a rotation gets a
+// new rotation entry whose factors must be set ("rotations.J.r1|r2"): rotation_of_role[r] = J, or -1.
+// Rotations no layer uses any more are freed. Returns "" or a one-line error.
+std::string set_layer_recipe(Model &m, int l, const double *d, size_t n, std::vector<int> *rotation_of_role);
+
+// Host buffers for a block run's intermediate activations (null: not wanted), [batch, t, features] token-major;
+// query / key / value are after RoPE and before the attention's quantizers; probs is [batch, heads, t, t].
+struct BlockTaps {
+  float *attn_input = nullptr, *attn_context = nullptr, *mlp_input = nullptr, *mlp_hidden = nullptr;
+  float *query = nullptr, *key = nullptr, *value = nullptr;
+  float *probs = nullptr;  // [batch, n_heads, t, t], the softmax before the probs quantizer
+};
+
 class Session {
  public:
   // batch sequences of up to max_t positions, forwards in chunks of at most max_chunk positions.
@@ -90,18 +106,26 @@ class Session {
   std::string init();  // allocates; "" or a one-line error (everything freed on failure)
 
   int position() const { return pos_; }
+  int batch() const { return batch_; }
+  const ModelConfig &config() const { return m_.cfg; }
   void reset() { pos_ = 0; }
   // Appends t tokens per sequence (ids [batch*t], sequence-major). logits: 0 none, 1 last [batch, V],
   // 2 all [batch*t, V] (host buffer). With nll_out: the cache is reset first and the next-token NLL of
   // positions 0..t-2 is summed into *nll_out (count batch*(t-1)). Returns "" or a one-line error.
   std::string forward(const int32_t *ids, int t, int logits, float *logits_out, double *nll_out);
 
+  // One decoder layer on given hidden states (batch sequences of t tokens from position 0; the cache is reset):
+  // out = layer l (hidden), both [batch, t, hidden] host buffers, with the taps asked for. "" or an error.
+  std::string run_block(int l, const float *hidden, int t, float *out, const BlockTaps &taps);
+
   size_t bytes() const { return bytes_; }
   // True once decoding steps returning the last logits run from a recording (CUDA graph).
   bool replaying() const { return recordings_[1] != nullptr; }
 
  private:
-  void layer(int l, int rows, int chunk_t, int pos, int probs_len);
+  void layer(int l, int rows, int chunk_t, int pos, int probs_len, const BlockTaps *taps = nullptr, int t = 0);
+  // copies rows [batch, chunk_t] of a device buffer into a host [batch, t, width] buffer at positions c0..
+  void scatter_rows(const float *src, int width, int chunk_t, int c0, int t, float *dst);
   std::string decode_step(const int32_t *ids, int logits, float *logits_out);
   void linear(const Linear &lin, const float *x, int rows, float *y);
   void prepare(int input, const float *x, int rows, int cols);
@@ -129,6 +153,7 @@ class Session {
   // recorded decoding steps by logits mode (0 none, 1 last); eager steps run so far; false once recording failed
   void *recordings_[2] = {nullptr, nullptr};
   int eager_steps_ = 0;
+  float *probs_dev_ = nullptr;  // device buffer of a block run's probs tap
   bool replay_ok_ = true;
 };
 

@@ -392,6 +392,86 @@ napi_value Device(napi_env env, napi_callback_info info) {
   return o;
 }
 
+// rtSetLayerRecipe(model, layer, Float64Array) -> Int32Array(7): the rotation index each role's factors go to
+// (slots "rotations.J.r1|r2"), -1 without one (native/runtime/model.h set_layer_recipe)
+napi_value SetLayerRecipe(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (!args(env, info, 3, argv)) return nullptr;
+  ModelRef *m = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model");
+  if (!m || !m->model) return nullptr;
+  double *d;
+  size_t n;
+  if (!typed(env, argv[2], napi_float64_array, (void **)&d, &n, "layer recipe")) return nullptr;
+  std::vector<int> rot;
+  const std::string err = set_layer_recipe(*m->model, int_of(env, argv[1]), d, n, &rot);
+  if (!err.empty()) {
+    throw_error(env, err);
+    return nullptr;
+  }
+  napi_value ab, arr;
+  void *data;
+  napi_create_arraybuffer(env, 4 * rot.size(), &data, &ab);
+  memcpy(data, rot.data(), 4 * rot.size());
+  napi_create_typedarray(env, napi_int32_array, rot.size(), ab, 0, &arr);
+  return arr;
+}
+
+// rtRunBlock(session, layer, hidden Float32Array [batch, t, H], t, out Float32Array, taps { attnInput?, attnContext?,
+//   mlpInput?, mlpHidden?, query?, key?, value? } of Float32Arrays [batch, t, width], probs? [batch, heads, t, t])
+napi_value RunBlock(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!args(env, info, 6, argv)) return nullptr;
+  SessionRef *s = session_of(env, argv[0]);
+  if (!s) return nullptr;
+  float *hidden, *out;
+  size_t nh, no;
+  if (!typed(env, argv[2], napi_float32_array, (void **)&hidden, &nh, "hidden") ||
+      !typed(env, argv[4], napi_float32_array, (void **)&out, &no, "out"))
+    return nullptr;
+  const int t = int_of(env, argv[3]);
+  const ModelConfig &c = s->session->config();
+  const size_t rows = (size_t)s->session->batch() * (t > 0 ? t : 0);
+  if (nh < rows * c.hidden || no < rows * c.hidden) {
+    throw_error(env, "bwq runtime: hidden and out need batch x t x hidden values");
+    return nullptr;
+  }
+  BlockTaps taps;
+  const struct {
+    const char *name;
+    float **dst;
+    int width;
+  } fields[] = {{"attnInput", &taps.attn_input, c.hidden},
+                {"attnContext", &taps.attn_context, c.n_heads * c.head_dim},
+                {"mlpInput", &taps.mlp_input, c.hidden},
+                {"mlpHidden", &taps.mlp_hidden, c.intermediate},
+                {"query", &taps.query, c.n_heads * c.head_dim},
+                {"key", &taps.key, c.n_kv_heads * c.head_dim},
+                {"value", &taps.value, c.n_kv_heads * c.head_dim},
+                {"probs", &taps.probs, c.n_heads * (t > 0 ? t : 0)}};
+  for (const auto &f : fields) {
+    bool has = false;
+    napi_has_named_property(env, argv[5], f.name, &has);
+    if (!has) continue;
+    napi_value v;
+    napi_get_named_property(env, argv[5], f.name, &v);
+    napi_valuetype vt;
+    napi_typeof(env, v, &vt);
+    if (vt == napi_undefined) continue;
+    size_t len;
+    if (!typed(env, v, napi_float32_array, (void **)f.dst, &len, f.name)) return nullptr;
+    if (len < rows * f.width) {
+      throw_error(env, std::string("bwq runtime: tap ") + f.name + " needs batch x t x " + std::to_string(f.width) + " values");
+      return nullptr;
+    }
+  }
+  const std::string err = s->session->run_block(int_of(env, argv[1]), hidden, t, out, taps);
+  if (!err.empty()) {
+    throw_error(env, err);
+    return nullptr;
+  }
+  return nullptr;
+}
+
 // rtFree(modelOrSession): frees the native memory now (later calls with it throw).
 napi_value Free(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -423,6 +503,8 @@ void register_runtime(napi_env env, napi_value exports) {
       {"rtFree", nullptr, Free, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"rtModelBytes", nullptr, ModelBytes, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"rtDevice", nullptr, Device, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rtSetLayerRecipe", nullptr, SetLayerRecipe, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rtRunBlock", nullptr, RunBlock, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -12,14 +12,14 @@
 import type { ModelDir } from '../model/model-dir.js';
 import type { ModelConfig } from '../model/config.js';
 import { linearByRole } from '../model/weights.js';
-import { readLinearWeight, readNormWeight } from '../model/load-weights.js';
+import { loadBlockWeights as readBlockWeights, recipeRotations, type BlockWeights } from '../model/block-weights.js';
 import type { LayerRecipe, LinearRole } from '../quant/recipe.js';
 import type { Tensor } from '../tensor.js';
 import { BwqError } from '../errors.js';
 import { DataType } from './onnx-proto.js';
 import { GraphBuilder } from './graph-builder.js';
 import { decoderLayer, LINEAR_ROLES, sequenceInputs, TAP_NAMES, type LayerRefs, type LinearRef, type TapName } from './decoder-graph.js';
-import { buildEmbeddingGraph, buildHeadGraph, checkSupported, recipeRotations, rotationResolver } from './model-graph.js';
+import { buildEmbeddingGraph, buildHeadGraph, checkSupported, rotationResolver } from './model-graph.js';
 import { rotaryDim } from './rope.js';
 import { externalDataLayout } from './checkpoint-weights.js';
 import { SequenceFeeds } from './model-runner.js';
@@ -27,17 +27,7 @@ import { createSession, floatTensor, int64Tensor, outputData, type ort } from '.
 
 export type { TapName } from './decoder-graph.js';
 
-export interface BlockWeights {
-  /** role → weight [out,in] row-major (nn.Linear layout, already un-transposed); gate undefined for gpt2 */
-  linears: Record<LinearRole, Float32Array | undefined>;
-  biases: Partial<Record<LinearRole, Float32Array>>;
-  inputNorm: { weight: Float32Array; bias?: Float32Array };
-  postAttentionNorm: { weight: Float32Array; bias?: Float32Array };
-  qNorm?: Float32Array;
-  kNorm?: Float32Array;
-  /** extra tensors a recipe refers to (OKT R1/R2 by tensor name) */
-  extra: Map<string, Tensor>;
-}
+export type { BlockWeights } from '../model/block-weights.js';
 
 export interface BlockRunOptions {
   weights?: BlockWeights;
@@ -160,39 +150,7 @@ export async function createBlockRunner(model: ModelDir, options: { threads?: nu
   let headSession: Promise<ort.InferenceSession> | undefined;
   let cached: { layer: number; weights: BlockWeights } | undefined;
 
-  const loadBlockWeights = async (layer: number): Promise<BlockWeights> => {
-    const names = model.weightNames.layers[layer];
-    if (names === undefined) throw new BwqError(`layer ${layer} out of range (model has ${config.numLayers})`, { file: model.dir });
-    const linears = {} as Record<LinearRole, Float32Array | undefined>;
-    const biases: Partial<Record<LinearRole, Float32Array>> = {};
-    for (const role of LINEAR_ROLES) {
-      const n = linearByRole(names, role);
-      if (n === undefined) {
-        linears[role] = undefined;
-        continue;
-      }
-      const w = await readLinearWeight(checkpoint, n);
-      linears[role] = w.weight;
-      if (w.bias !== undefined) biases[role] = w.bias;
-    }
-    const norm = async (n: typeof names.inputNorm): Promise<{ weight: Float32Array; bias?: Float32Array }> => {
-      const r = await readNormWeight(checkpoint, n);
-      return r.bias === undefined ? { weight: r.weight } : { weight: r.weight, bias: r.bias };
-    };
-    const weights: BlockWeights = {
-      linears,
-      biases,
-      inputNorm: await norm(names.inputNorm),
-      postAttentionNorm: await norm(names.postAttentionNorm),
-      extra: new Map(),
-    };
-    if (names.qNorm !== undefined) weights.qNorm = await checkpoint.readFloat32(names.qNorm.weight);
-    if (names.kNorm !== undefined) weights.kNorm = await checkpoint.readFloat32(names.kNorm.weight);
-    for (const r of recipeRotations(config.quantization?.layers[layer])) {
-      for (const n of [r.r1, r.r2]) if (!weights.extra.has(n)) weights.extra.set(n, await checkpoint.readTensor(n));
-    }
-    return weights;
-  };
+  const loadBlockWeights = (layer: number): Promise<BlockWeights> => readBlockWeights(model, layer);
 
   const weightsFor = async (layer: number): Promise<BlockWeights> => {
     if (cached?.layer !== layer) cached = { layer, weights: await loadBlockWeights(layer) };

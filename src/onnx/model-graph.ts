@@ -23,6 +23,7 @@ import {
 } from './decoder-graph.js';
 import { inverseFrequencies, rotaryDim } from './rope.js';
 import type { RotationResolver } from './recipe-ops.js';
+import { recipeRotations } from '../model/block-weights.js';
 
 export type HeadMode = 'logits' | 'nll';
 
@@ -40,13 +41,7 @@ export function checkSupported(config: ModelConfig, file: string): void {
 }
 
 /** Collects the (deduplicated) rotation tensors a layer recipe refers to. */
-export function recipeRotations(recipe: LayerRecipe | undefined): KroneckerRotation[] {
-  const out = new Map<string, KroneckerRotation>();
-  for (const r of Object.values(recipe?.linears ?? {})) {
-    if (r?.rotation !== undefined) out.set(`${r.rotation.r1}\u0000${r.rotation.r2}`, r.rotation);
-  }
-  return [...out.values()];
-}
+export { recipeRotations };
 
 /** Rotation resolver over graph values for named tensors with known square shapes. */
 export function rotationResolver(values: Map<string, { value: string; shape: readonly number[] }>, file: string): RotationResolver {

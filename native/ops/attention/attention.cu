@@ -53,6 +53,7 @@ struct AttnArgs {
   const float *k_scales;
   int t, pos0, n_heads, n_kv, hd, window, max_t, S, L, rows;  // S keys (the layout's capacity), L probs row length
   const int32_t *pos0_dev;  // when set: pos0 read here, S and L = pos0 + t (a replayable step)
+  float *probs_out;         // when set: P before the probs quantizer, [batch, heads, t, L]
   double scaling;
   Quantizer qq, pq;
   bool int_scores;
@@ -143,6 +144,10 @@ __global__ void __launch_bounds__(ATT_MAX_THREADS) attention_kernel(AttnArgs A) 
     for (int j = lo + tid; j < hi; j += blockDim.x)
       sc[j] = __double2float_rn(__dmul_rn(exp((double)sc[j] - (double)mx), inv));
     __syncthreads();
+    if (A.probs_out) {  // P before the probs quantizer, zeros outside [lo, hi)
+      float *pr = A.probs_out + ((size_t)bh * A.t + i) * L;
+      for (int j = tid; j < L; j += blockDim.x) pr[j] = j >= lo && j < hi ? sc[j] : 0.0f;
+    }
     // probs quantizer over the row of length L (zeros outside [lo, hi))
     const RowQuant rp = block_row_quant(A.pq, L, lo, hi, [&](int j) { return sc[j]; });
     if (A.pq.kind != QKind::NONE) {
@@ -238,6 +243,7 @@ cudaError_t attention(const float *q, const bwq::rt::KvLayer &kv, const bwq::rt:
   A.S = (int)layout_keys(shape, kv);
   A.L = shape.probs_len > shape.pos0 + shape.t ? shape.probs_len : shape.pos0 + shape.t;
   A.pos0_dev = kv.device_pos0;
+  A.probs_out = shape.probs_out;
   A.rows = shape.batch * shape.n_heads * shape.t;
   A.scaling = shape.scaling;
   A.qq = r.query;

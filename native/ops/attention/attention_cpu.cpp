@@ -147,6 +147,11 @@ void attention(const float *q, const KvLayer &kv, const AttentionShape &sh, cons
       const int lo = (sh.sliding_window > 0 ? std::max(0, pos - sh.sliding_window + 1) : 0) - klo, hi = pos - klo;
       float *s = scores.data() + (size_t)r * width;
       softmax_row(s, width, lo, hi, row.data());
+      if (sh.probs_out) {  // [batch, heads, t, total]: the probabilities before the probs quantizer
+        float *pr = sh.probs_out + (((size_t)b * nh + h) * sh.t + i0 + r) * total;
+        std::fill(pr, pr + total, 0.0f);
+        memcpy(pr + klo, s, sizeof(float) * width);
+      }
       if (rc.probs.kind != QKind::NONE) {  // over the whole row of length `total`, masked zeros included
         full.assign(total, 0.0f);
         memcpy(full.data() + klo, s, sizeof(float) * width);

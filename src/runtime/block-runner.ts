@@ -1,0 +1,207 @@
+/**
+ * One decoder block at a time in the runtime (CPU or GPU), for the quantize pipeline: the same `embed`,
+ * `loadBlockWeights` and `run` contract as the ONNX block runner (src/onnx/block-runner.ts), on a one-layer
+ * runtime model whose layer is set to the block being run — its float weights (the teacher, or the simulated
+ * quantized weights of the student) and its recipe (rotations, activation and attention-operand quantizers).
+ * Only one block's weights are on the device at a time; a block is re-sent only when the weights object or the
+ * recipe changes. Taps have the ONNX runner's layouts: [batch, seq, features], query / key / value
+ * [batch, heads, seq, head_dim], probs [batch, heads, seq, seq].
+ */
+import { BwqError } from '../errors.js';
+import { loadBlockWeights, recipeRotations, BLOCK_ROLES, type BlockWeights } from '../model/block-weights.js';
+import type { ModelDir } from '../model/model-dir.js';
+import type { BlockRunOptions, TapName } from '../onnx/block-runner.js';
+import type { ActivationQuantizer, LayerRecipe } from '../quant/recipe.js';
+import type { Tensor } from '../tensor.js';
+import { loadAddon } from '../native/loader.js';
+import { loadRuntimeModelFrom, type RuntimeAddon, type RuntimeModelHandle, type RuntimeSessionHandle } from './load.js';
+import type { RuntimeDevice } from './session.js';
+
+/** The part of the block-runner contract the quantize pipeline uses. */
+export interface BlockEngine {
+  loadBlockWeights(layer: number): Promise<BlockWeights>;
+  run(layer: number, hidden: Float32Array, batch: number, seq: number, options?: BlockRunOptions):
+    Promise<{ output: Float32Array; taps: Map<TapName, Float32Array> }>;
+  embed(ids: Int32Array, batch: number, seq: number): Promise<Float32Array>;
+  readonly device: string;
+  close(): Promise<void>;
+}
+
+interface RuntimeBlockAddon extends RuntimeAddon {
+  rtSetLayerRecipe(model: RuntimeModelHandle, layer: number, recipe: Float64Array): Int32Array;
+  rtRunBlock(session: RuntimeSessionHandle, layer: number, hidden: Float32Array, t: number, out: Float32Array,
+    taps: Record<string, Float32Array>): void;
+}
+
+const TAP_FIELDS: Record<Exclude<TapName, never>, string> = {
+  attn_input: 'attnInput', attn_context: 'attnContext', mlp_input: 'mlpInput', mlp_hidden: 'mlpHidden',
+  query: 'query', key: 'key', value: 'value', probs: 'probs',
+};
+
+function quantizerCodes(q: ActivationQuantizer | undefined): [number, number, number] {
+  switch (q?.kind ?? 'none') {
+    case 'int': return [1, (q as { bits: number }).bits, (q as { clipRatio: number }).clipRatio];
+    case 'ternary': return [2, 0, (q as { thresholdRatio: number }).thresholdRatio];
+    case 'binary': return [3, 0, 0];
+    default: return [0, 0, 0];
+  }
+}
+
+/** [batch, seq, heads, hd] (token-major) → [batch, heads, seq, hd]. */
+function headMajor(x: Float32Array, batch: number, seq: number, heads: number, hd: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < seq; t++) {
+      for (let h = 0; h < heads; h++) {
+        const src = ((b * seq + t) * heads + h) * hd;
+        out.set(x.subarray(src, src + hd), ((b * heads + h) * seq + t) * hd);
+      }
+    }
+  }
+  return out;
+}
+
+export async function createRuntimeBlockEngine(model: ModelDir, options: { device?: RuntimeDevice } = {}): Promise<BlockEngine> {
+  const addon = loadAddon() as unknown as RuntimeBlockAddon;
+  if (typeof addon.rtRunBlock !== 'function') throw new BwqError('the native addon has no runtime (rebuild with npm rebuild)');
+  const c = model.config;
+  const where = model.checkpoint.indexFile ?? model.checkpoint.files[0] ?? model.dir;
+  // a one-layer model: layer 0 of the checkpoint, float, then replaced by whatever block runs
+  const ck = model.checkpoint;
+  const one = { ...c, numLayers: 1, quantization: undefined };
+  const device = options.device === 'auto' || options.device === undefined ? 'cuda' : options.device;
+  const open = (d: 'cpu' | 'cuda') => loadRuntimeModelFrom(addon, {
+    config: one, weightNames: { ...model.weightNames, layers: [model.weightNames.layers[0]!] },
+    stores: [{ label: where, has: (n) => ck.has(n), info: (n) => ck.info(n), readFloat32: (n) => ck.readFloat32(n),
+      readBytes: (n) => ck.readBytes(n) }],
+    quantized: false,
+  }, d);
+  let loaded;
+  try {
+    loaded = await open(device);
+  } catch (error) {
+    if (options.device === 'cuda' || !/^CUDA unavailable/.test((error as Error).message)) throw error;
+    loaded = await open('cpu');
+  }
+  const handle = loaded.handle;
+  let session: { handle: RuntimeSessionHandle; batch: number; seq: number } | undefined;
+  let current: { layer: number; weights: BlockWeights; recipeKey: string } | undefined;
+  let cached: { layer: number; weights: BlockWeights } | undefined;
+  let embedTable: Float32Array | undefined;
+
+  const send = (slot: string, shape: number[], data: Float32Array): void => {
+    addon.rtSetTensor(handle, slot, 0, shape, data);
+  };
+
+  /** Puts block `layer` with `weights` and `recipe` into the runtime's layer 0. */
+  const setBlock = async (layer: number, weights: BlockWeights, recipe: LayerRecipe | undefined): Promise<void> => {
+    const recipeKey = JSON.stringify(recipe ?? null);
+    if (current?.layer === layer && current.weights === weights && current.recipeKey === recipeKey) return;
+    const rotations = recipeRotations(recipe);
+    const tensorOf = async (name: string): Promise<Tensor> => {
+      const t = weights.extra.get(name) ?? (ck.has(name) ? await ck.readTensor(name) : undefined);
+      if (t === undefined) throw new BwqError(`rotation tensor ${name} is neither in the block weights nor in the checkpoint`, { file: where });
+      return t;
+    };
+    const d: number[] = [];
+    for (const role of BLOCK_ROLES) {
+      const r = recipe?.linears[role];
+      const group = r?.rotation === undefined ? -1 : rotations.findIndex((x) => x.r1 === r.rotation!.r1 && x.r2 === r.rotation!.r2);
+      const a = group < 0 ? 0 : (await tensorOf(r!.rotation!.r1)).shape[0]!;
+      const b = group < 0 ? 0 : (await tensorOf(r!.rotation!.r2)).shape[0]!;
+      d.push(0, 0, weights.biases[role] === undefined ? 0 : 1, group, a, b, ...quantizerCodes(r?.quantizer));
+    }
+    const att = recipe?.attention;
+    if (att?.probs.kind === 'binary') throw new BwqError(`layer ${layer}: a binary probability quantizer is not supported by the runtime`, { file: where });
+    for (const q of [att?.query, att?.key, att?.probs, att?.value]) d.push(...quantizerCodes(q));
+    const rotationOfRole = addon.rtSetLayerRecipe(handle, 0, Float64Array.from(d));
+    for (const [r, role] of BLOCK_ROLES.entries()) {
+      const j = rotationOfRole[r]!;
+      const rot = recipe?.linears[role]?.rotation;
+      if (j >= 0 && rot !== undefined) {
+        const r1 = await tensorOf(rot.r1);
+        const r2 = await tensorOf(rot.r2);
+        send(`rotations.${j}.r1`, [...r1.shape], r1.data);
+        send(`rotations.${j}.r2`, [...r2.shape], r2.data);
+      }
+      const w = weights.linears[role];
+      if (w === undefined) throw new BwqError(`layer ${layer} has no ${role}`, { file: where });
+      const n = role === 'q_proj' ? c.numHeads * c.headDim : role === 'k_proj' || role === 'v_proj' ? c.numKvHeads * c.headDim
+        : role === 'o_proj' || role === 'down_proj' ? c.hiddenSize : c.intermediateSize;
+      send(`layers.0.${role}.weight`, [n, w.length / n], w);
+      const bias = weights.biases[role];
+      if (bias !== undefined) send(`layers.0.${role}.bias`, [n], bias);
+    }
+    send('layers.0.input_norm', [c.hiddenSize], weights.inputNorm.weight);
+    send('layers.0.post_norm', [c.hiddenSize], weights.postAttentionNorm.weight);
+    if (weights.qNorm !== undefined) send('layers.0.q_norm', [c.headDim], weights.qNorm);
+    if (weights.kNorm !== undefined) send('layers.0.k_norm', [c.headDim], weights.kNorm);
+    const missing = addon.rtMissing(handle);
+    if (missing !== '') throw new BwqError(`runtime block is incomplete: ${missing} was not set`, { file: where });
+    current = { layer, weights, recipeKey };
+  };
+
+  const sessionFor = (batch: number, seq: number): RuntimeSessionHandle => {
+    if (session === undefined || session.batch !== batch || session.seq !== seq) {
+      if (session !== undefined) addon.rtFree(session.handle);
+      session = undefined;
+      session = { handle: addon.rtSession(handle, batch, seq, Math.max(1, Math.min(seq, Math.floor(4096 / batch)))), batch, seq };
+    }
+    return session.handle;
+  };
+
+  return {
+    device: addon.rtDevice(handle).device,
+    loadBlockWeights: (layer) => loadBlockWeights(model, layer),
+    async run(layer, hidden, batch, seq, runOptions = {}) {
+      if (layer < 0 || layer >= c.numLayers) throw new BwqError(`layer ${layer} out of range (model has ${c.numLayers})`, { file: model.dir });
+      const h = c.hiddenSize;
+      if (hidden.length !== batch * seq * h) throw new Error(`hidden has ${hidden.length} values, expected ${batch}x${seq}x${h}`);
+      let weights = runOptions.weights;
+      if (weights === undefined) {
+        if (cached?.layer !== layer) cached = { layer, weights: await loadBlockWeights(model, layer) };
+        weights = cached.weights;
+      }
+      await setBlock(layer, weights, runOptions.recipe ?? c.quantization?.layers[layer]);
+      const s = sessionFor(batch, seq);
+      const widths: Record<TapName, number> = {
+        attn_input: h, attn_context: c.numHeads * c.headDim, mlp_input: h, mlp_hidden: c.intermediateSize,
+        query: c.numHeads * c.headDim, key: c.numKvHeads * c.headDim, value: c.numKvHeads * c.headDim, probs: c.numHeads * seq,
+      };
+      const tapArrays: Record<string, Float32Array> = {};
+      const wanted = [...new Set(runOptions.taps ?? [])];
+      for (const t of wanted) tapArrays[TAP_FIELDS[t]] = new Float32Array(batch * seq * widths[t]);
+      const output = new Float32Array(batch * seq * h);
+      try {
+        addon.rtRunBlock(s, 0, hidden, seq, output, tapArrays);
+      } catch (error) {
+        throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { file: where, cause: error });
+      }
+      const taps = new Map<TapName, Float32Array>();
+      for (const t of wanted) {
+        const v = tapArrays[TAP_FIELDS[t]]!;
+        if (t === 'query') taps.set(t, headMajor(v, batch, seq, c.numHeads, c.headDim));
+        else if (t === 'key' || t === 'value') taps.set(t, headMajor(v, batch, seq, c.numKvHeads, c.headDim));
+        else taps.set(t, v);
+      }
+      return { output, taps };
+    },
+    async embed(ids, batch, seq) {
+      if (ids.length !== batch * seq) throw new Error(`ids has ${ids.length} entries, expected ${batch}x${seq}`);
+      embedTable ??= await ck.readFloat32(model.weightNames.embedTokens);
+      const h = c.hiddenSize;
+      const out = new Float32Array(ids.length * h);
+      for (let i = 0; i < ids.length; i++) {
+        const id = ids[i]!;
+        if (id < 0 || id >= c.vocabSize) throw new BwqError(`token id ${id} is outside the model's vocabulary (${c.vocabSize})`, { file: where });
+        out.set(embedTable.subarray(id * h, (id + 1) * h), i * h);
+      }
+      return out;
+    },
+    async close() {
+      if (session !== undefined) addon.rtFree(session.handle);
+      session = undefined;
+      addon.rtFree(handle);
+    },
+  };
+}
