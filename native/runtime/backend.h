@@ -26,7 +26,7 @@ inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
 // An activation quantizer (src/quant/recipe.ts), per row of `cols` values:
 //   INT, b bits:  qmax = 2^(b-1)-1, s = fl(fl(fl(param)*max|x|)/qmax) (s = 1 if max = 0),
 //                 code = clamp(round_half_even(fl(x/s)), -qmax, qmax)            (param = clipRatio)
-//   TERNARY:      delta = fl(fl(param) * fl(fl(sum|x|)/cols)), t = sign(x) if |x| > delta else 0,
+//   TERNARY:      delta = fl(fl(param) * fl(fl(sum|x|)/cols)), t = (x > 0 ? +1 : -1) if |x| > delta else 0,
 //                 s = fl(fl(sum_{|x|>delta}|x|) / count) (0 if none)            (param = thresholdRatio)
 //   BINARY:       s = fl(fl(sum|x|)/cols), code = +1 if x >= 0 (or NaN) else -1
 // Sums of |x| are accumulated in double (the reference's JS numbers).
@@ -142,7 +142,8 @@ struct Backend {
   // ---- ops
   // out[r, :] = table[ids[r], :] as float32; ids int32 [rows] (checked by the caller).
   virtual void embed(const int32_t *ids, int rows, const void *table, DType dtype, int hidden, float *out) = 0;
-  // y = w * fl(x / sqrt(fl(sum(x^2)/cols) + eps)) per row (sum in double); w may be null (no scale). y may be x.
+  // y = w * fl(x * inv), inv = 1 / sqrt(fl(sum(x^2)/cols) + eps) in double (sum in double; transformers'
+  // LlamaRMSNorm order); w may be null (no scale). y may be x.
   virtual void rms_norm(const float *x, int rows, int cols, const float *w, float eps, float *y) = 0;
   // In place on x [rows, heads*head_dim]: row r has position positions[r]; the first 2*half dims of each head:
   // angle = fl(pos * inv_freq[i]), c = fl(cos angle), s = fl(sin angle),
@@ -170,7 +171,7 @@ struct Backend {
   virtual void add_bias(float *y, int rows, int cols, const float *bias) = 0;
   // a[i] += b[i]
   virtual void add(float *a, const float *b, size_t count) = 0;
-  // gate[i] = fl(act(gate[i])) * up[i]
+  // gate[i] = fl(act(gate[i])) * up[i] (act in double and rounded once; the CPU's SiLU in float32 with exp_f32)
   virtual void gated_act(float *gate, const float *up, size_t count, Act act) = 0;
   // Writes the keys and values of tokens [pos0, pos0+t) of every sequence into the cache: k, v
   // [batch*t, n_kv*head_dim]; per (token, kv head) row the key and value quantizers apply (k_codes/k_scales
@@ -178,13 +179,16 @@ struct Backend {
   virtual void kv_store(KvLayer &kv, const float *k, const float *v, int batch, int t, int pos0,
                         const Quantizer &key, const Quantizer &value) = 0;
   // ctx [batch*t, n_heads*head_dim] = causal GQA attention of q over the cache (AttentionShape, docs):
-  //   q_hat = query quantizer per (token, head) row; score_ij = when both q and k have integer codes:
+  //   q_hat = query quantizer per (token, head) row; score_ij = when both q and k have integer codes (and the
+  //   cache holds k_codes; without them the float form below):
   //   fl((s_q*scaling) * s_k * (code_q . code_k)) in double, else fl(fl(q_hat . k_hat) * scaling);
-  //   P_i = softmax over the unmasked keys j (exp in double, masked P = 0); P_hat = probs quantizer over the
+  //   P_i = softmax over the unmasked keys j (masked P = 0; exp(score - max) in float32 within 2 ulp on the CPU,
+  //   in double on CUDA: the backends agree within float rounding); P_hat = probs quantizer over the
   //   whole row of length probs_len (masked zeros included); ctx_i = sum_j P_hat_ij v_hat_j.
   virtual void attention(const float *q, const KvLayer &kv, const AttentionShape &shape, const AttentionRecipe &r,
                          float *ctx) = 0;
-  // nll[r] = log sum_v exp(logits[r, v]) - logits[r, target[r]] in double (logits row stride vocab).
+  // nll[r] = log sum_v exp(logits[r, v]) - logits[r, target[r]], sums in double (the exponentials in float32 on
+  // the CPU, double on CUDA) (logits row stride vocab).
   virtual void nll_rows(const float *logits, int rows, int vocab, const int32_t *targets, double *nll) = 0;
   // dst rows [i] = src rows [index[i]] (row length cols floats); index on the host.
   virtual void gather_rows(const float *src, int cols, const int *index_host, int count, float *dst) = 0;

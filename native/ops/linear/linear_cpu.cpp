@@ -49,6 +49,9 @@ __attribute__((always_inline)) inline void tile(const float *a, int lda, const f
     if (nn == 32 && !accumulate) {
       *(v16 *)o = acc[i][0];
       *(v16 *)(o + 16) = acc[i][1];
+    } else if (nn == 32) {
+      *(v16 *)o = *(v16 *)o + acc[i][0];
+      *(v16 *)(o + 16) = *(v16 *)(o + 16) + acc[i][1];
     } else {
       for (int l = 0; l < nn; ++l) o[l] = (accumulate ? o[l] : 0.0f) + acc[i][l >> 4][l & 15];
     }
