@@ -41,7 +41,10 @@
         {
           "action_name": "build_cuda",
           "inputs": [
-            "native/cuda/bwq_cuda.cu", "native/cuda/packed_gemm.cuh", "native/include/bwq.h", "native/build-cuda.sh",
+            "native/include/bwq.h", "native/build-cuda.sh", "native/ops/gemm/common.cuh",
+            "native/ops/gemm/packed_gemm.cuh", "native/ops/gemm/gemv.cu", "native/ops/gemm/gemm_mma.cu",
+            "native/ops/gemm/gemm_wgmma.cu", "native/ops/gemm/dispatch.cu", "native/ops/gemm/host.cu",
+            "native/ops/gemm/bench.cu",
             "native/runtime/backend.h", "native/runtime/cuda_backend.cu", "native/ops/ops_cuda.cuh",
             "native/ops/embed/embed.cu", "native/ops/norm/norm.cu", "native/ops/rope/rope.cu",
             "native/ops/rotate/rotate.cu", "native/ops/quantize/quantize.cu", "native/ops/linear/linear.cu",

@@ -30,9 +30,9 @@ for a in $ARCHS; do GENCODE="$GENCODE -gencode arch=compute_$a,code=sm_$a"; done
 # PTX too, so newer GPUs can JIT it (90a code runs on sm_90 only, so the PTX is plain compute_90).
 [ -n "$PTX" ] && GENCODE="$GENCODE -gencode arch=compute_$PTX,code=compute_$PTX"
 TMP="$OUT_DIR/libbwq_cuda.so.tmp"
-# The packed GEMMs (cuda/), the backend of the compute engine (runtime/) and its ops (ops/<family>/<family>.cu),
-# one shared library; no device code crosses files, so no relocatable device code.
-set -- "$HERE/cuda/bwq_cuda.cu" "$HERE/runtime/cuda_backend.cu"
+# The backend of the compute engine (runtime/) and its ops (ops/<family>/*.cu, among them the packed GEMMs in
+# ops/gemm/), one shared library; no device code crosses files, so no relocatable device code.
+set -- "$HERE/runtime/cuda_backend.cu"
 for f in "$HERE"/ops/*/*.cu; do [ -f "$f" ] && set -- "$@" "$f"; done
 # shellcheck disable=SC2086
 if "$NVCC" -O3 -std=c++17 -shared -Xcompiler -fPIC,-fvisibility=hidden -cudart static --threads 0 $GENCODE \

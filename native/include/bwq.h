@@ -88,14 +88,15 @@ BWQ_EXPORT int bwq_cuda_ternary_binary_gemm_resident(const uint32_t *plus, const
 BWQ_EXPORT int bwq_cuda_int8_binary_gemm_resident(const int8_t *a, uint64_t weights, int m, int n, int k,
                                                   int32_t *out);
 
-/* Forces a kernel family for tests and benchmarks: -1 automatic (default), 0 GEMV, 1 skinny MMA, 2 tiled MMA,
- * and for ternary x binary only 3 - 5 = removed tiled kernels (run 2), 6 - 9 = tiled / GEMV variants kept for
- * comparison, 10 = Hopper wgmma
- * tiled kernel (sm_90a code on an sm_90 device; otherwise 2; 16-bit sums on the device where they fit, widened
- * before they are returned), 11, 12 = its variants, 13 = the M = 1 GEMV as a programmatic dependent launch
- * (Hopper; the automatic choice there), 14 = path 10 with int32 output only; for int8 x binary, 10 = the Hopper
- * wgmma kernel (the automatic choice there for M > 64; otherwise 2) (native/cuda/bwq_cuda.cu)
- * (a family that cannot take the shape falls through to the next one). */
+/* Forces a kernel family for tests and benchmarks: -1 automatic (default), 0 GEMV, 1 skinny MMA, 2 tiled MMA;
+ * for ternary x binary also 10 = the Hopper wgmma tiled kernel (sm_90a code on an sm_90 device; otherwise 2;
+ * 16-bit sums on the device where they fit, widened before they are returned), 11, 12, 14 = its fallbacks forced
+ * on every shape (11: cp.async loads, used without a tensor-map encoder or PDL; 12: stores from the registers,
+ * used when N % 4 != 0; 14: int32 output, used where 16-bit output is not possible), 13 = the M = 1 GEMV as a
+ * programmatic dependent launch (Hopper; the automatic choice there); for int8 x binary, 10 = the Hopper wgmma
+ * kernel (the automatic choice there for M > 64; otherwise 2) (native/ops/gemm/dispatch.cu). Any other value
+ * means automatic, among them 3 - 9, variants removed after their benchmarks (native/dev/); a family that
+ * cannot take the shape falls through to the next one. */
 BWQ_EXPORT void bwq_cuda_set_paths(int ternary_binary_path, int int8_binary_path);
 
 /* Peak tensor-core rate (kind 0: mma.sync m16n8k256 b1 AND+POPC, 1: mma.sync m16n8k32 s8, register-only

@@ -1,6 +1,6 @@
 // The CUDA backend of bwq's compute engine (backend.h), in libbwq_cuda.so: memory through cudaMalloc, every op on
 // one non-blocking stream (cuBLAS too), the kernels of native/ops/*/*.cu and the packed GEMMs of
-// native/cuda/bwq_cuda.cu (packed_gemm.cuh). Errors are sticky: the first one is kept and later ops are skipped
+// native/ops/gemm/ (packed_gemm.cuh). Errors are sticky: the first one is kept and later ops are skipped
 // until clear_error().
 #include <cuda_runtime.h>
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 
 #include <string>
 
-#include "../cuda/packed_gemm.cuh"
+#include "../ops/gemm/packed_gemm.cuh"
 #include "../include/bwq.h"
 #include "../ops/ops_cuda.cuh"
 #include "backend.h"

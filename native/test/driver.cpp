@@ -298,11 +298,10 @@ int main(int argc, char **argv) {
     const int e = bwq_cuda_init(msg, sizeof msg);
     printf("cuda: %s\n", msg);
     if (e != BWQ_OK) return 1;
-    // Paths 3 - 5 (the tiled kernels v1 - v3) were removed; they would run path 2 again.
-    const char *names[] = {"cuda-auto",      "cuda-gemv",      "cuda-skinny",        "cuda-tiled",
-                           nullptr,          nullptr,          nullptr,              "cuda-tiled-v4s",
-                           "cuda-tiled-v4nz", "cuda-tiled-v4k16", "cuda-gemv-r4",     "cuda-wgmma",
-                           "cuda-wgmma-cpasync", "cuda-wgmma-st", "cuda-gemv-pdl", "cuda-wgmma-o32"};
+    // Paths 3 - 9 (tiled and GEMV variants, now in native/dev/) were removed; they would run path -1 again.
+    const char *names[] = {"cuda-auto", "cuda-gemv", "cuda-skinny", "cuda-tiled",
+                           nullptr,     nullptr,     nullptr,       nullptr,      nullptr, nullptr, nullptr,  // 3 - 9
+                           "cuda-wgmma", "cuda-wgmma-cpasync", "cuda-wgmma-st", "cuda-gemv-pdl", "cuda-wgmma-o32"};
     for (int path = -1; path <= 14; ++path) {
       if (!names[path + 1]) continue;
       if (only) {

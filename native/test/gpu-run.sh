@@ -48,6 +48,6 @@ cat "$OUT/gpu-bench.txt"
 # Launch floor of back-to-back launches (same timing as the bench), for the M = 1 numbers.
 NVCC_BIN=${NVCC:-nvcc}
 command -v "$NVCC_BIN" >/dev/null 2>&1 || NVCC_BIN=/usr/local/cuda/bin/nvcc
-"$NVCC_BIN" -O2 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -o "$B/launch_floor" "$NATIVE/test/launch_floor.cu" && "$B/launch_floor" | tee "$OUT/launch-floor.txt"
+"$NVCC_BIN" -O2 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -o "$B/launch_floor" "$NATIVE/dev/launch_floor.cu" && "$B/launch_floor" | tee "$OUT/launch-floor.txt"
 echo "test rc=$rc_test bench rc=$rc_bench"
 [ $rc_test -eq 0 ] && [ $rc_bench -eq 0 ]

@@ -1,4 +1,4 @@
-// Linear-layer pieces around the packed GEMMs (which live in native/cuda/bwq_cuda.cu):
+// Linear-layer pieces around the packed GEMMs (which live in native/ops/gemm):
 //   packed_epilogue:     y[m, n] = fl(s[m] * wscale[n] * acc[m, n]), the product in double, left to right
 //                        (INT8PAIR: acc = 256*acc_high + acc_low, exact in double)
 //   float_binary_linear: y[m, n] = fl(wscale[n] * sum_k x[m,k] B[n,k]), float32 accumulation in ascending k

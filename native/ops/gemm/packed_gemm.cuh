@@ -1,5 +1,6 @@
-// The packed GEMMs of bwq_cuda.cu (and its initialisation and dlopen'ed cuBLAS), for other translation units
-// of libbwq_cuda.so (native/runtime/cuda_backend.cu). Thin wrappers defined at the end of bwq_cuda.cu.
+// The packed GEMMs of native/ops/gemm/ (and their initialisation and dlopen'ed cuBLAS), for other translation
+// units of libbwq_cuda.so (native/runtime/cuda_backend.cu). Thin wrappers defined in host.cu (cublas_api in
+// bench.cu).
 //
 // Device layouts the GEMMs take (docs/KERNELS.md):
 //  - ldk = round_up(ceil(k/32), 32) words per row of every bit matrix; weights [round_up(n,128), ldk],
@@ -8,8 +9,8 @@
 //  - nz: int scratch of round_up(m,128) entries (ternary only).
 //  - out: [m, n] int32 row-major (only [m, n] is written); with out16 != nullptr the ternary kernels may write
 //    int16 [m, n] instead and then set *out16.
-#ifndef BWQ_CUDA_PACKED_GEMM_CUH
-#define BWQ_CUDA_PACKED_GEMM_CUH
+#ifndef BWQ_OPS_GEMM_PACKED_GEMM_CUH
+#define BWQ_OPS_GEMM_PACKED_GEMM_CUH
 
 #include <cuda_runtime.h>
 #include <stddef.h>

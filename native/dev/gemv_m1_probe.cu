@@ -2,10 +2,14 @@
 // tb_gemv_pdl help. Every configuration is timed as 64 chained programmatic-dependent calls replayed from one
 // CUDA graph (as the bench's graph timing) and checked exactly against a CPU reference; the "ladder" kernels
 // add one part of the GEMV at a time (timing only). Also: dependent-chain latencies in SM cycles and the SM
-// clock. It includes the library source, so tb_gemv_pdl is the library's kernel. Results and discussion:
-// native/test/results/h100-gemv-m1-probe*.txt, docs/PERFORMANCE.md ("M = 1 on Hopper"). Build and run:
-//   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -o gemv_m1_probe native/test/gemv_m1_probe.cu
-#include "../cuda/bwq_cuda.cu"
+// clock. It includes the library's sources (through tb_gemm_variants.cu), so tb_gemv_pdl is the library's
+// kernel. Results and discussion: native/test/results/h100-gemv-m1-probe*.txt, docs/PERFORMANCE.md ("M = 1 on
+// Hopper"). Build and run:
+//   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -o gemv_m1_probe native/dev/gemv_m1_probe.cu
+#define BWQ_DEV_NO_MAIN
+#include "tb_gemm_variants.cu"
+
+using namespace bwq_gemm;
 
 __device__ __forceinline__ uint64_t gtime() {
   uint64_t t;

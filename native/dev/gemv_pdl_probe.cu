@@ -3,7 +3,7 @@
 // activations and after its stores; printed are medians over the calls of the gaps to the previous call's last
 // store. The modes are the variants in docs/PERFORMANCE.md ("M = 1 on Hopper"); several are timing probes with
 // wrong results. Build and run on an sm_90 GPU:
-//   nvcc -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -o gemv_pdl_probe native/test/gemv_pdl_probe.cu
+//   nvcc -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -o gemv_pdl_probe native/dev/gemv_pdl_probe.cu
 // (cuobjdump -sass shows where ptxas put ACQBULK, the wait, relative to the weight loads.)
 #include <cuda_runtime.h>
 #include <stdio.h>
