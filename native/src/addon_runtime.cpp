@@ -91,6 +91,24 @@ napi_value wrap(napi_env env, T *obj, const napi_type_tag &tag, napi_finalize fi
   return ext;
 }
 
+// Throws `err` as a JS error when it is not empty; the call's return value either way.
+napi_value done(napi_env env, const std::string &err, napi_value result = nullptr) {
+  if (err.empty()) return result;
+  throw_error(env, err);
+  return nullptr;
+}
+
+// The call's n arguments, the first a live model (nullptr and a JS error otherwise).
+ModelRef *model_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  if (!args(env, info, n, argv)) return nullptr;
+  ModelRef *m = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model");
+  if (m && !m->model) {
+    throw_error(env, "bwq runtime: model was freed");
+    return nullptr;
+  }
+  return m;
+}
+
 Quantizer quantizer_at(const double *d) {
   Quantizer q;
   q.kind = (QKind)(int)d[0];
@@ -225,20 +243,14 @@ napi_value SetTensor(napi_env env, napi_callback_info info) {
                 : type == napi_uint16_array || type == napi_int16_array ? 2
                 : type == napi_float64_array ? 8 : 4;
   const DType dtype = dt == 1 ? DType::BF16 : dt == 2 ? DType::F16 : DType::F32;
-  const std::string err = set_tensor(*ref->model, slot, dtype, shape, data, length * elem);
-  if (!err.empty()) {
-    throw_error(env, err);
-    return nullptr;
-  }
-  return nullptr;
+  return done(env, set_tensor(*ref->model, slot, dtype, shape, data, length * elem));
 }
 
 // rtMissing(model) -> '' or the first slot never set
 napi_value Missing(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!args(env, info, 1, argv)) return nullptr;
-  ModelRef *ref = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model");
-  if (!ref || !ref->model) return nullptr;
+  ModelRef *ref = model_args(env, info, 1, argv);
+  if (!ref) return nullptr;
   napi_value s;
   napi_create_string_utf8(env, ref->model->missing().c_str(), NAPI_AUTO_LENGTH, &s);
   return s;
@@ -247,9 +259,8 @@ napi_value Missing(napi_env env, napi_callback_info info) {
 // rtSession(model, batch, maxT, maxChunk) -> session; throws a one-line error when memory is short.
 napi_value NewSession(napi_env env, napi_callback_info info) {
   napi_value argv[4];
-  if (!args(env, info, 4, argv)) return nullptr;
-  ModelRef *ref = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model");
-  if (!ref || !ref->model) return nullptr;
+  ModelRef *ref = model_args(env, info, 4, argv);
+  if (!ref) return nullptr;
   Model &m = *ref->model;
   const int batch = int_of(env, argv[1]), max_t = int_of(env, argv[2]), chunk = int_of(env, argv[3]);
   if (batch < 1 || max_t < 1 || chunk < 1) {
@@ -290,11 +301,15 @@ SessionRef *session_of(napi_env env, napi_value v) {
   return s;
 }
 
+// The call's n arguments, the first a live session (nullptr and a JS error otherwise).
+SessionRef *session_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv) {
+  return args(env, info, n, argv) ? session_of(env, argv[0]) : nullptr;
+}
+
 // rtForward(session, ids Int32Array, t, mode 0 none | 1 last | 2 all, out Float32Array | null)
 napi_value Forward(napi_env env, napi_callback_info info) {
   napi_value argv[5];
-  if (!args(env, info, 5, argv)) return nullptr;
-  SessionRef *s = session_of(env, argv[0]);
+  SessionRef *s = session_args(env, info, 5, argv);
   if (!s) return nullptr;
   int32_t *ids;
   size_t n;
@@ -305,19 +320,13 @@ napi_value Forward(napi_env env, napi_callback_info info) {
   if (mode != 0 && !typed(env, argv[4], napi_float32_array, (void **)&out, &out_n, "logits")) return nullptr;
   Session &ss = *s->session;
   (void)out_n;
-  const std::string err = ss.forward(ids, t, mode, out, nullptr);
-  if (!err.empty()) {
-    throw_error(env, err);
-    return nullptr;
-  }
-  return nullptr;
+  return done(env, ss.forward(ids, t, mode, out, nullptr));
 }
 
 // rtNll(session, ids Int32Array, t) -> sum of the next-token NLL over positions 0..t-2 of every sequence
 napi_value Nll(napi_env env, napi_callback_info info) {
   napi_value argv[3];
-  if (!args(env, info, 3, argv)) return nullptr;
-  SessionRef *s = session_of(env, argv[0]);
+  SessionRef *s = session_args(env, info, 3, argv);
   if (!s) return nullptr;
   int32_t *ids;
   size_t n;
@@ -343,8 +352,7 @@ napi_value Reset(napi_env env, napi_callback_info info) {
 // rtInfo(session) -> { position, device, sessionBytes, modelBytes, replaying }
 napi_value Info(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!args(env, info, 1, argv)) return nullptr;
-  SessionRef *s = session_of(env, argv[0]);
+  SessionRef *s = session_args(env, info, 1, argv);
   if (!s) return nullptr;
   napi_value model_v;
   napi_get_reference_value(env, s->model_ref, &model_v);
@@ -368,9 +376,8 @@ napi_value Info(napi_env env, napi_callback_info info) {
 // rtModelBytes(model) -> bytes of the weights on the device
 napi_value ModelBytes(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!args(env, info, 1, argv)) return nullptr;
-  ModelRef *m = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model");
-  if (!m || !m->model) return nullptr;
+  ModelRef *m = model_args(env, info, 1, argv);
+  if (!m) return nullptr;
   napi_value v;
   napi_create_double(env, (double)m->model->bytes, &v);
   return v;
@@ -379,9 +386,8 @@ napi_value ModelBytes(napi_env env, napi_callback_info info) {
 // rtDevice(model) -> { device, freeBytes }: the backend the model lives on and the memory it can still allocate
 napi_value Device(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!args(env, info, 1, argv)) return nullptr;
-  ModelRef *m = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model");
-  if (!m || !m->model) return nullptr;
+  ModelRef *m = model_args(env, info, 1, argv);
+  if (!m) return nullptr;
   napi_value o, v;
   napi_create_object(env, &o);
   napi_create_string_utf8(env, m->model->be->name(), NAPI_AUTO_LENGTH, &v);
@@ -396,9 +402,8 @@ napi_value Device(napi_env env, napi_callback_info info) {
 // (slots "rotations.J.r1|r2"), -1 without one (native/runtime/model.h set_layer_recipe)
 napi_value SetLayerRecipe(napi_env env, napi_callback_info info) {
   napi_value argv[3];
-  if (!args(env, info, 3, argv)) return nullptr;
-  ModelRef *m = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model");
-  if (!m || !m->model) return nullptr;
+  ModelRef *m = model_args(env, info, 3, argv);
+  if (!m) return nullptr;
   double *d;
   size_t n;
   if (!typed(env, argv[2], napi_float64_array, (void **)&d, &n, "layer recipe")) return nullptr;
@@ -420,8 +425,7 @@ napi_value SetLayerRecipe(napi_env env, napi_callback_info info) {
 //   mlpInput?, mlpHidden?, query?, key?, value? } of Float32Arrays [batch, t, width], probs? [batch, heads, t, t])
 napi_value RunBlock(napi_env env, napi_callback_info info) {
   napi_value argv[6];
-  if (!args(env, info, 6, argv)) return nullptr;
-  SessionRef *s = session_of(env, argv[0]);
+  SessionRef *s = session_args(env, info, 6, argv);
   if (!s) return nullptr;
   float *hidden, *out;
   size_t nh, no;
@@ -465,11 +469,7 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
     }
   }
   const std::string err = s->session->run_block(int_of(env, argv[1]), hidden, t, out, taps);
-  if (!err.empty()) {
-    throw_error(env, err);
-    return nullptr;
-  }
-  return nullptr;
+  return done(env, err);
 }
 
 // rtFree(modelOrSession): frees the native memory now (later calls with it throw).

@@ -15,17 +15,8 @@ NATIVE=$(cd "$(dirname "$0")/.." && pwd)
   grep -m1 'model name' /proc/cpuinfo; nproc
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
-# cuBLAS for the baseline (dlopen'ed by libbwq_cuda.so)
-if [ -z "${BWQ_CUBLAS:-}" ]; then
-  for c in /usr/local/cuda/lib64/libcublas.so /usr/local/cuda/lib64/libcublas.so.13 /usr/local/cuda/lib64/libcublas.so.12; do
-    [ -e "$c" ] && BWQ_CUBLAS=$c && break
-  done
-fi
-if [ -z "${BWQ_CUBLAS:-}" ]; then
-  BWQ_CUBLAS=$(python3 -c "import nvidia.cublas,os,glob;d=os.path.dirname(nvidia.cublas.__file__);print((glob.glob(d+'/lib/libcublas.so*'))[0])" 2>/dev/null || true)
-fi
-[ -z "$BWQ_CUBLAS" ] && BWQ_CUBLAS=$(ldconfig -p | awk '/libcublas\.so/{print $NF; exit}')
-export BWQ_CUBLAS
+# cuBLAS (dlopen'ed by libbwq_cuda.so)
+. "$NATIVE/test/find-cublas.sh"
 echo "cublas: $BWQ_CUBLAS"
 t0=$(date +%s)
 sh "$NATIVE/build-cuda.sh" "$B" || exit 1

@@ -14,16 +14,8 @@ if [ -z "${BWQ_CUDA_ARCHS:-}" ]; then
   BWQ_CUDA_ARCHS=${cc:-90a}
 fi
 export BWQ_CUDA_ARCHS BWQ_CUDA_PTX=${BWQ_CUDA_PTX:-}
-# cuBLAS (dlopen'ed by libbwq_cuda.so for the float GEMMs), as native/test/gpu-run.sh finds it
-if [ -z "${BWQ_CUBLAS:-}" ]; then
-  for c in /usr/local/cuda/lib64/libcublas.so /usr/local/cuda/lib64/libcublas.so.13 /usr/local/cuda/lib64/libcublas.so.12; do
-    [ -e "$c" ] && BWQ_CUBLAS=$c && break
-  done
-fi
-if [ -z "${BWQ_CUBLAS:-}" ]; then
-  BWQ_CUBLAS=$(python3 -c "import nvidia.cublas,os,glob;d=os.path.dirname(nvidia.cublas.__file__);print((glob.glob(d+'/lib/libcublas.so*'))[0])" 2>/dev/null || true)
-fi
-export BWQ_CUBLAS
+# cuBLAS (dlopen'ed by libbwq_cuda.so)
+. "$NATIVE/test/find-cublas.sh"
 t0=$(date +%s)
 rm -f "$B/libbwq_cuda.so"
 sh "$NATIVE/build-cuda.sh" "$B" &

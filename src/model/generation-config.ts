@@ -5,28 +5,13 @@
  *  3. tokenizer_config.json's eos_token (a string or {content}) when it encodes to exactly one id.
  * None found: an empty list (generation then stops only at its length limits).
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BwqError } from '../errors.js';
 import type { ModelConfig } from './config.js';
-import type { TextTokenizer } from './tokenizer.js';
+import { readJson, type TextTokenizer } from './tokenizer.js';
 
-async function readOptionalJson(file: string): Promise<Record<string, unknown> | undefined> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new BwqError(`cannot read: ${(error as Error).message}`, { file, cause: error });
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new BwqError(`not valid JSON (${(error as Error).message.split('\n')[0]})`, { file });
-  }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new BwqError('not a JSON object', { file });
-  return json as Record<string, unknown>;
+function readOptionalJson(file: string): Promise<Record<string, unknown> | undefined> {
+  return readJson(file, false);
 }
 
 /** eos_token_id as a list of ids; undefined when absent or null. */

@@ -14,7 +14,8 @@ export interface TextTokenizer {
   readonly vocabSize: number;
 }
 
-async function readJson(file: string, required: boolean): Promise<Record<string, unknown> | undefined> {
+/** A JSON object file; undefined when it does not exist and is not required. */
+export async function readJson(file: string, required: boolean): Promise<Record<string, unknown> | undefined> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');

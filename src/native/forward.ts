@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { BwqError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ModelDir } from '../model/model-dir.js';
-import { SafetensorsFile } from '../safetensors/reader.js';
+import { openPackedFile } from '../model/packed-file.js';
 import { causalAttention } from './attention.js';
 import { createFloatGemm, type FloatGemm, type FloatGemmMode } from './float-gemm.js';
 import { loadNativeKernels, type NativeDevice, type NativeKernels } from './kernels.js';
@@ -216,18 +216,9 @@ export async function createNativeModelRunner(model: ModelDir, options: NativeRu
   const q = model.config.quantization;
   const checkpointLabel = model.checkpoint.files.length === 1 ? model.checkpoint.files[0]! : model.dir;
   const checkpoint: TensorSource = tensorSourceOf(model.checkpoint, checkpointLabel);
-  let packedFile: SafetensorsFile | undefined;
-  let packed: TensorSource | undefined;
-  if (q !== undefined) {
-    const path = join(model.dir, q.packed_weights);
-    packedFile = await SafetensorsFile.open(path);
-    const format = packedFile.metadata['format'];
-    if (format !== undefined && format !== 'bwq-packed-v1') {
-      await packedFile.close();
-      throw new BwqError(`packed-weights format is '${format}', expected 'bwq-packed-v1'`, { file: path });
-    }
-    packed = tensorSourceOf(packedFile, path);
-  }
+  const opened = await openPackedFile(model);
+  const packedFile = opened?.file;
+  const packed: TensorSource | undefined = opened === undefined ? undefined : tensorSourceOf(opened.file, opened.path);
   try {
     const native = await loadNativeModel(model.config, model.weightNames, packed, checkpoint);
     const kernels = options.kernels ?? loadForwardKernels(options.device ?? 'auto');

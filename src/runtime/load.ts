@@ -12,7 +12,7 @@ import type { ModelDir } from '../model/model-dir.js';
 import type { ModelWeightNames } from '../model/weights.js';
 import { linearByRole } from '../model/weights.js';
 import { inverseFrequencies } from '../onnx/rope.js';
-import { SafetensorsFile } from '../safetensors/reader.js';
+import { openPackedFile } from '../model/packed-file.js';
 import type { ActivationQuantizer, LinearRole } from '../quant/recipe.js';
 import { ROLES, encodeDescription, type InputPrepDescription, type ModelDescription } from './descriptor.js';
 
@@ -78,18 +78,12 @@ export async function loadRuntimeModel(addon: RuntimeAddon, model: ModelDir, dev
   const c = model.config;
   const where = model.checkpoint.indexFile ?? model.checkpoint.files[0] ?? model.dir;
   const q = c.quantization;
-  let packedFile: SafetensorsFile | undefined;
+  const packed = await openPackedFile(model);
+  const packedFile = packed?.file;
   const stores: TensorStore[] = [];
-  if (q !== undefined) {
-    const path = join(model.dir, q.packed_weights);
-    packedFile = await SafetensorsFile.open(path);
-    const format = packedFile.metadata['format'];
-    if (format !== undefined && format !== 'bwq-packed-v1') {
-      await packedFile.close();
-      throw new BwqError(`packed-weights format is '${format}', expected 'bwq-packed-v1'`, { file: path });
-    }
-    const pf = packedFile;
-    stores.push({ label: path, has: (n) => pf.has(n), info: (n) => pf.info(n), readFloat32: (n) => pf.readFloat32(n),
+  if (packed !== undefined) {
+    const pf = packed.file;
+    stores.push({ label: packed.path, has: (n) => pf.has(n), info: (n) => pf.info(n), readFloat32: (n) => pf.readFloat32(n),
       readBytes: (n) => pf.readBytes(n) });
   }
   const ck = model.checkpoint;
