@@ -1,3 +1,7 @@
+/**
+ * What commands print on stdout: results (one JSON object with --json, else human text), failures
+ * as JSON with --json, and flag parsing shared by the commands.
+ */
 import { usageError } from '../errors.js';
 
 /** Result printing: one JSON object on stdout with --json, else human text on stdout. */
@@ -18,4 +22,15 @@ export function parseIntegerFlag(flag: string, value: string, min = 1): number {
 export function parseNumberFlag(flag: string, value: string): number {
   if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(value.trim())) throw usageError(`${flag} must be a number, got "${value}"`);
   return Number(value.trim());
+}
+
+/** A failure as the one JSON object `--json` prints: `{ "error": <message>, "file": <file or null> }` (one line of message). */
+export function errorJson(message: string, file: string | undefined): string {
+  return `${JSON.stringify({ error: message.replace(/\s*\n\s*/g, ' ').trim(), file: file ?? null }, null, 2)}\n`;
+}
+
+/** Whether the command-line arguments (after `node bwq`) ask for --json, before commander has parsed them. */
+export function wantsJson(args: readonly string[]): boolean {
+  const end = args.indexOf('--');
+  return (end < 0 ? args : args.slice(0, end)).includes('--json');
 }

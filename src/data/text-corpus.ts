@@ -4,11 +4,15 @@
  *    `textField`) is taken; empty texts are skipped.
  *  - `.json`: an array of strings or of objects with a `text` field.
  *  - anything else: plain UTF-8 text, taken as is.
- * Documents are joined with "\n\n" (the WikiText-2 convention used by GPTQ/QuaRot).
+ * Documents are joined with "\n\n" (the WikiText-2 convention used by GPTQ/QuaRot). Whatever the
+ * extension, the file must be text (strict UTF-8, no NUL, few control characters:
+ * src/data/text-decode.ts), so a binary file is refused instead of being "evaluated".
  */
 import { readFile, stat } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { BwqError } from '../errors.js';
+import { isErrnoError, plainCause } from '../fs/errno.js';
+import { checkLooksLikeText, decodeUtf8 } from './text-decode.js';
 
 export interface TextCorpusOptions {
   textField?: string;
@@ -18,12 +22,14 @@ export async function readTextCorpus(path: string, options: TextCorpusOptions = 
   const info = await stat(path).catch(() => undefined);
   if (info === undefined) throw new BwqError('file not found', { file: path });
   if (!info.isFile()) throw new BwqError('not a regular file', { file: path });
-  let raw: string;
+  let bytes: Uint8Array;
   try {
-    raw = await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (error) {
-    throw new BwqError(`cannot read: ${(error as Error).message}`, { file: path });
+    throw new BwqError(`cannot read: ${isErrnoError(error) ? plainCause(error.code) : (error as Error).message}`, { file: path });
   }
+  const raw = decodeUtf8(bytes, path);
+  checkLooksLikeText(raw, path);
   const field = options.textField ?? 'text';
   const extension = extname(path).toLowerCase();
   const documents =
@@ -34,6 +40,7 @@ export async function readTextCorpus(path: string, options: TextCorpusOptions = 
         : [raw];
   const text = documents.join('\n\n');
   if (text.trim().length === 0) throw new BwqError('contains no text', { file: path });
+  if (documents.length !== 1 || documents[0] !== raw) checkLooksLikeText(text, path);
   return text;
 }
 

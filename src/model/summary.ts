@@ -1,7 +1,9 @@
 /**
  * What `bwq inspect` reports about a model directory, a safetensors file or an index JSON:
  * architecture, parameter count, dtype histogram, tensors, metadata and (for bwq outputs) the
- * quantization summary. Gathering only; formatting lives in src/cli/commands/inspect.ts.
+ * quantization summary. Gathering only; formatting lives in src/cli/commands/inspect.ts. A model
+ * directory's tensors are checked against its config.json first (names and shapes, as quantize and
+ * eval check them): a mismatch is an error naming every mismatching tensor.
  */
 import { stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
@@ -11,6 +13,7 @@ import { Checkpoint } from '../safetensors/checkpoint.js';
 import type { SafetensorsDtype } from '../safetensors/dtypes.js';
 import { SafetensorsFile, type TensorInfo } from '../safetensors/reader.js';
 import { loadModelConfig, type ModelConfig } from './config.js';
+import { checkWeightShapes, resolveWeightNames } from './weights.js';
 
 export interface TensorRow {
   name: string;
@@ -205,6 +208,11 @@ export async function inspectPath(path: string, options: { listTensors?: boolean
     checkpoint = await Checkpoint.openFile(path);
   }
   try {
+    if (config !== undefined) {
+      // as quantize and eval do: every tensor the config needs, with the shape it implies (all mismatches named)
+      const where = checkpoint.indexFile ?? checkpoint.files[0] ?? path;
+      checkWeightShapes(config, resolveWeightNames(config, checkpoint, where), checkpoint, where);
+    }
     const rows = checkpoint.names().map((n) => rowOf(checkpoint.info(n)));
     const dtypes: Partial<Record<SafetensorsDtype, DtypeStats>> = {};
     for (const row of rows) {

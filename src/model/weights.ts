@@ -268,13 +268,64 @@ export function expectedShapes(config: ModelConfig, names: ModelWeightNames): Ma
   return shapes;
 }
 
-/** Checks every required tensor's shape against the config; BwqError naming `file` on the first mismatch. */
-export function checkWeightShapes(config: ModelConfig, names: ModelWeightNames, source: TensorShapeSource, file: string): void {
+/** A tensor whose shape differs from what the config implies. */
+export interface ShapeMismatch {
+  name: string;
+  actual: number[];
+  expected: number[];
+}
+
+/** Every required tensor whose shape differs from the config's (all of them, in expectedShapes order). */
+export function shapeMismatches(config: ModelConfig, names: ModelWeightNames, source: TensorShapeSource): ShapeMismatch[] {
+  const out: ShapeMismatch[] = [];
   for (const [name, expected] of expectedShapes(config, names)) {
     const actual = source.info(name).shape;
-    if (actual.length !== expected.length || actual.some((d, i) => d !== expected[i])) {
-      throw new BwqError(
-        `tensor '${name}' has shape [${actual.join(', ')}] but the config implies [${expected.join(', ')}]`, { file });
-    }
+    if (actual.length !== expected.length || actual.some((d, i) => d !== expected[i])) out.push({ name, actual: [...actual], expected });
   }
+  return out;
+}
+
+/** "0-3,5": sorted layer indices as ranges. */
+function ranges(indices: number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < indices.length; ) {
+    let j = i;
+    while (j + 1 < indices.length && indices[j + 1] === indices[j]! + 1) j++;
+    parts.push(i === j ? `${indices[i]}` : `${indices[i]}-${indices[j]}`);
+    i = j + 1;
+  }
+  return parts.join(',');
+}
+
+/**
+ * One line naming every mismatch; tensors that differ only in the layer index and mismatch the same
+ * way are named once with their layers, e.g. `'model.layers.{0-31}.mlp.up_proj.weight' has shape …`.
+ */
+export function describeShapeMismatches(mismatches: readonly ShapeMismatch[]): string {
+  const shape = (s: readonly number[]): string => `[${s.join(', ')}]`;
+  if (mismatches.length === 1) {
+    const m = mismatches[0]!;
+    return `tensor '${m.name}' has shape ${shape(m.actual)} but the config implies ${shape(m.expected)}`;
+  }
+  const groups = new Map<string, { before: string; after: string; layers: number[]; m: ShapeMismatch }>();
+  for (const m of mismatches) {
+    const match = /\.(\d+)\./.exec(m.name);
+    const before = match === null ? m.name : m.name.slice(0, match.index + 1);
+    const after = match === null ? '' : m.name.slice(match.index + match[0].length - 1);
+    const key = `${before}\u0000${after}\u0000${shape(m.actual)}\u0000${shape(m.expected)}`;
+    const g = groups.get(key) ?? { before, after, layers: [], m };
+    if (match !== null) g.layers.push(Number(match[1]));
+    groups.set(key, g);
+  }
+  const parts = [...groups.values()].map((g) => {
+    const name = g.layers.length === 0 ? g.before : g.layers.length === 1 ? `${g.before}${g.layers[0]}${g.after}` : `${g.before}{${ranges([...g.layers].sort((a, b) => a - b))}}${g.after}`;
+    return `'${name}' has shape ${shape(g.m.actual)} but the config implies ${shape(g.m.expected)}`;
+  });
+  return `${mismatches.length} tensors do not match the config: ${parts.join('; ')}`;
+}
+
+/** Checks every required tensor's shape against the config; BwqError naming `file` and every mismatch. */
+export function checkWeightShapes(config: ModelConfig, names: ModelWeightNames, source: TensorShapeSource, file: string): void {
+  const mismatches = shapeMismatches(config, names, source);
+  if (mismatches.length > 0) throw new BwqError(describeShapeMismatches(mismatches), { file });
 }

@@ -6,6 +6,7 @@
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
+import { removeOrtDebugLogAtExit } from './ort-debug-log.js';
 
 export interface SessionOptions {
   threads?: number | undefined;
@@ -35,6 +36,7 @@ export async function createSession(model: Uint8Array, options: SessionOptions =
   session['intra_op.allow_spinning'] = process.env['BWQ_ORT_SPIN'] === '1' ? '1' : '0';
   if (options.externalDataDir !== undefined) session['model_external_initializers_file_folder_path'] = options.externalDataDir;
   sessionOptions.extra = { session };
+  removeOrtDebugLogAtExit();
   return ort.InferenceSession.create(model, sessionOptions);
 }
 

@@ -13,11 +13,17 @@
  *        d. run the quantized block (weights override + LayerRecipe) to produce block i+1's inputs;
  *   4. write OUT_DIR (simulated model, packed weights, config with quantization_config, report)
  *      atomically: everything is built under a temporary directory renamed at the very end.
+ * Before any of it: OUT_DIR is checked (src/quant/output-dir.ts: --force replaces only a previous bwq
+ * output), its temporary directory is created (an unwritable destination fails at once), and the
+ * calibration memory (src/quant/calib-memory.ts) and disk space (src/quant/output-size.ts) are
+ * checked against the machine and the destination file system.
  */
-import { copyFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { copyFile, readFile, stat, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { BwqError } from '../errors.js';
 import { writeAtomically } from '../fs/atomic.js';
+import { checkFreeSpace, freeBytes } from '../fs/free-space.js';
+import { formatSize } from '../fs/size.js';
 import type { Progress } from '../cli/progress.js';
 import { openModelDir, type ModelDir } from '../model/model-dir.js';
 import { loadTokenizer } from '../model/tokenizer.js';
@@ -35,6 +41,9 @@ import { VERSION } from '../version.js';
 import { LayerSpillStore, type QuantizedLinearArrays, type SpilledLinear } from './layer-spill.js';
 import { createOrtEngine } from './ort-engine.js';
 import type { Matmul } from '../linalg/matmul.js';
+import { checkOutputDirectory, COPIED_MODEL_FILES } from './output-dir.js';
+import { describeOutputSize, estimateOutputSize, outputSizeInput } from './output-size.js';
+import { checkCalibrationMemory } from './calib-memory.js';
 
 export interface QuantizeOptions {
   modelDir: string;
@@ -68,6 +77,8 @@ export interface QuantizeOptions {
   sequential?: SequentialMode;
   /** query rows sampled per head for the attention calibration (default 64) */
   attentionRows?: number;
+  /** free bytes of the destination file system (default fs.statfs; tests inject a value) */
+  freeSpace?: (path: string) => Promise<number | undefined>;
 }
 
 export interface LinearReport {
@@ -115,8 +126,6 @@ const GROUPS: readonly GroupSpec[] = [
   { name: 'mlp_out', tap: 'mlp_hidden', roles: ['down_proj'] },
 ];
 
-const COPIED_FILES = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json'];
-
 /** Batch (windows per block run) so that one run holds at most ~8k tokens and ~64 MiB of scores. */
 function batchSize(nsamples: number, seqlen: number, heads: number): number {
   const byTokens = Math.max(1, Math.floor(8192 / seqlen));
@@ -126,40 +135,41 @@ function batchSize(nsamples: number, seqlen: number, heads: number): number {
 
 export async function quantizeModel(options: QuantizeOptions, progress: Progress): Promise<QuantizeSummary> {
   const t0 = performance.now();
-  if (resolve(options.outDir) === resolve(options.modelDir)) {
-    throw new BwqError('the output directory is the input model directory; choose another -o', { file: options.outDir, exitCode: 2 });
-  }
-  const existing = await stat(options.outDir).catch(() => undefined);
-  if (existing !== undefined && !options.force) {
-    throw new BwqError('output directory already exists (pass --force to replace it)', { file: options.outDir });
-  }
-  if (existing !== undefined && !existing.isDirectory()) {
-    throw new BwqError('output path exists and is not a directory', { file: options.outDir });
-  }
-  const model = await openModelDir(options.modelDir);
-  try {
-    const { config } = model;
-    if (config.architecture === 'gpt2') {
-      throw new BwqError('gpt2 is unsupported for quantization (bwq quantizes llama, mistral, qwen2 and qwen3 models)', { file: options.modelDir });
-    }
-    if (config.quantization !== undefined) {
-      throw new BwqError('model is already quantized (config.json has quantization_config)', { file: options.modelDir });
-    }
-    if (options.method === 'bwta' && options.aBits !== 'ternary') {
-      throw new BwqError(`--method bwta uses ternary activations (got --a-bits ${options.aBits})`, { exitCode: 2 });
-    }
-    const seqlen = options.seqlenExplicit ? options.seqlen : Math.min(options.seqlen, config.maxPositionEmbeddings);
-    if (seqlen > config.maxPositionEmbeddings) {
-      throw new BwqError(`--seqlen ${seqlen} exceeds max_position_embeddings ${config.maxPositionEmbeddings}`, { exitCode: 2 });
-    }
-    const tokenizer = await loadTokenizer(options.modelDir);
-    const windows = await loadCalibrationWindows(options.calibFile, tokenizer, {
-      nsamples: options.nsamples, seqlen, seed: options.seed, vocabSize: config.vocabSize,
-    });
-    return await writeAtomically(
-      options.outDir,
-      async (temp) => {
-        await mkdir(temp, { recursive: true });
+  const inputs = [
+    { path: options.modelDir, what: 'input model directory' },
+    { path: options.calibFile, what: 'calibration file' },
+  ];
+  // before anything is read or written: which OUT_DIR may be written or replaced (src/quant/output-dir.ts)
+  await checkOutputDirectory(options.outDir, options.force, { inputs });
+  // the temporary OUT_DIR is made first, so an unwritable destination fails at once
+  return writeAtomically(
+    options.outDir,
+    async (temp) => {
+      const model = await openModelDir(options.modelDir);
+      try {
+        const { config } = model;
+        if (config.architecture === 'gpt2') {
+          throw new BwqError('gpt2 is unsupported for quantization (bwq quantizes llama, mistral, qwen2 and qwen3 models)', { file: options.modelDir });
+        }
+        if (config.quantization !== undefined) {
+          throw new BwqError('model is already quantized (config.json has quantization_config)', { file: options.modelDir });
+        }
+        if (options.method === 'bwta' && options.aBits !== 'ternary') {
+          throw new BwqError(`--method bwta uses ternary activations (got --a-bits ${options.aBits})`, { exitCode: 2 });
+        }
+        const seqlen = options.seqlenExplicit ? options.seqlen : Math.min(options.seqlen, config.maxPositionEmbeddings);
+        if (seqlen > config.maxPositionEmbeddings) {
+          throw new BwqError(`--seqlen ${seqlen} exceeds max_position_embeddings ${config.maxPositionEmbeddings}`, { exitCode: 2 });
+        }
+        checkCalibrationMemory(options.nsamples, seqlen, config.hiddenSize);
+        const size = estimateOutputSize(await outputSizeInput(model, options.method, options.rank, COPIED_MODEL_FILES));
+        const free = await (options.freeSpace ?? freeBytes)(temp);
+        checkFreeSpace(options.outDir, size.total, free, describeOutputSize(size, formatSize));
+
+        const tokenizer = await loadTokenizer(options.modelDir);
+        const windows = await loadCalibrationWindows(options.calibFile, tokenizer, {
+          nsamples: options.nsamples, seqlen, seed: options.seed, vocabSize: config.vocabSize,
+        });
         const runner = await createBlockRunner(model, options.threads === undefined ? {} : { threads: options.threads });
         const spill = new LayerSpillStore(join(temp, '.layers'));
         try {
@@ -174,12 +184,17 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
           await spill.dispose();
           await runner.close();
         }
-      },
-      { replaceDirectory: options.force },
-    );
-  } finally {
-    await model.checkpoint.close().catch(() => undefined);
-  }
+      } finally {
+        await model.checkpoint.close().catch(() => undefined);
+      }
+    },
+    {
+      directory: true,
+      replaceDirectory: options.force,
+      // OUT_DIR may have changed during the run: the same rules once more, just before the swap
+      beforeReplace: async (destination) => { await checkOutputDirectory(destination, true, { inputs }); },
+    },
+  );
 }
 
 interface PipelineResult {
@@ -487,7 +502,7 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
   await writeFile(join(temp, 'config.json'), `${JSON.stringify(raw, null, 2)}\n`);
   files.push('config.json');
 
-  for (const f of COPIED_FILES) {
+  for (const f of COPIED_MODEL_FILES) {
     const src = join(model.dir, f);
     if ((await stat(src).catch(() => undefined))?.isFile()) {
       await copyFile(src, join(temp, f));

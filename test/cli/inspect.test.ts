@@ -6,6 +6,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vite
 import { runCli } from '../helpers/run-cli.js';
 import { writeSafetensors, type TensorToWrite } from '../../src/safetensors/writer.js';
 import { exampleQuantizationConfig } from '../model/recipe-example.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
+
+const tempDir = tempDirs();
 
 
 const bwq = runCli;
@@ -145,7 +148,7 @@ describe('bwq inspect (in process)', () => {
 });
 
 describe('bwq inspect errors', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'bwq-inspect-bad-'));
+  const dir = tempDir('bwq-inspect-bad-');
 
   test('bad file: one stderr line naming the file, exit code 1, nothing on stdout', async () => {
     const bad = join(dir, 'bad.safetensors');
@@ -166,11 +169,38 @@ describe('bwq inspect errors', () => {
   });
 
   test('directory with a bad config', async () => {
-    const d = mkdtempSync(join(tmpdir(), 'bwq-inspect-cfg-'));
+    const d = tempDir('bwq-inspect-cfg-');
     writeFileSync(join(d, 'config.json'), JSON.stringify({ model_type: 'bloom' }));
     const r = await bwq('inspect', d);
     expect(r.code).toBe(1);
     expect(r.stderr).toBe(`bwq: ${join(d, 'config.json')}: unsupported architecture 'bloom' (supported: llama, mistral, qwen2, qwen3, gpt2)\n`);
+  });
+
+  test('tensors that do not match config.json: one line naming every mismatch (as quantize and eval)', async () => {
+    const d = tempDir('bwq-inspect-shape-');
+    for (const f of ['config.json', 'model.safetensors']) copyFileSync(join('test/fixtures/models/tiny-qwen2', f), join(d, f));
+    const config = JSON.parse(readFileSync(join(d, 'config.json'), 'utf8'));
+    writeFileSync(join(d, 'config.json'), JSON.stringify({ ...config, intermediate_size: 96, num_key_value_heads: 1 }));
+    const r = await bwq('inspect', d);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe(`bwq: ${join(d, 'model.safetensors')}: 14 tensors do not match the config: `
+      + "'model.layers.{0-1}.self_attn.k_proj.weight' has shape [32, 64] but the config implies [16, 64]; "
+      + "'model.layers.{0-1}.self_attn.k_proj.bias' has shape [32] but the config implies [16]; "
+      + "'model.layers.{0-1}.self_attn.v_proj.weight' has shape [32, 64] but the config implies [16, 64]; "
+      + "'model.layers.{0-1}.self_attn.v_proj.bias' has shape [32] but the config implies [16]; "
+      + "'model.layers.{0-1}.mlp.gate_proj.weight' has shape [128, 64] but the config implies [96, 64]; "
+      + "'model.layers.{0-1}.mlp.up_proj.weight' has shape [128, 64] but the config implies [96, 64]; "
+      + "'model.layers.{0-1}.mlp.down_proj.weight' has shape [64, 128] but the config implies [64, 96]\n");
+    // the same line from quantize and eval (openModelDir), and --json gives the error object
+    const e = await bwq('eval', d, '--json');
+    expect(e.stderr).toBe(r.stderr);
+    expect(JSON.parse(e.stdout)).toEqual({ error: r.stderr.slice(`bwq: ${join(d, 'model.safetensors')}: `.length).trim(), file: join(d, 'model.safetensors') });
+    const j = await bwq('inspect', d, '--json');
+    expect(JSON.parse(j.stdout).file).toBe(join(d, 'model.safetensors'));
+    // a missing tensor is named too
+    writeFileSync(join(d, 'config.json'), JSON.stringify({ ...config, num_hidden_layers: 3 }));
+    expect((await bwq('inspect', d)).stderr).toMatch(/^bwq: .*model\.safetensors: checkpoint has no tensor 'model\.layers\.2\.input_layernorm\.weight' \(and \d+ more\)/);
   });
 
   test('missing argument is a usage error (exit 2)', async () => {
@@ -190,7 +220,7 @@ describe('compiled CLI (node bin/bwq.js-style entry, built with tsc)', () => {
 
   test('bad file: exit code 1 and a single stderr line', () => {
     expect(existsSync(join(outDir, 'cli/commands/inspect.js'))).toBe(true);
-    const bad = join(mkdtempSync(join(tmpdir(), 'bwq-inspect-spawn-')), 'short.safetensors');
+    const bad = join(tempDir('bwq-inspect-spawn-'), 'short.safetensors');
     writeFileSync(bad, Buffer.from([1, 2, 3]));
     const r = spawnSync(process.execPath, [join(outDir, 'run.mjs'), 'inspect', bad], { encoding: 'utf8' });
     expect(r.status).toBe(1);

@@ -1,11 +1,13 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { BwqError } from '../../src/errors.js';
 import { loadModelConfig, parseModelConfig, type ModelConfig } from '../../src/model/config.js';
 import type { QuantizationConfig } from '../../src/quant/recipe.js';
 import { exampleQuantizationConfig } from './recipe-example.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
+
+const tempDir = tempDirs();
 
 const MODELS = ['tiny-llama', 'tiny-mistral', 'tiny-qwen2', 'tiny-qwen3', 'tiny-gpt2'].map((m) => `test/fixtures/models/${m}`)
   .concat(['models/sotu-llama']);
@@ -176,7 +178,7 @@ describe('config errors name the file', () => {
     parseError({ ...gpt2, scale_attn_by_inverse_layer_idx: true }, /'scale_attn_by_inverse_layer_idx: true' is not supported/);
   });
   test('missing and invalid config.json', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'bwq-cfg-'));
+    const dir = tempDir('bwq-cfg-');
     await expect(loadModelConfig(dir)).rejects.toMatchObject({ file: join(dir, 'config.json'), message: 'config.json not found' });
     writeFileSync(join(dir, 'config.json'), '{"model_type": "llama",');
     await expect(loadModelConfig(dir)).rejects.toMatchObject({ file: join(dir, 'config.json'), message: expect.stringMatching(/config is not valid JSON/) });

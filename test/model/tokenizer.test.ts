@@ -1,9 +1,11 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { BwqError } from '../../src/errors.js';
 import { loadTokenizer } from '../../src/model/tokenizer.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
+
+const tempDir = tempDirs();
 
 /** Ids produced by the Hugging Face (Rust) tokenizer in test/fixtures/generate/make_fixtures.py. */
 const reference = JSON.parse(readFileSync('test/fixtures/reference/tokenizer.json', 'utf8')) as {
@@ -51,7 +53,7 @@ describe('tokenizer.json via tokenizers.js matches HF tokenizers', () => {
   });
 
   test('missing tokenizer.json names the expected path', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'bwq-tok-'));
+    const dir = tempDir('bwq-tok-');
     const error = await loadTokenizer(dir).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(BwqError);
     expect((error as BwqError).file).toBe(join(dir, 'tokenizer.json'));
@@ -59,7 +61,7 @@ describe('tokenizer.json via tokenizers.js matches HF tokenizers', () => {
   });
 
   test('invalid tokenizer.json', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'bwq-tok-'));
+    const dir = tempDir('bwq-tok-');
     writeFileSync(join(dir, 'tokenizer.json'), '{"model": ');
     await expect(loadTokenizer(dir)).rejects.toThrow(/not valid JSON/);
     writeFileSync(join(dir, 'tokenizer.json'), '{"version": "1.0"}');

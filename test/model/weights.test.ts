@@ -1,5 +1,4 @@
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { BwqError } from '../../src/errors.js';
@@ -7,12 +6,15 @@ import { loadModelConfig } from '../../src/model/config.js';
 import { readLinearWeight, readNormWeight } from '../../src/model/load-weights.js';
 import { openModelDir } from '../../src/model/model-dir.js';
 import {
-  expectedShapes, linearByRole, modelWeightNames, requiredTensorNames, resolveWeightNames,
+  describeShapeMismatches, expectedShapes, linearByRole, modelWeightNames, requiredTensorNames, resolveWeightNames,
 } from '../../src/model/weights.js';
 import { Checkpoint } from '../../src/safetensors/checkpoint.js';
 import { SafetensorsFile } from '../../src/safetensors/reader.js';
 import { writeSafetensors } from '../../src/safetensors/writer.js';
 import { exampleQuantizationConfig } from './recipe-example.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
+
+const tempDir = tempDirs();
 
 const MODELS = ['tiny-llama', 'tiny-mistral', 'tiny-qwen2', 'tiny-qwen3', 'tiny-gpt2'].map((m) => `test/fixtures/models/${m}`)
   .concat(['models/sotu-llama']);
@@ -73,7 +75,7 @@ describe('weight names cover exactly the tensors transformers saved', () => {
 
 describe('resolveWeightNames', () => {
   test('gpt2 checkpoint saved without the transformer. prefix', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'bwq-w-'));
+    const dir = tempDir('bwq-w-');
     const src = await SafetensorsFile.open('test/fixtures/models/tiny-gpt2/model.safetensors');
     await writeSafetensors(join(dir, 'model.safetensors'), src.names().map((n) => ({
       name: n.replace(/^transformer\./, ''), dtype: src.info(n).dtype, shape: src.info(n).shape, data: () => src.readBytes(n),
@@ -147,7 +149,7 @@ describe('openModelDir', () => {
   }
 
   function scratchModel(from: string): string {
-    const dir = mkdtempSync(join(tmpdir(), 'bwq-md-'));
+    const dir = tempDir('bwq-md-');
     for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(from, f), join(dir, f));
     return dir;
   }
@@ -161,7 +163,7 @@ describe('openModelDir', () => {
 
   test('missing directory, config and weights', async () => {
     await expectError('/nonexistent/model', '/nonexistent/model', /model directory not found/);
-    const dir = mkdtempSync(join(tmpdir(), 'bwq-md-'));
+    const dir = tempDir('bwq-md-');
     await expectError(dir, join(dir, 'config.json'), /config.json not found/);
     copyFileSync('test/fixtures/models/tiny-qwen2/config.json', join(dir, 'config.json'));
     await expectError(dir, dir, /no weights found/);
@@ -172,8 +174,12 @@ describe('openModelDir', () => {
     const dir = scratchModel('test/fixtures/models/tiny-qwen2');
     const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, intermediate_size: 96 }));
-    await expectError(dir, join(dir, 'model.safetensors'),
-      /tensor 'model.layers.0.mlp.gate_proj.weight' has shape \[128, 64\] but the config implies \[96, 64\]/);
+    // every mismatch is named; tensors differing only in the layer index are named once with their layers
+    await expectError(dir, join(dir, 'model.safetensors'), /^6 tensors do not match the config: /);
+    expect(((await openModelDir(dir).catch((e: unknown) => e)) as BwqError).message).toBe(
+      "6 tensors do not match the config: 'model.layers.{0-1}.mlp.gate_proj.weight' has shape [128, 64] but the config implies [96, 64]; "
+      + "'model.layers.{0-1}.mlp.up_proj.weight' has shape [128, 64] but the config implies [96, 64]; "
+      + "'model.layers.{0-1}.mlp.down_proj.weight' has shape [64, 128] but the config implies [64, 96]");
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, num_hidden_layers: 3 }));
     await expectError(dir, join(dir, 'model.safetensors'), /checkpoint has no tensor 'model.layers.2.input_layernorm.weight' \(and \d+ more\)/);
   });
@@ -184,5 +190,18 @@ describe('openModelDir', () => {
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, quantization_config: exampleQuantizationConfig() }));
     await expectError(dir, join(dir, 'model.safetensors'),
       /rotation tensor 'model.layers.0.mlp_in.okt_r1' named in quantization_config is missing from the checkpoint/);
+  });
+});
+
+describe('describeShapeMismatches', () => {
+  test('one mismatch keeps the single-tensor form; layers are grouped as ranges; other names are listed as is', () => {
+    expect(describeShapeMismatches([{ name: 'lm_head.weight', actual: [4, 8], expected: [5, 8] }]))
+      .toBe("tensor 'lm_head.weight' has shape [4, 8] but the config implies [5, 8]");
+    const m = (layer: number, actual: number[]) => ({ name: `model.layers.${layer}.mlp.up_proj.weight`, actual, expected: [96, 64] });
+    expect(describeShapeMismatches([m(0, [128, 64]), m(1, [128, 64]), m(2, [128, 64]), m(5, [128, 64]), m(7, [64, 64]),
+      { name: 'model.norm.weight', actual: [32], expected: [64] }])).toBe(
+      "6 tensors do not match the config: 'model.layers.{0-2,5}.mlp.up_proj.weight' has shape [128, 64] but the config implies [96, 64]; "
+      + "'model.layers.7.mlp.up_proj.weight' has shape [64, 64] but the config implies [96, 64]; "
+      + "'model.norm.weight' has shape [32] but the config implies [64]");
   });
 });

@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { LayerSpillStore, type QuantizedLinearArrays } from '../../src/quant/layer-spill.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
+
+const tempDir = tempDirs();
 
 function linear(rows: number, cols: number, rank: number, seed: number): QuantizedLinearArrays {
   const f = (n: number, k: number): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(seed * 31 + i * k) * 1e3);
@@ -20,7 +22,7 @@ const bytes = (a: Float32Array | Uint32Array): Uint8Array => new Uint8Array(a.bu
 
 describe('LayerSpillStore', () => {
   it('gives back every part of every spilled linear byte for byte, then removes its directory', async () => {
-    const dir = join(mkdtempSync(join(tmpdir(), 'bwq-spill-')), '.layers');
+    const dir = join(tempDir('bwq-spill-'), '.layers');
     const store = new LayerSpillStore(dir);
     const q = linear(5, 70, 2, 1);
     const o = linear(3, 33, 0, 2);

@@ -2,7 +2,10 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { Checkpoint } from '../../src/safetensors/checkpoint.js';
-import { expectBwqError, tempDir } from './helpers.js';
+import { expectBwqError } from './helpers.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
+
+const tempDir = tempDirs();
 
 const SHARDED = 'test/fixtures/safetensors/sharded';
 const expected = JSON.parse(readFileSync(join(SHARDED, 'expected.json'), 'utf8')) as Record<string, number[]>;

@@ -1,12 +1,6 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
 import { expect } from 'vitest';
 import { BwqError } from '../../src/errors.js';
-
-export function tempDir(prefix = 'bwq-st-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
-}
 
 /** A safetensors file from a header (JSON text or raw bytes) and a data region. */
 export function buildFile(path: string, header: string | Uint8Array, data: Uint8Array = new Uint8Array(0),

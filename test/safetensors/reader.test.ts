@@ -2,7 +2,10 @@ import { closeSync, openSync, readFileSync, statSync, truncateSync, writeFileSyn
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { SafetensorsFile } from '../../src/safetensors/reader.js';
-import { buildFile, expectBwqError, tempDir } from './helpers.js';
+import { buildFile, expectBwqError } from './helpers.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
+
+const tempDir = tempDirs();
 
 const FIXTURE = 'test/fixtures/safetensors/dtypes.safetensors';
 const expected = JSON.parse(readFileSync('test/fixtures/safetensors/dtypes.expected.json', 'utf8')) as {

@@ -3,7 +3,10 @@ import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { SafetensorsFile } from '../../src/safetensors/reader.js';
 import { writeSafetensors, type TensorToWrite } from '../../src/safetensors/writer.js';
-import { expectBwqError, tempDir } from './helpers.js';
+import { expectBwqError } from './helpers.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
+
+const tempDir = tempDirs();
 
 /** Every safetensors file committed as a fixture (all written by Python's safetensors). */
 const FIXTURES = [

@@ -1,12 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, writeFileSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { readTextCorpus } from '../../src/data/text-corpus.js';
 import { writeAtomically, writeFileAtomically } from '../../src/fs/atomic.js';
 import { BwqError } from '../../src/errors.js';
+import { tempDirs } from '../helpers/temp-dirs.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'bwq-corpus-'));
+const tempDir = tempDirs();
+const dir = tempDir('bwq-corpus-');
 
 describe('readTextCorpus', () => {
   it('joins JSON-lines documents with a blank line and skips empty ones', async () => {

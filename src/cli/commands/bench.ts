@@ -272,8 +272,9 @@ export function registerBench(program: Command): void {
         return;
       }
       const report = await runBench(options, log);
-      if (json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
       const bad = report.cpu.some((r) => !r.agrees) || report.gpu.some((r) => r.mismatches > 0);
+      // one JSON object on stdout: the report, or (with the rows on stderr) the error
+      if (json && !bad) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
       if (bad) throw new BwqError('bench: a kernel result disagreed with its reference (see output above)');
     });
 }
