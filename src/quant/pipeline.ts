@@ -28,7 +28,9 @@ import type { Progress } from '../cli/progress.js';
 import { openModelDir, type ModelDir } from '../model/model-dir.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { linearByRole } from '../model/weights.js';
-import { createBlockRunner, type BlockRunner, type BlockWeights, type TapName } from '../onnx/block-runner.js';
+import type { BlockWeights, TapName } from '../onnx/block-runner.js';
+import { createRuntimeBlockEngine, type BlockEngine } from '../runtime/block-runner.js';
+import type { RuntimeDevice } from '../runtime/session.js';
 import { writeSafetensors, type TensorToWrite } from '../safetensors/writer.js';
 import { loadCalibrationWindows } from '../data/calibration.js';
 import { Rng } from '../linalg/random.js';
@@ -59,6 +61,8 @@ export interface QuantizeOptions {
   seed: number;
   force: boolean;
   threads?: number;
+  /** where block forwards run (the runtime): auto (CUDA when a GPU answers, else the CPU), cuda or cpu */
+  device?: RuntimeDevice;
   /** rows of each linear-input tap kept for calibration statistics (default 512) */
   statTokens?: number;
   /** OKT EM iterations (default 10) */
@@ -108,6 +112,8 @@ export interface QuantizeSummary {
   aBits: number | 'ternary';
   nsamples: number;
   seqlen: number;
+  /** where the block forwards ran (the runtime's device) */
+  device: string;
   layers: LayerReport[];
   seconds: number;
   files: string[];
@@ -170,13 +176,14 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
         const windows = await loadCalibrationWindows(options.calibFile, tokenizer, {
           nsamples: options.nsamples, seqlen, seed: options.seed, vocabSize: config.vocabSize,
         });
-        const runner = await createBlockRunner(model, options.threads === undefined ? {} : { threads: options.threads });
+        const runner = await createRuntimeBlockEngine(model, { device: options.device ?? 'auto', ...(options.threads === undefined ? {} : { threads: options.threads }) });
         const spill = new LayerSpillStore(join(temp, '.layers'));
         try {
           const result = await runPipeline(model, runner, windows.ids, options, seqlen, progress, spill);
-          const files = await writeOutputs(model, temp, options, seqlen, result, (performance.now() - t0) / 1000);
+          const files = await writeOutputs(model, temp, options, seqlen, result, (performance.now() - t0) / 1000, runner.device);
           return {
             outDir: options.outDir, method: options.method, aBits: options.aBits, nsamples: options.nsamples, seqlen,
+            device: runner.device,
             layers: result.reports, seconds: (performance.now() - t0) / 1000, files,
           };
         } finally {
@@ -206,7 +213,7 @@ interface PipelineResult {
   reports: LayerReport[];
 }
 
-async function runPipeline(model: ModelDir, runner: BlockRunner, ids: Int32Array, options: QuantizeOptions, seqlen: number, progress: Progress, spill: LayerSpillStore): Promise<PipelineResult> {
+async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array, options: QuantizeOptions, seqlen: number, progress: Progress, spill: LayerSpillStore): Promise<PipelineResult> {
   const { config } = model;
   const h = config.hiddenSize;
   const ns = options.nsamples;
@@ -381,7 +388,7 @@ function sequentialPhases(mode: SequentialMode): GroupSpec[][] {
 
 /** Runs the block over all windows in batches, keeping the rows `picked` (ascending global token indices) of each tap. */
 async function collectStats(
-  runner: BlockRunner, layer: number, hidden: Float32Array, h: number, ns: number, seqlen: number, bs: number,
+  runner: BlockEngine, layer: number, hidden: Float32Array, h: number, ns: number, seqlen: number, bs: number,
   weights: BlockWeights, recipe: LayerRecipe, taps: readonly TapName[], picked: Int32Array, progress: Progress,
 ): Promise<{ stats: Map<TapName, Float32Array>; widths: Map<TapName, number>; firstOutput: Float32Array | undefined }> {
   const nBatches = Math.ceil(ns / bs);
@@ -415,7 +422,7 @@ async function collectStats(
 
 /** Attention taps of one window (truncated so the [heads, S, S] probs stay ≤ 64 MiB). */
 async function calibrateAttention(
-  runner: BlockRunner, layer: number, hidden: Float32Array, seqlen: number, weights: BlockWeights, recipe: LayerRecipe,
+  runner: BlockEngine, layer: number, hidden: Float32Array, seqlen: number, weights: BlockWeights, recipe: LayerRecipe,
   heads: number, kvHeads: number, headDim: number, rows: number, rng: Rng, mm: Matmul,
 ): Promise<AttentionSearchResult> {
   const cap = Math.max(16, Math.floor(Math.sqrt((64 * 2 ** 20) / (4 * heads))));
@@ -432,7 +439,8 @@ async function calibrateAttention(
   }, mm);
 }
 
-async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOptions, seqlen: number, result: PipelineResult, seconds: number): Promise<string[]> {
+async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOptions, seqlen: number, result: PipelineResult, seconds: number,
+  device: string): Promise<string[]> {
   const { checkpoint, config } = model;
   const files: string[] = [];
   const names = checkpoint.names();
@@ -513,7 +521,7 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
   const report = {
     bwq_version: VERSION, method: options.method, a_bits: options.aBits, model: options.modelDir,
     calib: options.calibFile, nsamples: options.nsamples, seqlen, seed: options.seed,
-    architecture: config.architecture, seconds, layers: result.reports,
+    architecture: config.architecture, device, seconds, layers: result.reports,
   };
   await writeFile(join(temp, 'quantize-report.json'), `${JSON.stringify(report, null, 2)}\n`);
   files.push('quantize-report.json');

@@ -61,8 +61,10 @@ function headMajor(x: Float32Array, batch: number, seq: number, heads: number, h
   return out;
 }
 
-export async function createRuntimeBlockEngine(model: ModelDir, options: { device?: RuntimeDevice } = {}): Promise<BlockEngine> {
-  const addon = loadAddon() as unknown as RuntimeBlockAddon;
+export async function createRuntimeBlockEngine(model: ModelDir, options: { device?: RuntimeDevice; threads?: number } = {}):
+  Promise<BlockEngine> {
+  const addon = loadAddon() as unknown as RuntimeBlockAddon & { setThreads(n: number): number };
+  if (options.threads !== undefined) addon.setThreads(options.threads);
   if (typeof addon.rtRunBlock !== 'function') throw new BwqError('the native addon has no runtime (rebuild with npm rebuild)');
   const c = model.config;
   const where = model.checkpoint.indexFile ?? model.checkpoint.files[0] ?? model.dir;

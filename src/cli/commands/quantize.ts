@@ -25,6 +25,7 @@ interface RawOptions {
   rank?: string;
   seed?: string;
   threads?: string;
+  device?: string;
   statTokens?: string;
   sequential?: string;
   force?: boolean;
@@ -61,6 +62,12 @@ export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOp
     force: raw.force === true,
   };
   if (raw.threads !== undefined) options.threads = parseIntegerFlag('--threads', raw.threads, 1);
+  if (raw.device !== undefined) {
+    if (raw.device !== 'auto' && raw.device !== 'cuda' && raw.device !== 'cpu') {
+      throw usageError(`--device must be auto, cuda or cpu (got "${raw.device}")`);
+    }
+    options.device = raw.device;
+  }
   if (raw.statTokens !== undefined) options.statTokens = parseIntegerFlag('--stat-tokens', raw.statTokens, 8);
   if (raw.sequential !== undefined) {
     if (raw.sequential !== 'block' && raw.sequential !== 'halves' && raw.sequential !== 'groups') {
@@ -87,7 +94,8 @@ export function registerQuantize(program: Command): void {
     .option('--seed <s>', `seed for window sampling, token subsampling and OKT init (default ${DEFAULT_SEED})`)
     .option('--stat-tokens <n>', 'calibration tokens per layer kept for the statistics (default 512)')
     .option('--sequential <mode>', 'calibration passes per block: block (one float pass, default), halves, groups')
-    .option('--threads <n>', 'onnxruntime intra-op threads')
+    .option('--device <name>', 'where block forwards run: auto (CUDA when a GPU answers, else the CPU; default), cuda or cpu')
+    .option('--threads <n>', 'CPU threads')
     .option('--force', 'replace OUT_DIR if it exists')
     .option('--json', 'print the summary as JSON on stdout')
     .action(async (modelDir: string | undefined, raw: RawOptions) => {
