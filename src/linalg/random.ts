@@ -26,6 +26,18 @@ export class Rng {
     if ((this.s0 | this.s1 | this.s2 | this.s3) === 0) this.s0 = 1;
   }
 
+  /** The generator's state (to continue the same sequence later, e.g. after a resumed run). */
+  getState(): number[] {
+    return [this.s0, this.s1, this.s2, this.s3, this.spare ?? Number.NaN];
+  }
+
+  /** Continues from a state getState() returned. */
+  setState(state: readonly number[]): void {
+    if (state.length !== 5) throw new RangeError('Rng.setState: expected 5 numbers');
+    [this.s0, this.s1, this.s2, this.s3] = state.map((x) => x >>> 0) as [number, number, number, number];
+    this.spare = Number.isNaN(state[4]!) ? undefined : state[4]!;
+  }
+
   /** Uniform 32-bit unsigned integer (xoshiro128**). */
   nextUint32(): number {
     const result = Math.imul(rotl(Math.imul(this.s1, 5) >>> 0, 7), 9) >>> 0;

@@ -51,14 +51,15 @@ export class LayerSpillStore {
       }
     }
     await writeSafetensors(path, tensors);
+    return this.reopen(layer, [...linears].map(([name, q]) => ({ name, rows: q.rows, cols: q.cols, rank: q.rank })));
+  }
+
+  /** Handles of linears a spill of `layer` wrote earlier (a resumed run). */
+  reopen(layer: number, linears: readonly { name: string; rows: number; cols: number; rank: number }[]): Map<string, SpilledLinear> {
+    const path = join(this.dir, `layer-${layer}.safetensors`);
     const handles = new Map<string, SpilledLinear>();
-    for (const [name, q] of linears) {
-      handles.set(name, {
-        rows: q.rows,
-        cols: q.cols,
-        rank: q.rank,
-        read: async (part) => (await this.file(path)).readBytes(`${name}:${part}`),
-      });
+    for (const { name, rows, cols, rank } of linears) {
+      handles.set(name, { rows, cols, rank, read: async (part) => (await this.file(path)).readBytes(`${name}:${part}`) });
     }
     return handles;
   }
@@ -72,10 +73,15 @@ export class LayerSpillStore {
     return file;
   }
 
-  /** Closes the spill files and removes the directory. */
-  async dispose(): Promise<void> {
+  /** Closes the spill files. */
+  async close(): Promise<void> {
     for (const file of this.open.values()) await (await file.catch(() => undefined))?.close();
     this.open.clear();
+  }
+
+  /** Closes the spill files and removes the directory. */
+  async dispose(): Promise<void> {
+    await this.close();
     await rm(this.dir, { recursive: true, force: true });
   }
 }

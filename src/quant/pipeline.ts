@@ -41,6 +41,7 @@ import { packSignRows } from './pack.js';
 import { describeQuantizer } from './quantizers.js';
 import { VERSION } from '../version.js';
 import { LayerSpillStore, type QuantizedLinearArrays, type SpilledLinear } from './layer-spill.js';
+import { Checkpoint, runFingerprint, type CheckpointLinear, type CheckpointState } from './checkpoint.js';
 import { createOrtEngine } from './ort-engine.js';
 import type { Matmul } from '../linalg/matmul.js';
 import { checkOutputDirectory, COPIED_MODEL_FILES } from './output-dir.js';
@@ -83,6 +84,8 @@ export interface QuantizeOptions {
   attentionRows?: number;
   /** free bytes of the destination file system (default fs.statfs; tests inject a value) */
   freeSpace?: (path: string) => Promise<number | undefined>;
+  /** continue an interrupted run from its checkpoint (src/quant/checkpoint.ts) */
+  resume?: boolean;
 }
 
 export interface LinearReport {
@@ -148,7 +151,8 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
   // before anything is read or written: which OUT_DIR may be written or replaced (src/quant/output-dir.ts)
   await checkOutputDirectory(options.outDir, options.force, { inputs });
   // the temporary OUT_DIR is made first, so an unwritable destination fails at once
-  return writeAtomically(
+  let checkpoint: Checkpoint<LayerReport> | undefined;
+  const summary = await writeAtomically(
     options.outDir,
     async (temp) => {
       const model = await openModelDir(options.modelDir);
@@ -177,9 +181,16 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
           nsamples: options.nsamples, seqlen, seed: options.seed, vocabSize: config.vocabSize,
         });
         const runner = await createRuntimeBlockEngine(model, { device: options.device ?? 'auto', ...(options.threads === undefined ? {} : { threads: options.threads }) });
-        const spill = new LayerSpillStore(join(temp, '.layers'));
+        // every finished block is checkpointed beside OUT_DIR, so a killed run can --resume
+        const fingerprint = await runFingerprint(options.modelDir, options.calibFile, resultOptions(options, seqlen));
+        const opened = await Checkpoint.open<LayerReport>(options.outDir, fingerprint,
+          { resume: options.resume === true, force: options.force });
+        checkpoint = opened.checkpoint;
+        if (options.resume === true && opened.state === undefined) progress.succeed('no checkpoint to resume: starting at the first block');
+        const spill = new LayerSpillStore(checkpoint.layersDir);
         try {
-          const result = await runPipeline(model, runner, windows.ids, options, seqlen, progress, spill);
+          const result = await runPipeline(model, runner, windows.ids, options, seqlen, progress, spill,
+            { checkpoint, state: opened.state });
           const files = await writeOutputs(model, temp, options, seqlen, result, (performance.now() - t0) / 1000, runner.device);
           return {
             outDir: options.outDir, method: options.method, aBits: options.aBits, nsamples: options.nsamples, seqlen,
@@ -187,8 +198,8 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
             layers: result.reports, seconds: (performance.now() - t0) / 1000, files,
           };
         } finally {
-          // before writeAtomically renames the directory: no spill files in OUT_DIR
-          await spill.dispose();
+          // the spill files stay in the checkpoint until OUT_DIR is in place
+          await spill.close();
           await runner.close();
         }
       } finally {
@@ -202,6 +213,19 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
       beforeReplace: async (destination) => { await checkOutputDirectory(destination, true, { inputs }); },
     },
   );
+  // OUT_DIR is in place: the checkpoint has served its purpose
+  await checkpoint?.remove();
+  return summary;
+}
+
+/** The options that change a run's result (its checkpoint fingerprint covers them). */
+function resultOptions(o: QuantizeOptions, seqlen: number): Record<string, unknown> {
+  return {
+    method: o.method, aBits: o.aBits, nsamples: o.nsamples, seqlen, rank: o.rank, seed: o.seed,
+    statTokens: o.statTokens ?? null, oktIterations: o.oktIterations ?? null, oktInit: o.oktInit ?? null,
+    weightedPsp: o.weightedPsp ?? null, dataAwareScale: o.dataAwareScale ?? null, pspIterations: o.pspIterations ?? null,
+    pspTauRatio: o.pspTauRatio ?? null, sequential: o.sequential ?? null, attentionRows: o.attentionRows ?? null,
+  };
 }
 
 interface PipelineResult {
@@ -213,7 +237,9 @@ interface PipelineResult {
   reports: LayerReport[];
 }
 
-async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array, options: QuantizeOptions, seqlen: number, progress: Progress, spill: LayerSpillStore): Promise<PipelineResult> {
+async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array, options: QuantizeOptions, seqlen: number,
+  progress: Progress, spill: LayerSpillStore,
+  resume: { checkpoint: Checkpoint<LayerReport>; state: CheckpointState<LayerReport> | undefined }): Promise<PipelineResult> {
   const { config } = model;
   const h = config.hiddenSize;
   const ns = options.nsamples;
@@ -229,24 +255,43 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
     pspIterations: options.pspIterations ?? 3, pspTauRatio: options.pspTauRatio ?? 0.25, seed: options.seed,
   };
 
-  progress.start('embedding calibration windows');
   const hidden = new Float32Array(ns * seqlen * h);
-  for (let b = 0; b < nBatches; b++) {
-    const n = Math.min(bs, ns - b * bs);
-    const emb = await runner.embed(ids.subarray(b * bs * seqlen, (b * bs + n) * seqlen), n, seqlen);
-    hidden.set(emb, b * bs * seqlen * h);
-    progress.update(b + 1, nBatches);
-  }
-  progress.succeed(`embedded ${ns} windows of ${seqlen} tokens`);
-
   const result: PipelineResult = { linears: new Map(), rotations: new Map(), recipes: [], reports: [] };
-  const floatRecipe: LayerRecipe = { linears: {} };
   const rng = new Rng(options.seed ^ 0x5bd1e995);
+  const { checkpoint, state } = resume;
+  const done: CheckpointLinear[] = [];
+  const rotationsByLayer: { layer: number; names: string[] }[] = [];
+  if (state !== undefined) {
+    // a resumed run: the finished blocks' results and the hidden states after them
+    await checkpoint.readHidden(state.completed, hidden);
+    rng.setState(state.rng);
+    result.recipes.push(...state.recipes);
+    result.reports.push(...state.reports);
+    for (const [name, t] of await checkpoint.readRotations(state)) result.rotations.set(name, t);
+    rotationsByLayer.push(...state.rotations);
+    for (const l of state.linears) {
+      const q = spill.reopen(l.layer, [l]).get(l.name)!;
+      result.linears.set(l.name, { q, prefix: l.prefix, bias: l.bias });
+      done.push(l);
+    }
+    progress.succeed(`resumed after block ${state.completed} of ${config.numLayers} (checkpoint ${checkpoint.dir})`);
+  } else {
+    progress.start('embedding calibration windows');
+    for (let b = 0; b < nBatches; b++) {
+      const n = Math.min(bs, ns - b * bs);
+      const emb = await runner.embed(ids.subarray(b * bs * seqlen, (b * bs + n) * seqlen), n, seqlen);
+      hidden.set(emb, b * bs * seqlen * h);
+      progress.update(b + 1, nBatches);
+    }
+    progress.succeed(`embedded ${ns} windows of ${seqlen} tokens`);
+  }
+  const floatRecipe: LayerRecipe = { linears: {} };
   const engine = createOrtEngine(options.threads);
   const mm = engine.matmul;
   try {
-    for (let layer = 0; layer < config.numLayers; layer++) {
+    for (let layer = state?.completed ?? 0; layer < config.numLayers; layer++) {
       const tl = performance.now();
+      const rotationsBefore = new Set(result.rotations.keys());
       const tag = `layer ${layer + 1}/${config.numLayers}`;
       const weights = await runner.loadBlockWeights(layer);
       const names = model.weightNames.layers[layer]!;
@@ -360,9 +405,19 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
       }
       // e. move this layer's quantized linears out of memory
       const spilled = await spill.spill(layer, new Map([...layerLinears].map(([name, l]) => [name, l.q])));
-      for (const [name, l] of layerLinears) result.linears.set(name, { q: spilled.get(name)!, prefix: l.prefix, bias: l.bias });
+      for (const [name, l] of layerLinears) {
+        result.linears.set(name, { q: spilled.get(name)!, prefix: l.prefix, bias: l.bias });
+        done.push({ name, layer, prefix: l.prefix, bias: l.bias, rows: l.q.rows, cols: l.q.cols, rank: l.q.rank });
+      }
       report.seconds = (performance.now() - tl) / 1000;
       result.reports.push(report);
+      // f. checkpoint: this block is finished (a killed run resumes after it)
+      const added = [...result.rotations.keys()].filter((n) => !rotationsBefore.has(n));
+      rotationsByLayer.push({ layer, names: added });
+      await checkpoint.commitBlock(layer, hidden, new Map(added.map((n) => [n, result.rotations.get(n)!])), {
+        completed: layer + 1, rng: rng.getState(), recipes: result.recipes, reports: result.reports, linears: done,
+        rotations: rotationsByLayer,
+      });
       progress.succeed(`${tag}: done in ${report.seconds.toFixed(1)} s (block output rel. error ${report.blockOutputRelError.toFixed(3)})`);
     }
   } finally {

@@ -29,6 +29,7 @@ interface RawOptions {
   statTokens?: string;
   sequential?: string;
   force?: boolean;
+  resume?: boolean;
   json?: boolean;
 }
 
@@ -61,6 +62,7 @@ export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOp
     seed: raw.seed === undefined ? DEFAULT_SEED : parseIntegerFlag('--seed', raw.seed, 0),
     force: raw.force === true,
   };
+  if (raw.resume === true) options.resume = true;
   if (raw.threads !== undefined) options.threads = parseIntegerFlag('--threads', raw.threads, 1);
   if (raw.device !== undefined) {
     if (raw.device !== 'auto' && raw.device !== 'cuda' && raw.device !== 'cpu') {
@@ -96,7 +98,8 @@ export function registerQuantize(program: Command): void {
     .option('--sequential <mode>', 'calibration passes per block: block (one float pass, default), halves, groups')
     .option('--device <name>', 'where block forwards run: auto (CUDA when a GPU answers, else the CPU; default), cuda or cpu')
     .option('--threads <n>', 'CPU threads')
-    .option('--force', 'replace OUT_DIR if it exists')
+    .option('--force', 'replace OUT_DIR if a previous bwq run wrote it (and discard an interrupted run\'s checkpoint)')
+    .option('--resume', 'continue an interrupted run from its checkpoint (.OUT_DIR.bwq-checkpoint beside OUT_DIR)')
     .option('--json', 'print the summary as JSON on stdout')
     .action(async (modelDir: string | undefined, raw: RawOptions) => {
       const options = parseQuantizeOptions(modelDir, raw);

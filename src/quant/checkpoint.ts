@@ -1,0 +1,170 @@
+/**
+ * Resumable quantize runs. While `bwq quantize` runs, a checkpoint directory beside OUT_DIR,
+ * `.<OUT_DIR name>.bwq-checkpoint`, holds what the run has finished:
+ *
+ *   fingerprint.json      sha256 of the bwq version, the options that change the result, the calibration file
+ *                         and every model file (config.json, *.safetensors, the index)
+ *   .layers/layer-N.safetensors   the quantized linears of block N (the spill files, src/quant/layer-spill.ts)
+ *   rotations-N.safetensors       the OKT factors block N added
+ *   hidden-after-N.f32            the calibration hidden states after block N (raw little-endian float32)
+ *   state.json                    blocks finished, the sampling RNG's state, recipes, reports, linears
+ *
+ * After each block, the block's files are written first and state.json last (written aside, then renamed): a
+ * run killed at any point (SIGKILL included) leaves a state.json that names only complete files. `--resume`
+ * continues after the last finished block when the fingerprint matches, and refuses in one line otherwise.
+ * The directory is removed once OUT_DIR is in place; it is bwq's own, so `--force` may delete it.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { BwqError } from '../errors.js';
+import { SafetensorsFile } from '../safetensors/reader.js';
+import { writeSafetensors } from '../safetensors/writer.js';
+import { VERSION } from '../version.js';
+import type { LayerRecipe } from './recipe.js';
+
+const FINGERPRINT = 'fingerprint.json';
+const STATE = 'state.json';
+
+/** The checkpoint directory of an OUT_DIR. */
+export function checkpointDirOf(outDir: string): string {
+  return join(dirname(outDir), `.${basename(outDir)}.bwq-checkpoint`);
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** sha256 over the version, the result-relevant options, the calibration file and the model's files. */
+export async function runFingerprint(modelDir: string, calibFile: string, options: Record<string, unknown>): Promise<string> {
+  const hash = createHash('sha256');
+  hash.update(`bwq ${VERSION}\n`);
+  hash.update(`${JSON.stringify(options, Object.keys(options).sort())}\n`);
+  hash.update(`calib ${await sha256File(calibFile)}\n`);
+  const files = (await readdir(modelDir)).filter((f) => f === 'config.json' || f.endsWith('.safetensors') || f.endsWith('.safetensors.index.json')).sort();
+  for (const f of files) hash.update(`${f} ${await sha256File(join(modelDir, f))}\n`);
+  return hash.digest('hex');
+}
+
+/** One finished linear, as state.json lists it (the tensors live in .layers/layer-N.safetensors). */
+export interface CheckpointLinear {
+  name: string;
+  layer: number;
+  prefix: string;
+  bias: string | undefined;
+  rows: number;
+  cols: number;
+  rank: number;
+}
+
+export interface CheckpointState<Report> {
+  /** blocks finished (0 … numLayers) */
+  completed: number;
+  rng: number[];
+  recipes: LayerRecipe[];
+  reports: Report[];
+  linears: CheckpointLinear[];
+  /** rotation tensor names by the block that added them */
+  rotations: { layer: number; names: string[] }[];
+}
+
+export class Checkpoint<Report> {
+  private constructor(readonly dir: string, readonly fingerprint: string) {}
+
+  get layersDir(): string {
+    return join(this.dir, '.layers');
+  }
+
+  /**
+   * Opens the checkpoint of OUT_DIR: with `resume`, an existing one whose fingerprint matches (refused in one
+   * line otherwise), or a new one when there is none; without `resume`, a new one, refusing when an earlier
+   * run left one (unless `force`, which removes it).
+   */
+  static async open<R>(outDir: string, fingerprint: string, opts: { resume: boolean; force: boolean }):
+    Promise<{ checkpoint: Checkpoint<R>; state: CheckpointState<R> | undefined }> {
+    const dir = checkpointDirOf(outDir);
+    const existing = await readJson<{ fingerprint: string }>(join(dir, FINGERPRINT));
+    const state = existing === undefined ? undefined : await readJson<CheckpointState<R>>(join(dir, STATE));
+    if (existing !== undefined && !opts.resume) {
+      if (!opts.force) {
+        const done = state === undefined ? 0 : state.completed;
+        throw new BwqError(`an interrupted run left a checkpoint (${done} blocks done) in ${dir}: pass --resume to continue it, or --force to start over`,
+          { file: outDir, exitCode: 2 });
+      }
+      await rm(dir, { recursive: true, force: true });
+    } else if (existing !== undefined && existing.fingerprint !== fingerprint) {
+      throw new BwqError(`the checkpoint in ${dir} was made with other inputs (model files, calibration file, options or bwq version differ); run without --resume and with --force to start over`,
+        { file: outDir, exitCode: 2 });
+    } else if (existing !== undefined) {
+      return { checkpoint: new Checkpoint<R>(dir, fingerprint), state };
+    } else if ((await stat(dir).catch(() => undefined)) !== undefined) {
+      throw new BwqError(`${dir} exists but is not a bwq checkpoint; not touching it`, { file: outDir, exitCode: 2 });
+    }
+    const { makeDirectories } = await import('../fs/mkdir.js');
+    await makeDirectories(dir);
+    await writeFile(join(dir, FINGERPRINT), `${JSON.stringify({ fingerprint, bwq_version: VERSION })}\n`);
+    return { checkpoint: new Checkpoint<R>(dir, fingerprint), state: undefined };
+  }
+
+  /** The hidden states after `completed` blocks, into `out`. */
+  async readHidden(completed: number, out: Float32Array): Promise<void> {
+    const path = join(this.dir, `hidden-after-${completed}.f32`);
+    const bytes = await readFile(path).catch((error: unknown) => {
+      throw new BwqError(`checkpoint is missing ${basename(path)}: ${(error as Error).message}`, { file: this.dir });
+    });
+    if (bytes.byteLength !== out.byteLength) throw new BwqError(`${basename(path)} has ${bytes.byteLength} bytes, expected ${out.byteLength}`, { file: this.dir });
+    new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(bytes);
+  }
+
+  /** The rotation tensors the finished blocks added. */
+  async readRotations(state: CheckpointState<Report>): Promise<Map<string, { data: Float32Array; shape: number[] }>> {
+    const out = new Map<string, { data: Float32Array; shape: number[] }>();
+    for (const { layer, names } of state.rotations) {
+      if (names.length === 0) continue;
+      const f = await SafetensorsFile.open(join(this.dir, `rotations-${layer}.safetensors`));
+      try {
+        for (const n of names) out.set(n, { data: Float32Array.from(await f.readFloat32(n)), shape: [...f.info(n).shape] });
+      } finally {
+        await f.close();
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Records block `layer` as finished: its rotations and the hidden states after it, then state.json (the
+   * commit point, written aside and renamed). The block's spill file must already be written.
+   */
+  async commitBlock(layer: number, hidden: Float32Array, rotations: ReadonlyMap<string, { data: Float32Array; shape: number[] }>,
+    state: CheckpointState<Report>): Promise<void> {
+    if (rotations.size > 0) {
+      await writeSafetensors(join(this.dir, `rotations-${layer}.safetensors`),
+        [...rotations].map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape, data: t.data })));
+    }
+    const hiddenPath = join(this.dir, `hidden-after-${layer + 1}.f32`);
+    await writeFile(`${hiddenPath}.tmp`, new Uint8Array(hidden.buffer, hidden.byteOffset, hidden.byteLength));
+    await rename(`${hiddenPath}.tmp`, hiddenPath);
+    await writeFile(join(this.dir, `${STATE}.tmp`), `${JSON.stringify(state)}\n`);
+    await rename(join(this.dir, `${STATE}.tmp`), join(this.dir, STATE));
+    // the previous block's hidden states are no longer named by state.json
+    await rm(join(this.dir, `hidden-after-${layer}.f32`), { force: true });
+  }
+
+  /** Removes the checkpoint (the run's output is in place). */
+  async remove(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function readJson<T>(path: string): Promise<T | undefined> {
+  const text = await readFile(path, 'utf8').catch(() => undefined);
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new BwqError('checkpoint file is not valid JSON (delete the checkpoint and start over)', { file: path });
+  }
+}
