@@ -58,6 +58,8 @@ export interface QuantizeOptions {
   /** requested sequence length; clamped to max_position_embeddings unless `seqlenExplicit` */
   seqlen: number;
   seqlenExplicit: boolean;
+  /** --nsamples was given (else a GPU run takes GPU_CALIBRATION.nsamples) */
+  nsamplesExplicit?: boolean;
   rank: number;
   seed: number;
   force: boolean;
@@ -167,39 +169,46 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
         if (options.method === 'bwta' && options.aBits !== 'ternary') {
           throw new BwqError(`--method bwta uses ternary activations (got --a-bits ${options.aBits})`, { exitCode: 2 });
         }
-        const seqlen = options.seqlenExplicit ? options.seqlen : Math.min(options.seqlen, config.maxPositionEmbeddings);
-        if (seqlen > config.maxPositionEmbeddings) {
-          throw new BwqError(`--seqlen ${seqlen} exceeds max_position_embeddings ${config.maxPositionEmbeddings}`, { exitCode: 2 });
-        }
-        checkCalibrationMemory(options.nsamples, seqlen, config.hiddenSize);
-        const size = estimateOutputSize(await outputSizeInput(model, options.method, options.rank, COPIED_MODEL_FILES));
-        const free = await (options.freeSpace ?? freeBytes)(temp);
-        checkFreeSpace(options.outDir, size.total, free, describeOutputSize(size, formatSize));
-
-        const tokenizer = await loadTokenizer(options.modelDir);
-        const windows = await loadCalibrationWindows(options.calibFile, tokenizer, {
-          nsamples: options.nsamples, seqlen, seed: options.seed, vocabSize: config.vocabSize,
-        });
+        // the engine first: its device decides the calibration defaults
         const runner = await createRuntimeBlockEngine(model, { device: options.device ?? 'auto', ...(options.threads === undefined ? {} : { threads: options.threads }) });
-        // every finished block is checkpointed beside OUT_DIR, so a killed run can --resume
-        const fingerprint = await runFingerprint(options.modelDir, options.calibFile, resultOptions(options, seqlen));
-        const opened = await Checkpoint.open<LayerReport>(options.outDir, fingerprint,
-          { resume: options.resume === true, force: options.force });
-        checkpoint = opened.checkpoint;
-        if (options.resume === true && opened.state === undefined) progress.succeed('no checkpoint to resume: starting at the first block');
-        const spill = new LayerSpillStore(checkpoint.layersDir);
+        let spill: LayerSpillStore | undefined;
         try {
-          const result = await runPipeline(model, runner, windows.ids, options, seqlen, progress, spill,
+          // on a GPU the papers' calibration (128 windows of 2048 tokens) unless given; else the CPU defaults
+          const onGpu = runner.device.startsWith('cuda');
+          const nsamples = options.nsamplesExplicit === true || !onGpu ? options.nsamples : GPU_CALIBRATION.nsamples;
+          const requested = options.seqlenExplicit || !onGpu ? options.seqlen : GPU_CALIBRATION.seqlen;
+          const seqlen = options.seqlenExplicit ? requested : Math.min(requested, config.maxPositionEmbeddings);
+          if (seqlen > config.maxPositionEmbeddings) {
+            throw new BwqError(`--seqlen ${seqlen} exceeds max_position_embeddings ${config.maxPositionEmbeddings}`, { exitCode: 2 });
+          }
+          const run: QuantizeOptions = { ...options, nsamples };
+          checkCalibrationMemory(nsamples, seqlen, config.hiddenSize);
+          const size = estimateOutputSize(await outputSizeInput(model, options.method, options.rank, COPIED_MODEL_FILES));
+          const free = await (options.freeSpace ?? freeBytes)(temp);
+          checkFreeSpace(options.outDir, size.total, free, describeOutputSize(size, formatSize));
+
+          const tokenizer = await loadTokenizer(options.modelDir);
+          const windows = await loadCalibrationWindows(options.calibFile, tokenizer, {
+            nsamples, seqlen, seed: options.seed, vocabSize: config.vocabSize,
+          });
+          // every finished block is checkpointed beside OUT_DIR, so a killed run can --resume
+          const fingerprint = await runFingerprint(options.modelDir, options.calibFile, resultOptions(run, seqlen));
+          const opened = await Checkpoint.open<LayerReport>(options.outDir, fingerprint,
+            { resume: options.resume === true, force: options.force });
+          checkpoint = opened.checkpoint;
+          if (options.resume === true && opened.state === undefined) progress.succeed('no checkpoint to resume: starting at the first block');
+          spill = new LayerSpillStore(checkpoint.layersDir);
+          const result = await runPipeline(model, runner, windows.ids, run, seqlen, progress, spill,
             { checkpoint, state: opened.state });
-          const files = await writeOutputs(model, temp, options, seqlen, result, (performance.now() - t0) / 1000, runner.device);
+          const files = await writeOutputs(model, temp, run, seqlen, result, (performance.now() - t0) / 1000, runner.device);
           return {
-            outDir: options.outDir, method: options.method, aBits: options.aBits, nsamples: options.nsamples, seqlen,
+            outDir: options.outDir, method: options.method, aBits: options.aBits, nsamples, seqlen,
             device: runner.device,
             layers: result.reports, seconds: (performance.now() - t0) / 1000, files,
           };
         } finally {
           // the spill files stay in the checkpoint until OUT_DIR is in place
-          await spill.close();
+          await spill?.close();
           await runner.close();
         }
       } finally {
@@ -217,6 +226,17 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
   await checkpoint?.remove();
   return summary;
 }
+
+/** 75 s → "1 min 15 s", 3700 s → "1 h 2 min". */
+export function formatDuration(seconds: number): string {
+  const s = Math.round(seconds);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+/** Calibration when the block forwards run on a GPU and --nsamples / --seqlen are not given (GPTQ, BiLLM, BWLA). */
+export const GPU_CALIBRATION = { nsamples: 128, seqlen: 2048 } as const;
 
 /** The options that change a run's result (its checkpoint fingerprint covers them). */
 function resultOptions(o: QuantizeOptions, seqlen: number): Record<string, unknown> {
@@ -418,7 +438,10 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
         completed: layer + 1, rng: rng.getState(), recipes: result.recipes, reports: result.reports, linears: done,
         rotations: rotationsByLayer,
       });
-      progress.succeed(`${tag}: done in ${report.seconds.toFixed(1)} s (block output rel. error ${report.blockOutputRelError.toFixed(3)})`);
+      const timed = result.reports.slice(state?.completed ?? 0);
+      const remaining = config.numLayers - layer - 1;
+      const eta = remaining === 0 ? '' : `; about ${formatDuration(remaining * timed.reduce((a, r) => a + r.seconds, 0) / timed.length)} to go`;
+      progress.succeed(`${tag}: done in ${report.seconds.toFixed(1)} s (block output rel. error ${report.blockOutputRelError.toFixed(3)}${eta})`);
     }
   } finally {
     await engine.close();

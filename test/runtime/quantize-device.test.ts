@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/run-cli.js';
 import { runtimeAvailable } from '../../src/eval/backend.js';
+import { GPU_CALIBRATION, formatDuration } from '../../src/quant/pipeline.js';
 
 const root = mkdtempSync(join(tmpdir(), 'bwq-qdevice-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -31,6 +32,19 @@ describe('bwq quantize --device', () => {
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/CUDA unavailable/);
     expect(() => readFileSync(join(out, 'config.json'))).toThrow();
+  });
+
+  it('keeps the CPU calibration defaults (32 windows) when the blocks run on the CPU', async () => {
+    const out = join(root, 'defaults');
+    const r = await runCli('quantize', 'test/fixtures/models/tiny-llama', '-o', out, '--method', 'rtn', '--device', 'cpu',
+      '--seqlen', '32', '--stat-tokens', '64', '--json');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).nsamples).toBe(32);
+    expect(GPU_CALIBRATION).toEqual({ nsamples: 128, seqlen: 2048 });
+  });
+
+  it('formats the time left per block', () => {
+    expect([5.4, 75, 3700].map(formatDuration)).toEqual(['5 s', '1 min 15 s', '1 h 1 min']);
   });
 
   it('refuses an unknown device before reading anything', async () => {

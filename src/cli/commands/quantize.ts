@@ -63,6 +63,7 @@ export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOp
     force: raw.force === true,
   };
   if (raw.resume === true) options.resume = true;
+  if (raw.nsamples !== undefined) options.nsamplesExplicit = true;
   if (raw.threads !== undefined) options.threads = parseIntegerFlag('--threads', raw.threads, 1);
   if (raw.device !== undefined) {
     if (raw.device !== 'auto' && raw.device !== 'cuda' && raw.device !== 'cpu') {
@@ -90,8 +91,8 @@ export function registerQuantize(program: Command): void {
     .option('--w-bits <n>', 'weight bits (only 1)', '1')
     .option('--a-bits <n>', 'activation bits: ternary (bwta), or an integer 2..16 (16 = float); default ternary for bwta, 6 otherwise')
     .option('--calib <FILE>', 'calibration text (.txt, .jsonl, .json); default calibration/sotu-calib.txt')
-    .option('--nsamples <n>', `calibration windows (default ${DEFAULT_NSAMPLES})`)
-    .option('--seqlen <n>', `tokens per window (default ${DEFAULT_SEQLEN}, clamped to max_position_embeddings)`)
+    .option('--nsamples <n>', `calibration windows (default ${DEFAULT_NSAMPLES}; 128 when the blocks run on a GPU)`)
+    .option('--seqlen <n>', `tokens per window (default ${DEFAULT_SEQLEN}, 2048 on a GPU; clamped to max_position_embeddings)`)
     .option('--rank <r>', `PSP low-rank term rank for bwla (default ${DEFAULT_RANK}; 0 disables)`)
     .option('--seed <s>', `seed for window sampling, token subsampling and OKT init (default ${DEFAULT_SEED})`)
     .option('--stat-tokens <n>', 'calibration tokens per layer kept for the statistics (default 512)')
