@@ -1,7 +1,7 @@
 /**
  * Pluggable (async) dense matrix product for the quantization numerics: C = op(A)·op(B) as
  * Float64Array, op = transpose when asked. `jsMatmul` is the pure-JS GEMM (float64); the
- * quantize pipeline passes an onnxruntime-backed one (src/quant/ort-engine.ts, float32 MLAS,
+ * quantize pipeline passes an onnxruntime-backed one (src/pipeline/ort-engine.ts, float32 MLAS,
  * ~50× faster) for the large products.
  */
 import { gemm, type Floats } from './dense.js';

@@ -18,7 +18,7 @@ import { createNativeModelRunner, loadForwardKernels, nativeRunnerFromModel } fr
 import { createFloatGemm } from '../../src/native/float-gemm.js';
 import { loadNativeModel, tensorSourceOf } from '../../src/native/packed-model.js';
 import { createModelRunner } from '../../src/onnx/model-runner.js';
-import { quantizeModel, type QuantizeOptions } from '../../src/quant/pipeline.js';
+import { quantizeModel, type QuantizeOptions } from '../../src/pipeline/quantize.js';
 
 const root = mkdtempSync(join(tmpdir(), 'bwq-native-e2e-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { LayerSpillStore, type QuantizedLinearArrays } from '../../src/quant/layer-spill.js';
+import { LayerSpillStore, type QuantizedLinearArrays } from '../../src/pipeline/layer-spill.js';
 import { tempDirs } from '../helpers/temp-dirs.js';
 
 const tempDir = tempDirs();

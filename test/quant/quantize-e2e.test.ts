@@ -7,7 +7,7 @@ import { mkdtemp, readFile, readdir, rm, mkdir, writeFile, stat } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { quantizeModel, type QuantizeOptions } from '../../src/quant/pipeline.js';
+import { quantizeModel, type QuantizeOptions } from '../../src/pipeline/quantize.js';
 import { createProgress } from '../../src/cli/progress.js';
 import { openModelDir } from '../../src/model/model-dir.js';
 import { createModelRunner } from '../../src/onnx/model-runner.js';

@@ -7,11 +7,11 @@ import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, wri
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { quantizeModel, type QuantizeOptions } from '../../src/quant/pipeline.js';
+import { quantizeModel, type QuantizeOptions } from '../../src/pipeline/quantize.js';
 import { createProgress } from '../../src/cli/progress.js';
 import { BwqError } from '../../src/errors.js';
-import { checkCalibrationMemory, calibrationMemory } from '../../src/quant/calib-memory.js';
-import { estimateOutputSize, outputSizeInput } from '../../src/quant/output-size.js';
+import { checkCalibrationMemory, calibrationMemory } from '../../src/pipeline/calib-memory.js';
+import { estimateOutputSize, outputSizeInput } from '../../src/pipeline/output-size.js';
 import { openModelDir } from '../../src/model/model-dir.js';
 import { writeSafetensors } from '../../src/safetensors/writer.js';
 import { runCli } from '../helpers/run-cli.js';

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { checkpointDirOf } from '../../src/quant/checkpoint.js';
+import { checkpointDirOf } from '../../src/pipeline/checkpoint.js';
 
 const root = mkdtempSync(join(tmpdir(), 'bwq-resume-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

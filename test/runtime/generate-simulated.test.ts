@@ -13,7 +13,7 @@ import { loadEvalTokens } from '../../src/eval/dataset.js';
 import { openModelDir } from '../../src/model/model-dir.js';
 import { loadTokenizer } from '../../src/model/tokenizer.js';
 import { createModelRunner } from '../../src/onnx/model-runner.js';
-import { quantizeModel } from '../../src/quant/pipeline.js';
+import { quantizeModel } from '../../src/pipeline/quantize.js';
 import { openRuntime } from '../../src/runtime/engine.js';
 import { generate } from '../../src/runtime/generate.js';
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/run-cli.js';
 import { runtimeAvailable } from '../../src/eval/backend.js';
-import { GPU_CALIBRATION, formatDuration } from '../../src/quant/pipeline.js';
+import { GPU_CALIBRATION, formatDuration } from '../../src/pipeline/quantize.js';
 
 const root = mkdtempSync(join(tmpdir(), 'bwq-qdevice-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

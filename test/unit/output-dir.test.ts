@@ -1,5 +1,5 @@
 /**
- * Which OUT_DIR `--force` may replace (src/quant/output-dir.ts) and the atomic swap that replaces it
+ * Which OUT_DIR `--force` may replace (src/pipeline/output-dir.ts) and the atomic swap that replaces it
  * (src/fs/atomic.ts): nothing bwq did not write is ever deleted, and a failed replacement keeps the old output.
  */
 import { mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BwqError } from '../../src/errors.js';
 import { writeAtomically } from '../../src/fs/atomic.js';
-import { BWQ_OUTPUT_FILES, checkOutputDirectory, isWithin } from '../../src/quant/output-dir.js';
+import { BWQ_OUTPUT_FILES, checkOutputDirectory, isWithin } from '../../src/pipeline/output-dir.js';
 import { tempDirs } from '../helpers/temp-dirs.js';
 
 const tempDir = tempDirs();

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { usageError } from '../../errors.js';
 import { parseIntegerFlag, printResult } from '../output.js';
 import { createProgress } from '../progress.js';
-import { quantizeModel, type QuantizeOptions } from '../../quant/pipeline.js';
+import { quantizeModel, type QuantizeOptions } from '../../pipeline/quantize.js';
 import { DEFAULT_CALIBRATION_TEXT, DEFAULT_MODEL_DIR } from '../../package-paths.js';
 
 export const DEFAULT_NSAMPLES = 32;

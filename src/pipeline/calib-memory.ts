@@ -2,7 +2,7 @@
  * Memory of the calibration state of `bwq quantize`, checked before anything is tokenized so that an
  * impossible `--nsamples`/`--seqlen` is refused in one line with the estimate (instead of
  * "internal error: Invalid typed array length" after minutes). Per calibration token the pipeline keeps
- *   hidden states   hidden_size float32 (src/quant/pipeline.ts: one Float32Array [nsamples·seqlen·H])
+ *   hidden states   hidden_size float32 (src/pipeline/quantize.ts: one Float32Array [nsamples·seqlen·H])
  *   token ids       one int32 (src/data/calibration.ts)
  *   sample index    one int32 (Rng.sample's permutation over all tokens, for the statistics subset)
  * Everything else (one block's batch, the statistics rows) is bounded independently of nsamples.

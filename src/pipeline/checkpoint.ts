@@ -4,7 +4,7 @@
  *
  *   fingerprint.json      sha256 of the bwq version, the options that change the result, the calibration file
  *                         and every model file (config.json, *.safetensors, the index)
- *   .layers/layer-N.safetensors   the quantized linears of block N (the spill files, src/quant/layer-spill.ts)
+ *   .layers/layer-N.safetensors   the quantized linears of block N (the spill files, src/pipeline/layer-spill.ts)
  *   rotations-N.safetensors       the OKT factors block N added
  *   hidden-after-N.f32            the calibration hidden states after block N (raw little-endian float32)
  *   state.json                    blocks finished, the sampling RNG's state, recipes, reports, linears
@@ -22,7 +22,7 @@ import { BwqError } from '../errors.js';
 import { SafetensorsFile } from '../safetensors/reader.js';
 import { writeSafetensors } from '../safetensors/writer.js';
 import { VERSION } from '../version.js';
-import type { LayerRecipe } from './recipe.js';
+import type { LayerRecipe } from '../quant/recipe.js';
 
 const FINGERPRINT = 'fingerprint.json';
 const STATE = 'state.json';

@@ -13,8 +13,8 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ModelDir } from '../model/model-dir.js';
 import { linearByRole } from '../model/weights.js';
-import type { LinearRole } from './recipe.js';
-import { kroneckerFactors } from './kronecker.js';
+import type { LinearRole } from '../quant/recipe.js';
+import { kroneckerFactors } from '../quant/kronecker.js';
 
 export interface OutputSizeInput {
   /** every checkpoint tensor */

@@ -13,9 +13,9 @@
  *        d. run the quantized block (weights override + LayerRecipe) to produce block i+1's inputs;
  *   4. write OUT_DIR (simulated model, packed weights, config with quantization_config, report)
  *      atomically: everything is built under a temporary directory renamed at the very end.
- * Before any of it: OUT_DIR is checked (src/quant/output-dir.ts: --force replaces only a previous bwq
+ * Before any of it: OUT_DIR is checked (src/pipeline/output-dir.ts: --force replaces only a previous bwq
  * output), its temporary directory is created (an unwritable destination fails at once), and the
- * calibration memory (src/quant/calib-memory.ts) and disk space (src/quant/output-size.ts) are
+ * calibration memory (src/pipeline/calib-memory.ts) and disk space (src/pipeline/output-size.ts) are
  * checked against the machine and the destination file system.
  */
 import { copyFile, readFile, stat, writeFile } from 'node:fs/promises';
@@ -24,7 +24,7 @@ import { BwqError } from '../errors.js';
 import { writeAtomically } from '../fs/atomic.js';
 import { checkFreeSpace, freeBytes } from '../fs/free-space.js';
 import { formatSize } from '../fs/size.js';
-import type { Progress } from '../cli/progress.js';
+import type { Progress } from '../progress.js';
 import { openModelDir, type ModelDir } from '../model/model-dir.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { linearByRole } from '../model/weights.js';
@@ -34,11 +34,11 @@ import type { RuntimeDevice } from '../runtime/session.js';
 import { writeSafetensors, type TensorToWrite } from '../safetensors/writer.js';
 import { loadCalibrationWindows } from '../data/calibration.js';
 import { Rng } from '../linalg/random.js';
-import type { AttentionRecipe, LayerRecipe, LinearInputRecipe, LinearRole, QuantizationConfig } from './recipe.js';
-import { quantizeGroup, type GroupName, type GroupLinear, type GroupSettings, type QuantizedGroup } from './layer-quant.js';
-import { searchAttentionTernary, type AttentionSearchResult } from './act-calib.js';
-import { packSignRows } from './pack.js';
-import { describeQuantizer } from './quantizers.js';
+import type { AttentionRecipe, LayerRecipe, LinearInputRecipe, LinearRole, QuantizationConfig } from '../quant/recipe.js';
+import { quantizeGroup, type GroupName, type GroupLinear, type GroupSettings, type QuantizedGroup } from '../quant/layer-quant.js';
+import { searchAttentionTernary, type AttentionSearchResult } from '../quant/act-calib.js';
+import { packSignRows } from '../quant/pack.js';
+import { describeQuantizer } from '../quant/quantizers.js';
 import { VERSION } from '../version.js';
 import { LayerSpillStore, type QuantizedLinearArrays, type SpilledLinear } from './layer-spill.js';
 import { Checkpoint, runFingerprint, type CheckpointLinear, type CheckpointState } from './checkpoint.js';
@@ -86,7 +86,7 @@ export interface QuantizeOptions {
   attentionRows?: number;
   /** free bytes of the destination file system (default fs.statfs; tests inject a value) */
   freeSpace?: (path: string) => Promise<number | undefined>;
-  /** continue an interrupted run from its checkpoint (src/quant/checkpoint.ts) */
+  /** continue an interrupted run from its checkpoint (src/pipeline/checkpoint.ts) */
   resume?: boolean;
 }
 
@@ -150,7 +150,7 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
     { path: options.modelDir, what: 'input model directory' },
     { path: options.calibFile, what: 'calibration file' },
   ];
-  // before anything is read or written: which OUT_DIR may be written or replaced (src/quant/output-dir.ts)
+  // before anything is read or written: which OUT_DIR may be written or replaced (src/pipeline/output-dir.ts)
   await checkOutputDirectory(options.outDir, options.force, { inputs });
   // the temporary OUT_DIR is made first, so an unwritable destination fails at once
   let checkpoint: Checkpoint<LayerReport> | undefined;
