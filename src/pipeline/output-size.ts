@@ -2,7 +2,7 @@
  * How much disk `bwq quantize` needs for OUT_DIR, estimated before any work so that a full file
  * system is refused up front. An upper bound on the peak inside the temporary directory:
  *   simulated  model.safetensors: every checkpoint tensor as float32, plus the OKT factors (bwla)
- *   packed     model.packed.safetensors: non-quantized tensors as float32; per quantized linear
+ *   packed     model.packed.safetensors: non-quantized tensors in their checkpoint dtype; per quantized linear
  *              sign words rows·⌈cols/32⌉·4 + scales rows·4 + low-rank rank·(rows+cols)·4; OKT factors
  *   spill      the per-layer files holding quantized linears until the outputs are written
  *              (simulated weight + the packed parts; removed before OUT_DIR is renamed into place)
@@ -17,8 +17,8 @@ import type { LinearRole } from '../quant/recipe.js';
 import { kroneckerFactors } from '../quant/kronecker.js';
 
 export interface OutputSizeInput {
-  /** every checkpoint tensor */
-  tensors: readonly { name: string; shape: readonly number[] }[];
+  /** every checkpoint tensor, with its element size in the checkpoint (the packed file keeps that dtype) */
+  tensors: readonly { name: string; shape: readonly number[]; bytesPerElement?: number }[];
   /** the linears that get quantized (HF weight name, [rows, cols] = [out, in]) */
   linears: readonly { name: string; rows: number; cols: number }[];
   /** input width of each group with an OKT rotation (bwla: four per layer) */
@@ -55,7 +55,7 @@ export function estimateOutputSize(input: OutputSizeInput): OutputSize {
   let packed = 8 + rotations;
   for (const t of input.tensors) {
     simulated += header(t.name) + 4 * elements(t.shape);
-    if (!quantized.has(t.name)) packed += header(t.name) + 4 * elements(t.shape);
+    if (!quantized.has(t.name)) packed += header(t.name) + (t.bytesPerElement ?? 4) * elements(t.shape);
   }
   let spill = 0;
   for (const l of input.linears) {
@@ -67,6 +67,11 @@ export function estimateOutputSize(input: OutputSizeInput): OutputSize {
   return { simulated, packed, spill, copies, total: simulated + packed + spill + copies };
 }
 
+/** Bytes per element of an unquantized tensor in the packed file: bf16 / fp16 / f32 kept, anything else as f32. */
+export function packedElementBytes(dtype: string): number {
+  return dtype === 'BF16' || dtype === 'F16' ? 2 : 4;
+}
+
 const ROLES: readonly LinearRole[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 /** The role whose input width is each rotated group's width (attn_in, attn_out, mlp_in, mlp_out). */
 const GROUP_INPUT_ROLES: readonly LinearRole[] = ['q_proj', 'o_proj', 'up_proj', 'down_proj'];
@@ -74,7 +79,10 @@ const GROUP_INPUT_ROLES: readonly LinearRole[] = ['q_proj', 'o_proj', 'up_proj',
 /** The estimate's input for a model about to be quantized with `method` (and PSP `rank` for bwla). */
 export async function outputSizeInput(model: ModelDir, method: 'bwta' | 'bwla' | 'rtn', rank: number, copiedFiles: readonly string[]): Promise<OutputSizeInput> {
   const { checkpoint, weightNames } = model;
-  const tensors = checkpoint.names().map((name) => ({ name, shape: checkpoint.info(name).shape }));
+  const tensors = checkpoint.names().map((name) => {
+    const info = checkpoint.info(name);
+    return { name, shape: info.shape, bytesPerElement: packedElementBytes(info.dtype) };
+  });
   const linears: OutputSizeInput['linears'][number][] = [];
   const rotatedWidths: number[] = [];
   for (const layer of weightNames.layers) {

@@ -542,7 +542,11 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
   for (const name of names) {
     const q = result.linears.get(name);
     if (q === undefined) {
-      packed.push({ name, dtype: 'F32', shape: shapeOf(name), data: lazyF32(name) });
+      // embeddings, lm_head, norms: in the checkpoint's dtype (bf16 / fp16 / f32), bytes as they are
+      const dtype = checkpoint.info(name).dtype;
+      packed.push(dtype === 'BF16' || dtype === 'F16' || dtype === 'F32'
+        ? { name, dtype, shape: shapeOf(name), data: () => checkpoint.readBytes(name) }
+        : { name, dtype: 'F32', shape: shapeOf(name), data: lazyF32(name) });
       continue;
     }
     const { rows, cols } = q.q;

@@ -117,8 +117,12 @@ describe('bwq quantize end to end (sotu-llama, 8×128 calibration tokens)', () =
           expect(Array.from(await packed.readFloat32(name))).toEqual(Array.from(r));
         }
       }
-      // non-quantized tensors are copied as F32
-      expect(packed.info('model.embed_tokens.weight').dtype).toBe('F32');
+      // non-quantized tensors keep the checkpoint's dtype and bytes (sotu-llama is bf16)
+      expect(packed.info('model.embed_tokens.weight').dtype).toBe('BF16');
+      const input = await openModelDir('models/sotu-llama');
+      expect(Buffer.from(await packed.readBytes('model.embed_tokens.weight'))
+        .equals(Buffer.from(await input.checkpoint.readBytes('model.embed_tokens.weight')))).toBe(true);
+      await input.checkpoint.close();
       expect(packed.has('model.layers.0.self_attn.q_proj.weight')).toBe(false);
     } finally {
       await sim.close();
