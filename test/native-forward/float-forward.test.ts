@@ -9,6 +9,7 @@ import { openModelDir } from '../../src/model/model-dir.js';
 import { SafetensorsFile } from '../../src/safetensors/reader.js';
 import { createNativeModelRunner } from '../../src/native/forward.js';
 import { createReferenceKernels } from '../../src/native/reference-kernels.js';
+import { FLOAT_FIXTURES } from '../helpers/float-fixtures.js';
 
 const REF = 'test/fixtures/reference';
 const reference = JSON.parse(readFileSync(`${REF}/reference.json`, 'utf8')) as {
@@ -26,13 +27,7 @@ async function referenceLogits(name: string): Promise<{ ids: Int32Array; logits:
 
 const kernels = createReferenceKernels();
 
-describe.each([
-  ['tiny-llama', 'test/fixtures/models/tiny-llama'],
-  ['tiny-mistral', 'test/fixtures/models/tiny-mistral'],
-  ['tiny-qwen2', 'test/fixtures/models/tiny-qwen2'],
-  ['tiny-qwen3', 'test/fixtures/models/tiny-qwen3'],
-  ['sotu-llama', 'models/sotu-llama'],
-])('native float forward of %s', (name, dir) => {
+describe.each(FLOAT_FIXTURES)('native float forward of %s', (name, dir) => {
   it('matches transformers logits and perplexity', async () => {
     const model = await openModelDir(dir);
     const runner = await createNativeModelRunner(model, { kernels });

@@ -18,6 +18,7 @@ import { openRuntime } from '../../src/runtime/engine.js';
 import { createRuntimeRunner } from '../../src/runtime/runner.js';
 import type { ActivationQuantizer } from '../../src/quant/recipe.js';
 import { buildQuantizedModel, type BuildOptions } from '../native-forward/build-quantized.js';
+import { FLOAT_FIXTURES } from '../helpers/float-fixtures.js';
 
 const REF = 'test/fixtures/reference';
 const reference = JSON.parse(readFileSync(`${REF}/reference.json`, 'utf8')) as {
@@ -31,13 +32,7 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return m;
 }
 
-describe.each([
-  ['tiny-llama', 'test/fixtures/models/tiny-llama'],
-  ['tiny-mistral', 'test/fixtures/models/tiny-mistral'],
-  ['tiny-qwen2', 'test/fixtures/models/tiny-qwen2'],
-  ['tiny-qwen3', 'test/fixtures/models/tiny-qwen3'],
-  ['sotu-llama', 'models/sotu-llama'],
-])('runtime float forward of %s', (name, dir) => {
+describe.each(FLOAT_FIXTURES)('runtime float forward of %s', (name, dir) => {
   it('matches transformers logits; decoding from the cache matches the prefill', async () => {
     const f = await SafetensorsFile.open(`${REF}/${name}.logits.safetensors`);
     const ids = Int32Array.from(await f.readFloat32('input_ids'));
