@@ -9,6 +9,7 @@ import { openModelDir } from '../../model/model-dir.js';
 import { loadTokenizer } from '../../model/tokenizer.js';
 import { createRunner, EVAL_BACKENDS, NATIVE_DEVICES, type EvalBackend, type NativeDevice } from '../../eval/backend.js';
 import { loadEvalTokens } from '../../eval/dataset.js';
+import { WIKITEXT2_FILE, WIKITEXT2_NAME } from '../../eval/wikitext.js';
 import { evaluatePerplexity, windowCount } from '../../eval/perplexity.js';
 import { DEFAULT_EVAL_DATASET, DEFAULT_MODEL_DIR } from '../../package-paths.js';
 import { resolveSeqlen } from '../../eval/seqlen.js';
@@ -53,7 +54,8 @@ export async function runEval(modelArg: string | undefined, flags: EvalFlags): P
   if (!NATIVE_DEVICES.includes(device)) throw usageError(`--device must be one of ${NATIVE_DEVICES.join(', ')}, got "${flags.device}"`);
   if (flags.device !== undefined && backend !== 'native') throw usageError('--device applies to --backend native only');
   const modelDir = modelArg === undefined ? DEFAULT_MODEL_DIR : resolve(modelArg);
-  const dataset = flags.dataset === undefined ? DEFAULT_EVAL_DATASET : resolve(flags.dataset);
+  const dataset = flags.dataset === undefined ? DEFAULT_EVAL_DATASET
+    : flags.dataset === WIKITEXT2_NAME ? WIKITEXT2_FILE : resolve(flags.dataset);
 
   const model = await openModelDir(modelDir);
   try {
@@ -110,7 +112,7 @@ export function registerEval(program: Command): void {
     .command('eval')
     .description('perplexity of a model on a text (non-overlapping windows, GPTQ/QuaRot protocol)')
     .argument('[MODEL_DIR]', 'model directory (default: the bundled models/sotu-llama)')
-    .option('--dataset <FILE>', 'text to evaluate: .txt, .jsonl or .json (default: bundled data/sotu-test.txt)')
+    .option('--dataset <FILE>', 'text to evaluate: .txt, .jsonl or .json, or wikitext2 (the bundled WikiText-2 test split, GPTQ protocol); default: bundled data/sotu-test.txt')
     .option('--seqlen <N>', 'window length in tokens (default: 2048, clamped to max_position_embeddings)')
     .option('--max-windows <N>', 'evaluate at most N windows (default: all)')
     .option('--batch <N>', 'windows per forward call (default: 1)')
