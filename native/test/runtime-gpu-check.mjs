@@ -63,7 +63,9 @@ for (const dir of dirs) {
       maxv = Math.max(maxv, Math.abs(cpu.logits[i]));
     }
     const q = model.config.quantization;
-    const tol = q === undefined ? 2e-3 : 5e-2;  // bf16 lm_head operands on CUDA; code flips in quantized models
+    // 16-bit float weights: cuBLAS rounds the activations to the weights' type (docs/RUNTIME.md), ~2^-8 relative;
+    // quantized models: a code flip at a rounding boundary moves later logits
+    const tol = q === undefined ? 1e-2 : 5e-2;
     check(maxd <= tol * maxv, `${dir}: logits max |cuda-cpu| ${maxd.toExponential(3)} (largest ${maxv.toFixed(2)}) on ${cuda.device}`);
     const dn = Math.abs(cuda.nll.sum - cpu.nll.sum) / cpu.nll.count;
     check(dn < 2e-3, `${dir}: mean NLL cuda ${(cuda.nll.sum / cuda.nll.count).toFixed(6)} cpu ${(cpu.nll.sum / cpu.nll.count).toFixed(6)}`);
