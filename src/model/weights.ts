@@ -211,6 +211,11 @@ export function resolveWeightNames(config: ModelConfig, checkpoint: TensorNameSo
     canonical,
     mapNames(canonical, (n) => (n.startsWith(strip) ? n.slice(strip.length) : n)),
   ];
+  // Tied embeddings stored once under the other name of the pair (transformers may save either one):
+  // the one tensor serves as embedding table and LM head.
+  if (config.tieWordEmbeddings && config.architecture !== 'gpt2') {
+    for (const c of [...candidates]) candidates.push({ ...c, embedTokens: 'lm_head.weight', lmHead: 'lm_head.weight' });
+  }
   let best: { names: ModelWeightNames; missing: string[] } | undefined;
   for (const names of candidates) {
     const missing = requiredTensorNames(names).filter((n) => !checkpoint.has(n));
