@@ -5,12 +5,13 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { BwqError, usageError } from '../../errors.js';
-import { openModelDir } from '../../model/model-dir.js';
+import { openModelDir, type ModelDir } from '../../model/model-dir.js';
 import { loadTokenizer } from '../../model/tokenizer.js';
 import { createRunner, EVAL_BACKENDS, NATIVE_DEVICES, type EvalBackend, type NativeDevice } from '../../eval/backend.js';
 import { loadEvalTokens } from '../../eval/dataset.js';
 import { WIKITEXT2_FILE, WIKITEXT2_NAME } from '../../eval/wikitext.js';
 import { evaluatePerplexity, windowCount } from '../../eval/perplexity.js';
+import { evaluateKld } from '../../eval/kld.js';
 import { DEFAULT_EVAL_DATASET, DEFAULT_MODEL_DIR } from '../../package-paths.js';
 import { resolveSeqlen } from '../../eval/seqlen.js';
 import { defaultThreads } from '../../onnx/session.js';
@@ -25,6 +26,7 @@ interface EvalFlags {
   threads?: string;
   backend?: string;
   device?: string;
+  kld?: string;
   json?: boolean;
 }
 
@@ -41,6 +43,11 @@ export interface EvalSummary {
   tokensPerSecond: number;
   batch: number;
   threads: number;
+  /** with --kld BASE_DIR: KL divergence against the base model on the same windows (src/eval/kld.ts) */
+  kld?: {
+    base: string; basePpl: number; mean: number; median: number; p99: number; max: number;
+    top1Agreement: number; meanDeltaP: number;
+  };
 }
 
 export async function runEval(modelArg: string | undefined, flags: EvalFlags): Promise<EvalSummary> {
@@ -71,6 +78,7 @@ export async function runEval(modelArg: string | undefined, flags: EvalFlags): P
       }
     }
     const progress = createProgress({ quiet: flags.json === true });
+    if (flags.kld !== undefined) return await runKld(model, modelDir, resolve(flags.kld), dataset, ids, seqlen, backend, batch, threads, device, maxWindows, progress);
     const runner = await createRunner(model, backend, { threads, device });
     try {
       // Build the session outside the timing (a 2-token forward pass).
@@ -96,6 +104,41 @@ export async function runEval(modelArg: string | undefined, flags: EvalFlags): P
   }
 }
 
+/** `--kld BASE_DIR`: both models on the same windows, one pass; perplexity and KL divergence together. */
+async function runKld(model: ModelDir, modelDir: string, baseDir: string, dataset: string, ids: Int32Array, seqlen: number,
+  backend: EvalBackend, batch: number, threads: number, device: NativeDevice, maxWindows: number | undefined,
+  progress: ReturnType<typeof createProgress>): Promise<EvalSummary> {
+  const baseModel = await openModelDir(baseDir);
+  try {
+    if (baseModel.config.vocabSize !== model.config.vocabSize) {
+      throw new BwqError(`has a vocabulary of ${baseModel.config.vocabSize} tokens, the evaluated model ${model.config.vocabSize}: KL divergence needs the same tokens`, { file: baseDir });
+    }
+    const runner = await createRunner(model, backend, { threads, device });
+    const base = await createRunner(baseModel, backend, { threads, device });
+    try {
+      progress.start(`eval and KL divergence against ${baseDir}, ${seqlen}-token windows`);
+      const r = await evaluateKld(runner, base, ids, {
+        seqlen, ...(maxWindows === undefined ? {} : { maxWindows }),
+        onProgress: (done, total) => progress.update(done, total, 'windows'),
+      });
+      progress.succeed(`evaluated ${r.windows} windows against the base model in ${r.seconds.toFixed(1)} s`);
+      return {
+        model: modelDir, dataset, backend, batch, threads, seqlen, windows: r.windows, tokens: r.tokens, ppl: r.ppl,
+        meanNll: Math.log(r.ppl), seconds: r.seconds, tokensPerSecond: (r.windows * seqlen) / r.seconds,
+        kld: { base: baseDir, basePpl: r.basePpl, ...r.kld, top1Agreement: r.top1Agreement, meanDeltaP: r.meanDeltaP },
+      };
+    } catch (error) {
+      progress.fail();
+      throw error;
+    } finally {
+      await runner.close();
+      await base.close();
+    }
+  } finally {
+    await baseModel.checkpoint.close();
+  }
+}
+
 export function formatEval(s: EvalSummary): string {
   return [
     `model       ${s.model}`,
@@ -104,6 +147,11 @@ export function formatEval(s: EvalSummary): string {
     `perplexity  ${s.ppl.toFixed(4)}   (mean NLL ${s.meanNll.toFixed(6)})`,
     `tokens      ${s.tokens} predicted in ${s.windows} windows of ${s.seqlen}`,
     `time        ${s.seconds.toFixed(2)} s, ${Math.round(s.tokensPerSecond)} tokens/s`,
+    ...(s.kld === undefined ? [] : [
+      `base        ${s.kld.base} (perplexity ${s.kld.basePpl.toFixed(4)})`,
+      `KL div.     mean ${s.kld.mean.toFixed(6)}, median ${s.kld.median.toFixed(6)}, 99% ${s.kld.p99.toFixed(6)}, max ${s.kld.max.toFixed(6)}`,
+      `top-1       ${(100 * s.kld.top1Agreement).toFixed(2)} % same as the base model; mean Δp ${(100 * s.kld.meanDeltaP).toFixed(3)} %`,
+    ]),
   ].join('\n');
 }
 
@@ -119,6 +167,7 @@ export function registerEval(program: Command): void {
     .option('--threads <N>', 'CPU threads for onnxruntime (default: all cores)')
     .option('--backend <NAME>', 'onnx (ONNX Runtime, float or simulated quantization; default) or native (packed 1-bit kernels)')
     .option('--device <NAME>', 'for --backend native: auto (CUDA when a GPU is present; default), cpu or cuda')
+    .option('--kld <BASE_DIR>', 'also the KL divergence against BASE_DIR (e.g. the float model) on the same windows')
     .option('--json', 'print one JSON object')
     .action(async (modelArg: string | undefined, flags: EvalFlags) => {
       const summary = await runEval(modelArg, flags);
