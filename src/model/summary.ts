@@ -58,6 +58,33 @@ export interface PackedSummary {
   inFeaturesApproximate: boolean;
   /** low-rank (PSP) terms present */
   lowRankLinears: number;
+  /** honest bits per weight: the packed file's bytes against the original model's parameters */
+  bits: BitsPerWeight;
+}
+
+/** What each kind of tensor in the packed file costs, as bits per parameter of the original model. */
+export interface BitsPerWeight {
+  /** parameters of the model before quantization: Σ out·in of the packed linears + every other tensor */
+  originalParameters: number;
+  /** the whole file (header included) × 8 / originalParameters */
+  perWeight: number;
+  /** the packed linears alone (signs, scales, low-rank factors, rotations, biases) × 8 / Σ out·in */
+  linearsPerWeight: number;
+  classes: { name: BitsClass; bytes: number; bitsPerWeight: number }[];
+}
+
+export type BitsClass = 'signs' | 'scales' | 'low-rank' | 'rotations' | 'embeddings' | 'lm_head' | 'norms' | 'biases' | 'other';
+
+function bitsClass(name: string): BitsClass {
+  if (name.endsWith('.qweight')) return 'signs';
+  if (name.endsWith('.wscale')) return 'scales';
+  if (name.endsWith('.lr_a') || name.endsWith('.lr_b')) return 'low-rank';
+  if (/\.okt_r[12]$/.test(name)) return 'rotations';
+  if (name.endsWith('embed_tokens.weight') || name.endsWith('wte.weight')) return 'embeddings';
+  if (name.startsWith('lm_head.')) return 'lm_head';
+  if (/norm\.weight$|norm\.bias$|_ln\.weight$/.test(name)) return 'norms';
+  if (name.endsWith('.bias')) return 'biases';
+  return 'other';
 }
 
 export interface QuantizationSummary {
@@ -152,10 +179,33 @@ export function summarizePacked(file: SafetensorsFile, fileBytes: number, floatS
     }
     linearParameters += rows * cols;
   }
+  // every tensor by class; the original model's parameters are the packed linears' out·in plus every tensor
+  // that is not a part of a packed linear or a rotation (those replace the float weights)
+  const bytesOf = new Map<BitsClass, number>();
+  let otherParameters = 0;
+  for (const name of names) {
+    const info = file.info(name);
+    const cls = bitsClass(name);
+    bytesOf.set(cls, (bytesOf.get(cls) ?? 0) + info.byteLength);
+    if (cls !== 'signs' && cls !== 'scales' && cls !== 'low-rank' && cls !== 'rotations') {
+      otherParameters += info.shape.reduce((a, b) => a * b, 1);
+    }
+  }
+  const originalParameters = linearParameters + otherParameters;
+  const perParam = (bytes: number): number => (originalParameters > 0 ? (8 * bytes) / originalParameters : 0);
+  const linearBytes = (['signs', 'scales', 'low-rank', 'rotations'] as const).reduce((a, c) => a + (bytesOf.get(c) ?? 0), 0);
+  const order: BitsClass[] = ['signs', 'scales', 'low-rank', 'rotations', 'embeddings', 'lm_head', 'norms', 'biases', 'other'];
+  const bits: BitsPerWeight = {
+    originalParameters,
+    perWeight: perParam(fileBytes),
+    linearsPerWeight: linearParameters > 0 ? (8 * linearBytes) / linearParameters : 0,
+    classes: order.filter((c) => bytesOf.has(c)).map((c) => ({ name: c, bytes: bytesOf.get(c)!, bitsPerWeight: perParam(bytesOf.get(c)!) })),
+  };
   return {
     file: file.path,
     fileBytes,
     format: file.metadata['format'],
+    bits,
     packedLinears,
     packedLinearBytes,
     linearParameters,

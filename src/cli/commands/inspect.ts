@@ -109,6 +109,10 @@ function quantizationLines(report: InspectReport): string[] {
       + ` (${ratio.toFixed(1)}x smaller than float32)${p.inFeaturesApproximate ? ' (in_features rounded up to 32)' : ''};`
       + ` file ${formatBytes(p.fileBytes)}`);
     if (report.kind === 'model-dir') lines.push(`              float checkpoint ${formatBytes(report.fileBytes)}`);
+    const b = p.bits;
+    lines.push(`bits/weight   ${b.perWeight.toFixed(3)} over the ${formatCount(b.originalParameters)} parameters of the original model`
+      + ` (the whole packed file); the quantized linears alone ${b.linearsPerWeight.toFixed(3)}`);
+    lines.push(`              ${b.classes.map((c) => `${c.name} ${c.bitsPerWeight.toFixed(3)}`).join(', ')}`);
   }
   return lines;
 }
