@@ -316,10 +316,12 @@ std::string Session::forward(const int32_t *ids, int t, int logits, float *logit
         const int n = std::min(logit_rows_, rows - r0);
         be_->gemm(x_ + (size_t)r0 * c.hidden, n, c.hidden, m_.lm_head, logits_, c.vocab, false);
         if (logits == 2) {
-          for (int r = r0; r < r0 + n; ++r) {  // row r = (b, i) of the chunk -> output row b * t + c0 + i
-            const int b = r / ct, i = r % ct;
+          // row r = (b, i) of the chunk -> output row b * t + c0 + i: one download per run of one sequence's rows
+          for (int r = r0; r < r0 + n;) {
+            const int b = r / ct, i = r % ct, run = std::min(r0 + n, (b + 1) * ct) - r;
             be_->download(logits_out + ((size_t)b * t + c0 + i) * c.vocab, logits_ + (size_t)(r - r0) * c.vocab,
-                          4 * (size_t)c.vocab);
+                          4 * (size_t)run * c.vocab);
+            r += run;
           }
         }
         if (nll_out) {

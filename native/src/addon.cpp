@@ -13,6 +13,7 @@
 #include "../include/bwq.h"
 #include "../runtime/backend.h"
 #include "addon_runtime.h"
+#include "napi_values.h"
 
 namespace {
 
@@ -182,27 +183,11 @@ bool get_typed(napi_env env, napi_value v, napi_typedarray_type want, size_t nee
   return true;
 }
 
-napi_value make_string(napi_env env, const char *s) {
-  napi_value v;
-  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
-  return v;
-}
-napi_value make_int(napi_env env, int x) {
-  napi_value v;
-  napi_create_int32(env, x, &v);
-  return v;
-}
-napi_value make_double(napi_env env, double x) {
-  napi_value v;
-  napi_create_double(env, x, &v);
-  return v;
-}
-napi_value make_bool(napi_env env, bool b) {
-  napi_value v;
-  napi_get_boolean(env, b, &v);
-  return v;
-}
-void set(napi_env env, napi_value obj, const char *key, napi_value v) { napi_set_named_property(env, obj, key, v); }
+using bwq_napi::make_bool;
+using bwq_napi::make_double;
+using bwq_napi::make_int;
+using bwq_napi::make_string;
+using bwq_napi::set;
 
 bool get_bool(napi_env env, napi_value v) {
   bool b = false;

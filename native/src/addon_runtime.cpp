@@ -12,8 +12,14 @@
 #include <vector>
 
 #include "../runtime/model.h"
+#include "napi_values.h"
 
 using namespace bwq::rt;
+using bwq_napi::make_bool;
+using bwq_napi::make_double;
+using bwq_napi::make_int;
+using bwq_napi::make_string;
+using bwq_napi::set;
 
 namespace {
 
@@ -251,9 +257,7 @@ napi_value Missing(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   ModelRef *ref = model_args(env, info, 1, argv);
   if (!ref) return nullptr;
-  napi_value s;
-  napi_create_string_utf8(env, ref->model->missing().c_str(), NAPI_AUTO_LENGTH, &s);
-  return s;
+  return make_string(env, ref->model->missing().c_str());
 }
 
 // rtSession(model, batch, maxT, maxChunk) -> session; throws a one-line error when memory is short.
@@ -337,15 +341,12 @@ napi_value Nll(napi_env env, napi_callback_info info) {
     throw_error(env, err);
     return nullptr;
   }
-  napi_value v;
-  napi_create_double(env, sum, &v);
-  return v;
+  return make_double(env, sum);
 }
 
 napi_value Reset(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!args(env, info, 1, argv)) return nullptr;
-  if (SessionRef *s = session_of(env, argv[0])) s->session->reset();
+  if (SessionRef *s = session_args(env, info, 1, argv)) s->session->reset();
   return nullptr;
 }
 
@@ -358,18 +359,13 @@ napi_value Info(napi_env env, napi_callback_info info) {
   napi_get_reference_value(env, s->model_ref, &model_v);
   ModelRef *m = unwrap<ModelRef>(env, model_v, kModelTag, "runtime model");
   if (!m) return nullptr;
-  napi_value o, v;
+  napi_value o;
   napi_create_object(env, &o);
-  napi_create_int32(env, s->session->position(), &v);
-  napi_set_named_property(env, o, "position", v);
-  napi_create_string_utf8(env, m->model->be->name(), NAPI_AUTO_LENGTH, &v);
-  napi_set_named_property(env, o, "device", v);
-  napi_create_double(env, (double)s->session->bytes(), &v);
-  napi_set_named_property(env, o, "sessionBytes", v);
-  napi_create_double(env, (double)m->model->bytes, &v);
-  napi_set_named_property(env, o, "modelBytes", v);
-  napi_get_boolean(env, s->session->replaying(), &v);
-  napi_set_named_property(env, o, "replaying", v);
+  set(env, o, "position", make_int(env, s->session->position()));
+  set(env, o, "device", make_string(env, m->model->be->name()));
+  set(env, o, "sessionBytes", make_double(env, (double)s->session->bytes()));
+  set(env, o, "modelBytes", make_double(env, (double)m->model->bytes));
+  set(env, o, "replaying", make_bool(env, s->session->replaying()));
   return o;
 }
 
@@ -378,9 +374,7 @@ napi_value ModelBytes(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   ModelRef *m = model_args(env, info, 1, argv);
   if (!m) return nullptr;
-  napi_value v;
-  napi_create_double(env, (double)m->model->bytes, &v);
-  return v;
+  return make_double(env, (double)m->model->bytes);
 }
 
 // rtDevice(model) -> { device, freeBytes }: the backend the model lives on and the memory it can still allocate
@@ -388,13 +382,11 @@ napi_value Device(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   ModelRef *m = model_args(env, info, 1, argv);
   if (!m) return nullptr;
-  napi_value o, v;
+  napi_value o;
   napi_create_object(env, &o);
-  napi_create_string_utf8(env, m->model->be->name(), NAPI_AUTO_LENGTH, &v);
-  napi_set_named_property(env, o, "device", v);
+  set(env, o, "device", make_string(env, m->model->be->name()));
   const size_t f = m->model->be->free_memory();
-  napi_create_double(env, f == (size_t)-1 ? 1e300 : (double)f, &v);
-  napi_set_named_property(env, o, "freeBytes", v);
+  set(env, o, "freeBytes", make_double(env, f == (size_t)-1 ? 1e300 : (double)f));
   return o;
 }
 

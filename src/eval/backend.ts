@@ -3,13 +3,14 @@ import { BwqError } from '../errors.js';
 import type { ModelDir } from '../model/model-dir.js';
 import { createModelRunner, type ModelRunner } from '../onnx/model-runner.js';
 import type { NativeDevice } from '../native/kernels.js';
-import { loadAddon } from '../native/loader.js';
+import { runtimeAddon } from '../runtime/engine.js';
 import { createRuntimeRunner } from '../runtime/runner.js';
 
 /** True when the native addon loads and carries the runtime. */
 export function runtimeAvailable(): boolean {
   try {
-    return typeof (loadAddon() as unknown as { rtOpen?: unknown }).rtOpen === 'function';
+    runtimeAddon();
+    return true;
   } catch {
     return false;
   }

@@ -19,6 +19,7 @@ import { createReadStream } from 'node:fs';
 import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { BwqError } from '../errors.js';
+import { makeDirectories } from '../fs/mkdir.js';
 import { SafetensorsFile } from '../safetensors/reader.js';
 import { writeSafetensors } from '../safetensors/writer.js';
 import { VERSION } from '../version.js';
@@ -103,7 +104,6 @@ export class Checkpoint<Report> {
     } else if ((await stat(dir).catch(() => undefined)) !== undefined) {
       throw new BwqError(`${dir} exists but is not a bwq checkpoint; not touching it`, { file: outDir, exitCode: 2 });
     }
-    const { makeDirectories } = await import('../fs/mkdir.js');
     await makeDirectories(dir);
     await writeFile(join(dir, FINGERPRINT), `${JSON.stringify({ fingerprint, bwq_version: VERSION })}\n`);
     return { checkpoint: new Checkpoint<R>(dir, fingerprint), state: undefined };

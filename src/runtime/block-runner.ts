@@ -11,10 +11,12 @@ import { BwqError } from '../errors.js';
 import { loadBlockWeights, recipeRotations, BLOCK_ROLES, type BlockWeights } from '../model/block-weights.js';
 import type { ModelDir } from '../model/model-dir.js';
 import type { BlockRunOptions, TapName } from '../onnx/block-runner.js';
-import type { ActivationQuantizer, LayerRecipe } from '../quant/recipe.js';
+import type { LayerRecipe } from '../quant/recipe.js';
 import type { Tensor } from '../tensor.js';
 import { loadAddon } from '../native/loader.js';
-import { loadRuntimeModelFrom, type RuntimeAddon, type RuntimeModelHandle, type RuntimeSessionHandle } from './load.js';
+import { linearDims, loadRuntimeModelFrom, storeOf, type RuntimeAddon, type RuntimeModelHandle, type RuntimeSessionHandle } from './load.js';
+import { quantizerCodes } from './descriptor.js';
+import { chunkPositions, loadOnDevice } from './engine.js';
 import type { RuntimeDevice } from './session.js';
 
 /** The part of the block-runner contract the quantize pipeline uses. */
@@ -37,15 +39,6 @@ const TAP_FIELDS: Record<Exclude<TapName, never>, string> = {
   attn_input: 'attnInput', attn_context: 'attnContext', mlp_input: 'mlpInput', mlp_hidden: 'mlpHidden',
   query: 'query', key: 'key', value: 'value', probs: 'probs',
 };
-
-function quantizerCodes(q: ActivationQuantizer | undefined): [number, number, number] {
-  switch (q?.kind ?? 'none') {
-    case 'int': return [1, (q as { bits: number }).bits, (q as { clipRatio: number }).clipRatio];
-    case 'ternary': return [2, 0, (q as { thresholdRatio: number }).thresholdRatio];
-    case 'binary': return [3, 0, 0];
-    default: return [0, 0, 0];
-  }
-}
 
 /** [batch, seq, heads, hd] (token-major) → [batch, heads, seq, hd]. */
 function headMajor(x: Float32Array, batch: number, seq: number, heads: number, hd: number): Float32Array {
@@ -71,20 +64,10 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
   // a one-layer model: layer 0 of the checkpoint, float, then replaced by whatever block runs
   const ck = model.checkpoint;
   const one = { ...c, numLayers: 1, quantization: undefined };
-  const device = options.device === 'auto' || options.device === undefined ? 'cuda' : options.device;
-  const open = (d: 'cpu' | 'cuda') => loadRuntimeModelFrom(addon, {
+  const { loaded } = await loadOnDevice(options.device ?? 'auto', where, (device) => loadRuntimeModelFrom(addon, {
     config: one, weightNames: { ...model.weightNames, layers: [model.weightNames.layers[0]!] },
-    stores: [{ label: where, has: (n) => ck.has(n), info: (n) => ck.info(n), readFloat32: (n) => ck.readFloat32(n),
-      readBytes: (n) => ck.readBytes(n) }],
-    quantized: false,
-  }, d);
-  let loaded;
-  try {
-    loaded = await open(device);
-  } catch (error) {
-    if (options.device === 'cuda' || !/^CUDA unavailable/.test((error as Error).message)) throw error;
-    loaded = await open('cpu');
-  }
+    stores: [storeOf(ck, where)], quantized: false,
+  }, device));
   const handle = loaded.handle;
   let session: { handle: RuntimeSessionHandle; batch: number; seq: number } | undefined;
   let current: { layer: number; weights: BlockWeights; recipeKey: string } | undefined;
@@ -106,6 +89,7 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
       return t;
     };
     const d: number[] = [];
+    const dims = linearDims(c);
     for (const role of BLOCK_ROLES) {
       const r = recipe?.linears[role];
       const group = r?.rotation === undefined ? -1 : rotations.findIndex((x) => x.r1 === r.rotation!.r1 && x.r2 === r.rotation!.r2);
@@ -128,9 +112,8 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
       }
       const w = weights.linears[role];
       if (w === undefined) throw new BwqError(`layer ${layer} has no ${role}`, { file: where });
-      const n = role === 'q_proj' ? c.numHeads * c.headDim : role === 'k_proj' || role === 'v_proj' ? c.numKvHeads * c.headDim
-        : role === 'o_proj' || role === 'down_proj' ? c.hiddenSize : c.intermediateSize;
-      send(`layers.0.${role}.weight`, [n, w.length / n], w);
+      const [n, k] = dims[role];
+      send(`layers.0.${role}.weight`, [n, k], w);
       const bias = weights.biases[role];
       if (bias !== undefined) send(`layers.0.${role}.bias`, [n], bias);
     }
@@ -147,7 +130,7 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     if (session === undefined || session.batch !== batch || session.seq !== seq) {
       if (session !== undefined) addon.rtFree(session.handle);
       session = undefined;
-      session = { handle: addon.rtSession(handle, batch, seq, Math.max(1, Math.min(seq, Math.floor(4096 / batch)))), batch, seq };
+      session = { handle: addon.rtSession(handle, batch, seq, chunkPositions(batch, seq)), batch, seq };
     }
     return session.handle;
   };

@@ -34,7 +34,9 @@ export interface ModelDescription {
 
 const NONE: ActivationQuantizer = { kind: 'none' };
 
-function quantizerCodes(q: ActivationQuantizer): [number, number, number] {
+/** (kind, bits, param) of a quantizer as the native side reads it; undefined = none. */
+export function quantizerCodes(q: ActivationQuantizer | undefined): [number, number, number] {
+  if (q === undefined) return [0, 0, 0];
   switch (q.kind) {
     case 'none': return [0, 0, 0];
     case 'int': return [1, q.bits, q.clipRatio];

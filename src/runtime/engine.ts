@@ -9,12 +9,36 @@ import type { ModelDir } from '../model/model-dir.js';
 import { loadAddon } from '../native/loader.js';
 import type { ModelConfig } from '../model/config.js';
 import { loadRuntimeModel, loadRuntimeModelFrom, type LoadedModel, type ModelSource, type RuntimeAddon, type RuntimeModelHandle } from './load.js';
-import type { LogitsWanted, OpenRuntimeOptions, RuntimeSession } from './session.js';
+import type { LogitsWanted, OpenRuntimeOptions, RuntimeDevice, RuntimeSession } from './session.js';
 
 /** Rows (batch × positions) one forward chunk may hold: bounds the scratch memory. */
 const MAX_CHUNK_ROWS = 4096;
 
-function runtimeAddon(): RuntimeAddon {
+/** Positions per forward chunk for `batch` sequences of up to `maxSeq` positions. */
+export function chunkPositions(batch: number, maxSeq: number): number {
+  return Math.max(1, Math.min(maxSeq, Math.floor(MAX_CHUNK_ROWS / batch)));
+}
+
+/**
+ * Loads onto the device asked for: 'cpu', 'cuda' (an error without a usable GPU), or 'auto' (CUDA, else the CPU
+ * with a notice saying why).
+ */
+export async function loadOnDevice(want: RuntimeDevice, label: string,
+  load: (device: 'cpu' | 'cuda') => Promise<LoadedModel>): Promise<{ loaded: LoadedModel; notice: string | undefined }> {
+  if (want === 'cpu') return { loaded: await load('cpu'), notice: undefined };
+  try {
+    return { loaded: await load('cuda'), notice: undefined };
+  } catch (error) {
+    const message = (error as Error).message;
+    if (want === 'cuda' || !/^CUDA unavailable/.test(message)) {
+      throw error instanceof BwqError ? error : new BwqError(message, { file: label, cause: error });
+    }
+    return { loaded: await load('cpu'), notice: `${message}; running on the CPU` };
+  }
+}
+
+/** The addon's runtime functions; BwqError when the addon is missing or predates the runtime. */
+export function runtimeAddon(): RuntimeAddon {
   const addon = loadAddon() as unknown as Partial<RuntimeAddon> & { setThreads(n: number): number };
   if (typeof addon.rtOpen !== 'function') throw new BwqError('the native addon has no runtime (rebuild with npm rebuild)');
   return addon as RuntimeAddon;
@@ -65,23 +89,7 @@ async function loadWith(label: string, load: (addon: RuntimeAddon, device: 'cpu'
   options: { device?: OpenRuntimeOptions['device']; threads?: number }, config?: ModelConfig): Promise<RuntimeModel> {
   const addon = runtimeAddon();
   if (options.threads !== undefined) (addon as unknown as { setThreads(n: number): number }).setThreads(options.threads);
-  const want = options.device ?? 'auto';
-  let notice: string | undefined;
-  let loaded;
-  if (want === 'cpu') {
-    loaded = await load(addon, 'cpu');
-  } else {
-    try {
-      loaded = await load(addon, 'cuda');
-    } catch (error) {
-      const message = (error as Error).message;
-      if (want === 'cuda' || !/^CUDA unavailable/.test(message)) {
-        throw error instanceof BwqError ? error : new BwqError(message, { file: label, cause: error });
-      }
-      notice = `${message}; running on the CPU`;
-      loaded = await load(addon, 'cpu');
-    }
-  }
+  const { loaded, notice } = await loadOnDevice(options.device ?? 'auto', label, (device) => load(addon, device));
   const model = loaded.handle;
   let device = '';
   return {
@@ -106,7 +114,7 @@ function openSession(addon: RuntimeAddon, model: RuntimeModelHandle, c: ModelCon
   maxSeq: number): RuntimeSession {
   if (!Number.isInteger(batch) || batch < 1) throw new RangeError(`batch must be a positive integer, got ${batch}`);
   if (!Number.isInteger(maxSeq) || maxSeq < 1) throw new RangeError(`maxSeq must be a positive integer, got ${maxSeq}`);
-  const maxChunk = Math.max(1, Math.min(maxSeq, Math.floor(MAX_CHUNK_ROWS / batch)));
+  const maxChunk = chunkPositions(batch, maxSeq);
   const session = wrapNative(label, () => addon.rtSession(model, batch, maxSeq, maxChunk));
   const info = addon.rtInfo(session);
   const vocab = c.vocabSize;

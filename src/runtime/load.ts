@@ -43,6 +43,11 @@ export interface TensorStore {
   readBytes(name: string): Promise<Uint8Array>;
 }
 
+/** A safetensors file or checkpoint as a TensorStore labelled for error messages. */
+export function storeOf(f: Omit<TensorStore, 'label'>, label: string): TensorStore {
+  return { label, has: (n) => f.has(n), info: (n) => f.info(n), readFloat32: (n) => f.readFloat32(n), readBytes: (n) => f.readBytes(n) };
+}
+
 /** Tensors looked up in the packed file first, then in the checkpoint. */
 export class Lookup {
   constructor(readonly stores: TensorStore[]) {}
@@ -82,13 +87,9 @@ export async function loadRuntimeModel(addon: RuntimeAddon, model: ModelDir, dev
   const packedFile = packed?.file;
   const stores: TensorStore[] = [];
   if (packed !== undefined) {
-    const pf = packed.file;
-    stores.push({ label: packed.path, has: (n) => pf.has(n), info: (n) => pf.info(n), readFloat32: (n) => pf.readFloat32(n),
-      readBytes: (n) => pf.readBytes(n) });
+    stores.push(storeOf(packed.file, packed.path));
   }
-  const ck = model.checkpoint;
-  stores.push({ label: where, has: (n) => ck.has(n), info: (n) => ck.info(n), readFloat32: (n) => ck.readFloat32(n),
-    readBytes: (n) => ck.readBytes(n) });
+  stores.push(storeOf(model.checkpoint, where));
   try {
     return await loadRuntimeModelFrom(addon, { config: c, weightNames: model.weightNames, stores, quantized: q !== undefined },
       device);
@@ -108,8 +109,7 @@ export function simulatedModelSource(model: ModelDir): ModelSource {
   return {
     config: model.config,
     weightNames: model.weightNames,
-    stores: [{ label, has: (n) => ck.has(n), info: (n) => ck.info(n), readFloat32: (n) => ck.readFloat32(n),
-      readBytes: (n) => ck.readBytes(n) }],
+    stores: [storeOf(ck, label)],
     quantized: false,
   };
 }
@@ -279,7 +279,7 @@ function describe(src: ModelSource, lookup: Lookup): ModelDescription {
   return { config: c, ropeHalf, inputs, rotations, layers };
 }
 
-function linearDims(c: ModelConfig): Record<LinearRole, [number, number]> {
+export function linearDims(c: ModelConfig): Record<LinearRole, [number, number]> {
   const h = c.hiddenSize;
   const qw = c.numHeads * c.headDim;
   const kvw = c.numKvHeads * c.headDim;

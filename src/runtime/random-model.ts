@@ -11,6 +11,7 @@
 import type { ModelConfig } from '../model/config.js';
 import { expectedShapes, modelWeightNames } from '../model/weights.js';
 import type { ActivationQuantizer, LayerRecipe, LinearRole, QuantizationConfig } from '../quant/recipe.js';
+import { kroneckerFactors } from '../quant/kronecker.js';
 import type { ModelSource, TensorStore } from './load.js';
 
 export type RandomVariant = 'fp16' | 'bwla' | 'bwta';
@@ -60,12 +61,6 @@ function signedPermutation(n: number, seed: number): Float32Array {
   return m;
 }
 
-/** K = a·b with b the largest power of two <= 128 dividing K and a >= b / 2 (as bwq's OKT picks for real K). */
-export function kroneckerFactors(k: number): [number, number] {
-  for (let b = 128; b >= 1; b /= 2) if (k % b === 0 && k / b >= b / 2) return [k / b, b];
-  return [k, 1];
-}
-
 function hashName(name: string): number {
   let h = 2166136261;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
@@ -105,7 +100,7 @@ export function randomModelSource(base: ModelConfig, variant: RandomVariant, lab
           packed.set(`${prefix}.lr_a`, { shape: [n, RANK], dtype: 'F32', make: () => new Float32Array(n * RANK).fill(1e-3) });
           packed.set(`${prefix}.lr_b`, { shape: [RANK, k], dtype: 'F32', make: () => new Float32Array(RANK * k).fill(1e-3) });
           const group = `model.layers.${i}.${GROUP[role]}`;
-          const [a, b] = kroneckerFactors(k);
+          const { a, b } = kroneckerFactors(k);  // as bwq quantize factors K (src/quant/kronecker.ts)
           floatTensors.set(`${group}.okt_r1`, { shape: [a, a], dtype: 'F32', make: () => signedPermutation(a, hashName(`${group}1`)) });
           floatTensors.set(`${group}.okt_r2`, { shape: [b, b], dtype: 'F32', make: () => signedPermutation(b, hashName(`${group}2`)) });
           linears[role] = { rotation: { kind: 'kronecker', r1: `${group}.okt_r1`, r2: `${group}.okt_r2` },
