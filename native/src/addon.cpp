@@ -462,16 +462,16 @@ napi_value CudaBench(napi_env env, napi_callback_info info) {
 
 napi_value Init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
-      {"cpuInfo", nullptr, CpuInfo, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"setCpuLevel", nullptr, SetCpuLevel, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"ternaryBinaryGemm", nullptr, TernaryBinaryGemm, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"int8BinaryGemm", nullptr, Int8BinaryGemm, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"ternaryTernaryGemm", nullptr, TernaryTernaryGemm, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"cudaInit", nullptr, CudaInit, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"cudaBench", nullptr, CudaBench, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"cudaUploadWeights", nullptr, CudaUploadWeights, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"cudaFreeWeights", nullptr, CudaFreeWeights, nullptr, nullptr, nullptr, napi_default, nullptr},
+      bwq_napi::method("cpuInfo", CpuInfo),
+      bwq_napi::method("setCpuLevel", SetCpuLevel),
+      bwq_napi::method("setThreads", SetThreads),
+      bwq_napi::method("ternaryBinaryGemm", TernaryBinaryGemm),
+      bwq_napi::method("int8BinaryGemm", Int8BinaryGemm),
+      bwq_napi::method("ternaryTernaryGemm", TernaryTernaryGemm),
+      bwq_napi::method("cudaInit", CudaInit),
+      bwq_napi::method("cudaBench", CudaBench),
+      bwq_napi::method("cudaUploadWeights", CudaUploadWeights),
+      bwq_napi::method("cudaFreeWeights", CudaFreeWeights),
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   register_runtime(env, exports);

@@ -484,19 +484,19 @@ napi_value Free(napi_env env, napi_callback_info info) {
 
 void register_runtime(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
-      {"rtOpen", nullptr, Open, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"rtSetTensor", nullptr, SetTensor, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"rtMissing", nullptr, Missing, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"rtSession", nullptr, NewSession, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"rtForward", nullptr, Forward, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"rtNll", nullptr, Nll, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"rtReset", nullptr, Reset, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"rtInfo", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"rtFree", nullptr, Free, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"rtModelBytes", nullptr, ModelBytes, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"rtDevice", nullptr, Device, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"rtSetLayerRecipe", nullptr, SetLayerRecipe, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"rtRunBlock", nullptr, RunBlock, nullptr, nullptr, nullptr, napi_default, nullptr},
+      bwq_napi::method("rtOpen", Open),
+      bwq_napi::method("rtSetTensor", SetTensor),
+      bwq_napi::method("rtMissing", Missing),
+      bwq_napi::method("rtSession", NewSession),
+      bwq_napi::method("rtForward", Forward),
+      bwq_napi::method("rtNll", Nll),
+      bwq_napi::method("rtReset", Reset),
+      bwq_napi::method("rtInfo", Info),
+      bwq_napi::method("rtFree", Free),
+      bwq_napi::method("rtModelBytes", ModelBytes),
+      bwq_napi::method("rtDevice", Device),
+      bwq_napi::method("rtSetLayerRecipe", SetLayerRecipe),
+      bwq_napi::method("rtRunBlock", RunBlock),
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -25,5 +25,9 @@ inline napi_value make_bool(napi_env env, bool b) {
   return v;
 }
 inline void set(napi_env env, napi_value obj, const char *key, napi_value v) { napi_set_named_property(env, obj, key, v); }
+/** One exported function of a module's property table. */
+inline napi_property_descriptor method(const char *name, napi_callback fn) {
+  return {name, nullptr, fn, nullptr, nullptr, nullptr, napi_default, nullptr};
+}
 }  // namespace bwq_napi
 #endif
