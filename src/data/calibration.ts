@@ -1,9 +1,9 @@
 /**
  * Calibration windows for `bwq quantize`.
  *
- * text (txt / jsonl / json, src/data/text-corpus.ts) → token ids with the model tokenizer (no
- * special tokens) → `nsamples` windows of `seqlen` consecutive tokens whose start offsets are drawn
- * uniformly from [0, tokens − seqlen] by the seeded generator of src/linalg/random.ts
+ * text (a file or directory of txt / jsonl / json / parquet, optionally gzip: src/data/text-corpus.ts)
+ * → token ids with the model tokenizer (no special tokens) → `nsamples` windows of `seqlen`
+ * consecutive tokens whose start offsets are drawn uniformly from [0, tokens − seqlen] by the seeded generator of src/linalg/random.ts
  * (xoshiro128**, seeded by splitmix32 of `seed`), exactly as GPTQ/llm-compressor draw C4/WikiText
  * windows. Same text + tokenizer + seed → the same windows. Windows may overlap when the text is
  * short; a text shorter than `seqlen` tokens is an error.
@@ -45,9 +45,9 @@ export function sampleWindows(tokens: Int32Array, nsamples: number, seqlen: numb
 export async function loadCalibrationWindows(
   file: string,
   tokenizer: TextTokenizer,
-  options: { nsamples: number; seqlen: number; seed: number; vocabSize?: number },
+  options: { nsamples: number; seqlen: number; seed: number; vocabSize?: number; textField?: string },
 ): Promise<CalibrationWindows> {
-  const text = await readTextCorpus(file);
+  const text = await readTextCorpus(file, options.textField === undefined ? {} : { textField: options.textField });
   const tokens = tokenizer.encode(text);
   if (options.vocabSize !== undefined) {
     for (let i = 0; i < tokens.length; i++) {

@@ -11,12 +11,19 @@ import { BwqError } from '../errors.js';
 /** Largest fraction of control characters a text may have. */
 export const MAX_CONTROL_FRACTION = 0.1;
 
-/** Decodes strict UTF-8; BwqError naming `file` (with the byte offset) when the bytes are not UTF-8. */
-export function decodeUtf8(bytes: Uint8Array, file: string): string {
+/** The end of every "not text" refusal: what bwq reads (src/data/corpus-format.ts). */
+export const ACCEPTED_INPUTS = 'expected UTF-8 text (.txt, .jsonl, .json), the same gzip-compressed (.gz), or .parquet';
+
+/**
+ * Decodes strict UTF-8; BwqError naming `file` (with the byte offset) when the bytes are not UTF-8.
+ * `where` says which bytes they are when they are not the file's own (e.g. "of the decompressed data").
+ */
+export function decodeUtf8(bytes: Uint8Array, file: string, where?: string): string {
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
-    throw new BwqError(`not UTF-8 text (invalid UTF-8 at byte ${firstInvalidByte(bytes)}); expected .txt, .jsonl or .json text`, { file });
+    const at = `byte ${firstInvalidByte(bytes)}${where === undefined ? '' : ` ${where}`}`;
+    throw new BwqError(`not UTF-8 text (invalid UTF-8 at ${at}); ${ACCEPTED_INPUTS}`, { file });
   }
 }
 
@@ -44,7 +51,7 @@ function isControl(code: number): boolean {
 /** BwqError naming `file` when `text` holds a NUL or is mostly control characters (see the file comment). */
 export function checkLooksLikeText(text: string, file: string): void {
   const nul = text.indexOf('\u0000');
-  if (nul >= 0) throw new BwqError(`not text: contains a NUL character (at character ${nul}); expected .txt, .jsonl or .json text`, { file });
+  if (nul >= 0) throw new BwqError(`not text: contains a NUL character (at character ${nul}); ${ACCEPTED_INPUTS}`, { file });
   let controls = 0;
   let chars = 0;
   for (const ch of text) {

@@ -36,7 +36,7 @@ async function refusal(path: string): Promise<BwqError> {
 
 describe('readTextCorpus refuses what is not text', () => {
   it('random bytes', async () => {
-    expect((await refusal(random)).message).toMatch(/^not UTF-8 text \(invalid UTF-8 at byte \d+\); expected \.txt, \.jsonl or \.json text$/);
+    expect((await refusal(random)).message).toMatch(/^not UTF-8 text \(invalid UTF-8 at byte \d+\); expected UTF-8 text \(\.txt, \.jsonl, \.json\), the same gzip-compressed \(\.gz\), or \.parquet$/);
   });
 
   it('a binary file renamed .txt', async () => {
@@ -46,7 +46,7 @@ describe('readTextCorpus refuses what is not text', () => {
   it('valid UTF-8 with NULs (UTF-16 or a binary made of ASCII) and mostly control characters', async () => {
     const utf16 = join(dir, 'utf16.txt');
     writeFileSync(utf16, Buffer.from('hello world', 'utf16le'));
-    expect((await refusal(utf16)).message).toBe('not text: contains a NUL character (at character 1); expected .txt, .jsonl or .json text');
+    expect((await refusal(utf16)).message).toBe('not text: contains a NUL character (at character 1); expected UTF-8 text (.txt, .jsonl, .json), the same gzip-compressed (.gz), or .parquet');
     const controls = join(dir, 'controls.txt');
     writeFileSync(controls, Uint8Array.from({ length: 1000 }, (_, i) => (i % 3 === 0 ? 0x41 : 1 + (i % 30))));
     expect((await refusal(controls)).message).toMatch(/^not text: \d+% of its characters are control characters \(at most 10% allowed\)$/);
@@ -79,7 +79,7 @@ describe('the CLI refuses binary inputs in one line', () => {
     const r = await runCli('eval', 'test/fixtures/models/tiny-llama', '--dataset', random, '--threads', '1');
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toMatch(new RegExp(`^bwq: ${random}: not UTF-8 text \\(invalid UTF-8 at byte \\d+\\); expected \\.txt, \\.jsonl or \\.json text\\n$`));
+    expect(r.stderr).toMatch(new RegExp(`^bwq: ${random}: not UTF-8 text \\(invalid UTF-8 at byte \\d+\\); expected UTF-8 text \\(\\.txt, \\.jsonl, \\.json\\), the same gzip-compressed \\(\\.gz\\), or \\.parquet\\n$`));
   });
 
   it('quantize --calib with a binary file renamed .txt', async () => {

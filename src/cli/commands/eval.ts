@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
-import { BwqError, usageError } from '../../errors.js';
+import { BwqError, GATE_FAILED_EXIT_CODE, usageError } from '../../errors.js';
 import { openModelDir, type ModelDir } from '../../model/model-dir.js';
 import { loadTokenizer } from '../../model/tokenizer.js';
 import { createRunner, EVAL_BACKENDS, NATIVE_DEVICES, type EvalBackend, type NativeDevice } from '../../eval/backend.js';
@@ -17,9 +17,14 @@ import { resolveSeqlen } from '../../eval/seqlen.js';
 import { defaultThreads } from '../../onnx/session.js';
 import { parseIntegerFlag, printResult } from '../output.js';
 import { createProgress } from '../progress.js';
+import { parseGateFlags, type GateFlags } from '../gate-flags.js';
+import { checkGates, describeGate, enforceGates, type GateResult } from '../../eval/gates.js';
+import { formatTaskEval, runTaskEval } from './eval-tasks.js';
+import { DEFAULT_TEXT_FIELD, parseTextField, TEXT_FIELD_HELP } from '../text-field-flag.js';
 
-interface EvalFlags {
+interface EvalFlags extends GateFlags {
   dataset?: string;
+  textField?: string;
   seqlen?: string;
   maxWindows?: string;
   batch?: string;
@@ -27,6 +32,8 @@ interface EvalFlags {
   backend?: string;
   device?: string;
   kld?: string;
+  tasks?: string;
+  bos?: boolean;
   json?: boolean;
 }
 
@@ -48,6 +55,8 @@ export interface EvalSummary {
     base: string; basePpl: number; mean: number; median: number; p99: number; max: number;
     top1Agreement: number; meanDeltaP: number;
   };
+  /** with --max-ppl, --max-ppl-ratio, --max-kld: each quality gate, measured (src/eval/gates.ts) */
+  gates?: GateResult[];
 }
 
 export async function runEval(modelArg: string | undefined, flags: EvalFlags): Promise<EvalSummary> {
@@ -68,7 +77,7 @@ export async function runEval(modelArg: string | undefined, flags: EvalFlags): P
   try {
     const seqlen = resolveSeqlen(explicitSeqlen, model.config.maxPositionEmbeddings, resolve(modelDir, 'config.json'));
     const tokenizer = await loadTokenizer(modelDir);
-    const ids = await loadEvalTokens(dataset, tokenizer);
+    const ids = await loadEvalTokens(dataset, tokenizer, parseTextField(flags.textField));
     if (windowCount(ids.length, seqlen) < 1) {
       throw new BwqError(`text has ${ids.length} tokens, fewer than one window of ${seqlen} (lower --seqlen)`, { file: dataset });
     }
@@ -78,7 +87,9 @@ export async function runEval(modelArg: string | undefined, flags: EvalFlags): P
       }
     }
     const progress = createProgress({ quiet: flags.json === true });
-    if (flags.kld !== undefined) return await runKld(model, modelDir, resolve(flags.kld), dataset, ids, seqlen, backend, batch, threads, device, maxWindows, progress);
+    // --base (the model of --max-ppl-ratio) runs the same pass as --kld: both models on the same windows
+    const baseDir = flags.kld ?? flags.base;
+    if (baseDir !== undefined) return await runKld(model, modelDir, resolve(baseDir), dataset, ids, seqlen, backend, batch, threads, device, maxWindows, progress);
     const runner = await createRunner(model, backend, { threads, device });
     try {
       // Build the session outside the timing (a 2-token forward pass).
@@ -152,6 +163,7 @@ export function formatEval(s: EvalSummary): string {
       `KL div.     mean ${s.kld.mean.toFixed(6)}, median ${s.kld.median.toFixed(6)}, 99% ${s.kld.p99.toFixed(6)}, max ${s.kld.max.toFixed(6)}`,
       `top-1       ${(100 * s.kld.top1Agreement).toFixed(2)} % same as the base model; mean Δp ${(100 * s.kld.meanDeltaP).toFixed(3)} %`,
     ]),
+    ...(s.gates ?? []).map((g) => `gate        ${describeGate(g)}   ${g.passed ? 'passed' : 'FAILED'}`),
   ].join('\n');
 }
 
@@ -160,7 +172,8 @@ export function registerEval(program: Command): void {
     .command('eval')
     .description('perplexity of a model on a text (non-overlapping windows, GPTQ/QuaRot protocol)')
     .argument('[MODEL_DIR]', 'model directory (default: the bundled models/sotu-llama)')
-    .option('--dataset <FILE>', 'text to evaluate: .txt, .jsonl or .json, or wikitext2 (the bundled WikiText-2 test split, GPTQ protocol); default: bundled data/sotu-test.txt')
+    .option('--dataset <FILE>', 'text to evaluate: .txt, .jsonl, .json or .parquet (each optionally .gz) or a directory of them, or wikitext2 (the bundled WikiText-2 test split, GPTQ protocol); default: bundled data/sotu-test.txt')
+    .option('--text-field <NAME>', `${TEXT_FIELD_HELP} (default "${DEFAULT_TEXT_FIELD}")`)
     .option('--seqlen <N>', 'window length in tokens (default: 2048, clamped to max_position_embeddings)')
     .option('--max-windows <N>', 'evaluate at most N windows (default: all)')
     .option('--batch <N>', 'windows per forward call (default: 1)')
@@ -168,9 +181,26 @@ export function registerEval(program: Command): void {
     .option('--backend <NAME>', 'onnx (ONNX Runtime, float or simulated quantization; default) or native (packed 1-bit kernels)')
     .option('--device <NAME>', 'for --backend native: auto (CUDA when a GPU is present; default), cpu or cuda')
     .option('--kld <BASE_DIR>', 'also the KL divergence against BASE_DIR (e.g. the float model) on the same windows')
+    .option('--max-ppl <X>', `quality gate: fail (exit ${GATE_FAILED_EXIT_CODE}) when the perplexity exceeds X`)
+    .option('--max-ppl-ratio <R>', `quality gate: fail (exit ${GATE_FAILED_EXIT_CODE}) when perplexity / the base model's perplexity (same windows) exceeds R`)
+    .option('--base <BASE_DIR>', 'the base (float) model of --max-ppl-ratio (default: the --kld model)')
+    .option('--max-kld <K>', `quality gate: fail (exit ${GATE_FAILED_EXIT_CODE}) when the mean KL divergence against the --kld model exceeds K`)
+    .option('--tasks <FILE>', 'instead of perplexity: zero-shot multiple-choice accuracy (acc, acc_norm) of the questions in FILE.jsonl, as lm-eval-harness scores them (docs/EVAL.md)')
+    .option('--bos', 'with --tasks: put config.json\'s bos_token_id before every context (lm-eval add_bos_token=True)')
     .option('--json', 'print one JSON object')
     .action(async (modelArg: string | undefined, flags: EvalFlags) => {
+      const limits = parseGateFlags(flags);
+      if (flags.tasks !== undefined && Object.keys(limits).length > 0) throw usageError('--max-ppl, --max-ppl-ratio and --max-kld gate the perplexity evaluation, not --tasks');
+      if (flags.tasks !== undefined) {
+        const tasks = await runTaskEval(modelArg, flags);
+        printResult(flags.json === true, tasks, () => formatTaskEval(tasks));
+        return;
+      }
+      if (flags.bos === true) throw usageError('--bos applies with --tasks only');
       const summary = await runEval(modelArg, flags);
+      const gates = checkGates(limits, { ppl: summary.ppl, ...(summary.kld === undefined ? {} : { basePpl: summary.kld.basePpl, meanKld: summary.kld.mean }) });
+      if (gates.length > 0) summary.gates = gates;
       printResult(flags.json === true, summary, () => formatEval(summary));
+      enforceGates(gates, summary.model);
     });
 }
