@@ -259,5 +259,32 @@ std::string set_tensor(Model &m, const std::string &slot, DType dtype, const std
   return "unknown slot " + slot;
 }
 
+std::string matmul_on_device(Model &m, const float *a, int rows, int k, const float *w, int n, float *c) {
+  if (rows <= 0 || k <= 0 || n <= 0) return "";
+  Backend *be = m.be;
+  const size_t na = (size_t)rows * k * 4, nw = (size_t)n * k * 4, nc = (size_t)rows * n * 4;
+  if (!be->is_device()) {  // host memory: no copies
+    be->gemm(a, rows, k, FloatWeights{n, k, DType::F32, w}, c, n, false);
+    be->sync();
+  } else {
+    void *da = be->alloc(na), *dw = be->alloc(nw), *dc = be->alloc(nc);
+    if (da && dw && dc) {
+      be->upload(da, a, na);
+      be->upload(dw, w, nw);
+      be->gemm((const float *)da, rows, k, FloatWeights{n, k, DType::F32, dw}, (float *)dc, n, false);
+      be->download(c, dc, nc);
+    }
+    if (da) be->free(da);
+    if (dw) be->free(dw);
+    if (dc) be->free(dc);
+  }
+  if (const char *e = be->error()) {
+    std::string msg = std::string("matmul on ") + be->name() + ": " + e;
+    be->clear_error();
+    return msg;
+  }
+  return "";
+}
+
 }  // namespace rt
 }  // namespace bwq

@@ -73,6 +73,11 @@ struct Model {
   std::string missing() const;
 };
 
+// c [m, n] = a [m, k] W^T with W [n, k], all float32 host arrays, computed on the model's backend (cuBLAS FP32 on
+// CUDA): the quantize pipeline's large products on the device its blocks run on. The operands are uploaded to
+// scratch that lives for the call. "" on success, else a one-line message (nothing stays allocated).
+std::string matmul_on_device(Model &m, const float *a, int rows, int k, const float *w, int n, float *c);
+
 // Sets one tensor by its slot name (docs/RUNTIME.md lists them): "embed", "lm_head" (or "tie_lm_head", no data:
 // lm_head is the embedding), "final_norm", "inv_freq",
 // "rotations.J.r1|r2", "layers.I.input_norm|post_norm|q_norm|k_norm", "layers.I.ROLE.qweight|wscale|lr_a|lr_b|

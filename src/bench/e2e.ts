@@ -45,7 +45,7 @@ export interface E2eRow {
 export interface E2eReport { config: string; rows: E2eRow[]; ratios: { name: string; value: number }[] }
 
 /** A config by name (bench/configs/NAME.json) or path. */
-export function loadBenchConfig(nameOrPath: string): { name: string; config: ModelConfig } {
+export function loadBenchConfig(nameOrPath: string): { name: string; config: ModelConfig; raw: Record<string, unknown> } {
   const path = (E2E_CONFIGS as readonly string[]).includes(nameOrPath)
     ? join(PACKAGE_ROOT, 'bench', 'configs', `${nameOrPath}.json`) : nameOrPath;
   let json: unknown;
@@ -54,7 +54,7 @@ export function loadBenchConfig(nameOrPath: string): { name: string; config: Mod
   } catch (error) {
     throw new BwqError(`cannot read the config: ${(error as Error).message}`, { file: path, cause: error });
   }
-  return { name: basename(path).replace(/\.json$/, ''), config: parseModelConfig(json, path) };
+  return { name: basename(path).replace(/\.json$/, ''), config: parseModelConfig(json, path), raw: json as Record<string, unknown> };
 }
 
 function fixedIds(count: number, vocab: number): Int32Array {

@@ -57,5 +57,9 @@ export async function createRunner(model: ModelDir, backend: EvalBackend,
       ...(options.threads === undefined ? {} : { threads: options.threads }),
     });
   }
+  if (model.packedOnly === true) {
+    throw new BwqError('has no simulated model (quantized with --no-simulated), which --backend onnx needs; evaluate it with --backend native',
+      { file: model.dir, exitCode: 2 });
+  }
   return createModelRunner(model, options.threads === undefined ? {} : { threads: options.threads });
 }

@@ -13,7 +13,8 @@ import { Checkpoint } from '../safetensors/checkpoint.js';
 import type { SafetensorsDtype } from '../safetensors/dtypes.js';
 import { SafetensorsFile, type TensorInfo } from '../safetensors/reader.js';
 import { loadModelConfig, type ModelConfig } from './config.js';
-import { checkWeightShapes, resolveWeightNames } from './weights.js';
+import { checkWeightShapes, expectedShapes, resolveWeightNames } from './weights.js';
+import { hasSimulatedWeights, openPackedOnly } from './packed-only.js';
 
 export interface TensorRow {
   name: string;
@@ -246,10 +247,18 @@ export async function inspectPath(path: string, options: { listTensors?: boolean
   let kind: InspectReport['kind'];
   let config: ModelConfig | undefined;
   let checkpoint: Checkpoint;
+  let packedOnlyShapes: Map<string, number[]> | undefined;
   if (s.isDirectory()) {
     kind = 'model-dir';
     if (await isFile(join(path, 'config.json'))) config = await loadModelConfig(path);
-    checkpoint = await Checkpoint.open(path);
+    if (config?.quantization !== undefined && !(await hasSimulatedWeights(path))) {
+      // a --no-simulated OUT_DIR: the packed file is the checkpoint, names and shapes checked as it opens
+      const opened = await openPackedOnly(path, config, config.quantization.packed_weights);
+      checkpoint = opened.checkpoint;
+      packedOnlyShapes = expectedShapes(config, opened.weightNames);
+    } else {
+      checkpoint = await Checkpoint.open(path);
+    }
   } else if (path.endsWith('.json')) {
     kind = 'index';
     checkpoint = await Checkpoint.openIndex(path);
@@ -258,7 +267,7 @@ export async function inspectPath(path: string, options: { listTensors?: boolean
     checkpoint = await Checkpoint.openFile(path);
   }
   try {
-    if (config !== undefined) {
+    if (config !== undefined && packedOnlyShapes === undefined) {
       // as quantize and eval do: every tensor the config needs, with the shape it implies (all mismatches named)
       const where = checkpoint.indexFile ?? checkpoint.files[0] ?? path;
       checkWeightShapes(config, resolveWeightNames(config, checkpoint, where), checkpoint, where);
@@ -279,7 +288,7 @@ export async function inspectPath(path: string, options: { listTensors?: boolean
     let packed: PackedSummary | undefined;
     const floatShape = (prefix: string): number[] | undefined => {
       const name = `${prefix}.weight`;
-      return checkpoint.has(name) ? checkpoint.info(name).shape : undefined;
+      return checkpoint.has(name) ? checkpoint.info(name).shape : packedOnlyShapes?.get(name);
     };
     if (config?.quantization !== undefined) {
       quantization = summarizeQuantization(config.quantization);

@@ -2,8 +2,8 @@
  * Which OUT_DIR `bwq quantize` may write, and which existing one `--force` may replace.
  *
  * A bwq output directory holds `quantize-report.json` (a JSON object with a string `bwq_version`)
- * and otherwise only regular files named in BWQ_OUTPUT_FILES. `--force` replaces an existing OUT_DIR
- * only when it is such a directory (or empty); it refuses, in one line naming the directory and the
+ * and otherwise only regular files named in BWQ_OUTPUT_FILES or simulated shards. `--force` replaces an
+ * existing OUT_DIR only when it is such a directory (or empty); it refuses, in one line naming the directory and the
  * reason, an OUT_DIR that is a symbolic link, is or contains an input (the model directory, the
  * calibration file), is the working directory or one of its ancestors, or holds anything else.
  * Paths are compared after resolving symbolic links.
@@ -12,14 +12,20 @@ import { lstat, readFile, readdir, realpath } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { BwqError } from '../errors.js';
 import { outputError } from '../fs/errno.js';
+import { isShardFileName } from '../safetensors/shards.js';
 
 /** Files `bwq quantize` copies from the model directory into OUT_DIR when the model has them. */
 export const COPIED_MODEL_FILES: readonly string[] = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json'];
 
-/** Every file `bwq quantize` writes into OUT_DIR, and nothing else. */
+/** Every file `bwq quantize` writes into OUT_DIR, and nothing else (besides simulated shards, isBwqOutputFile). */
 export const BWQ_OUTPUT_FILES: readonly string[] = [
-  'model.safetensors', 'model.packed.safetensors', 'config.json', 'quantize-report.json', ...COPIED_MODEL_FILES,
+  'model.safetensors', 'model.safetensors.index.json', 'model.packed.safetensors', 'config.json', 'quantize-report.json', ...COPIED_MODEL_FILES,
 ];
+
+/** A name bwq quantize writes: BWQ_OUTPUT_FILES or a simulated shard (model-00001-of-00003.safetensors). */
+export function isBwqOutputFile(name: string): boolean {
+  return BWQ_OUTPUT_FILES.includes(name) || isShardFileName(name);
+}
 
 /** The file that marks a directory as written by bwq quantize. */
 export const BWQ_REPORT_FILE = 'quantize-report.json';
@@ -75,7 +81,7 @@ export async function checkWrittenByBwq(dir: string): Promise<void> {
     throw outputError(error, dir);
   }
   if (entries.length === 0) return;
-  const foreign = entries.filter((e) => !e.isFile() || !BWQ_OUTPUT_FILES.includes(e.name)).map((e) => e.name).sort();
+  const foreign = entries.filter((e) => !e.isFile() || !isBwqOutputFile(e.name)).map((e) => e.name).sort();
   if (foreign.length > 0) {
     const shown = foreign.slice(0, 3).join(', ') + (foreign.length > 3 ? ` and ${foreign.length - 3} more` : '');
     throw new BwqError(`holds files bwq did not write (${shown}); not replacing it (choose another -o)`, { file: dir });

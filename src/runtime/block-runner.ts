@@ -26,6 +26,8 @@ export interface BlockEngine {
     Promise<{ output: Float32Array; taps: Map<TapName, Float32Array> }>;
   embed(ids: Int32Array, batch: number, seq: number): Promise<Float32Array>;
   readonly device: string;
+  /** c [m, n] = a [m, k]·wᵀ (w [n, k]) in float32 on the engine's device (cuBLAS FP32 on a GPU) */
+  readonly matmul?: (a: Float32Array, m: number, k: number, w: Float32Array, n: number) => Float32Array;
   close(): Promise<void>;
 }
 
@@ -33,6 +35,7 @@ interface RuntimeBlockAddon extends RuntimeAddon {
   rtSetLayerRecipe(model: RuntimeModelHandle, layer: number, recipe: Float64Array): Int32Array;
   rtRunBlock(session: RuntimeSessionHandle, layer: number, hidden: Float32Array, t: number, out: Float32Array,
     taps: Record<string, Float32Array>): void;
+  rtMatmul(model: RuntimeModelHandle, a: Float32Array, m: number, k: number, w: Float32Array, n: number, c: Float32Array): void;
 }
 
 const TAP_FIELDS: Record<Exclude<TapName, never>, string> = {
@@ -135,8 +138,19 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     return session.handle;
   };
 
+  const device = addon.rtDevice(handle).device;
+  const matmul = (a: Float32Array, m: number, k: number, w: Float32Array, n: number): Float32Array => {
+    const out = new Float32Array(m * n);
+    try {
+      addon.rtMatmul(handle, a, m, k, w, n, out);
+    } catch (error) {
+      throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error });
+    }
+    return out;
+  };
   return {
-    device: addon.rtDevice(handle).device,
+    device,
+    ...(typeof addon.rtMatmul === 'function' ? { matmul } : {}),
     loadBlockWeights: (layer) => loadBlockWeights(model, layer),
     async run(layer, hidden, batch, seq, runOptions = {}) {
       if (layer < 0 || layer >= c.numLayers) throw new BwqError(`layer ${layer} out of range (model has ${c.numLayers})`, { file: model.dir });

@@ -190,7 +190,19 @@ export function float32ToBytes(values: Float32Array, dtype: 'F32' | 'F16' | 'BF1
       for (let i = 0; i < values.length; i++) view.setUint16(i * 2, float32ToFloat16Bits(values[i]!), true);
       break;
     case 'BF16':
-      for (let i = 0; i < values.length; i++) view.setUint16(i * 2, float32ToBfloat16Bits(values[i]!), true);
+      if (LITTLE_ENDIAN) {
+        // same rounding as float32ToBfloat16Bits on the raw bits (whole models go through here)
+        const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+        const halves = new Uint16Array(out.buffer);
+        for (let i = 0; i < bits.length; i++) {
+          const u = bits[i]!;
+          halves[i] = (u & 0x7f800000) === 0x7f800000 && (u & 0x7fffff) !== 0
+            ? ((u >>> 16) | 0x40) & 0xffff
+            : ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+        }
+      } else {
+        for (let i = 0; i < values.length; i++) view.setUint16(i * 2, float32ToBfloat16Bits(values[i]!), true);
+      }
       break;
   }
   return out;

@@ -24,7 +24,7 @@ export interface TensorToWrite {
   data: TensorData | (() => Promise<TensorData>);
 }
 
-interface Planned {
+export interface Planned {
   tensor: TensorToWrite;
   byteLength: number;
   begin: number;
@@ -50,7 +50,8 @@ export function encodeHeader(
   return out;
 }
 
-function planLayout(path: string, tensors: readonly TensorToWrite[], metadata: Record<string, string> | undefined): Planned[] {
+/** Checks names, dtypes, shapes (and the lengths of eager data) and assigns each tensor its data offsets. */
+export function planLayout(path: string, tensors: readonly TensorToWrite[], metadata: Record<string, string> | undefined): Planned[] {
   const fail = (problem: string): never => {
     throw new BwqError(`cannot write safetensors: ${problem}`, { file: path });
   };
@@ -80,7 +81,7 @@ function planLayout(path: string, tensors: readonly TensorToWrite[], metadata: R
   return planned;
 }
 
-function checkLength(path: string, tensor: TensorToWrite, data: TensorData, byteLength: number): void {
+export function checkLength(path: string, tensor: TensorToWrite, data: TensorData, byteLength: number): void {
   if (data.byteLength !== byteLength) {
     throw new BwqError(
       `cannot write safetensors: tensor '${tensor.name}' has ${data.byteLength} bytes of data but ${tensor.dtype} [${tensor.shape.join(', ')}] needs ${byteLength}`,
@@ -88,7 +89,7 @@ function checkLength(path: string, tensor: TensorToWrite, data: TensorData, byte
   }
 }
 
-async function writeAll(handle: FileHandle, bytes: Uint8Array): Promise<void> {
+export async function writeAll(handle: FileHandle, bytes: Uint8Array): Promise<void> {
   let done = 0;
   while (done < bytes.byteLength) {
     const { bytesWritten } = await handle.write(bytes, done, bytes.byteLength - done);

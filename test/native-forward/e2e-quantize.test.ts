@@ -40,6 +40,9 @@ describe.each([
       modelDir: resolve('models/sotu-llama'), outDir, method, aBits,
       calibFile: resolve('calibration/sotu-calib.txt'), nsamples: 2, seqlen: 128, seqlenExplicit: true,
       seed: 0, force: true, threads: 2, statTokens: 128, ...extra,
+      // simulated linears in float32, exactly the packed model's weights (the default, the checkpoint's bf16,
+      // rounds them: test/quant/simulated-output.test.ts), so the two engines are compared on the same model
+      simulatedDtype: 'float32',
     };
     await quantizeModel(options, createProgress({ quiet: true }));
     const model = await openModelDir(outDir);

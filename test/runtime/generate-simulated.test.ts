@@ -33,6 +33,8 @@ describe('greedy generation, runtime (packed, KV cache) against the simulated mo
       modelDir: resolve('models/sotu-llama'), outDir, method: 'bwla', aBits: 6,
       calibFile: resolve('calibration/sotu-calib.txt'), nsamples: 2, seqlen: 128, seqlenExplicit: true,
       seed: 0, force: true, threads: 2, statTokens: 128, rank: 4, oktIterations: 1, pspIterations: 1,
+      // simulated linears in float32, exactly the packed weights (the default, the checkpoint's bf16, rounds them)
+      simulatedDtype: 'float32',
     }, createProgress({ quiet: true }));
     const model = await openModelDir(outDir);
     const tokenizer = await loadTokenizer(outDir);

@@ -112,7 +112,7 @@ describe('checkOutputDirectory', () => {
 
   it('the documented file list', () => {
     expect([...BWQ_OUTPUT_FILES].sort()).toEqual(['config.json', 'generation_config.json', 'model.packed.safetensors', 'model.safetensors',
-      'quantize-report.json', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
+      'model.safetensors.index.json', 'quantize-report.json', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
   });
 });
 

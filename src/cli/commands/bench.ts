@@ -13,6 +13,8 @@ import { loadAddon } from '../../native/loader.js';
 import { Rng } from '../../linalg/random.js';
 import { packSignRows, packTernaryRows } from '../../quant/pack.js';
 import { E2E_CONFIGS, formatE2e, runE2eBench, type E2eOptions } from '../../bench/e2e.js';
+import { formatQuantizeBench, runQuantizeBench, type QuantizeBenchOptions } from '../../bench/quantize.js';
+import { createProgress } from '../progress.js';
 import { RANDOM_VARIANTS, type RandomVariant } from '../../runtime/random-model.js';
 import type { RuntimeDevice } from '../../runtime/session.js';
 import { parseIntegerFlag } from '../output.js';
@@ -219,6 +221,9 @@ interface E2eFlags {
   e2e?: boolean; config?: string; device?: string; variants?: string; prefill?: string; prompt?: string; steps?: string;
   batches?: string;
 }
+interface QuantizeBenchFlags {
+  quantize?: boolean; layers?: string; method?: string; nsamples?: string; seqlen?: string;
+}
 
 function intList(flag: string, value: string): number[] {
   const list = value.split(',').map((v) => parseIntegerFlag(flag, v.trim(), 1));
@@ -243,6 +248,22 @@ export function e2eOptions(f: E2eFlags, log: (line: string) => void): E2eOptions
   };
 }
 
+/** The --quantize flags as QuantizeBenchOptions (usage errors for bad values). */
+export function quantizeBenchOptions(f: QuantizeBenchFlags & E2eFlags & { threads?: string; json?: boolean }): QuantizeBenchOptions {
+  const device = (f.device ?? 'auto') as RuntimeDevice;
+  if (!['auto', 'cuda', 'cpu'].includes(device)) throw usageError(`--device must be one of auto, cuda, cpu, got "${f.device}"`);
+  const method = (f.method ?? 'bwla') as QuantizeBenchOptions['method'];
+  if (!['bwla', 'bwta', 'rtn'].includes(method)) throw usageError(`--method must be one of bwla, bwta, rtn, got "${f.method}"`);
+  return {
+    device, method,
+    layers: f.layers === undefined ? 2 : parseIntegerFlag('--layers', f.layers, 1),
+    ...(f.nsamples === undefined ? {} : { nsamples: parseIntegerFlag('--nsamples', f.nsamples, 1) }),
+    ...(f.seqlen === undefined ? {} : { seqlen: parseIntegerFlag('--seqlen', f.seqlen, 2) }),
+    ...(f.threads === undefined ? {} : { threads: parseIntegerFlag('--threads', f.threads, 1) }),
+    progress: createProgress({ stream: process.stderr }),
+  };
+}
+
 export function registerBench(program: Command): void {
   program
     .command('bench')
@@ -254,17 +275,28 @@ export function registerBench(program: Command): void {
     .option('--no-cpu', 'skip the CPU benchmark')
     .option('--no-eval', 'skip the eval tokens/s benchmark')
     .option('--e2e', 'end-to-end forwards in the runtime instead: FP16 against BWLA W1A6 and BWTA packed, random weights')
-    .option('--config <NAME|PATH>', `for --e2e: ${E2E_CONFIGS.join(', ')} or a config.json (default llama-2-7b)`)
-    .option('--device <NAME>', 'for --e2e: auto (default), cuda or cpu')
+    .option('--config <NAME|PATH>', `for --e2e and --quantize: ${E2E_CONFIGS.join(', ')} or a config.json (default llama-2-7b)`)
+    .option('--device <NAME>', 'for --e2e and --quantize: auto (default), cuda or cpu')
     .option('--variants <list>', `for --e2e: comma-separated of ${RANDOM_VARIANTS.join(', ')} (default all)`)
     .option('--prefill <n>', 'for --e2e: prefill tokens at batch 1 (default 2048)')
     .option('--prompt <n>', 'for --e2e: prompt tokens before decoding (default 512)')
     .option('--steps <n>', 'for --e2e: decoded tokens per sequence (default 128)')
     .option('--batches <list>', 'for --e2e: decode batch sizes (default 1,16)')
+    .option('--quantize', 'time `bwq quantize` per block on random weights from --config and project the whole model')
+    .option('--layers <n>', 'for --quantize: blocks quantized (default 2)')
+    .option('--method <name>', 'for --quantize: bwla (default), bwta or rtn')
+    .option('--nsamples <n>', "for --quantize: calibration windows (default: quantize's for the device)")
+    .option('--seqlen <n>', "for --quantize: calibration window length (default: quantize's for the device)")
     .option('--json', 'print one JSON report on stdout')
-    .action(async (options: BenchOptions & E2eFlags) => {
+    .action(async (options: BenchOptions & E2eFlags & QuantizeBenchFlags) => {
       const json = options.json === true;
       const log = (s: string) => (json ? process.stderr : process.stdout).write(`${s}\n`);
+      if (options.quantize === true) {
+        const report = await runQuantizeBench(options.config ?? 'llama-2-7b', quantizeBenchOptions(options));
+        if (json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        else log(formatQuantizeBench(report));
+        return;
+      }
       if (options.e2e === true) {
         const report = await runE2eBench(options.config ?? 'llama-2-7b', e2eOptions(options, (line) => process.stderr.write(`${line}\n`)));
         if (json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

@@ -1,0 +1,136 @@
+/**
+ * `bwq bench --quantize`: wall time of `bwq quantize` per block and in total, on a checkpoint with random bf16
+ * weights from a real config (bench/configs/*.json, or any config.json), cut to the first `layers` blocks, and
+ * the whole model's time projected from it:
+ *
+ *   projected = (total − Σ block) + mean(block) · num_hidden_layers
+ *
+ * where total − Σ block is the work outside the blocks (reading, tokenizing and embedding the calibration text,
+ * writing the outputs). Writing grows with the number of layers, so the projection slightly underestimates it;
+ * the blocks dominate (docs/PERFORMANCE.md).
+ *
+ * The checkpoint is written to a temporary directory that this run makes and removes (with its output). Its
+ * tokenizer and calibration text are the bundled model's: their ids (< 4096) are valid ids of every benchmark
+ * config's vocabulary.
+ */
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BwqError } from '../errors.js';
+import { modelWeightNames, expectedShapes } from '../model/weights.js';
+import { DEFAULT_CALIBRATION_TEXT, DEFAULT_MODEL_DIR } from '../package-paths.js';
+import { quantizeModel, type QuantizeOptions } from '../pipeline/quantize.js';
+import type { Progress } from '../progress.js';
+import { randomModelSource } from '../runtime/random-model.js';
+import type { RuntimeDevice } from '../runtime/session.js';
+import { writeSafetensors, type TensorToWrite } from '../safetensors/writer.js';
+import { loadBenchConfig } from './e2e.js';
+
+/** The bundled tokenizer's vocabulary: a config must have at least this many ids. */
+const BUNDLED_VOCAB = 4096;
+
+export interface QuantizeBenchOptions {
+  device: RuntimeDevice;
+  method: QuantizeOptions['method'];
+  /** blocks quantized (the first `layers` of the config) */
+  layers: number;
+  /** calibration windows and their length; undefined = quantize's defaults for the device */
+  nsamples?: number;
+  seqlen?: number;
+  threads?: number;
+  progress: Progress;
+}
+
+export interface QuantizeBenchReport {
+  config: string;
+  method: QuantizeOptions['method'];
+  device: string;
+  nsamples: number;
+  seqlen: number;
+  /** blocks quantized, and the config's number of blocks */
+  layers: number;
+  configLayers: number;
+  /** bf16 bytes of the random checkpoint (the cut model) */
+  checkpointBytes: number;
+  blockSeconds: number[];
+  meanBlockSeconds: number;
+  /** wall time of the quantize call, and the part outside the blocks */
+  totalSeconds: number;
+  otherSeconds: number;
+  /** (total − Σ block) + mean(block) · configLayers */
+  projectedSeconds: number;
+  /** the process's peak resident set (bytes), including the checkpoint's generation */
+  peakRssBytes: number;
+}
+
+/** Writes a model directory with random bf16 weights for `config` cut to `layers` blocks. */
+async function writeRandomCheckpoint(dir: string, raw: Record<string, unknown>, name: string, layers: number,
+  base: ReturnType<typeof loadBenchConfig>['config']): Promise<number> {
+  const config = { ...base, numLayers: layers };
+  const source = randomModelSource(config, 'fp16', `random:${name}`);
+  const store = source.stores[0]!;
+  const tensors: TensorToWrite[] = [];
+  let bytes = 0;
+  for (const [tensor, shape] of expectedShapes(config, modelWeightNames(config))) {
+    const { dtype } = store.info(tensor);
+    bytes += shape.reduce((a, b) => a * b, 1) * (dtype === 'BF16' ? 2 : 4);
+    tensors.push({ name: tensor, dtype: dtype as 'BF16' | 'F32', shape, data: () => store.readBytes(tensor) });
+  }
+  await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+  await writeFile(join(dir, 'config.json'), `${JSON.stringify({ ...raw, num_hidden_layers: layers, dtype: 'bfloat16' }, null, 2)}\n`);
+  for (const file of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(DEFAULT_MODEL_DIR, file), join(dir, file));
+  return bytes;
+}
+
+export async function runQuantizeBench(configName: string, o: QuantizeBenchOptions): Promise<QuantizeBenchReport> {
+  const { name, config, raw } = loadBenchConfig(configName);
+  if (config.vocabSize < BUNDLED_VOCAB) {
+    throw new BwqError(`bench --quantize needs vocab_size >= ${BUNDLED_VOCAB} (the bundled tokenizer's), got ${config.vocabSize}`,
+      { file: configName });
+  }
+  if (o.layers > config.numLayers) {
+    throw new BwqError(`--layers ${o.layers} exceeds the config's num_hidden_layers ${config.numLayers}`, { exitCode: 2 });
+  }
+  const work = await mkdtemp(join(tmpdir(), 'bwq-bench-quantize-'));
+  try {
+    const modelDir = join(work, 'model');
+    await mkdir(modelDir);
+    o.progress.start(`writing a random ${name} checkpoint (${o.layers} of ${config.numLayers} blocks)`);
+    const checkpointBytes = await writeRandomCheckpoint(modelDir, raw, name, o.layers, config);
+    o.progress.succeed(`random ${name} checkpoint: ${o.layers} blocks, ${(checkpointBytes / 2 ** 30).toFixed(2)} GiB bf16`);
+    const summary = await quantizeModel({
+      modelDir, outDir: join(work, 'out'), method: o.method, aBits: o.method === 'bwta' ? 'ternary' : 6,
+      calibFile: DEFAULT_CALIBRATION_TEXT,
+      nsamples: o.nsamples ?? 32, nsamplesExplicit: o.nsamples !== undefined,
+      seqlen: o.seqlen ?? 512, seqlenExplicit: o.seqlen !== undefined,
+      rank: 8, seed: 0, force: false, device: o.device,
+      ...(o.threads === undefined ? {} : { threads: o.threads }),
+    }, o.progress);
+    const blockSeconds = summary.layers.map((l) => l.seconds);
+    const sum = blockSeconds.reduce((a, b) => a + b, 0);
+    const mean = sum / Math.max(1, blockSeconds.length);
+    const otherSeconds = Math.max(0, summary.seconds - sum);
+    return {
+      config: name, method: o.method, device: summary.device, nsamples: summary.nsamples, seqlen: summary.seqlen,
+      layers: o.layers, configLayers: config.numLayers, checkpointBytes, blockSeconds, meanBlockSeconds: mean,
+      totalSeconds: summary.seconds, otherSeconds, projectedSeconds: otherSeconds + mean * config.numLayers,
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+function minutes(seconds: number): string {
+  return seconds < 120 ? `${seconds.toFixed(1)} s` : `${(seconds / 60).toFixed(1)} min`;
+}
+
+export function formatQuantizeBench(r: QuantizeBenchReport): string {
+  return [
+    `quantize bench ${r.config} (${r.method}) on ${r.device}: ${r.nsamples} x ${r.seqlen} calibration tokens`,
+    `blocks ${r.layers} of ${r.configLayers}: ${r.blockSeconds.map((s) => s.toFixed(1)).join(', ')} s (mean ${r.meanBlockSeconds.toFixed(1)} s)`,
+    `total ${minutes(r.totalSeconds)} (outside the blocks ${minutes(r.otherSeconds)})`,
+    `projected for ${r.configLayers} blocks: ${minutes(r.projectedSeconds)}`,
+    `peak RSS ${(r.peakRssBytes / 2 ** 30).toFixed(2)} GiB`,
+  ].join('\n');
+}

@@ -1,0 +1,43 @@
+/**
+ * The quantize numerics' Matmul (src/linalg/matmul.ts) when the blocks run on a GPU: products of at least
+ * DEVICE_MIN_MACS multiply-adds go to the block engine's device (cuBLAS, FP32 operands and accumulation), smaller
+ * ones to `host` (onnxruntime's MLAS, or the float64 JS GEMM below its own threshold). The device takes
+ * c = a·wᵀ with a [m, k] and w [n, k]; the other transposition cases are rearranged on the host first (O(mk + kn)
+ * copies against O(mkn) multiply-adds).
+ */
+import type { Floats } from '../linalg/dense.js';
+import type { Matmul } from '../linalg/matmul.js';
+
+/** 2^18 multiply-adds, the host's own threshold for leaving its float64 JS GEMM: every product the host would
+ *  hand to onnxruntime goes to the device instead (a call costs tens of microseconds there). */
+export const DEVICE_MIN_MACS = 1 << 18;
+
+/** [rows, cols] → [cols, rows] as float32 */
+export function transposeToF32(x: Floats, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    for (let c = 0; c < cols; c++) out[c * rows + r] = x[o + c]!;
+  }
+  return out;
+}
+
+function asF32(x: Floats, count: number): Float32Array {
+  if (x instanceof Float32Array) return x.length === count ? x : x.subarray(0, count);
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) out[i] = x[i]!;
+  return out;
+}
+
+export function deviceMatmul(
+  onDevice: (a: Float32Array, m: number, k: number, w: Float32Array, n: number) => Float32Array,
+  host: Matmul,
+  minMacs = DEVICE_MIN_MACS,
+): Matmul {
+  return async (a, b, m, k, n, options = {}) => {
+    if (m * k * n < minMacs) return host(a, b, m, k, n, options);
+    const a32 = options.transposeA === true ? transposeToF32(a, k, m) : asF32(a, m * k);
+    const w32 = options.transposeB === true ? asF32(b, n * k) : transposeToF32(b, k, n);
+    return Float64Array.from(onDevice(a32, m, k, w32, n));
+  };
+}

@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest';
+import { jsMatmul } from '../../src/linalg/matmul.js';
+import { Rng } from '../../src/linalg/random.js';
+import { openModelDir } from '../../src/model/model-dir.js';
+import { deviceMatmul, transposeToF32 } from '../../src/pipeline/device-matmul.js';
+import { DEFAULT_MODEL_DIR } from '../../src/package-paths.js';
+import { createRuntimeBlockEngine } from '../../src/runtime/block-runner.js';
+import { runtimeAvailable } from '../../src/eval/backend.js';
+
+function random(n: number, rng: Rng): Float64Array {
+  return Float64Array.from({ length: n }, () => rng.next() * 2 - 1);
+}
+
+/** max |x − y| / max |y| */
+function relDiff(x: Float64Array, y: Float64Array): number {
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < y.length; i++) {
+    d = Math.max(d, Math.abs(x[i]! - y[i]!));
+    m = Math.max(m, Math.abs(y[i]!));
+  }
+  return d / m;
+}
+
+describe('the quantize numerics\' matmul on the block engine\'s device', () => {
+  const [m, k, n] = [37, 53, 29];
+  const rng = new Rng(7);
+  const a = random(m * k, rng);
+  const b = random(k * n, rng);
+  const cases = [
+    { options: {}, a, b },
+    { options: { transposeA: true }, a: Float64Array.from(transposeToF32(a, m, k)), b },
+    { options: { transposeB: true }, a, b: Float64Array.from(transposeToF32(b, k, n)) },
+    { options: { transposeA: true, transposeB: true }, a: Float64Array.from(transposeToF32(a, m, k)), b: Float64Array.from(transposeToF32(b, k, n)) },
+  ];
+
+  it('rearranges every transposition case into a·wᵀ for the device and agrees with the float64 GEMM', async () => {
+    const reference = await jsMatmul(a, b, m, k, n);
+    let deviceCalls = 0;
+    const onDevice = (x: Float32Array, rows: number, kk: number, w: Float32Array, cols: number): Float32Array => {
+      deviceCalls++;
+      const out = new Float32Array(rows * cols);
+      for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
+        let s = 0;
+        for (let p = 0; p < kk; p++) s += x[i * kk + p]! * w[j * kk + p]!;
+        out[i * cols + j] = s;
+      }
+      return out;
+    };
+    const hostCalls: string[] = [];
+    const host = async (...args: Parameters<typeof jsMatmul>) => { hostCalls.push('host'); return jsMatmul(...args); };
+    for (const c of cases) {
+      const got = await deviceMatmul(onDevice, host, 0)(c.a, c.b, m, k, n, c.options);
+      expect(relDiff(got, reference)).toBeLessThan(1e-6);
+    }
+    expect(deviceCalls).toBe(4);
+    expect(hostCalls).toHaveLength(0);
+    // below the threshold the host GEMM answers
+    await deviceMatmul(onDevice, host)(a, b, m, k, n);
+    expect([deviceCalls, hostCalls.length]).toEqual([4, 1]);
+  });
+
+  it.runIf(runtimeAvailable())('the runtime\'s native matmul (CPU backend) equals the float64 GEMM to float32 rounding', async () => {
+    const model = await openModelDir(DEFAULT_MODEL_DIR);
+    const engine = await createRuntimeBlockEngine(model, { device: 'cpu' });
+    try {
+      expect(engine.matmul).toBeDefined();
+      const reference = await jsMatmul(a, b, m, k, n);
+      for (const c of cases) {
+        const got = await deviceMatmul(engine.matmul!, jsMatmul, 0)(c.a, c.b, m, k, n, c.options);
+        expect(relDiff(got, reference)).toBeLessThan(1e-5);
+      }
+      expect(() => engine.matmul!(new Float32Array(3), 2, 2, new Float32Array(4), 2)).toThrow(/smaller than m x k/);
+    } finally {
+      await engine.close();
+      await model.checkpoint.close();
+    }
+  });
+});
