@@ -4,6 +4,10 @@
  * Q = orth(Y) (QR after every product for stability), then the exact SVD of the small
  * B = Qᵀ A [(r + p), n]; U = Q U_B. Returns the leading `rank` triplets (plus the rest of the
  * sketch's singular values in `sAll`, useful for thresholds).
+ * `basis` (orthonormal or not, [m, c]) is appended to the sketch before the final
+ * orthonormalisation, so span(Q) contains span(basis): a warm start that makes the result the exact
+ * SVD of A projected on a subspace that holds the previous estimate (PSP's monotone L-step).
+ * When the sketch would have ≥ m columns, Q = I (the SVD is exact).
  */
 import { jsMatmul, type Matmul } from './matmul.js';
 import { qr } from './qr.js';
@@ -24,11 +28,12 @@ export async function randomizedSvd(
   m: number,
   n: number,
   rank: number,
-  options: { oversample?: number; powerIterations?: number; seed?: number; matmul?: Matmul } = {},
+  options: { oversample?: number; powerIterations?: number; seed?: number; matmul?: Matmul; basis?: { data: Float64Array; cols: number } } = {},
 ): Promise<TruncatedSvd> {
   const mm = options.matmul ?? jsMatmul;
   const p = options.oversample ?? 8;
   const iters = options.powerIterations ?? 2;
+  const extra = options.basis?.cols ?? 0;
   const l = Math.min(rank + p, m, n);
   const rng = new Rng(options.seed ?? 0);
   const omega = new Float64Array(n * l);
@@ -41,16 +46,31 @@ export async function randomizedSvd(
     y = await mm(a, qz, m, n, l);
     q = qr(y, m, l).q;
   }
-  const b = await mm(q, a, l, m, n, { transposeA: true }); // Qᵀ A [l, n]
-  const small = svd(b, l, n); // u [l, l], s [l], v [n, l]
-  const r = Math.min(rank, l);
+  let cols = l;
+  if (extra > 0) {
+    cols = Math.min(l + extra, m);
+    if (cols === m) {
+      q = new Float64Array(m * m);
+      for (let i = 0; i < m; i++) q[i * m + i] = 1;
+    } else {
+      const joined = new Float64Array(m * cols);
+      for (let i = 0; i < m; i++) {
+        for (let t = 0; t < l; t++) joined[i * cols + t] = q[i * l + t]!;
+        for (let t = 0; t < extra; t++) joined[i * cols + l + t] = options.basis!.data[i * extra + t]!;
+      }
+      q = qr(joined, m, cols).q;
+    }
+  }
+  const b = await mm(q, a, cols, m, n, { transposeA: true }); // Qᵀ A [cols, n]
+  const small = svd(b, cols, n); // u [cols, p], s [p], v [n, p]
+  const r = Math.min(rank, small.p);
   const ub = small.u;
   const pb = small.p;
   const u = new Float64Array(m * r);
   for (let i = 0; i < m; i++) {
     for (let k = 0; k < r; k++) {
       let acc = 0;
-      for (let t = 0; t < l; t++) acc += q[i * l + t]! * ub[t * pb + k]!;
+      for (let t = 0; t < cols; t++) acc += q[i * cols + t]! * ub[t * pb + k]!;
       u[i * r + k] = acc;
     }
   }

@@ -9,6 +9,7 @@
 import type { ActivationQuantizer, LinearRole } from './recipe.js';
 import { binarizeRows, dequantizeBinary } from './binarize.js';
 import { learnOkt } from './okt.js';
+import { activationTail, crestFactor, relativeBinarizationError } from './okt-stats.js';
 import { rotateRows } from './kronecker.js';
 import { psp, reconstructWeight } from './psp.js';
 import type { Matmul } from '../linalg/matmul.js';
@@ -37,14 +38,24 @@ export interface QuantizedLinear {
   weightRelError: number;
   /** ‖W − α sign(W)‖_F / ‖W‖_F of the unrotated weight (plain binarization) */
   plainRelError: number;
+  /** relative binarization error² of W and (bwla) of W R before PSP (Gaussian rows: 1 − 2/π) */
+  binarizationError: { plain: number; rotated: number };
 }
 
 export interface GroupSettings {
   method: 'bwta' | 'bwla' | 'rtn';
   aBits: number | 'ternary';
   rank: number;
+  /** OKT: iteration cap of the exact stage, its relative tolerance, the activation-term weight λ,
+   *  the smoothing schedule σ and the iteration cap of each smoothing stage (okt.ts) */
   oktIterations: number;
+  oktTolerance?: number;
+  oktActivationWeight?: number;
+  oktAnneal?: readonly number[];
+  oktAnnealIterations?: number;
   pspIterations: number;
+  /** PSP relative tolerance per alternation (0: run pspIterations) */
+  pspTolerance?: number;
   pspTauRatio: number;
   seed: number;
   /** OKT initialisation: one of them, or 'best' = try both, keep the lower output error */
@@ -55,10 +66,31 @@ export interface GroupSettings {
   dataAwareScale: boolean;
 }
 
+/** bwq's BWLA defaults (docs/ALGORITHMS.md §BWLA); the optional GroupSettings fields fall back to them. */
+// OKT: 10 exact EM iterations with the activation term and no smoothing stages — the cost of the pre-#16 EM
+// for most of the gain (docs/ALGORITHMS.md: 229.3 against 225.0 for 200 iterations after four smoothing stages,
+// at a fifth of the CPU time; the transforms dominate a 7B-shape block, docs/PERFORMANCE.md).
+export const BWLA_DEFAULTS = {
+  oktIterations: 10,
+  oktTolerance: 1e-4,
+  oktActivationWeight: 0.1,
+  oktAnneal: [] as readonly number[],
+  oktAnnealIterations: 20,
+  pspIterations: 3,
+  pspTolerance: 0,
+  pspTauRatio: 0.25,
+} as const;
+
 export interface QuantizedGroup {
   linears: QuantizedLinear[];
   quantizer: ActivationQuantizer;
-  rotation: { r1: Float64Array; r2: Float64Array; a: number; b: number; init: 'identity' | 'random'; history: number[] } | undefined;
+  rotation: {
+    r1: Float64Array; r2: Float64Array; a: number; b: number; init: 'identity' | 'random'; history: number[];
+    iterations: number; converged: boolean;
+    /** mean per-token crest factor max|x|/rms(x) and 4th moment κ of the input, before and after R */
+    crestFactor: { before: number; after: number };
+    activationTail: { before: number; after: number };
+  } | undefined;
   /** sqrt(Σ‖XWᵀ − Q(X')Ŵ'ᵀ‖² / Σ‖XWᵀ‖²) on the sampled calibration tokens */
   outputRelError: number;
   /** error of each tried candidate (bwla inits) */
@@ -121,6 +153,7 @@ function binaryLinear(l: GroupLinear, cols: number): QuantizedLinear {
   return {
     role: l.role, rows: l.rows, cols, simulated: sim, signs, scales,
     lrA: new Float32Array(0), lrB: new Float32Array(0), rank: 0, weightRelError: rel, plainRelError: rel,
+    binarizationError: { plain: rel * rel, rotated: rel * rel },
   };
 }
 
@@ -162,7 +195,12 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
   let bestErr = Infinity;
   const candidates: Array<{ init: string; outputRelError: number }> = [];
   for (const init of inits) {
-    const okt = await learnOkt(linears.map((l) => ({ data: l.weight, rows: l.rows })), cols, { iterations: s.oktIterations, init, seed, matmul: mm });
+    const okt = await learnOkt(linears.map((l) => ({ data: l.weight, rows: l.rows })), cols, {
+      iterations: s.oktIterations, tolerance: s.oktTolerance ?? BWLA_DEFAULTS.oktTolerance, init, seed, matmul: mm,
+      activations: { data: x, rows: tokens }, activationWeight: s.oktActivationWeight ?? BWLA_DEFAULTS.oktActivationWeight,
+      anneal: s.oktIterations > 0 ? s.oktAnneal ?? BWLA_DEFAULTS.oktAnneal : [],
+      annealIterations: Math.min(s.oktAnnealIterations ?? BWLA_DEFAULTS.oktAnnealIterations, s.oktIterations),
+    });
     const xr = rotateRows(x, tokens, okt.r1, okt.a, okt.r2, okt.b);
     let columnWeights: Float64Array | undefined;
     if (s.weightedPsp) {
@@ -177,7 +215,7 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
     for (let li = 0; li < linears.length; li++) {
       const l = linears[li]!;
       const wr = rotateRows(Float64Array.from(l.weight), l.rows, okt.r1, okt.a, okt.r2, okt.b);
-      const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, ...(columnWeights === undefined ? {} : { columnWeights }) });
+      const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tolerance: s.pspTolerance ?? BWLA_DEFAULTS.pspTolerance, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, ...(columnWeights === undefined ? {} : { columnWeights }) });
       if (gram !== undefined) await refitScales(wr, p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, gram, mm);
       const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols);
       const w = norm(l.weight);
@@ -187,6 +225,7 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
         role: l.role, rows: l.rows, cols, simulated: sim, signs: p.signs, scales: p.scales, lrA: p.lrA, lrB: p.lrB, rank: p.rank,
         weightRelError: w > 0 ? diffNorm(wr, sim) / w : 0,
         plainRelError: w > 0 ? diffNorm(l.weight, plainSim) / w : 0,
+        binarizationError: { plain: relativeBinarizationError(l.weight, l.rows, cols), rotated: relativeBinarizationError(wr, l.rows, cols) },
       });
     }
     const targets: LinearTarget[] = q.map((ql, i) => ({ weight: ql.simulated, rows: ql.rows, reference: refs[i]! }));
@@ -207,7 +246,11 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
       bestErr = err;
       best = {
         linears: q, quantizer, outputRelError: rel(err), candidates, curve,
-        rotation: { r1: okt.r1, r2: okt.r2, a: okt.a, b: okt.b, init, history: okt.history },
+        rotation: {
+          r1: okt.r1, r2: okt.r2, a: okt.a, b: okt.b, init, history: okt.history, iterations: okt.iterations, converged: okt.converged,
+          crestFactor: { before: crestFactor(x, tokens, cols), after: crestFactor(xr, tokens, cols) },
+          activationTail: { before: activationTail(x, tokens, cols), after: activationTail(xr, tokens, cols) },
+        },
       };
     }
   }

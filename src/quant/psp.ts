@@ -1,27 +1,31 @@
 /**
- * Proximal SVD Projection (BWLA): refine a binarized weight with a low-rank term,
+ * Proximal SVD Projection (BWLA): refine a binarized weight with a low-rank term by minimising ONE
+ * fixed objective per layer (docs/ALGORITHMS.md §PSP):
  *
- *   min_{α, B ∈ {±1}, L}  ½ ‖W − diag(α) B − L‖_F² + τ ‖L‖_*,   rank(L) ≤ r
+ *   F(α, B, L) = ½ ‖(W − diag(α) B − L) D‖_F² + τ ‖L D‖_*,   B ∈ {±1}^{N×K},  rank(L) ≤ r
  *
- * by alternating (docs/ALGORITHMS.md §PSP):
- *   L  ← prox_{τ‖·‖_*}(W − diag(α) B) = U_r · diag(max(σ_i − τ, 0)) · V_rᵀ   (truncated SVT)
- *   B, α ← sign⁺(W − L), mean|W − L| (row-wise)
- * and a final L-step for the final B. τ = tauRatio · σ_{r+1}(E) of the current residual E (so the
- * kept directions are shrunk relative to the first discarded one). Both steps are exact minimisers
- * of the objective in their block, so the objective is monotone non-increasing.
+ * D = I (plain) or D = diag(d) with d the RMS of each calibration input channel ("activation"
+ * weighting). τ = tauRatio · σ_{r+1}((W − α₀B₀) D) is computed ONCE from the initial residual of
+ * plain binarization and then held fixed. Block-coordinate steps, each of which cannot increase F:
+ *   L-step (proximal): with E = (W − αB) D and M = L D, minimise ½‖E − M‖² + τ‖M‖_* over rank-r M
+ *     whose column space lies in span(Q), Q an orthonormal sketch of E that contains the previous
+ *     M's column space: M = Q · SVT_τ,r(Qᵀ E) (truncated singular-value soft-thresholding; exact
+ *     on the subspace, and the previous M is feasible, so F cannot rise); L = M D⁻¹;
+ *   B-step: B = sign⁺(W − L), α_n = Σ_k d_k² |(W − L)_nk| / Σ_k d_k² (the exact joint minimiser
+ *     of the weighted square; = mean|W − L| for D = I).
+ * A final L-step follows the last B-step. `history` records F after every step.
  */
 import { jsMatmul, randomizedSvd, type Matmul } from '../linalg/index.js';
-import { binarizeRows } from './binarize.js';
 
 export interface PspOptions {
   rank: number;
+  /** cap on the L/B alternations (default 3) */
   iterations?: number;
+  /** stop when one alternation lowers F by ≤ tolerance·F (default 0: run the cap) */
+  tolerance?: number;
+  /** τ = tauRatio · σ_{r+1} of the initial (weighted) residual, fixed for the layer (default 0.25) */
   tauRatio?: number;
-  /**
-   * Optional per-input-channel weights d (length cols, > 0): the L-step then fits the weighted
-   * residual E·diag(d) (activation-aware, d = RMS of the calibration inputs per channel) and
-   * un-weights the right factor: L = SVT(E·diag(d))·diag(d)⁻¹.
-   */
+  /** per-input-channel weights d (length cols, > 0): the "activation" weighting D = diag(d) */
   columnWeights?: Float64Array;
   seed?: number;
   matmul?: Matmul;
@@ -30,81 +34,145 @@ export interface PspOptions {
 export interface PspResult {
   signs: Int8Array;
   scales: Float32Array;
-  /** [rows, rank] = U_r diag(σ'), rank may be 0 */
+  /** [rows, rank] = U_r diag(σ − τ) */
   lrA: Float32Array;
-  /** [rank, cols] = V_rᵀ */
+  /** [rank, cols] = V_rᵀ D⁻¹ */
   lrB: Float32Array;
   rank: number;
-  /** ‖W − αB‖_F before PSP */
+  /** ‖W − αB‖_F of the initial binarization */
   errorBefore: number;
   /** ‖W − αB − L‖_F after PSP */
   errorAfter: number;
+  /** the fixed threshold τ (0 for rank 0) */
+  tau: number;
+  /** F after the initial binarization (L = 0) and after every L- and B-step */
+  history: number[];
+}
+
+/** M = U diag(σ − τ) Vᵀ in the weighted space: U [rows, kept], a = U diag(σ − τ), v = Vᵀ [kept, cols]. */
+interface LowRank {
+  u: Float64Array;
+  a: Float64Array;
+  v: Float64Array;
+  kept: number;
+  dense: Float64Array;
+  nuclear: number;
+}
+
+/** sign⁺ and the D²-weighted optimal scale per row. */
+function binarizeWeighted(v: Float64Array | Float32Array, rows: number, cols: number, d2: Float64Array | undefined, signs: Int8Array, scales: Float32Array): void {
+  let d2sum = cols;
+  if (d2 !== undefined) {
+    d2sum = 0;
+    for (let c = 0; c < cols; c++) d2sum += d2[c]!;
+  }
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let acc = 0;
+    for (let c = 0; c < cols; c++) {
+      const x = v[o + c]!;
+      signs[o + c] = x >= 0 ? 1 : -1;
+      acc += (d2 === undefined ? 1 : d2[c]!) * Math.abs(x);
+    }
+    scales[r] = acc / d2sum;
+  }
 }
 
 export async function psp(w: Float32Array | Float64Array, rows: number, cols: number, options: PspOptions): Promise<PspResult> {
   const mm = options.matmul ?? jsMatmul;
   const rank = Math.min(options.rank, rows, cols);
   const iterations = options.iterations ?? 3;
+  const tolerance = options.tolerance ?? 0;
   const tauRatio = options.tauRatio ?? 0.25;
-  let { signs, scales } = binarizeRows(w, rows, cols);
-  const residual = new Float64Array(rows * cols);
+  const d = options.columnWeights;
+  const d2 = d === undefined ? undefined : Float64Array.from(d, (x) => x * x);
+  const signs = new Int8Array(rows * cols);
+  const scales = new Float32Array(rows);
+  binarizeWeighted(w, rows, cols, d2, signs, scales);
+  const n = rows * cols;
+  // E = (W − αB) D
+  const residual = new Float64Array(n);
   const fillResidual = (): void => {
     for (let r = 0; r < rows; r++) {
       const s = scales[r]!;
-      for (let c = 0; c < cols; c++) residual[r * cols + c] = w[r * cols + c]! - s * signs[r * cols + c]!;
+      for (let c = 0; c < cols; c++) residual[r * cols + c] = (w[r * cols + c]! - s * signs[r * cols + c]!) * (d === undefined ? 1 : d[c]!);
     }
   };
   fillResidual();
-  const errorBefore = norm(residual);
+  let before = 0;
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) before += (w[r * cols + c]! - scales[r]! * signs[r * cols + c]!) ** 2;
+  const errorBefore = Math.sqrt(before);
+  const half = (x: Float64Array, m: Float64Array): number => {
+    let s = 0;
+    for (let i = 0; i < n; i++) s += (x[i]! - m[i]!) ** 2;
+    return 0.5 * s;
+  };
   if (rank <= 0) {
-    return { signs, scales, lrA: new Float32Array(0), lrB: new Float32Array(0), rank: 0, errorBefore, errorAfter: errorBefore };
+    return { signs, scales, lrA: new Float32Array(0), lrB: new Float32Array(0), rank: 0, errorBefore, errorAfter: errorBefore, tau: 0, history: [0.5 * before] };
   }
-  let lowRank: Float64Array = new Float64Array(rows * cols);
-  let factors = { a: new Float64Array(0), b: new Float64Array(0), rank: 0 };
-  const lStep = async (seed: number): Promise<void> => {
-    const dw = options.columnWeights;
-    let target = residual;
-    if (dw !== undefined) {
-      target = new Float64Array(rows * cols);
-      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) target[r * cols + c] = residual[r * cols + c]! * dw[c]!;
-    }
-    const t = await randomizedSvd(target, rows, cols, rank + 1, { seed, oversample: 8, powerIterations: 2, matmul: mm });
-    const tau = tauRatio * (t.s[rank] ?? 0);
+
+  const seed = options.seed ?? 0;
+  // current M = U diag(σ − τ) Vᵀ (weighted space): factors, dense, nuclear norm
+  let cur: LowRank = { u: new Float64Array(0), a: new Float64Array(0), v: new Float64Array(0), kept: 0, dense: new Float64Array(n), nuclear: 0 };
+  const objective = (): number => half(residual, cur.dense) + tau * cur.nuclear;
+  const first = await randomizedSvd(residual, rows, cols, rank + 1, { seed, oversample: 8, powerIterations: 2, matmul: mm });
+  const tau = tauRatio * (first.s[rank] ?? first.sAll[rank] ?? 0);
+  const history = [objective()];
+
+  const lStep = async (stepSeed: number, sketch?: typeof first): Promise<void> => {
+    const t = sketch ?? await randomizedSvd(residual, rows, cols, rank, {
+      seed: stepSeed, oversample: 8, powerIterations: 2, matmul: mm,
+      ...(cur.kept > 0 ? { basis: { data: cur.u, cols: cur.kept } } : {}),
+    });
     let kept = 0;
     for (let k = 0; k < Math.min(rank, t.rank); k++) if (t.s[k]! - tau > 0) kept++;
+    const u = new Float64Array(rows * kept);
     const a = new Float64Array(rows * kept);
-    const b = new Float64Array(kept * cols);
+    const v = new Float64Array(kept * cols);
+    let nuclear = 0;
     for (let k = 0; k < kept; k++) {
       const sigma = t.s[k]! - tau;
-      for (let r = 0; r < rows; r++) a[r * kept + k] = t.u[r * t.rank + k]! * sigma;
-      for (let c = 0; c < cols; c++) b[k * cols + c] = t.v[c * t.rank + k]! / (dw === undefined ? 1 : dw[c]!);
+      nuclear += sigma;
+      for (let r = 0; r < rows; r++) {
+        u[r * kept + k] = t.u[r * t.rank + k]!;
+        a[r * kept + k] = t.u[r * t.rank + k]! * sigma;
+      }
+      for (let c = 0; c < cols; c++) v[k * cols + c] = t.v[c * t.rank + k]!;
     }
-    lowRank = kept === 0 ? new Float64Array(rows * cols) : await mm(a, b, rows, kept, cols);
-    factors = { a, b, rank: kept };
+    const dense = kept === 0 ? new Float64Array(n) : await mm(a, v, rows, kept, cols);
+    const value = half(residual, dense) + tau * nuclear;
+    // exact on the sketch's subspace, which holds the previous M: only rounding can make it worse
+    if (value <= objective()) cur = { u, a, v, kept, dense, nuclear };
+    history.push(objective());
   };
-  const seed = options.seed ?? 0;
-  const target = new Float64Array(rows * cols);
-  for (let it = 0; it < iterations; it++) {
-    await lStep(seed + it);
-    for (let i = 0; i < target.length; i++) target[i] = w[i]! - lowRank[i]!;
-    ({ signs, scales } = binarizeRows(target, rows, cols));
+  const bStep = (): void => {
+    const target = new Float64Array(n);
+    for (let r = 0; r < rows; r++)
+      for (let c = 0; c < cols; c++) target[r * cols + c] = w[r * cols + c]! - cur.dense[r * cols + c]! / (d === undefined ? 1 : d[c]!);
+    binarizeWeighted(target, rows, cols, d2, signs, scales);
     fillResidual();
+    history.push(objective());
+  };
+
+  for (let it = 0; it < iterations; it++) {
+    const start = history[history.length - 1]!;
+    await lStep(seed + it, it === 0 ? first : undefined);
+    bStep();
+    const end = history[history.length - 1]!;
+    if (start - end <= tolerance * start) break;
   }
   await lStep(seed + iterations);
+
+  const lrA = Float32Array.from(cur.a);
+  const lrB = new Float32Array(cur.kept * cols);
+  for (let k = 0; k < cur.kept; k++) for (let c = 0; c < cols; c++) lrB[k * cols + c] = cur.v[k * cols + c]! / (d === undefined ? 1 : d[c]!);
   let err = 0;
-  for (let i = 0; i < residual.length; i++) {
-    const d = residual[i]! - lowRank[i]!;
-    err += d * d;
-  }
-  return {
-    signs,
-    scales,
-    lrA: Float32Array.from(factors.a),
-    lrB: Float32Array.from(factors.b),
-    rank: factors.rank,
-    errorBefore,
-    errorAfter: Math.sqrt(err),
-  };
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) {
+      const low = cur.dense[r * cols + c]! / (d === undefined ? 1 : d[c]!);
+      err += (w[r * cols + c]! - scales[r]! * signs[r * cols + c]! - low) ** 2;
+    }
+  return { signs, scales, lrA, lrB, rank: cur.kept, errorBefore, errorAfter: Math.sqrt(err), tau, history };
 }
 
 /** Dense diag(scales)·signs + lrA·lrB as Float32 [rows, cols] (the simulated weight). */
@@ -119,10 +187,4 @@ export function reconstructWeight(signs: Int8Array, scales: Float32Array, lrA: F
     }
   }
   return out;
-}
-
-function norm(a: Float64Array): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i]! * a[i]!;
-  return Math.sqrt(s);
 }

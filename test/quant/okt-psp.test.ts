@@ -98,28 +98,41 @@ describe('OKT and PSP vs an independent PyTorch implementation (make_quant_refer
     expect([res.a, res.b]).toEqual([4, 6]);
     const hist = ref.get('okt_history')!.data;
     expect(res.history).toHaveLength(4);
-    for (let i = 0; i < 4; i++) expect(Math.abs(res.history[i]! - hist[i]!)).toBeLessThan(1e-9 * hist[0]!);
+    // bwq's history is relative (ε_w = error / energy of the stacked rms-normalised rows = 16 · 24)
+    for (let i = 0; i < 4; i++) expect(Math.abs(res.history[i]! * 16 * 24 - hist[i]!)).toBeLessThan(1e-9 * hist[0]!);
     const r1 = ref.get('okt_r1')!.data, r2 = ref.get('okt_r2')!.data;
     for (let i = 0; i < 16; i++) expect(Math.abs(res.r1[i]! - r1[i]!)).toBeLessThan(1e-9);
     for (let i = 0; i < 36; i++) expect(Math.abs(res.r2[i]! - r2[i]!)).toBeLessThan(1e-9);
   });
 
-  it('PSP (rank 4, τ = 0.25·σ5, 2 alternations) gives the same signs, scales and low-rank term', async () => {
-    const { loadQuantReference } = await import('./reference-fixture.js');
-    const ref = await loadQuantReference();
-    const w = ref.get('psp_w')!.data;
-    // 12 rows: the randomized sketch (rank + 1 + 8 ≥ 12 columns) spans the whole range → exact SVD
-    const res = await psp(w, 12, 24, { rank: 4, iterations: 2, tauRatio: 0.25 });
-    expect(Array.from(res.signs)).toEqual(Array.from(ref.get('psp_signs')!.data));
-    const scales = ref.get('psp_scales')!.data;
-    for (let i = 0; i < 12; i++) expect(Math.abs(res.scales[i]! - scales[i]!)).toBeLessThan(1e-6);
-    const low = ref.get('psp_lowrank')!.data;
-    for (let r = 0; r < 12; r++)
-      for (let c = 0; c < 24; c++) {
-        let v = 0;
-        for (let k = 0; k < res.rank; k++) v += res.lrA[r * res.rank + k]! * res.lrB[k * 24 + c]!;
-        expect(Math.abs(v - low[r * 24 + c]!)).toBeLessThan(1e-5);
-      }
-    expect(res.errorAfter).toBeCloseTo(ref.get('psp_error')!.data[0]!, 5);
-  });
+  for (const variant of ['psp_fixed', 'psp_weighted'] as const) {
+    it(`PSP ${variant === 'psp_fixed' ? '(D = I)' : '(activation weighting D)'}: rank 4, τ = 0.25·σ5 of the initial residual, 2 alternations — same signs, scales, low-rank term, τ and objective per step`, async () => {
+      const { loadQuantReference } = await import('./reference-fixture.js');
+      const ref = await loadQuantReference();
+      const need = (name: string): Float64Array => {
+        const t = ref.get(name);
+        if (t === undefined) throw new Error(`test/fixtures/quant/quant_reference.safetensors lacks "${name}": regenerate it with test/fixtures/generate/make_quant_reference.py (torch)`);
+        return t.data;
+      };
+      const w = need('psp_w');
+      const d = variant === 'psp_weighted' ? need('psp_d') : undefined;
+      // 12 rows: the randomized sketch (rank + 1 + 8 ≥ 12 columns) spans the whole range → exact SVD
+      const res = await psp(w, 12, 24, { rank: 4, iterations: 2, tauRatio: 0.25, ...(d === undefined ? {} : { columnWeights: d }) });
+      expect(Array.from(res.signs)).toEqual(Array.from(need(`${variant}_signs`)));
+      const scales = need(`${variant}_scales`);
+      for (let i = 0; i < 12; i++) expect(Math.abs(res.scales[i]! - scales[i]!)).toBeLessThan(1e-6);
+      const low = need(`${variant}_lowrank`);
+      for (let r = 0; r < 12; r++)
+        for (let c = 0; c < 24; c++) {
+          let v = 0;
+          for (let k = 0; k < res.rank; k++) v += res.lrA[r * res.rank + k]! * res.lrB[k * 24 + c]!;
+          expect(Math.abs(v - low[r * 24 + c]!)).toBeLessThan(1e-5);
+        }
+      expect(res.errorAfter).toBeCloseTo(need(`${variant}_error`)[0]!, 5);
+      expect(res.tau).toBeCloseTo(need(`${variant}_tau`)[0]!, 6);
+      const hist = need(`${variant}_history`);
+      expect(res.history).toHaveLength(hist.length);
+      for (let i = 0; i < hist.length; i++) expect(Math.abs(res.history[i]! - hist[i]!)).toBeLessThan(1e-6 * hist[0]!);
+    });
+  }
 });

@@ -1,0 +1,103 @@
+/**
+ * One activation-quantizer site of a block (a linear group's input, or an attention operand):
+ * its stage list (src/quant/reconstruct/schedule.ts), its learnable scalar (threshold ratio t or
+ * clip ratio c), and BWTA's magnitude-alignment projection factors, one per stage. Consecutive stages
+ * are aligned, p_i / p_{i+1} = Σ|q_{i+1}(x)| / Σ|q_i(x)|, anchored at the last stage (p_last = 1):
+ *
+ *   p_i = Σ|q_last(x)| / Σ|q_i(x)|
+ *
+ * computed on the minibatch where stage i is first used and then held fixed. The anchor is bwq's
+ * choice for post-training: the weight scales the student starts from were fitted against the final
+ * quantizer (the calibrated block), so every stage hands its consumers operands of the magnitude those
+ * scales expect (anchoring at the float operand instead, p_i = Σ|x| / Σ|q_i(x)|, measured worse). The
+ * site outputs p_i·q_i(x), blended with p_{i−1}·q_{i−1}(x) during a hand-over; the last stage's output
+ * is the recipe quantizer's own, so the frozen block needs no factor.
+ */
+import { quantBackward, quantForward, sumAbs, type QuantRows, type TrainQuantizer } from './act-quant.js';
+import { alloc, type Arr } from './gemm.js';
+import type { StagePoint } from './schedule.js';
+
+export interface SiteCache {
+  readonly point: StagePoint;
+  readonly cur: QuantRows;
+  readonly prev: QuantRows | undefined;
+  readonly rows: number;
+  readonly cols: number;
+  /** causal row period (act-quant.ts), 0 = dense rows */
+  readonly causal: number;
+}
+
+export class QuantSite {
+  /** learnable scalar: t (ternary / levels) or c (int); unused for 'none' */
+  param: number;
+  /** ∂L/∂param accumulated since the last optimizer step */
+  grad = 0;
+  readonly p: Float64Array;
+  /** whether the magnitude-alignment factors are used (else p ≡ 1) */
+  align: boolean;
+
+  constructor(readonly name: string, readonly stages: readonly TrainQuantizer[], param: number, align: boolean) {
+    if (stages.length === 0) throw new Error(`site ${name}: no stage`);
+    this.param = param;
+    this.align = align;
+    this.p = new Float64Array(stages.length).fill(Number.NaN);
+  }
+
+  get learnable(): boolean {
+    return this.stages.some((q) => q.kind !== 'none');
+  }
+
+  /** The stage's factor (computed on x the first time the stage is used). */
+  private factor<T extends Arr>(stage: number, x: T, rows: number, cols: number, causal: number): number {
+    if (!this.align) return 1;
+    const last = this.stages.length - 1;
+    if (Number.isNaN(this.p[stage]!)) {
+      if (stage === last) this.p[stage] = 1;
+      else {
+        const anchor = sumAbs(quantForward(this.stages[last]!, this.param, x, rows, cols, causal).out);
+        const cur = sumAbs(quantForward(this.stages[stage]!, this.param, x, rows, cols, causal).out);
+        this.p[stage] = cur > 0 && anchor > 0 ? anchor / cur : 1;
+      }
+    }
+    return this.p[stage]!;
+  }
+
+  /** Clamps the point to this site's stages (a single-stage site is always stage 0, λ = 1). */
+  private local(point: StagePoint): StagePoint {
+    if (this.stages.length === 1) return { stage: 0, lambda: 1 };
+    return { stage: Math.min(point.stage, this.stages.length - 1), lambda: point.lambda };
+  }
+
+  forward<T extends Arr>(x: T, rows: number, cols: number, at: StagePoint, causal = 0): { out: T; cache: SiteCache } {
+    const point = this.local(at);
+    const cur = this.stages[point.stage]!;
+    const pc = this.factor(point.stage, x, rows, cols, causal);
+    const a = quantForward(cur, this.param, x, rows, cols, causal);
+    const out = a.out;
+    if (pc !== 1) for (let i = 0; i < out.length; i++) out[i] = out[i]! * pc;
+    let prev: QuantRows | undefined;
+    if (point.lambda < 1 && point.stage > 0) {
+      const pp = this.factor(point.stage - 1, x, rows, cols, causal);
+      const b = quantForward(this.stages[point.stage - 1]!, this.param, x, rows, cols, causal);
+      const l = point.lambda;
+      for (let i = 0; i < out.length; i++) out[i] = l * out[i]! + (1 - l) * pp * b.out[i]!;
+      prev = b.rowsInfo;
+    }
+    return { out, cache: { point, cur: a.rowsInfo, prev, rows, cols, causal } };
+  }
+
+  /** ∂L/∂x for g = ∂L/∂out (x: the forward input); adds ∂L/∂param into `grad`. */
+  backward<T extends Arr>(x: T, g: Arr, cache: SiteCache): T {
+    const { point, rows, cols, causal } = cache;
+    const dx = alloc(x, rows * cols);
+    const blend = cache.prev !== undefined;
+    const l = blend ? point.lambda : 1;
+    const pc = this.align ? this.p[point.stage]! : 1;
+    this.grad += quantBackward(this.stages[point.stage]!, this.param, x, g, rows, cols, cache.cur, dx, l * pc, causal);
+    if (blend) {
+      const pp = this.align ? this.p[point.stage - 1]! : 1;
+      this.grad += quantBackward(this.stages[point.stage - 1]!, this.param, x, g, rows, cols, cache.prev!, dx, (1 - l) * pp, causal);
+    }
+    return dx;
+  }
+}

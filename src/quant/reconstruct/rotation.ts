@@ -1,0 +1,48 @@
+/**
+ * BWLA's online Kronecker rotation of a linear's input (fixed during reconstruction): each row x of
+ * length a·b, reshaped row-major to X [a, b], maps to X' = R1ᵀ X R2 (src/quant/recipe.ts).
+ * The map is orthogonal, so the backward is G_X = R1 G_X' R2ᵀ.
+ */
+import { alloc, type Arr } from './gemm.js';
+
+export interface Rotation {
+  readonly r1: Arr;
+  readonly a: number;
+  readonly r2: Arr;
+  readonly b: number;
+}
+
+function apply<T extends Arr>(x: T, rows: number, rot: Rotation, transpose: boolean): T {
+  const { r1, a, r2, b } = rot;
+  const n = a * b;
+  const out = alloc(x, rows * n);
+  const tmp = new Float64Array(n);
+  for (let r = 0; r < rows; r++) {
+    const o = r * n;
+    // forward: tmp = X R2, out = R1ᵀ tmp;  backward: tmp = X R2ᵀ, out = R1 tmp
+    tmp.fill(0);
+    for (let i = 0; i < a; i++) {
+      for (let q = 0; q < b; q++) {
+        const v = x[o + i * b + q]!;
+        if (v === 0) continue;
+        for (let j = 0; j < b; j++) tmp[i * b + j] = tmp[i * b + j]! + v * (transpose ? r2[j * b + q]! : r2[q * b + j]!);
+      }
+    }
+    for (let p = 0; p < a; p++) {
+      for (let i = 0; i < a; i++) {
+        const c = transpose ? r1[i * a + p]! : r1[p * a + i]!;
+        if (c === 0) continue;
+        for (let j = 0; j < b; j++) out[o + i * b + j] = out[o + i * b + j]! + c * tmp[p * b + j]!;
+      }
+    }
+  }
+  return out;
+}
+
+export function rotationForward<T extends Arr>(x: T, rows: number, rot: Rotation): T {
+  return apply(x, rows, rot, false);
+}
+
+export function rotationBackward<T extends Arr>(g: T, rows: number, rot: Rotation): T {
+  return apply(g, rows, rot, true);
+}

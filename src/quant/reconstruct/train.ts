@@ -1,0 +1,186 @@
+/**
+ * The reconstruction loop of one block: minimise the block output MSE against the teacher with
+ * Adam over minibatches of calibration windows, under the smooth multi-stage schedule, and keep the
+ * result only if it beats the starting point.
+ *
+ *   L = mean_{t,j} (block_student(x_t)_j − y_t,j)²      (x: the student's inputs, y: the teacher's outputs)
+ *
+ * Learning rates are relative to each tensor's initial mean magnitude (latent weights: mean|Λ|,
+ * scales: mean α, low-rank factors: their RMS, thresholds / clip ratios: max(|t|, 0.1)) and decay
+ * with a cosine from 1 to 0 over the iterations.
+ */
+import { Rng } from '../../linalg/random.js';
+import { Adam } from './adam.js';
+import type { ReconBlock } from './block.js';
+import type { Gemm } from './gemm.js';
+import type { QuantSite } from './quant-site.js';
+import { buildSchedule, type StagePoint } from './schedule.js';
+
+export interface TrainSettings {
+  iterations: number;
+  /** windows per step */
+  batch: number;
+  lrWeight: number;
+  lrScale: number;
+  lrAct: number;
+  /** fraction of the iterations in the final (target) stage */
+  finalFraction: number;
+  /** fraction of each stage spent handing over from the previous one */
+  handover: number;
+  /** windows (the first ones) on which the loss before / after is measured */
+  evalWindows: number;
+  seed: number;
+}
+
+export interface BlockData {
+  /** the student's inputs [windows, seq, hidden] */
+  inputs: Float32Array;
+  /** the teacher's outputs [windows, seq, hidden] */
+  targets: Float32Array;
+  windows: number;
+  seq: number;
+  hidden: number;
+}
+
+export interface TrainReport {
+  /** output MSE of the starting point (the no-reconstruction quantization) on the eval windows */
+  lossBefore: number;
+  /** output MSE of the frozen student on the same windows */
+  lossAfter: number;
+  /** false when the reconstruction did not lower the loss and the starting point was kept */
+  kept: boolean;
+  /** mean training loss over each tenth of the iterations */
+  history: number[];
+  stageLengths: number[];
+}
+
+const FINAL: StagePoint = { stage: Number.MAX_SAFE_INTEGER, lambda: 1 };
+
+interface Snapshot {
+  tensors: Float32Array[];
+  copies: Float32Array[];
+  params: number[];
+  factors: Float64Array[];
+}
+
+function snapshot(block: ReconBlock<Float32Array>, sites: QuantSite[]): Snapshot {
+  const tensors: Float32Array[] = [];
+  for (const l of Object.values(block.params.linears)) tensors.push(l.latent, l.alpha, l.lrA, l.lrB);
+  return { tensors, copies: tensors.map((t) => Float32Array.from(t)), params: sites.map((s) => s.param), factors: sites.map((s) => Float64Array.from(s.p)) };
+}
+
+function restore(block: ReconBlock<Float32Array>, sites: QuantSite[], s: Snapshot): void {
+  s.tensors.forEach((t, i) => t.set(s.copies[i]!));
+  sites.forEach((site, i) => {
+    site.param = s.params[i]!;
+    site.p.set(s.factors[i]!);
+  });
+  for (const l of Object.values(block.params.linears)) l.invalidate();
+}
+
+function meanAbs(a: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += Math.abs(a[i]!);
+  return a.length === 0 ? 0 : s / a.length;
+}
+
+function rms(a: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i]! * a[i]!;
+  return a.length === 0 ? 0 : Math.sqrt(s / a.length);
+}
+
+/** Output MSE of the block at the final stage on the first `windows` windows. */
+export async function blockLoss(block: ReconBlock<Float32Array>, data: BlockData, windows: number, gemm: Gemm): Promise<number> {
+  const { seq, hidden } = data;
+  let sum = 0;
+  for (let w = 0; w < windows; w++) {
+    const lo = w * seq * hidden;
+    const x = data.inputs.subarray(lo, lo + seq * hidden);
+    const { out } = await block.forward(x, 1, seq, FINAL, gemm);
+    for (let i = 0; i < out.length; i++) sum += (out[i]! - data.targets[lo + i]!) ** 2;
+  }
+  return sum / (windows * seq * hidden);
+}
+
+export async function reconstructBlock(block: ReconBlock<Float32Array>, data: BlockData, s: TrainSettings, gemm: Gemm,
+  onStep?: (step: number, loss: number) => void): Promise<TrainReport> {
+  const sites = block.allSites();
+  const learnable = sites.filter((x) => x.learnable);
+  const { seq, hidden } = data;
+  const evalWindows = Math.max(1, Math.min(s.evalWindows, data.windows));
+  // the starting point: the calibrated block, as the pipeline would write it without reconstruction
+  const lossBefore = await blockLoss(block, data, evalWindows, gemm);
+  const start = snapshot(block, sites);
+
+  const stageCount = Math.max(...sites.map((x) => x.stages.length));
+  const schedule = buildSchedule(stageCount, s.iterations, s.finalFraction, s.handover);
+  const linears = Object.values(block.params.linears);
+  const opt = linears.map((l) => ({
+    latent: new Adam(l.latent.length, { lr: s.lrWeight * meanAbs(l.latent) }),
+    alpha: new Adam(l.alpha.length, { lr: s.lrScale * meanAbs(l.alpha) }),
+    a: new Adam(l.lrA.length, { lr: s.lrScale * rms(l.lrA) }),
+    b: new Adam(l.lrB.length, { lr: s.lrScale * rms(l.lrB) }),
+  }));
+  const siteOpt = learnable.map((x) => new Adam(1, { lr: s.lrAct * Math.max(Math.abs(x.param), 0.1) }));
+  const rng = new Rng(s.seed);
+  const history: number[] = [];
+  const chunk = Math.max(1, Math.ceil(s.iterations / 10));
+  let chunkSum = 0;
+  let chunkCount = 0;
+  const n = s.batch * seq * hidden;
+  const x = new Float32Array(n);
+  const y = new Float32Array(n);
+  const one = new Float32Array(1);
+  const grad = new Float32Array(1);
+  for (let step = 0; step < s.iterations; step++) {
+    const at = schedule.at(step);
+    const lrScale = 0.5 * (1 + Math.cos((Math.PI * step) / s.iterations));
+    for (let b = 0; b < s.batch; b++) {
+      const w = rng.int(data.windows);
+      x.set(data.inputs.subarray(w * seq * hidden, (w + 1) * seq * hidden), b * seq * hidden);
+      y.set(data.targets.subarray(w * seq * hidden, (w + 1) * seq * hidden), b * seq * hidden);
+    }
+    const { out, cache } = await block.forward(x, s.batch, seq, at, gemm);
+    let loss = 0;
+    const g = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const d = out[i]! - y[i]!;
+      loss += d * d;
+      g[i] = (2 * d) / n;
+    }
+    loss /= n;
+    for (const l of linears) l.zeroGrad();
+    for (const site of learnable) site.grad = 0;
+    await block.backward(g, cache, gemm);
+    linears.forEach((l, i) => {
+      const o = opt[i]!;
+      o.latent.step(l.latent, l.gLatent, lrScale);
+      o.alpha.step(l.alpha, l.gAlpha, lrScale);
+      if (l.rank > 0) {
+        o.a.step(l.lrA, l.gA, lrScale);
+        o.b.step(l.lrB, l.gB, lrScale);
+      }
+      l.invalidate();
+    });
+    learnable.forEach((site, i) => {
+      one[0] = site.param;
+      grad[0] = site.grad;
+      siteOpt[i]!.step(one, grad, lrScale);
+      const kind = site.stages[site.stages.length - 1]!.kind;
+      site.param = kind === 'int' ? Math.min(1, Math.max(0.05, one[0]!)) : Math.max(0, one[0]!);
+    });
+    chunkSum += loss;
+    chunkCount++;
+    if (chunkCount === chunk || step === s.iterations - 1) {
+      history.push(chunkSum / chunkCount);
+      chunkSum = 0;
+      chunkCount = 0;
+    }
+    onStep?.(step, loss);
+  }
+  const lossAfter = await blockLoss(block, data, evalWindows, gemm);
+  const kept = lossAfter < lossBefore;
+  if (!kept) restore(block, sites, start);
+  return { lossBefore, lossAfter, kept, history, stageLengths: [...schedule.lengths] };
+}
