@@ -62,7 +62,8 @@ export function reportError(error: unknown, json = false): number {
   if (error instanceof BwqError) {
     process.stderr.write(`bwq: ${error.oneLine()}\n`);
     if (process.env['BWQ_DEBUG']) process.stderr.write(`${error.stack ?? ''}\n`);
-    if (json) process.stdout.write(errorJson(error.message, error.file));
+    // a failed quality gate already printed the result (with the gates) as the one JSON object
+    if (json && !error.resultPrinted) process.stdout.write(errorJson(error.message, error.file));
     return error.exitCode;
   }
   const message = `internal error: ${error instanceof Error ? error.message : String(error)}`;

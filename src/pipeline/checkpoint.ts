@@ -3,7 +3,8 @@
  * `.<OUT_DIR name>.bwq-checkpoint`, holds what the run has finished:
  *
  *   fingerprint.json      sha256 of the bwq version, the options that change the result, the calibration file
- *                         and every model file (config.json, *.safetensors, the index)
+ *                         and every model file (config.json, tokenizer files, *.safetensors, the index; inputDigests,
+ *                         which quantize-report.json records as `inputs`)
  *   .layers/layer-N.safetensors   the quantized linears of block N (the spill files, src/pipeline/layer-spill.ts)
  *   rotations-N.safetensors       the OKT factors block N added
  *   hidden-after-N.f32            the calibration hidden states after block N (raw little-endian float32)
@@ -13,6 +14,9 @@
  * run killed at any point (SIGKILL included) leaves a state.json that names only complete files. `--resume`
  * continues after the last finished block when the fingerprint matches, and refuses in one line otherwise.
  * The directory is removed once OUT_DIR is in place; it is bwq's own, so `--force` may delete it.
+ * When every block is finished, the write-out marks state.json (`writeOut: true`) before it starts
+ * deleting the layer files it has copied into the outputs; a run killed after that cannot resume (its
+ * quantized weights are partly gone) and `--resume` says so in one line.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -24,6 +28,7 @@ import { SafetensorsFile } from '../safetensors/reader.js';
 import { writeSafetensors } from '../safetensors/writer.js';
 import { VERSION } from '../version.js';
 import type { LayerRecipe } from '../quant/recipe.js';
+import { corpusDigest } from '../data/corpus-digest.js';
 
 const FINGERPRINT = 'fingerprint.json';
 const STATE = 'state.json';
@@ -39,14 +44,34 @@ async function sha256File(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
+/** sha256 of a run's inputs: the calibration file and the model files that decide the result. */
+export interface InputDigests {
+  /** sha256 of the calibration text (a directory's: src/data/corpus-digest.ts) */
+  calib: string;
+  /** model file name → sha256 (config.json, *.safetensors, *.safetensors.index.json, tokenizer files), sorted by name */
+  model: Record<string, string>;
+}
+
+/** Model files whose bytes decide a quantize run's result. */
+function isDigestedModelFile(name: string): boolean {
+  return name === 'config.json' || name === 'tokenizer.json' || name === 'tokenizer_config.json'
+    || name.endsWith('.safetensors') || name.endsWith('.safetensors.index.json');
+}
+
+/** sha256 of the calibration file and of every model file that decides the result (the report records them too). */
+export async function inputDigests(modelDir: string, calibFile: string): Promise<InputDigests> {
+  const model: Record<string, string> = {};
+  for (const f of (await readdir(modelDir)).filter(isDigestedModelFile).sort()) model[f] = await sha256File(join(modelDir, f));
+  return { calib: await corpusDigest(calibFile), model };
+}
+
 /** sha256 over the version, the result-relevant options, the calibration file and the model's files. */
-export async function runFingerprint(modelDir: string, calibFile: string, options: Record<string, unknown>): Promise<string> {
+export function runFingerprint(inputs: InputDigests, options: Record<string, unknown>): string {
   const hash = createHash('sha256');
   hash.update(`bwq ${VERSION}\n`);
   hash.update(`${JSON.stringify(options, Object.keys(options).sort())}\n`);
-  hash.update(`calib ${await sha256File(calibFile)}\n`);
-  const files = (await readdir(modelDir)).filter((f) => f === 'config.json' || f.endsWith('.safetensors') || f.endsWith('.safetensors.index.json')).sort();
-  for (const f of files) hash.update(`${f} ${await sha256File(join(modelDir, f))}\n`);
+  hash.update(`calib ${inputs.calib}\n`);
+  for (const [f, digest] of Object.entries(inputs.model)) hash.update(`${f} ${digest}\n`);
   return hash.digest('hex');
 }
 
@@ -70,6 +95,8 @@ export interface CheckpointState<Report> {
   linears: CheckpointLinear[];
   /** rotation tensor names by the block that added them */
   rotations: { layer: number; names: string[] }[];
+  /** the write-out has begun removing layer files (the run can no longer resume) */
+  writeOut?: boolean;
 }
 
 export class Checkpoint<Report> {
@@ -98,6 +125,9 @@ export class Checkpoint<Report> {
       await rm(dir, { recursive: true, force: true });
     } else if (existing !== undefined && existing.fingerprint !== fingerprint) {
       throw new BwqError(`the checkpoint in ${dir} was made with other inputs (model files, calibration file, options or bwq version differ); run without --resume and with --force to start over`,
+        { file: outDir, exitCode: 2 });
+    } else if (existing !== undefined && state?.writeOut === true) {
+      throw new BwqError(`the run in ${dir} was interrupted while writing OUT_DIR, after its layer files had been moved into the output; run without --resume and with --force to start over`,
         { file: outDir, exitCode: 2 });
     } else if (existing !== undefined) {
       return { checkpoint: new Checkpoint<R>(dir, fingerprint), state };
@@ -151,6 +181,14 @@ export class Checkpoint<Report> {
     await rename(join(this.dir, `${STATE}.tmp`), join(this.dir, STATE));
     // the previous block's hidden states are no longer named by state.json
     await rm(join(this.dir, `hidden-after-${layer}.f32`), { force: true });
+  }
+
+  /** Marks state.json: the write-out is about to delete layer files (see the file comment). */
+  async markWriteOut(): Promise<void> {
+    const state = await readJson<CheckpointState<Report>>(join(this.dir, STATE));
+    if (state === undefined) return;
+    await writeFile(join(this.dir, `${STATE}.tmp`), `${JSON.stringify({ ...state, writeOut: true })}\n`);
+    await rename(join(this.dir, `${STATE}.tmp`), join(this.dir, STATE));
   }
 
   /** Removes the checkpoint (the run's output is in place). */

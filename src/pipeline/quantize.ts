@@ -31,22 +31,27 @@ import { linearByRole } from '../model/weights.js';
 import type { BlockWeights, TapName } from '../onnx/block-runner.js';
 import { createRuntimeBlockEngine, type BlockEngine } from '../runtime/block-runner.js';
 import type { RuntimeDevice } from '../runtime/session.js';
-import { writeSafetensors, type TensorToWrite } from '../safetensors/writer.js';
 import { loadCalibrationWindows } from '../data/calibration.js';
 import { Rng } from '../linalg/random.js';
 import type { AttentionRecipe, LayerRecipe, LinearInputRecipe, LinearRole, QuantizationConfig } from '../quant/recipe.js';
-import { quantizeGroup, type GroupName, type GroupLinear, type GroupSettings, type QuantizedGroup } from '../quant/layer-quant.js';
+import { BWLA_DEFAULTS, quantizeGroup, type GroupName, type GroupLinear, type GroupSettings, type QuantizedGroup } from '../quant/layer-quant.js';
+import { binarizationReport, bwlaConfigSettings, bwlaSettings, rotationReport } from '../quant/bwla-report.js';
 import { searchAttentionTernary, type AttentionSearchResult } from '../quant/act-calib.js';
 import { packSignRows } from '../quant/pack.js';
 import { describeQuantizer } from '../quant/quantizers.js';
 import { VERSION } from '../version.js';
-import { LayerSpillStore, type QuantizedLinearArrays, type SpilledLinear } from './layer-spill.js';
-import { Checkpoint, runFingerprint, type CheckpointLinear, type CheckpointState } from './checkpoint.js';
+import { LayerSpillStore, type QuantizedLinearArrays, type SimulatedDtype, type SpilledLinear } from './layer-spill.js';
+import { Checkpoint, inputDigests, runFingerprint, type CheckpointLinear, type CheckpointState, type InputDigests } from './checkpoint.js';
+import { resolvedRecipe, type Recipe } from './recipe-file.js';
 import { createOrtEngine } from './ort-engine.js';
+import { deviceMatmul } from './device-matmul.js';
 import type { Matmul } from '../linalg/matmul.js';
 import { checkOutputDirectory, COPIED_MODEL_FILES } from './output-dir.js';
-import { describeOutputSize, estimateOutputSize, outputSizeInput } from './output-size.js';
+import { describeOutputSize, estimateOutputSize, outputSizeInput, type OutputSize } from './output-size.js';
+import { configDtypeName, keptFloatDtype, writeWeights } from './write-weights.js';
+import { diskReport } from './disk-report.js';
 import { checkCalibrationMemory } from './calib-memory.js';
+import { BlockReconstruction, type ReconstructOptions, type ReconstructionReport } from './reconstruct.js';
 
 export interface QuantizeOptions {
   modelDir: string;
@@ -54,6 +59,8 @@ export interface QuantizeOptions {
   method: 'bwta' | 'bwla' | 'rtn';
   aBits: number | 'ternary';
   calibFile: string;
+  /** JSON field or parquet column of the calibration text (default "text"; src/data/text-corpus.ts) */
+  textField?: string;
   nsamples: number;
   /** requested sequence length; clamped to max_position_embeddings unless `seqlenExplicit` */
   seqlen: number;
@@ -78,8 +85,14 @@ export interface QuantizeOptions {
   dataAwareScale?: boolean;
   /** PSP alternations (default 3) */
   pspIterations?: number;
-  /** PSP soft threshold τ = ratio·σ_{r+1} (default 0.25) */
+  /** PSP soft threshold τ = ratio·σ_{r+1} of the initial residual, fixed per layer (default 0.25) */
   pspTauRatio?: number;
+  /** OKT relative tolerance, activation-term weight λ, smoothing schedule and its per-stage cap; PSP tolerance (BWLA_DEFAULTS) */
+  oktTolerance?: number;
+  oktActivationWeight?: number;
+  oktAnneal?: readonly number[];
+  oktAnnealIterations?: number;
+  pspTolerance?: number;
   /** calibration passes per block: 'block' (default; one float pass), 'halves' (attention, then MLP), 'groups' (each group sees the upstream groups quantized) */
   sequential?: SequentialMode;
   /** query rows sampled per head for the attention calibration (default 64) */
@@ -88,12 +101,24 @@ export interface QuantizeOptions {
   freeSpace?: (path: string) => Promise<number | undefined>;
   /** continue an interrupted run from its checkpoint (src/pipeline/checkpoint.ts) */
   resume?: boolean;
+  /** block-wise reconstruction after each block's calibration (src/pipeline/reconstruct.ts); undefined = none */
+  reconstruct?: ReconstructOptions;
+  /** write the simulated model (default true; false = --no-simulated: the packed model only) */
+  simulated?: boolean;
+  /** largest simulated-model shard in tensor bytes (default 5·10⁹, transformers' 5GB; tests force small shards) */
+  maxShardBytes?: number;
+  /** dtype of the simulated linears: the checkpoint's (default) or float32 (exactly the packed model's weights; tests) */
+  simulatedDtype?: 'checkpoint' | 'float32';
+  /** the flags as the command got them (src/cli/recipe-flags.ts); the report records them, resolved */
+  recipe?: Recipe;
 }
 
 export interface LinearReport {
   weightRelError: number;
   plainBinarizationRelError: number;
   pspRank: number;
+  /** relative binarization error² before (W) and after (W R) OKT; Gaussian rows: 1 − 2/π */
+  binarizationError?: { plain: number; rotated: number; gaussian: number };
 }
 
 export interface LayerReport {
@@ -102,13 +127,18 @@ export interface LayerReport {
   groups: Record<string, {
     quantizer: string;
     outputRelError: number;
-    rotation?: { init: string; a: number; b: number; oktObjective: number[] };
+    rotation?: {
+      init: string; a: number; b: number; oktObjective: number[]; oktIterations?: number; oktConverged?: boolean;
+      crestFactor?: { before: number; after: number }; activationTail?: { before: number; after: number };
+    };
     candidates?: Array<{ init: string; outputRelError: number }>;
   }>;
   linears: Record<string, LinearReport>;
   attention?: { query: string; key: string; value: string; probs: string; scoresRelError: number; contextRelError: number };
   /** ‖block_q(x) − block_f(x)‖ / ‖block_f(x)‖ on the first calibration batch */
   blockOutputRelError: number;
+  /** block-wise reconstruction (--reconstruct): losses before / after, schedule, time */
+  reconstruction?: ReconstructionReport;
 }
 
 export interface QuantizeSummary {
@@ -183,24 +213,30 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
           }
           const run: QuantizeOptions = { ...options, nsamples };
           checkCalibrationMemory(nsamples, seqlen, config.hiddenSize);
-          const size = estimateOutputSize(await outputSizeInput(model, options.method, options.rank, COPIED_MODEL_FILES));
+          const size = estimateOutputSize(await outputSizeInput(model, options.method, options.rank, COPIED_MODEL_FILES,
+            { simulated: options.simulated !== false, calibrationTokens: nsamples * seqlen }));
           const free = await (options.freeSpace ?? freeBytes)(temp);
           checkFreeSpace(options.outDir, size.total, free, describeOutputSize(size, formatSize));
 
           const tokenizer = await loadTokenizer(options.modelDir);
           const windows = await loadCalibrationWindows(options.calibFile, tokenizer, {
             nsamples, seqlen, seed: options.seed, vocabSize: config.vocabSize,
+            ...(options.textField === undefined ? {} : { textField: options.textField }),
           });
           // every finished block is checkpointed beside OUT_DIR, so a killed run can --resume
-          const fingerprint = await runFingerprint(options.modelDir, options.calibFile, resultOptions(run, seqlen));
+          const digests = await inputDigests(options.modelDir, options.calibFile);
+          const fingerprint = runFingerprint(digests, resultOptions(run, seqlen));
           const opened = await Checkpoint.open<LayerReport>(options.outDir, fingerprint,
             { resume: options.resume === true, force: options.force });
           checkpoint = opened.checkpoint;
           if (options.resume === true && opened.state === undefined) progress.succeed('no checkpoint to resume: starting at the first block');
-          spill = new LayerSpillStore(checkpoint.layersDir);
+          // simulated weights are spilled in the dtype they are written in (none with --no-simulated)
+          spill = new LayerSpillStore(checkpoint.layersDir,
+            { simulatedDtype: (name) => (options.simulated === false ? undefined : simulatedLinearDtype(model, options, name)) });
           const result = await runPipeline(model, runner, windows.ids, run, seqlen, progress, spill,
             { checkpoint, state: opened.state });
-          const files = await writeOutputs(model, temp, run, seqlen, result, (performance.now() - t0) / 1000, runner.device);
+          const files = await writeOutputs(model, temp, run, seqlen, result, (performance.now() - t0) / 1000, runner.device, digests,
+            { spill, checkpoint, size, progress });
           return {
             outDir: options.outDir, method: options.method, aBits: options.aBits, nsamples, seqlen,
             device: runner.device,
@@ -244,7 +280,13 @@ function resultOptions(o: QuantizeOptions, seqlen: number): Record<string, unkno
     method: o.method, aBits: o.aBits, nsamples: o.nsamples, seqlen, rank: o.rank, seed: o.seed,
     statTokens: o.statTokens ?? null, oktIterations: o.oktIterations ?? null, oktInit: o.oktInit ?? null,
     weightedPsp: o.weightedPsp ?? null, dataAwareScale: o.dataAwareScale ?? null, pspIterations: o.pspIterations ?? null,
-    pspTauRatio: o.pspTauRatio ?? null, sequential: o.sequential ?? null, attentionRows: o.attentionRows ?? null,
+    pspTauRatio: o.pspTauRatio ?? null, oktTolerance: o.oktTolerance ?? null, oktActivationWeight: o.oktActivationWeight ?? null,
+    oktAnneal: o.oktAnneal ?? null, oktAnnealIterations: o.oktAnnealIterations ?? null, pspTolerance: o.pspTolerance ?? null, sequential: o.sequential ?? null, attentionRows: o.attentionRows ?? null,
+    // only when given, so the fingerprints of runs without it stay as they were
+    ...(o.textField === undefined ? {} : { textField: o.textField }),
+    ...(o.simulated === false ? { simulated: false } : {}),
+    ...(o.simulatedDtype === 'float32' ? { simulatedDtype: 'float32' } : {}),
+    ...(o.reconstruct === undefined ? {} : { reconstruct: o.reconstruct }),
   };
 }
 
@@ -268,11 +310,12 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
   const statTokens = Math.min(options.statTokens ?? 512, ns * seqlen);
   const settings: GroupSettings = {
     method: options.method, aBits: options.aBits, rank: options.method === 'bwla' ? options.rank : 0,
-    oktIterations: options.method === 'bwla' ? options.oktIterations ?? 10 : 0,
+    oktIterations: options.method === 'bwla' ? options.oktIterations ?? BWLA_DEFAULTS.oktIterations : 0,
     oktInit: options.oktInit ?? 'random',
     weightedPsp: options.weightedPsp ?? true,
     dataAwareScale: options.dataAwareScale ?? true,
-    pspIterations: options.pspIterations ?? 3, pspTauRatio: options.pspTauRatio ?? 0.25, seed: options.seed,
+    pspIterations: options.pspIterations ?? BWLA_DEFAULTS.pspIterations, pspTauRatio: options.pspTauRatio ?? BWLA_DEFAULTS.pspTauRatio, seed: options.seed,
+    ...bwlaSettings(options),
   };
 
   const hidden = new Float32Array(ns * seqlen * h);
@@ -307,7 +350,11 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
   }
   const floatRecipe: LayerRecipe = { linears: {} };
   const engine = createOrtEngine(options.threads);
-  const mm = engine.matmul;
+  // large products on the GPU when the blocks run there (src/pipeline/device-matmul.ts)
+  const mm = runner.matmul !== undefined && runner.device.startsWith('cuda') ? deviceMatmul(runner.matmul, engine.matmul) : engine.matmul;
+  // --reconstruct: the float stream (teacher inputs) beside the quantized one (src/pipeline/reconstruct.ts)
+  const reconstruction = options.reconstruct === undefined ? undefined : await BlockReconstruction.create(model, runner, ids, ns, seqlen, bs,
+    state?.completed ?? 0, options.reconstruct, options.seed, options.threads, progress);
   try {
     for (let layer = state?.completed ?? 0; layer < config.numLayers; layer++) {
       const tl = performance.now();
@@ -376,13 +423,13 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
               scales: ql.scales, lrA: ql.lrA, lrB: ql.lrB, rank: ql.rank,
             };
             layerLinears.set(ln.weight, { q: stored, prefix: ln.weight.replace(/\.weight$/, ''), bias: ln.bias });
-            report.linears[ql.role] = { weightRelError: ql.weightRelError, plainBinarizationRelError: ql.plainRelError, pspRank: ql.rank };
+            report.linears[ql.role] = { weightRelError: ql.weightRelError, plainBinarizationRelError: ql.plainRelError, pspRank: ql.rank, binarizationError: binarizationReport(ql) };
           }
           report.groups[g.name] = {
             quantizer: describeQuantizer(q.quantizer),
             outputRelError: q.outputRelError,
             ...(q.rotation === undefined ? {} : {
-              rotation: { init: q.rotation.init, a: q.rotation.a, b: q.rotation.b, oktObjective: q.rotation.history },
+              rotation: { init: q.rotation.init, a: q.rotation.a, b: q.rotation.b, oktObjective: q.rotation.history, ...rotationReport(q.rotation) },
               candidates: q.candidates,
             }),
           };
@@ -399,6 +446,12 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
           }
         }
         progress.succeed(`${tag}: quantized ${phase.map((g) => `${g.name} ${report.groups[g.name]?.quantizer ?? '-'} err ${(report.groups[g.name]?.outputRelError ?? 0).toFixed(3)}`).join(', ')}`);
+      }
+      // block-wise reconstruction: replaces the calibrated linears and quantizers of this block in place
+      if (reconstruction !== undefined) {
+        const rec = await reconstruction.reconstruct(layer, hidden, { weights, newLinears, recipeLinears, extra, layerLinears, names }, attention, progress, tag);
+        attention = rec.attention;
+        report.reconstruction = rec.report;
       }
       const recipe = currentRecipe();
       result.recipes.push(recipe);
@@ -445,6 +498,7 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
     }
   } finally {
     await engine.close();
+    await reconstruction?.close();
   }
   return result;
 }
@@ -517,53 +571,34 @@ async function calibrateAttention(
   }, mm);
 }
 
+/** The dtype a quantized linear's simulated weight is spilled and written in. */
+function simulatedLinearDtype(model: ModelDir, options: QuantizeOptions, name: string): SimulatedDtype {
+  return options.simulatedDtype === 'float32' ? 'F32' : keptFloatDtype(model.checkpoint.info(name).dtype);
+}
+
+/** What the write-out needs besides the result: the spill files it consumes, the checkpoint it marks, the disk estimate. */
+interface WriteOutContext {
+  spill: LayerSpillStore;
+  checkpoint: Checkpoint<LayerReport>;
+  size: OutputSize;
+  progress: Progress;
+}
+
 async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOptions, seqlen: number, result: PipelineResult, seconds: number,
-  device: string): Promise<string[]> {
+  device: string, digests: InputDigests, out: WriteOutContext): Promise<string[]> {
   const { checkpoint, config } = model;
-  const files: string[] = [];
-  const names = checkpoint.names();
-  const lazyF32 = (name: string) => (): Promise<Float32Array> => checkpoint.readFloat32(name);
-  const shapeOf = (name: string): number[] => [...checkpoint.info(name).shape];
+  // simulated model (sharded, checkpoint dtype; unless --no-simulated) and packed model, block by block,
+  // each block's spill file deleted once it is in both (src/pipeline/write-weights.ts)
+  const files = await writeWeights(temp, {
+    checkpoint, linears: result.linears, rotations: result.rotations, spill: out.spill,
+    simulated: options.simulated !== false, linearDtype: (name) => simulatedLinearDtype(model, options, name),
+    ...(options.maxShardBytes === undefined ? {} : { maxShardBytes: options.maxShardBytes }),
+    simulatedMetadata: { format: 'pt', bwq: `simulated-${options.method}` },
+    packedMetadata: { format: 'bwq-packed-v1', method: options.method, a_bits: String(options.aBits), bwq_version: VERSION },
+    beforeFirstRemoval: () => out.checkpoint.markWriteOut(),
+  }, out.progress);
 
-  // simulated model: every tensor F32, quantized linears replaced, okt tensors appended
-  const simulated: TensorToWrite[] = [];
-  for (const name of names) {
-    const q = result.linears.get(name);
-    simulated.push(q === undefined
-      ? { name, dtype: 'F32', shape: shapeOf(name), data: lazyF32(name) }
-      : { name, dtype: 'F32', shape: [q.q.rows, q.q.cols], data: () => q.q.read('simulated') });
-  }
-  for (const [name, t] of result.rotations) simulated.push({ name, dtype: 'F32', shape: t.shape, data: t.data });
-  await writeSafetensors(join(temp, 'model.safetensors'), simulated, { format: 'pt', bwq: `simulated-${options.method}` });
-  files.push('model.safetensors');
-
-  // packed weights (bwq-packed-v1)
-  const packed: TensorToWrite[] = [];
-  for (const name of names) {
-    const q = result.linears.get(name);
-    if (q === undefined) {
-      // embeddings, lm_head, norms: in the checkpoint's dtype (bf16 / fp16 / f32), bytes as they are
-      const dtype = checkpoint.info(name).dtype;
-      packed.push(dtype === 'BF16' || dtype === 'F16' || dtype === 'F32'
-        ? { name, dtype, shape: shapeOf(name), data: () => checkpoint.readBytes(name) }
-        : { name, dtype: 'F32', shape: shapeOf(name), data: lazyF32(name) });
-      continue;
-    }
-    const { rows, cols } = q.q;
-    packed.push({ name: `${q.prefix}.qweight`, dtype: 'U32', shape: [rows, Math.ceil(cols / 32)], data: () => q.q.read('qweight') });
-    packed.push({ name: `${q.prefix}.wscale`, dtype: 'F32', shape: [rows], data: () => q.q.read('wscale') });
-    if (q.q.rank > 0) {
-      packed.push({ name: `${q.prefix}.lr_a`, dtype: 'F32', shape: [rows, q.q.rank], data: () => q.q.read('lr_a') });
-      packed.push({ name: `${q.prefix}.lr_b`, dtype: 'F32', shape: [q.q.rank, cols], data: () => q.q.read('lr_b') });
-    }
-  }
-  for (const [name, t] of result.rotations) packed.push({ name, dtype: 'F32', shape: t.shape, data: t.data });
-  await writeSafetensors(join(temp, 'model.packed.safetensors'), packed, {
-    format: 'bwq-packed-v1', method: options.method, a_bits: String(options.aBits), bwq_version: VERSION,
-  });
-  files.push('model.packed.safetensors');
-
-  // config.json: original + quantization_config, dtype float32
+  // config.json: original + quantization_config; dtype: the quantized linears' checkpoint dtype (as written)
   const raw = JSON.parse(await readFile(join(model.dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const quantization: QuantizationConfig = {
     quant_method: 'bwq',
@@ -576,10 +611,11 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
     settings: {
       calib: basename(options.calibFile), nsamples: options.nsamples, seqlen, seed: options.seed,
       rank: options.method === 'bwla' ? options.rank : 0,
-      okt_iterations: options.method === 'bwla' ? options.oktIterations ?? 10 : 0,
+      okt_iterations: options.method === 'bwla' ? options.oktIterations ?? BWLA_DEFAULTS.oktIterations : 0,
       okt_init: options.method === 'bwla' ? options.oktInit ?? 'random' : 'none',
-      psp_iterations: options.method === 'bwla' ? options.pspIterations ?? 3 : 0,
+      psp_iterations: options.method === 'bwla' ? options.pspIterations ?? BWLA_DEFAULTS.pspIterations : 0,
       psp_tau_ratio: options.pspTauRatio ?? 0.25,
+      ...bwlaConfigSettings(options),
       psp_weighted: options.method === 'bwla' && (options.weightedPsp ?? true),
       data_aware_scale: options.method !== 'rtn' && (options.dataAwareScale ?? true),
       stat_tokens: Math.min(options.statTokens ?? 512, options.nsamples * seqlen),
@@ -587,8 +623,9 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
     },
   };
   raw['quantization_config'] = quantization;
-  raw['dtype'] = 'float32';
-  if ('torch_dtype' in raw) raw['torch_dtype'] = 'float32';
+  const dtype = configDtypeName(new Set([...result.linears.keys()].map((n) => simulatedLinearDtype(model, options, n))));
+  raw['dtype'] = dtype;
+  if ('torch_dtype' in raw) raw['torch_dtype'] = dtype;
   await writeFile(join(temp, 'config.json'), `${JSON.stringify(raw, null, 2)}\n`);
   files.push('config.json');
 
@@ -603,7 +640,11 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
   const report = {
     bwq_version: VERSION, method: options.method, a_bits: options.aBits, model: options.modelDir,
     calib: options.calibFile, nsamples: options.nsamples, seqlen, seed: options.seed,
-    architecture: config.architecture, device, seconds, layers: result.reports,
+    architecture: config.architecture, device, seconds,
+    // pins the run: `bwq quantize --recipe OUT_DIR/quantize-report.json` repeats it (src/pipeline/recipe-file.ts)
+    recipe: resolvedRecipe(options, seqlen, device), inputs: digests,
+    disk: await diskReport(temp, files, out.size),
+    layers: result.reports,
   };
   await writeFile(join(temp, 'quantize-report.json'), `${JSON.stringify(report, null, 2)}\n`);
   files.push('quantize-report.json');

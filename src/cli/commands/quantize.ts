@@ -8,18 +8,23 @@ import { parseIntegerFlag, printResult } from '../output.js';
 import { createProgress } from '../progress.js';
 import { quantizeModel, type QuantizeOptions } from '../../pipeline/quantize.js';
 import { DEFAULT_CALIBRATION_TEXT, DEFAULT_MODEL_DIR } from '../../package-paths.js';
+import { quantizeOptionsWithRecipe } from '../recipe-flags.js';
+import { parseReconstructFlags, RECONSTRUCT_FLAG_HELP as REC, type ReconstructRawFlags } from '../reconstruct-flags.js';
+import { BWLA_FLAG_HELP as BWLA, parseBwlaFlags, type BwlaRawFlags } from '../bwla-flags.js';
+import { DEFAULT_TEXT_FIELD, parseTextField, TEXT_FIELD_HELP } from '../text-field-flag.js';
 
 export const DEFAULT_NSAMPLES = 32;
 export const DEFAULT_SEQLEN = 512;
 export const DEFAULT_RANK = 8;
 export const DEFAULT_SEED = 0;
 
-interface RawOptions {
+interface RawOptions extends ReconstructRawFlags, BwlaRawFlags {
   output?: string;
   method?: string;
   wBits?: string;
   aBits?: string;
   calib?: string;
+  textField?: string;
   nsamples?: string;
   seqlen?: string;
   rank?: string;
@@ -30,7 +35,10 @@ interface RawOptions {
   sequential?: string;
   force?: boolean;
   resume?: boolean;
+  /** false with --no-simulated */
+  simulated?: boolean;
   json?: boolean;
+  recipe?: string;
 }
 
 export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOptions): QuantizeOptions {
@@ -55,6 +63,7 @@ export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOp
     method,
     aBits,
     calibFile: resolve(raw.calib ?? DEFAULT_CALIBRATION_TEXT),
+    ...parseTextField(raw.textField),
     nsamples: raw.nsamples === undefined ? DEFAULT_NSAMPLES : parseIntegerFlag('--nsamples', raw.nsamples, 1),
     seqlen: raw.seqlen === undefined ? DEFAULT_SEQLEN : parseIntegerFlag('--seqlen', raw.seqlen, 2),
     seqlenExplicit,
@@ -63,6 +72,10 @@ export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOp
     force: raw.force === true,
   };
   if (raw.resume === true) options.resume = true;
+  Object.assign(options, parseBwlaFlags(method, raw));
+  const reconstruct = parseReconstructFlags(method, raw);
+  if (reconstruct !== undefined) options.reconstruct = reconstruct;
+  if (raw.simulated === false) options.simulated = false;
   if (raw.nsamples !== undefined) options.nsamplesExplicit = true;
   if (raw.threads !== undefined) options.threads = parseIntegerFlag('--threads', raw.threads, 1);
   if (raw.device !== undefined) {
@@ -90,7 +103,8 @@ export function registerQuantize(program: Command): void {
     .option('--method <method>', 'bwta | bwla | rtn')
     .option('--w-bits <n>', 'weight bits (only 1)', '1')
     .option('--a-bits <n>', 'activation bits: ternary (bwta), or an integer 2..16 (16 = float); default ternary for bwta, 6 otherwise')
-    .option('--calib <FILE>', 'calibration text (.txt, .jsonl, .json); default calibration/sotu-calib.txt')
+    .option('--calib <FILE>', 'calibration text: .txt, .jsonl, .json or .parquet (each optionally .gz) or a directory of them; default calibration/sotu-calib.txt')
+    .option('--text-field <NAME>', TEXT_FIELD_HELP, DEFAULT_TEXT_FIELD)
     .option('--nsamples <n>', `calibration windows (default ${DEFAULT_NSAMPLES}; 128 when the blocks run on a GPU)`)
     .option('--seqlen <n>', `tokens per window (default ${DEFAULT_SEQLEN}, 2048 on a GPU; clamped to max_position_embeddings)`)
     .option('--rank <r>', `PSP low-rank term rank for bwla (default ${DEFAULT_RANK}; 0 disables)`)
@@ -101,9 +115,32 @@ export function registerQuantize(program: Command): void {
     .option('--threads <n>', 'CPU threads')
     .option('--force', 'replace OUT_DIR if a previous bwq run wrote it (and discard an interrupted run\'s checkpoint)')
     .option('--resume', 'continue an interrupted run from its checkpoint (.OUT_DIR.bwq-checkpoint beside OUT_DIR)')
+    .option('--no-simulated', 'write only the packed model (model.packed.safetensors), not the simulated one; eval it with --backend native')
+    .option('--okt-iterations <n>', BWLA.oktIterations)
+    .option('--okt-tol <x>', BWLA.oktTol)
+    .option('--okt-act-weight <x>', BWLA.oktActWeight)
+    .option('--okt-anneal <list>', BWLA.oktAnneal)
+    .option('--psp-iterations <n>', BWLA.pspIterations)
+    .option('--psp-tol <x>', BWLA.pspTol)
+    .option('--psp-weighting <mode>', BWLA.pspWeighting)
+    .option('--scale-refit <mode>', BWLA.scaleRefit)
+    .option('--reconstruct', REC.reconstruct)
+    .option('--no-reconstruct', 'no block-wise reconstruction (bwta: calibration only)')
+    .option('--rec-iterations <n>', REC.iterations)
+    .option('--rec-batch <n>', REC.batch)
+    .option('--rec-lr-weight <x>', REC.lrWeight)
+    .option('--rec-lr-scale <x>', REC.lrScale)
+    .option('--rec-lr-act <x>', REC.lrAct)
+    .option('--rec-stages <list>', REC.stages)
+    .option('--rec-final-fraction <x>', REC.finalFraction)
+    .option('--rec-handover <x>', REC.handover)
+    .option('--rec-align', REC.align)
+    .option('--no-rec-align', 'reconstruction: no magnitude-alignment projection factors')
     .option('--json', 'print the summary as JSON on stdout')
-    .action(async (modelDir: string | undefined, raw: RawOptions) => {
-      const options = parseQuantizeOptions(modelDir, raw);
+    .option('--recipe <FILE>', 'every option of the run from a JSON or YAML file, or an OUT_DIR/quantize-report.json (docs/CI.md); flags given here win')
+    .action(async (modelDir: string | undefined, _flags: RawOptions, command: Command) => {
+      // --recipe fills in the flags not given on the command line (src/cli/recipe-flags.ts)
+      const { options, raw } = await quantizeOptionsWithRecipe<RawOptions>(command, modelDir, parseQuantizeOptions);
       const progress = createProgress({ quiet: raw.json === true });
       const summary = await quantizeModel(options, progress);
       printResult(raw.json === true, summary, () => {
