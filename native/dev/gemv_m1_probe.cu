@@ -317,7 +317,7 @@ template <int CH>
 cudaError_t pdl(const Buffers &b, cudaStream_t st) {
   auto kernel = CH == 1 && b.ldk <= 128 ? tb_gemv_pdl<4, 1, false> : tb_gemv_pdl<4, CH, true>;
   return launch_pdl(kernel, dim3((b.n + 31) / 32), dim3(256), (size_t)b.ldk * 8, st, (const uint32_t *)b.P,
-                    (const uint32_t *)b.Q, (const uint32_t *)b.W, b.ldk, b.n, b.out);
+                    (const uint32_t *)b.Q, (const uint32_t *)b.W, b.ldk, b.n, b.out, GemvEpilogue{});
 }
 template <int R, int KS, int CH>
 cudaError_t tc(const Buffers &b, cudaStream_t st) {

@@ -149,6 +149,16 @@ struct RowQuant {
   float s, delta;
 };
 
+// The constants from the row's reductions (every thread holds the block-wide value).
+__device__ __forceinline__ float int_row_scale(const Quantizer &q, float max_abs) {
+  const float qmax = (float)((1 << (q.bits - 1)) - 1);
+  return max_abs == 0.0f ? 1.0f : __fdiv_rn(__fmul_rn(q.param, max_abs), qmax);
+}
+__device__ __forceinline__ float mean_abs(double sum, int n) { return __fdiv_rn(__double2float_rn(sum), (float)n); }
+__device__ __forceinline__ float kept_scale(double kept, int count) {
+  return count == 0 ? 0.0f : __fdiv_rn(__double2float_rn(kept), (float)count);
+}
+
 // The row is x[j] = get(j) for j in [lo, hi) and zeros elsewhere in [0, n) (attention's masked probabilities).
 template <class Get>
 __device__ RowQuant block_row_quant(const Quantizer &q, int n, int lo, int hi, Get get) {
@@ -156,14 +166,11 @@ __device__ RowQuant block_row_quant(const Quantizer &q, int n, int lo, int hi, G
   if (q.kind == QKind::INT) {
     float m = 0.0f;
     for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) m = fmaxf(m, fabsf(get(j)));  // NaN ignored
-    m = block_max(m);
-    const float qmax = (float)((1 << (q.bits - 1)) - 1);
-    r.s = m == 0.0f ? 1.0f : __fdiv_rn(__fmul_rn(q.param, m), qmax);
+    r.s = int_row_scale(q, block_max(m));
   } else if (q.kind == QKind::TERNARY || q.kind == QKind::BINARY) {
     double sum = 0;
     for (int j = lo + threadIdx.x; j < hi; j += blockDim.x) sum += (double)fabsf(get(j));
-    sum = block_sum(sum);
-    const float mean = __fdiv_rn(__double2float_rn(sum), (float)n);
+    const float mean = mean_abs(block_sum(sum), n);
     if (q.kind == QKind::BINARY) {
       r.s = mean;
     } else {
@@ -177,10 +184,58 @@ __device__ RowQuant block_row_quant(const Quantizer &q, int n, int lo, int hi, G
       kept = block_sum(kept);
       count = block_sum(count);
       if (0.0f > r.delta) count += n - (hi - lo);  // the implicit zeros pass a negative threshold
-      r.s = count == 0 ? 0.0f : __fdiv_rn(__double2float_rn(kept), (float)count);
+      r.s = kept_scale(kept, count);
     }
   }
   return r;
+}
+
+// block_row_quant for a row held in registers: thread t holds x[t + u * blockDim.x] in v[u] (u < V; entries at or
+// beyond cols are ignored). The row's values are read from memory once, and all of a thread's loads are in
+// flight together (the decoding kernels, where one row is latency-bound).
+template <int V>
+__device__ RowQuant block_row_quant_regs(const Quantizer &q, int cols, const float (&v)[V]) {
+  RowQuant r{1.0f, 0.0f};
+  if (q.kind == QKind::INT) {
+    float m = 0.0f;
+#pragma unroll
+    for (int u = 0; u < V; ++u)
+      if (threadIdx.x + u * blockDim.x < cols) m = fmaxf(m, fabsf(v[u]));  // NaN ignored
+    r.s = int_row_scale(q, block_max(m));
+  } else if (q.kind == QKind::TERNARY || q.kind == QKind::BINARY) {
+    double sum = 0;
+#pragma unroll
+    for (int u = 0; u < V; ++u)
+      if (threadIdx.x + u * blockDim.x < cols) sum += (double)fabsf(v[u]);
+    const float mean = mean_abs(block_sum(sum), cols);
+    if (q.kind == QKind::BINARY) {
+      r.s = mean;
+    } else {
+      r.delta = __fmul_rn(q.param, mean);
+      double kept = 0;
+      int count = 0;
+#pragma unroll
+      for (int u = 0; u < V; ++u) {
+        const float a = fabsf(v[u]);
+        if (threadIdx.x + u * blockDim.x < cols && a > r.delta) kept += (double)a, ++count;
+      }
+      kept = block_sum(kept);
+      count = block_sum(count);
+      r.s = kept_scale(kept, count);
+    }
+  }
+  return r;
+}
+
+// Threads per row of the register-resident row kernels (each thread holds at most ROW_REGS values): a multiple
+// of 32 in [64, 1024] that gives each thread about 4 values; 0 when cols exceed 1024 * ROW_REGS.
+constexpr int ROW_REGS = 16;
+inline int row_threads(int cols) {
+  if (cols > 1024 * ROW_REGS) return 0;
+  int t = ((cols + 3) / 4 + 31) / 32 * 32;
+  t = t < 64 ? 64 : t > 1024 ? 1024 : t;
+  while (t * ROW_REGS < cols) t += 32;
+  return t;
 }
 
 // The integer code of x (0 for NONE). INT: clamp(round_half_even(fl(x/s)), -qmax, qmax).

@@ -225,6 +225,16 @@ class CudaBackend final : public Backend {
                         codes.ld_words, w.n, w.k, w.ld_words);
     const int n = w.n, ldk = w.ld_words;
     const uint32_t *W = (const uint32_t *)w.data;
+    if (rows == 1 && codes.form != CodeForm::INT8PAIR) {  // decoding: the GEMV with the epilogue fused
+      const char *fused = codes.form == CodeForm::TERNARY
+                              ? bwq_cuda::tb_gemv_scaled(codes.plus, codes.minus, W, ldk, n, codes.scales, wscale, y, st_)
+                              : bwq_cuda::i8_gemv_scaled(codes.i8, codes.ld_bytes, W, ldk, n, codes.scales, wscale, y, st_);
+      if (fused) {
+        const cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) fail("CUDA error in packed_linear (%s): %s", fused, cudaGetErrorString(e));
+        return;
+      }
+    }
     const char *kernel = "";
     bool out16 = false;
     if (codes.form == CodeForm::TERNARY) {

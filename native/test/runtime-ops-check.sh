@@ -2,7 +2,8 @@
 # Builds libbwq_cuda.so (for this machine's GPU), the CPU backend and native/test/runtime_ops_check.cpp, then
 # checks every op of the CUDA backend against the CPU backend. Usage (repo root, on a GPU machine):
 #   sh native/test/runtime-ops-check.sh [BUILD_DIR] [--quick]
-# BWQ_CUDA_ARCHS overrides the GPU target (default: the first GPU's compute capability, 90a on Hopper).
+# BWQ_CUDA_ARCHS overrides the GPU target (default: the first GPU's compute capability, 90a on Hopper);
+# BWQ_CUDA_LIB=path uses that libbwq_cuda.so instead of building one.
 set -u
 B=${1:-/tmp/bwq-runtime-check}
 shift 2>/dev/null || true
@@ -18,7 +19,9 @@ export BWQ_CUDA_ARCHS BWQ_CUDA_PTX=${BWQ_CUDA_PTX:-}
 . "$NATIVE/test/find-cublas.sh"
 t0=$(date +%s)
 rm -f "$B/libbwq_cuda.so"
-sh "$NATIVE/build-cuda.sh" "$B" &
+if [ -n "${BWQ_CUDA_LIB:-}" ]; then cp "$BWQ_CUDA_LIB" "$B/libbwq_cuda.so"  # a library built elsewhere for this GPU
+else sh "$NATIVE/build-cuda.sh" "$B" &
+fi
 CXX=${CXX:-g++}
 F="-O3 -std=gnu++17 -fPIC"
 $CXX $F -c "$NATIVE/src/kernels_scalar.cpp" -o "$B/ks.o" &

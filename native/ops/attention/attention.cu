@@ -14,7 +14,8 @@
 // One block per query row (grid-stride; 1024 threads when there are few rows, as in decoding, else 256); the
 // row's scores sit in dynamic shared memory, or in a global scratch [gridDim.x, S] (S = pos0 + t) when S floats
 // exceed the shared-memory limit. Each warp scores 4 keys at a time; the P.V pass splits the keys over
-// blockDim / head_dim groups of threads (one thread per d) and adds the groups' partial sums in order.
+// blockDim / (head_dim / 4) groups of threads (one thread per 4 consecutive d, float4 loads; one thread per d
+// when head_dim is not a multiple of 4) and adds the groups' partial sums in order.
 #include "../ops_cuda.cuh"
 
 namespace bwq_ops {
@@ -61,7 +62,7 @@ struct AttnArgs {
 };
 
 // Dynamic shared memory: [scores S floats, unless global] [q_hat hd floats] [q codes hd bytes, padded to 16]
-// [partial sums blockDim floats].
+// [partial sums blockDim float4].
 __global__ void __launch_bounds__(ATT_MAX_THREADS) attention_kernel(AttnArgs A) {
   extern __shared__ float4 dyn4[];
   float *dyn = reinterpret_cast<float *>(dyn4);
@@ -156,7 +157,36 @@ __global__ void __launch_bounds__(ATT_MAX_THREADS) attention_kernel(AttnArgs A) 
     }
     // ctx = P_hat V_hat: G groups of threads over keys, threads of a group over d
     float *out = A.ctx + qoff;
-    if (hd <= (int)blockDim.x) {
+    if ((hd & 3) == 0 && hd / 4 <= (int)blockDim.x) {  // float4 over d: 4x the loads in flight of the scalar form
+      const int h4 = hd / 4, G = blockDim.x / h4, gi = tid / h4, d4 = tid - gi * h4;
+      float4 *part4 = reinterpret_cast<float4 *>(part);
+      if (gi < G) {
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        const float4 *vh = reinterpret_cast<const float4 *>(A.v_hat + kv0 * hd) + d4;
+        const size_t ks4 = kstride / 4;
+#pragma unroll 4
+        for (int j = lo + gi; j < hi; j += G) {
+          const float p = sc[j];
+          const float4 v = vh[(size_t)j * ks4];
+          if (p != 0.0f) {
+            acc.x = fmaf(p, v.x, acc.x);
+            acc.y = fmaf(p, v.y, acc.y);
+            acc.z = fmaf(p, v.z, acc.z);
+            acc.w = fmaf(p, v.w, acc.w);
+          }
+        }
+        part4[tid] = acc;
+      }
+      __syncthreads();
+      if (tid < h4) {
+        float4 s = part4[tid];
+        for (int k = 1; k < G; ++k) {
+          const float4 o = part4[k * h4 + tid];
+          s.x = __fadd_rn(s.x, o.x), s.y = __fadd_rn(s.y, o.y), s.z = __fadd_rn(s.z, o.z), s.w = __fadd_rn(s.w, o.w);
+        }
+        reinterpret_cast<float4 *>(out)[tid] = s;
+      }
+    } else if (hd <= (int)blockDim.x) {
       const int G = blockDim.x / hd, gi = tid / hd, d = tid - gi * hd;
       if (gi < G) {
         float acc = 0.0f;
@@ -189,7 +219,7 @@ __global__ void __launch_bounds__(ATT_MAX_THREADS) attention_kernel(AttnArgs A) 
   }
 }
 
-size_t fixed_smem(int hd, int threads) { return (size_t)(hd + 3) / 4 * 16 + (hd + 15) / 16 * 16 + threads * 4; }
+size_t fixed_smem(int hd, int threads) { return (size_t)(hd + 3) / 4 * 16 + (hd + 15) / 16 * 16 + threads * 16; }
 // 1024 threads per row when the rows are too few to fill the device twice over (decoding), else 256.
 int att_threads(const bwq::rt::AttentionShape &s, int num_sms) {
   return (size_t)s.batch * s.n_heads * s.t < 2 * (size_t)num_sms ? ATT_MAX_THREADS : 256;

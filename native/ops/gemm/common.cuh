@@ -91,15 +91,32 @@ const char *launch_tb(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW
                       int32_t *dOut, cudaStream_t st, bool *out16 = nullptr);
 const char *launch_i8(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int m, int n, int32_t *dOut,
                       cudaStream_t st);
-// gemv.cu
+// gemv.cu. A GemvEpilogue with y set makes an M = 1 GEMV store y[n] = fl(s[0] * wscale[n] * acc[n]) (product in
+// double) instead of the int32 sums (out is then not written).
+struct GemvEpilogue {
+  const float *s = nullptr, *wscale = nullptr;
+  float *y = nullptr;
+};
+#ifdef __CUDACC__
+__device__ __forceinline__ float epilogue_value(const GemvEpilogue &e, int m, int n, int acc) {
+  return __double2float_rn(__dmul_rn(__dmul_rn((double)__ldcg(e.s + m), (double)e.wscale[n]), (double)acc));
+}
+#endif
 void launch_tb_gemv(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int m, int n, int32_t *dOut,
                     cudaStream_t st);  // m <= 4
 bool launch_tb_gemv_smem(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int m, int n,
                          int32_t *dOut, cudaStream_t st);  // m <= 16; false when the planes do not fit in smem
 cudaError_t launch_tb_gemv_pdl(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int n,
-                               int32_t *dOut, cudaStream_t st);  // m = 1, sm_90, 8 * ldk <= 48 KiB
+                               int32_t *dOut, cudaStream_t st,
+                               GemvEpilogue epi = GemvEpilogue{});  // m = 1, sm_90, 8 * ldk <= 48 KiB
 void launch_i8_gemv(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int m, int n, int32_t *dOut,
-                    cudaStream_t st);
+                    cudaStream_t st, GemvEpilogue epi = GemvEpilogue{});
+// M = 1 with the epilogue fused (dispatch.cu): the kernel's name, or nullptr when no fused kernel takes the shape
+// or a path is forced (the caller then runs launch_tb / launch_i8 and the epilogue kernel).
+const char *launch_tb_scaled(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int n,
+                             const GemvEpilogue &epi, cudaStream_t st);
+const char *launch_i8_scaled(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int n, const GemvEpilogue &epi,
+                             cudaStream_t st);
 // gemm_mma.cu
 void launch_row_popc(bool diff, const uint32_t *dP, const uint32_t *dQ, int ldk, int m, int *dNz, cudaStream_t st);
 void launch_tb_mma_skinny(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int m, int n,

@@ -92,6 +92,21 @@ const char *launch_i8(const int8_t *dA, int lda, const uint32_t *dW, int ldk, in
   return "i8_mma_s8";
 }
 
+const char *launch_tb_scaled(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int n,
+                             const GemvEpilogue &epi, cudaStream_t st) {
+  if ((g_tb_path >= 0 && g_tb_path != 13) || !g_has_wgmma || ldk * 8 > 48 * 1024) return nullptr;
+  if (launch_tb_gemv_pdl(dP, dQ, dW, ldk, n, nullptr, st, epi) == cudaSuccess) return "tb_gemv_pdl+epilogue";
+  cudaGetLastError();  // e.g. no PDL support: the caller's unfused path
+  return nullptr;
+}
+
+const char *launch_i8_scaled(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int n, const GemvEpilogue &epi,
+                             cudaStream_t st) {
+  if (g_i8_path > 0) return nullptr;
+  launch_i8_gemv(dA, lda, dW, ldk, 1, n, nullptr, st, epi);
+  return "i8_gemv_dp4a+epilogue";
+}
+
 }  // namespace bwq_gemm
 
 extern "C" void bwq_cuda_set_paths(int tb_path, int i8_path) {

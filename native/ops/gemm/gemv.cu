@@ -3,6 +3,9 @@
 //   tb_gemv         ternary x binary, M <= 16 (a forced GEMV path): activation planes in shared memory
 //   i8_gemv         int8 x binary, M <= 8 per launch: 4 weight bits -> 4 bytes of +-1 -> dp4a
 //   tb_gemv_pdl     ternary x binary, M = 1 on Hopper, as a programmatic dependent launch
+// At M = 1 the ternary (Hopper) and int8 GEMVs also take the linear layer's epilogue (a GemvEpilogue): they then
+// store y[n] = fl(s[0] * wscale[n] * acc[n]) (the product in double, as native/ops/linear/linear.cu's
+// packed_epilogue) instead of the int32 sums, which saves the epilogue kernel of each decoding GEMV.
 #include "common.cuh"
 
 namespace bwq_gemm {
@@ -65,7 +68,8 @@ __global__ void __launch_bounds__(256) tb_gemv(const uint32_t *__restrict__ P, c
 // int8 x binary GEMV (M <= MT <= 8): warp per weight row; 4 weight bits -> 4 bytes of +-1 -> dp4a.
 template <int MT>
 __global__ void __launch_bounds__(256) i8_gemv(const int8_t *__restrict__ A, int lda, const uint32_t *__restrict__ W,
-                                               int ldk, int M, int N, int32_t *__restrict__ out, int ldo) {
+                                               int ldk, int M, int N, int32_t *__restrict__ out, int ldo,
+                                               GemvEpilogue epi) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int n = blockIdx.x * 8 + warp;
   if (n >= N) return;
@@ -105,7 +109,10 @@ __global__ void __launch_bounds__(256) i8_gemv(const int8_t *__restrict__ A, int
   for (int m = 0; m < MT; ++m) {
     int v = acc[m];
     for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (lane == m && m < M) out[(size_t)m * ldo + n] = v;
+    if (lane == m && m < M) {
+      if (epi.y) epi.y[(size_t)m * ldo + n] = epilogue_value(epi, m, n, v);
+      else out[(size_t)m * ldo + n] = v;
+    }
   }
 }
 
@@ -172,14 +179,18 @@ __device__ __forceinline__ void gemv_chunk(const uint4 &p, const uint4 &q, const
 // Sums each of the R per-lane partials over the warp with one redux.sync per sum (R instructions; lane r
 // stores column n0 + r < N).
 template <int R>
-__device__ __forceinline__ void gemv_redux_store(const int (&v)[R], int lane, int n0, int N, int32_t *__restrict__ out) {
+__device__ __forceinline__ void gemv_redux_store(const int (&v)[R], int lane, int n0, int N, int32_t *__restrict__ out,
+                                                 const GemvEpilogue &epi = GemvEpilogue{}) {
   int mine = 0;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int s = __reduce_add_sync(0xffffffffu, v[r]);
     if (lane == r) mine = s;
   }
-  if (lane < R && n0 + lane < N) out[n0 + lane] = mine;
+  if (lane < R && n0 + lane < N) {
+    if (epi.y) epi.y[n0 + lane] = epilogue_value(epi, 0, n0 + lane, mine);
+    else out[n0 + lane] = mine;
+  }
 }
 
 // A 16-byte load that ptxas keeps ahead of griddepcontrol.wait: it moves the wait above read-only (.nc)
@@ -223,7 +234,7 @@ __device__ __forceinline__ void gemv_preload(uint4 (&w)[CH][R], const uint4 *W4,
 template <int R, int CH, bool TAIL>
 __global__ void __launch_bounds__(256) tb_gemv_pdl(const uint32_t *__restrict__ P, const uint32_t *__restrict__ Q,
                                                    const uint32_t *__restrict__ W, int ldk, int N,
-                                                   int32_t *__restrict__ out) {
+                                                   int32_t *__restrict__ out, GemvEpilogue epi) {
   extern __shared__ uint4 act[];  // [ld4] plus, then [ld4] minus
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int n0 = (blockIdx.x * 8 + warp) * R;
@@ -258,7 +269,7 @@ __global__ void __launch_bounds__(256) tb_gemv_pdl(const uint32_t *__restrict__ 
       for (int r = 0; r < R; ++r) wr[r] = __ldg(W4 + (size_t)r * ld4 + i);
       gemv_chunk<R>(act[i], act[ld4 + i], wr, v);
     }
-  gemv_redux_store<R>(v, lane, n0, N, out);
+  gemv_redux_store<R>(v, lane, n0, N, out, epi);
 }
 
 }  // namespace
@@ -291,22 +302,27 @@ bool launch_tb_gemv_smem(const uint32_t *dP, const uint32_t *dQ, const uint32_t 
 // 4 columns per warp; the activation planes, 8 * ldk bytes, in shared memory. One preloaded chunk per lane
 // covers K <= 4096, where the two unused slots of CH = 3 cost 3-8 % (native/test/results/h100-gemv-m1-probe*.txt).
 cudaError_t launch_tb_gemv_pdl(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int n,
-                               int32_t *dOut, cudaStream_t st) {
+                               int32_t *dOut, cudaStream_t st, GemvEpilogue epi) {
   auto gemv = ldk <= 128 ? tb_gemv_pdl<4, 1, false> : tb_gemv_pdl<4, 3, true>;
-  return launch_pdl(gemv, dim3((n + 31) / 32), dim3(256), (size_t)ldk * 8, st, dP, dQ, dW, ldk, n, dOut);
+  return launch_pdl(gemv, dim3((n + 31) / 32), dim3(256), (size_t)ldk * 8, st, dP, dQ, dW, ldk, n, dOut, epi);
 }
 
 void launch_i8_gemv(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int m, int n, int32_t *dOut,
-                    cudaStream_t st) {
+                    cudaStream_t st, GemvEpilogue epi) {
+  if (epi.y && m == 1) {
+    i8_gemv<1><<<(n + 7) / 8, 256, 0, st>>>(dA, lda, dW, ldk, 1, n, dOut, n, epi);
+    return;
+  }
+  epi = GemvEpilogue{};  // (the fused epilogue is an M = 1 form; larger M store the int32 sums)
   const int blocks = (n + 7) / 8;
   for (int m0 = 0; m0 < m; m0 += 8) {
     const int mm = m - m0 < 8 ? m - m0 : 8;
     const int8_t *a = dA + (size_t)m0 * lda;
     int32_t *o = dOut + (size_t)m0 * n;
-    if (mm == 1) i8_gemv<1><<<blocks, 256, 0, st>>>(a, lda, dW, ldk, mm, n, o, n);
-    else if (mm <= 2) i8_gemv<2><<<blocks, 256, 0, st>>>(a, lda, dW, ldk, mm, n, o, n);
-    else if (mm <= 4) i8_gemv<4><<<blocks, 256, 0, st>>>(a, lda, dW, ldk, mm, n, o, n);
-    else i8_gemv<8><<<blocks, 256, 0, st>>>(a, lda, dW, ldk, mm, n, o, n);
+    if (mm == 1) i8_gemv<1><<<blocks, 256, 0, st>>>(a, lda, dW, ldk, mm, n, o, n, epi);
+    else if (mm <= 2) i8_gemv<2><<<blocks, 256, 0, st>>>(a, lda, dW, ldk, mm, n, o, n, epi);
+    else if (mm <= 4) i8_gemv<4><<<blocks, 256, 0, st>>>(a, lda, dW, ldk, mm, n, o, n, epi);
+    else i8_gemv<8><<<blocks, 256, 0, st>>>(a, lda, dW, ldk, mm, n, o, n, epi);
   }
 }
 

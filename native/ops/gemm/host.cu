@@ -406,4 +406,18 @@ const char *i8_gemm(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int 
   return launch_i8(dA, lda, dW, ldk, m, n, dOut, st);
 }
 
+const char *tb_gemv_scaled(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int n, const float *ds,
+                           const float *dWscale, float *dY, cudaStream_t st) {
+  GemvEpilogue e;
+  e.s = ds, e.wscale = dWscale, e.y = dY;
+  return launch_tb_scaled(dP, dQ, dW, ldk, n, e, st);
+}
+
+const char *i8_gemv_scaled(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int n, const float *ds,
+                           const float *dWscale, float *dY, cudaStream_t st) {
+  GemvEpilogue e;
+  e.s = ds, e.wscale = dWscale, e.y = dY;
+  return launch_i8_scaled(dA, lda, dW, ldk, n, e, st);
+}
+
 }  // namespace bwq_cuda

@@ -32,6 +32,13 @@ const char *tb_gemm(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, 
 // int8 x binary: out[m, n] = sum_k a[m,k] B[n,k]; returns the kernel's name.
 const char *i8_gemm(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int m, int n, int32_t *dOut,
                     cudaStream_t st);
+// One activation row (M = 1) with the linear layer's epilogue fused: y[n] = fl(s[0] * wscale[n] * acc[n]) (the
+// product in double). Returns the kernel's name, or nullptr when no fused GEMV takes the shape (or a path is
+// forced): the caller then runs tb_gemm / i8_gemm and the separate epilogue.
+const char *tb_gemv_scaled(const uint32_t *dP, const uint32_t *dQ, const uint32_t *dW, int ldk, int n, const float *ds,
+                           const float *dWscale, float *dY, cudaStream_t st);
+const char *i8_gemv_scaled(const int8_t *dA, int lda, const uint32_t *dW, int ldk, int n, const float *ds,
+                           const float *dWscale, float *dY, cudaStream_t st);
 
 // cuBLAS entry points (dlopen'ed; raw ints for the enums). False when no libcublas could be loaded.
 struct CublasApi {
