@@ -27,6 +27,7 @@ function freshEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 /** Where each install path sets the variable, and how its syntax spells it. */
 const SETTERS: [string, RegExp][] = [
   ['.ci/run', /^export ONNXRUNTIME_NODE_INSTALL=(\S+)$/m],
+  ['README.md', /^ONNXRUNTIME_NODE_INSTALL=(\S+) npm ci && npm test$/m],
   ['Dockerfile', /^ENV ONNXRUNTIME_NODE_INSTALL=(\S+)$/m],
   ['Dockerfile.cuda', /^ENV ONNXRUNTIME_NODE_INSTALL=(\S+)$/m],
   ['action.yml', /^\s+ONNXRUNTIME_NODE_INSTALL: (\S+)$/m],
