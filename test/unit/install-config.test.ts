@@ -53,9 +53,12 @@ describe('install configuration', () => {
         { env: freshEnv({ ONNXRUNTIME_NODE_INSTALL: value! }) });
       expect(JSON.parse(stdout), file).toBe(false);
     }
-    // and the variable is what the parser reads: without it the flag is unset (the script would download)
+    // and the variable is what the parser reads: without it the flag is unset (the script would download);
+    // .ci/run exports it, so it is removed from the environment here
+    const unset = freshEnv();
+    delete unset['ONNXRUNTIME_NODE_INSTALL'];
     const { stdout } = await run(process.execPath, ['-e', `process.stdout.write(String(require(${JSON.stringify(utils)}).parseInstallFlag()))`],
-      { env: freshEnv() });
+      { env: unset });
     expect(stdout).toBe('undefined');
   });
 });
