@@ -5,6 +5,7 @@
  * blocked TypeScript loop (float64 accumulation). None of these touch the packed 1-bit weights.
  * onnxruntime is imported on first use, so the 'js' mode runs without it.
  */
+import { gemmNN } from '../linalg/js-gemm.js';
 import { matmulTransB } from './transformer-ops.js';
 
 export type FloatGemmMode = 'ort' | 'js';
@@ -19,23 +20,6 @@ export interface FloatGemm {
 
 /** Products smaller than this (m·k·n multiply-adds) stay in TypeScript (session-call overhead). */
 const ORT_MIN_MACS = 1 << 20;
-
-function matmulPlain(a: Float32Array, m: number, k: number, b: Float32Array, n: number): Float32Array {
-  const c = new Float32Array(m * n);
-  const row = new Float64Array(n);
-  for (let i = 0; i < m; i++) {
-    row.fill(0);
-    const ao = i * k;
-    for (let p = 0; p < k; p++) {
-      const v = a[ao + p]!;
-      if (v === 0) continue;
-      const bo = p * n;
-      for (let j = 0; j < n; j++) row[j] = row[j]! + v * b[bo + j]!;
-    }
-    for (let j = 0; j < n; j++) c[i * n + j] = row[j]!;
-  }
-  return c;
-}
 
 type OrtMatmul = typeof import('../onnx/ort-matmul.js').ortMatmul;
 let ortMatmulLoaded: Promise<OrtMatmul> | undefined;
@@ -63,7 +47,7 @@ export function createFloatGemm(mode: FloatGemmMode, threads?: number): FloatGem
         return ortMatmul(a.length === m * k ? a : a.subarray(0, m * k), b.length === k * n ? b : b.subarray(0, k * n),
           m, k, n, options);
       }
-      return matmulPlain(a, m, k, b, n);
+      return gemmNN(a, b, m, k, n);
     },
   };
 }

@@ -3,6 +3,7 @@
  * GEMM with a [out, in] weight, RMSNorm, activations, softmax helpers.
  * Accumulation is in float64 (JS numbers); results are stored as float32.
  */
+import { gemmNT } from '../linalg/js-gemm.js';
 
 /**
  * C[m, n] = A[m, k] · W[n, k]ᵀ (nn.Linear layout), optionally accumulated into `out`.
@@ -10,52 +11,7 @@
  */
 export function matmulTransB(a: Float32Array, m: number, k: number, w: Float32Array, n: number,
   out?: Float32Array, accumulate = false): Float32Array {
-  if (a.length < m * k) throw new RangeError(`matmulTransB: A has ${a.length} elements, needs ${m}x${k}`);
-  if (w.length < n * k) throw new RangeError(`matmulTransB: W has ${w.length} elements, needs ${n}x${k}`);
-  const c = out ?? new Float32Array(m * n);
-  let i = 0;
-  for (; i + 4 <= m; i += 4) {
-    const a0 = i * k;
-    const a1 = a0 + k;
-    const a2 = a1 + k;
-    const a3 = a2 + k;
-    for (let j = 0; j < n; j++) {
-      const wo = j * k;
-      let s0 = 0;
-      let s1 = 0;
-      let s2 = 0;
-      let s3 = 0;
-      for (let p = 0; p < k; p++) {
-        const wv = w[wo + p]!;
-        s0 += a[a0 + p]! * wv;
-        s1 += a[a1 + p]! * wv;
-        s2 += a[a2 + p]! * wv;
-        s3 += a[a3 + p]! * wv;
-      }
-      if (accumulate) {
-        c[i * n + j] = c[i * n + j]! + s0;
-        c[(i + 1) * n + j] = c[(i + 1) * n + j]! + s1;
-        c[(i + 2) * n + j] = c[(i + 2) * n + j]! + s2;
-        c[(i + 3) * n + j] = c[(i + 3) * n + j]! + s3;
-      } else {
-        c[i * n + j] = s0;
-        c[(i + 1) * n + j] = s1;
-        c[(i + 2) * n + j] = s2;
-        c[(i + 3) * n + j] = s3;
-      }
-    }
-  }
-  for (; i < m; i++) {
-    const ao = i * k;
-    for (let j = 0; j < n; j++) {
-      const wo = j * k;
-      let s = 0;
-      for (let p = 0; p < k; p++) s += a[ao + p]! * w[wo + p]!;
-      if (accumulate) c[i * n + j] = c[i * n + j]! + s;
-      else c[i * n + j] = s;
-    }
-  }
-  return c;
+  return gemmNT(a, w, m, k, n, out, accumulate);
 }
 
 /** RMSNorm per row (as transformers' LlamaRMSNorm): y = w ⊙ x / sqrt(mean(x²) + eps). */
