@@ -18,11 +18,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BwqError } from '../errors.js';
 import { modelWeightNames, expectedShapes } from '../model/weights.js';
-import { DEFAULT_CALIBRATION_TEXT, DEFAULT_MODEL_DIR } from '../package-paths.js';
+import { DEFAULT_MODEL_DIR } from '../package-paths.js';
 import { quantizeModel, type QuantizeOptions } from '../pipeline/quantize.js';
 import type { Progress } from '../progress.js';
 import { randomModelSource } from '../runtime/random-model.js';
-import type { RuntimeDevice } from '../runtime/session.js';
+import { dtypeByteSize, type SafetensorsDtype } from '../safetensors/dtypes.js';
 import { writeSafetensors, type TensorToWrite } from '../safetensors/writer.js';
 import { loadBenchConfig } from './e2e.js';
 
@@ -30,14 +30,11 @@ import { loadBenchConfig } from './e2e.js';
 const BUNDLED_VOCAB = 4096;
 
 export interface QuantizeBenchOptions {
-  device: RuntimeDevice;
-  method: QuantizeOptions['method'];
+  /** the run, as `bwq quantize` parses its flags (src/cli/commands/quantize.ts parseQuantizeOptions); its
+   *  model and output directories are replaced by the bench's temporary ones */
+  quantize: QuantizeOptions;
   /** blocks quantized (the first `layers` of the config) */
   layers: number;
-  /** calibration windows and their length; undefined = quantize's defaults for the device */
-  nsamples?: number;
-  seqlen?: number;
-  threads?: number;
   progress: Progress;
 }
 
@@ -72,9 +69,9 @@ async function writeRandomCheckpoint(dir: string, raw: Record<string, unknown>, 
   const tensors: TensorToWrite[] = [];
   let bytes = 0;
   for (const [tensor, shape] of expectedShapes(config, modelWeightNames(config))) {
-    const { dtype } = store.info(tensor);
-    bytes += shape.reduce((a, b) => a * b, 1) * (dtype === 'BF16' ? 2 : 4);
-    tensors.push({ name: tensor, dtype: dtype as 'BF16' | 'F32', shape, data: () => store.readBytes(tensor) });
+    const dtype = store.info(tensor).dtype as SafetensorsDtype & TensorToWrite['dtype'];
+    bytes += shape.reduce((a, b) => a * b, 1) * dtypeByteSize(dtype);
+    tensors.push({ name: tensor, dtype, shape, data: () => store.readBytes(tensor) });
   }
   await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
   await writeFile(join(dir, 'config.json'), `${JSON.stringify({ ...raw, num_hidden_layers: layers, dtype: 'bfloat16' }, null, 2)}\n`);
@@ -98,20 +95,13 @@ export async function runQuantizeBench(configName: string, o: QuantizeBenchOptio
     o.progress.start(`writing a random ${name} checkpoint (${o.layers} of ${config.numLayers} blocks)`);
     const checkpointBytes = await writeRandomCheckpoint(modelDir, raw, name, o.layers, config);
     o.progress.succeed(`random ${name} checkpoint: ${o.layers} blocks, ${(checkpointBytes / 2 ** 30).toFixed(2)} GiB bf16`);
-    const summary = await quantizeModel({
-      modelDir, outDir: join(work, 'out'), method: o.method, aBits: o.method === 'bwta' ? 'ternary' : 6,
-      calibFile: DEFAULT_CALIBRATION_TEXT,
-      nsamples: o.nsamples ?? 32, nsamplesExplicit: o.nsamples !== undefined,
-      seqlen: o.seqlen ?? 512, seqlenExplicit: o.seqlen !== undefined,
-      rank: 8, seed: 0, force: false, device: o.device,
-      ...(o.threads === undefined ? {} : { threads: o.threads }),
-    }, o.progress);
+    const summary = await quantizeModel({ ...o.quantize, modelDir, outDir: join(work, 'out'), force: false }, o.progress);
     const blockSeconds = summary.layers.map((l) => l.seconds);
     const sum = blockSeconds.reduce((a, b) => a + b, 0);
     const mean = sum / Math.max(1, blockSeconds.length);
     const otherSeconds = Math.max(0, summary.seconds - sum);
     return {
-      config: name, method: o.method, device: summary.device, nsamples: summary.nsamples, seqlen: summary.seqlen,
+      config: name, method: summary.method, device: summary.device, nsamples: summary.nsamples, seqlen: summary.seqlen,
       layers: o.layers, configLayers: config.numLayers, checkpointBytes, blockSeconds, meanBlockSeconds: mean,
       totalSeconds: summary.seconds, otherSeconds, projectedSeconds: otherSeconds + mean * config.numLayers,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runQuantizeBench } from '../../src/bench/quantize.js';
+import { parseQuantizeOptions } from '../../src/cli/commands/quantize.js';
 import { PACKAGE_ROOT } from '../../src/package-paths.js';
 import type { Progress } from '../../src/progress.js';
 import { tempDirs } from '../helpers/temp-dirs.js';
@@ -19,12 +20,16 @@ function smallConfig(overrides: Record<string, unknown> = {}): string {
   return path;
 }
 
+/** The run as `bwq quantize --method M --device cpu [--nsamples N --seqlen T]` parses it. */
+const run = (method: string, extra: { nsamples?: string; seqlen?: string } = {}) =>
+  parseQuantizeOptions(undefined, { output: 'unused', method, device: 'cpu', ...extra });
+
 const benchDirs = (): string[] => readdirSync(tmpdir()).filter((d) => d.startsWith('bwq-bench-quantize-'));
 
 describe('bwq bench --quantize', () => {
   it('times the first blocks of a random checkpoint and projects the whole model from them', async () => {
     const before = benchDirs();
-    const r = await runQuantizeBench(smallConfig(), { device: 'cpu', method: 'bwla', layers: 2, nsamples: 2, seqlen: 32, progress: quiet });
+    const r = await runQuantizeBench(smallConfig(), { quantize: run('bwla', { nsamples: '2', seqlen: '32' }), layers: 2, progress: quiet });
     expect(r.config).toBe('small-llama');
     expect([r.nsamples, r.seqlen, r.layers, r.configLayers]).toEqual([2, 32, 2, 6]);
     expect(r.device).toMatch(/^cpu/);
@@ -43,9 +48,9 @@ describe('bwq bench --quantize', () => {
   }, 120_000);
 
   it('refuses more layers than the config has, and a vocabulary smaller than the bundled tokenizer\'s', async () => {
-    await expect(runQuantizeBench(smallConfig(), { device: 'cpu', method: 'rtn', layers: 7, progress: quiet }))
+    await expect(runQuantizeBench(smallConfig(), { quantize: run('rtn'), layers: 7, progress: quiet }))
       .rejects.toThrow('--layers 7 exceeds the config\'s num_hidden_layers 6');
-    await expect(runQuantizeBench(smallConfig({ vocab_size: 1000 }), { device: 'cpu', method: 'rtn', layers: 1, progress: quiet }))
+    await expect(runQuantizeBench(smallConfig({ vocab_size: 1000 }), { quantize: run('rtn'), layers: 1, progress: quiet }))
       .rejects.toThrow('vocab_size >= 4096');
   });
 });

@@ -15,6 +15,7 @@ import { packSignRows, packTernaryRows } from '../../quant/pack.js';
 import { E2E_CONFIGS, formatE2e, runE2eBench, type E2eOptions } from '../../bench/e2e.js';
 import { formatQuantizeBench, runQuantizeBench, type QuantizeBenchOptions } from '../../bench/quantize.js';
 import { createProgress } from '../progress.js';
+import { parseQuantizeOptions } from './quantize.js';
 import { RANDOM_VARIANTS, type RandomVariant } from '../../runtime/random-model.js';
 import type { RuntimeDevice } from '../../runtime/session.js';
 import { parseIntegerFlag } from '../output.js';
@@ -248,18 +249,16 @@ export function e2eOptions(f: E2eFlags, log: (line: string) => void): E2eOptions
   };
 }
 
-/** The --quantize flags as QuantizeBenchOptions (usage errors for bad values). */
+/** The --quantize flags as QuantizeBenchOptions: the run is parsed as `bwq quantize` parses it (its defaults, the
+ *  method's activation bits and reconstruction, usage errors), with the bench's own temporary OUT_DIR. */
 export function quantizeBenchOptions(f: QuantizeBenchFlags & E2eFlags & { threads?: string; json?: boolean }): QuantizeBenchOptions {
-  const device = (f.device ?? 'auto') as RuntimeDevice;
-  if (!['auto', 'cuda', 'cpu'].includes(device)) throw usageError(`--device must be one of auto, cuda, cpu, got "${f.device}"`);
-  const method = (f.method ?? 'bwla') as QuantizeBenchOptions['method'];
-  if (!['bwla', 'bwta', 'rtn'].includes(method)) throw usageError(`--method must be one of bwla, bwta, rtn, got "${f.method}"`);
+  const quantize = parseQuantizeOptions(undefined, {
+    output: 'bench-quantize-output', method: f.method ?? 'bwla', nsamples: f.nsamples, seqlen: f.seqlen,
+    threads: f.threads, device: f.device ?? 'auto',
+  });
   return {
-    device, method,
+    quantize,
     layers: f.layers === undefined ? 2 : parseIntegerFlag('--layers', f.layers, 1),
-    ...(f.nsamples === undefined ? {} : { nsamples: parseIntegerFlag('--nsamples', f.nsamples, 1) }),
-    ...(f.seqlen === undefined ? {} : { seqlen: parseIntegerFlag('--seqlen', f.seqlen, 2) }),
-    ...(f.threads === undefined ? {} : { threads: parseIntegerFlag('--threads', f.threads, 1) }),
     progress: createProgress({ stream: process.stderr }),
   };
 }
