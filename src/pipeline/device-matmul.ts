@@ -5,7 +5,7 @@
  * c = a·wᵀ with a [m, k] and w [n, k]; the other transposition cases are rearranged on the host first (O(mk + kn)
  * copies against O(mkn) multiply-adds).
  */
-import type { Floats } from '../linalg/dense.js';
+import { toFloat32, type Floats } from '../linalg/dense.js';
 import type { Matmul } from '../linalg/matmul.js';
 
 /** 2^18 multiply-adds, the host's own threshold for leaving its float64 JS GEMM: every product the host would
@@ -22,11 +22,9 @@ export function transposeToF32(x: Floats, rows: number, cols: number): Float32Ar
   return out;
 }
 
+/** The first `count` values as float32 (no copy when they already are). */
 function asF32(x: Floats, count: number): Float32Array {
-  if (x instanceof Float32Array) return x.length === count ? x : x.subarray(0, count);
-  const out = new Float32Array(count);
-  for (let i = 0; i < count; i++) out[i] = x[i]!;
-  return out;
+  return toFloat32(x.length === count ? x : x.subarray(0, count));
 }
 
 export function deviceMatmul(

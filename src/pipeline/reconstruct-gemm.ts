@@ -3,6 +3,7 @@
  * (transA / transB attributes, so nothing is transposed in JS; one session per layout). Products below
  * 2¹⁶ multiply-adds and float64 operands stay in the TypeScript loops.
  */
+import { toFloat32 } from '../linalg/dense.js';
 import { createGemmSessions } from '../onnx/gemm-sessions.js';
 import { gemmNN, gemmNT, gemmTN, type Arr, type Gemm } from '../quant/reconstruct/gemm.js';
 
@@ -15,8 +16,7 @@ export interface ClosableGemm extends Gemm {
 export function createOrtGemm(threads?: number): ClosableGemm {
   const sessions = createGemmSessions('bwq-reconstruct-gemm', threads);
   const run = async <T extends Arr>(ta: boolean, tb: boolean, a: T, b: Arr, m: number, k: number, n: number): Promise<T> => {
-    const b32 = b instanceof Float32Array ? b : new Float32Array(b);
-    return (await sessions.run(ta, tb, a as Float32Array, b32, m, k, n)) as T;
+    return (await sessions.run(ta, tb, a as Float32Array, toFloat32(b), m, k, n)) as T;
   };
   const small = (a: Arr, m: number, k: number, n: number): boolean => !(a instanceof Float32Array) || m * k * n < SMALL || m === 0 || n === 0 || k === 0;
   return {
