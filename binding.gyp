@@ -29,7 +29,7 @@
                   "native/ops/rope/rope_cpu.cpp", "native/ops/rotate/rotate_cpu.cpp",
                   "native/ops/quantize/quantize_cpu.cpp", "native/ops/linear/linear_cpu.cpp",
                   "native/ops/attention/attention_cpu.cpp", "native/ops/elementwise/elementwise_cpu.cpp",
-                  "native/ops/loss/loss_cpu.cpp"],
+                  "native/ops/loss/loss_cpu.cpp", "native/ops/okt/okt_host.cpp"],
       "dependencies": ["bwq_kernels_avx2", "bwq_kernels_avx512"],
       "cflags_cc": ["-O3", "-fPIC"],
       "libraries": ["-ldl", "-lpthread"]
@@ -48,7 +48,8 @@
             "native/runtime/backend.h", "native/runtime/cuda_backend.cu", "native/ops/ops_cuda.cuh",
             "native/ops/embed/embed.cu", "native/ops/norm/norm.cu", "native/ops/rope/rope.cu",
             "native/ops/rotate/rotate.cu", "native/ops/quantize/quantize.cu", "native/ops/linear/linear.cu",
-            "native/ops/attention/attention.cu", "native/ops/elementwise/elementwise.cu", "native/ops/loss/loss.cu"
+            "native/ops/attention/attention.cu", "native/ops/elementwise/elementwise.cu", "native/ops/loss/loss.cu",
+            "native/ops/okt/okt.h", "native/ops/okt/okt.cu", "native/ops/okt/okt_host.cpp"
           ],
           "outputs": ["<(PRODUCT_DIR)/bwq_cuda.stamp"],
           "action": ["sh", "native/build-cuda.sh", "<(PRODUCT_DIR)"]

@@ -34,6 +34,8 @@ TMP="$OUT_DIR/libbwq_cuda.so.tmp"
 # ops/gemm/), one shared library; no device code crosses files, so no relocatable device code.
 set -- "$HERE/runtime/cuda_backend.cu"
 for f in "$HERE"/ops/*/*.cu; do [ -f "$f" ] && set -- "$@" "$f"; done
+# host C++ that the device ops call (the OKT's polar factor; the addon compiles its own copy)
+set -- "$@" "$HERE/ops/okt/okt_host.cpp"
 # shellcheck disable=SC2086
 if "$NVCC" -O3 -std=c++17 -shared -Xcompiler -fPIC,-fvisibility=hidden -cudart static --threads 0 $GENCODE \
     -o "$TMP" "$@"; then

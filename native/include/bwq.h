@@ -128,6 +128,43 @@ typedef struct bwq_bench_result {
  * cuBLAS is opened with dlopen (libcublas.so.13/.12/.so); if missing, ms_cublas = 0 and BWQ_ECUBLAS. */
 BWQ_EXPORT int bwq_cuda_bench(int kind, int m, int n, int k, int warmup, int reps, bwq_bench_result *result);
 
+/* ---------------- OKT of BWLA (native/ops/okt/, docs/ALGORITHMS.md §OKT) ----------------
+ * The EM of src/quant/okt.ts learnOkt in one call: R = R1 (x) R2 (R1 [a, a], R2 [b, b], k = a*b) for the
+ * weight matrices of one group (each scaled by 1/rms(W) and stacked) and optional calibration rows. */
+typedef struct bwq_okt_problem {
+  const float *const *weights; /* n_weights matrices, row-major [rows[i], k] (host memory) */
+  const int *rows;
+  int n_weights;
+  int k, a, b;                   /* k = a*b */
+  const float *activations;      /* [tokens, k] unrotated, or NULL */
+  int tokens;
+  double activation_weight;      /* lambda (the activation term is used when > 0 and activations are given) */
+  const double *r1_init;         /* [a*a] row-major */
+  const double *r2_init;         /* [b*b] */
+  int iterations;                /* cap of the exact stage */
+  double tolerance;              /* a stage stops when prev - J <= tolerance * prev */
+  const double *anneal;          /* smoothing schedule sigma (n_anneal stages before the exact one) */
+  int n_anneal;
+  int anneal_iterations;         /* cap of each smoothing stage */
+} bwq_okt_problem;
+
+typedef struct bwq_okt_result {
+  double *r1, *r2;               /* caller's [a*a], [b*b]: the learned factors */
+  double *history;               /* caller's [iterations + 1]: J of the exact stage, before and after each iteration */
+  int history_len;
+  int iterations;                /* iterations of the exact stage */
+  int converged;                 /* 1 when the exact stage stopped on the tolerance */
+  double weight_error_before, weight_error_after;
+  double tail_before, tail_after; /* NaN without the activation term's rows */
+} bwq_okt_result;
+
+/* Orthogonal polar factor R = U V^T of M = U S V^T [n, n] (row-major, double) by one-sided Jacobi, as
+ * src/linalg/procrustes.ts. In the addon (CPU); libbwq_cuda.so carries its own copy for the device OKT. */
+BWQ_EXPORT int bwq_okt_polar(const double *m, int n, double *r);
+/* The device OKT on a CUDA device of its own (a fresh stream and cuBLAS handle; the runtime's models use their
+ * backend's, native/runtime/model.h okt_on_device). BWQ_OK, or an error code with a one-line message. */
+BWQ_EXPORT int bwq_cuda_okt(const bwq_okt_problem *problem, bwq_okt_result *result, char *msg, size_t msg_len);
+
 #ifdef __cplusplus
 }
 #endif

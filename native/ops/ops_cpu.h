@@ -29,7 +29,9 @@ void parallel_rows(int rows, int min_rows, const std::function<void(int, int)> &
 void embed(const int32_t *ids, int rows, const void *table, DType dtype, int hidden, float *out);
 void rms_norm(const float *x, int rows, int cols, const float *w, float eps, float *y);
 void rope(float *x, int rows, int heads, int head_dim, const float *inv_freq, int half, const int32_t *positions);
-void kron_rotate(const float *x, int rows, int a, int b, const float *r1, const float *r2, float *tmp, float *y);
+// y[r] = x[r] diag(R1 (x) R2, R3), row width a*b + rem (rem = 0: R1 (x) R2, r3 unused)
+void kron_rotate(const float *x, int rows, int a, int b, int rem, const float *r1, const float *r2, const float *r3,
+                 float *tmp, float *y);
 
 // One row of a quantizer: codes as int32 (INT up to 24 bits, TERNARY, BINARY), the row's scale returned.
 float quantize_row(const float *x, int cols, const Quantizer &q, int32_t *codes);
@@ -38,6 +40,8 @@ void quantize(const float *x, int rows, int cols, const Quantizer &q, Codes &cod
 void packed_linear(const Codes &codes, int rows, const PackedWeights &w, const float *wscale, int32_t *acc, float *y);
 void float_binary_linear(const float *x, int rows, const PackedWeights &w, const float *wscale, float *y);
 void gemm(const float *a, int m, int lda, const FloatWeights &w, float *c, int ldc, bool accumulate);
+// h[cols, cols] += x^T x (x [rows, cols]): x transposed once, then gemm with accumulate (threads over h's rows).
+void gram(const float *x, int rows, int cols, float *h);
 // One thread's block of gemm: c[0:m, 0:nn] (+)= a[0:m, 0:k] . w[0:nn, 0:k] for float32 w (row stride ldw).
 void panel_gemm(const float *a, int m, int lda, const float *w, int ldw, int nn, int k, float *c, int ldc,
                 bool accumulate);

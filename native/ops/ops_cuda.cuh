@@ -52,8 +52,9 @@ cudaError_t rms_norm(const float *x, int rows, int cols, const float *w, float e
 cudaError_t rope(float *x, int rows, int heads, int head_dim, const float *inv_freq, int half,
                  const int32_t *positions, cudaStream_t st);
 // ---- rotate.cu (max_smem: the device's opt-in limit of dynamic shared memory per block)
-cudaError_t kron_rotate(const float *x, int rows, int a, int b, const float *r1, const float *r2, float *tmp,
-                        float *y, int max_smem, cudaStream_t st);
+// row width K = a*b + rem; the last rem entries of a row are multiplied by R3 [rem, rem] (rem = 0: none).
+cudaError_t kron_rotate(const float *x, int rows, int a, int b, int rem, const float *r1, const float *r2,
+                        const float *r3, float *tmp, float *y, int max_smem, cudaStream_t st);
 // ---- quantize.cu: codes in the padded layout of Codes (i8/i8_low row stride ld_bytes, planes ld_words).
 cudaError_t quantize(const float *x, int rows, int cols, const Quantizer &q, const bwq::rt::Codes &codes,
                      float *x_hat, cudaStream_t st);
@@ -71,6 +72,8 @@ cudaError_t convert_rows(const float *a, int m, int k, int lda, DType dtype, voi
 // c[m, n] (+)= sum_k a[m,k] W[n,k] with float accumulation, for when cuBLAS is not available.
 cudaError_t gemm_simple(const float *a, int m, int lda, const void *w, DType dtype, int n, int k, float *c, int ldc,
                         bool accumulate, cudaStream_t st);
+// h[cols, cols] += x^T x (x [rows, cols]) with float accumulation, for when cuBLAS is not available.
+cudaError_t gram_simple(const float *x, int rows, int cols, float *h, cudaStream_t st);
 // ---- elementwise.cu
 cudaError_t add_bias(float *y, int rows, int cols, const float *bias, cudaStream_t st);
 cudaError_t add(float *a, const float *b, size_t count, cudaStream_t st);

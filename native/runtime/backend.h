@@ -16,6 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct bwq_okt_problem;  // include/bwq.h
+struct bwq_okt_result;
+
 namespace bwq {
 namespace rt {
 
@@ -83,7 +86,7 @@ struct AttentionShape {
   int batch = 1, t = 1, pos0 = 0;
   int n_heads = 1, n_kv_heads = 1, head_dim = 1;
   int sliding_window = 0;  // keys with i - j >= window are masked; 0 = plain causal
-  int probs_len = 0;       // row length of the probabilities quantizer (the forward call's pos0 + t; >= pos0 + t)
+  int probs_len = 0;       // row length of a 'window' probs quantizer and of probs_out (the call's pos0 + t; >= pos0 + t)
   double scaling = 1;      // 1/sqrt(head_dim) (double, as the reference multiplies)
   // When set (device memory): the softmax probabilities before the probs quantizer are written here,
   // [batch, n_heads, t, probs_len] (masked entries 0) — the calibration of the probs quantizer reads them.
@@ -91,6 +94,11 @@ struct AttentionShape {
 };
 struct AttentionRecipe {
   Quantizer query, key, probs, value;
+  // Which entries of a query's probability row the probs quantizer's statistics (the ternary threshold's and the
+  // binary scale's mean |p|) are taken over (src/quant/recipe.ts ProbsRow): true = the query's unmasked keys
+  // [lo, pos] only (the same row at any window length, prefill or decode); false = the whole row of length
+  // probs_len, masked zeros included (recipes written before issue #16).
+  bool probs_unmasked = false;
 };
 
 // The KV cache of one layer for `batch` sequences of up to `max_t` positions, per (sequence, position, kv head):
@@ -150,9 +158,10 @@ struct Backend {
   // x'_i = fl(x_i c) - fl(x_{i+half} s), x'_{i+half} = fl(x_{i+half} c) + fl(x_i s).
   virtual void rope(float *x, int rows, int heads, int head_dim, const float *inv_freq, int half,
                     const int32_t *positions) = 0;
-  // y[r] = x[r] (R1 (x) R2), K = a*b: X = x[r] as [a, b], Y = R1^T X R2 (tmp: rows*a*b floats). y != x.
-  virtual void kron_rotate(const float *x, int rows, int a, int b, const float *r1, const float *r2, float *tmp,
-                           float *y) = 0;
+  // y[r] = x[r] diag(R1 (x) R2, R3), row width K = a*b + rem: X = x[r][0, a*b) as [a, b], Y = R1^T X R2;
+  // y[r][a*b + j] = sum_q x[r][a*b + q] R3[q, j] (rem = 0: no remainder, r3 unused). tmp: rows*K floats. y != x.
+  virtual void kron_rotate(const float *x, int rows, int a, int b, int rem, const float *r1, const float *r2,
+                           const float *r3, float *tmp, float *y) = 0;
   // Quantizes every row of x [rows, cols] with q into `codes` (form code_form(q)), and when x_hat is not null
   // writes x_hat = s*code (for NONE: a copy of x) [rows, cols].
   virtual void quantize(const float *x, int rows, int cols, const Quantizer &q, Codes &codes, float *x_hat) = 0;
@@ -164,9 +173,20 @@ struct Backend {
   // y[m, n] = wscale[n] * sum_k x[m,k] B[n,k] (float32 accumulation), for float activations on a packed linear.
   virtual void float_binary_linear(const float *x, int rows, const PackedWeights &w, const float *wscale,
                                    float *y) = 0;
+  // h[cols, cols] += x^T x for x float32 [rows, cols] (row-major): the Gram matrix of the rows, accumulated in
+  // float32 (every entry written; cuBLAS GEMM with beta = 1 on CUDA). The quantize pipeline's statistics over every
+  // calibration token (docs/ALGORITHMS.md "Calibration statistics").
+  virtual void gram(const float *x, int rows, int cols, float *h) = 0;
   // c[m, n] (+)= sum_k a[m,k] W[n,k]: a float32 [m, k] (row stride lda), W in its dtype; c row stride ldc.
   // Backends may round a to W's dtype when W is 16-bit (cuBLAS); the CPU backend accumulates in float32.
   virtual void gemm(const float *a, int m, int lda, const FloatWeights &w, float *c, int ldc, bool accumulate) = 0;
+  // c[m, n] = op(A) op(B), float32 row-major, c overwritten: op(A) = a [m, k] (trans_a: a^T, a stored [k, m]),
+  // op(B) = b [k, n] (trans_b: b^T, b stored [n, k]). Returns false when the backend has no such product (the caller
+  // rearranges the operands on the host and calls gemm); cuBLAS takes both transpositions as flags.
+  virtual bool gemm_t(bool trans_a, bool trans_b, const float *a, const float *b, int m, int k, int n, float *c) {
+    (void)trans_a, (void)trans_b, (void)a, (void)b, (void)m, (void)k, (void)n, (void)c;
+    return false;
+  }
   // y[r, :] += bias
   virtual void add_bias(float *y, int rows, int cols, const float *bias) = 0;
   // a[i] += b[i]
@@ -184,7 +204,8 @@ struct Backend {
   //   fl((s_q*scaling) * s_k * (code_q . code_k)) in double, else fl(fl(q_hat . k_hat) * scaling);
   //   P_i = softmax over the unmasked keys j (masked P = 0; exp(score - max) in float32 within 2 ulp on the CPU,
   //   in double on CUDA: the backends agree within float rounding); P_hat = probs quantizer over the
-  //   whole row of length probs_len (masked zeros included); ctx_i = sum_j P_hat_ij v_hat_j.
+  //   query's unmasked keys (r.probs_unmasked) or over the whole row of length probs_len (masked zeros
+  //   included); ctx_i = sum_j P_hat_ij v_hat_j.
   virtual void attention(const float *q, const KvLayer &kv, const AttentionShape &shape, const AttentionRecipe &r,
                          float *ctx) = 0;
   // nll[r] = log sum_v exp(logits[r, v]) - logits[r, target[r]], sums in double (the exponentials in float32 on
@@ -192,6 +213,16 @@ struct Backend {
   virtual void nll_rows(const float *logits, int rows, int vocab, const int32_t *targets, double *nll) = 0;
   // dst rows [i] = src rows [index[i]] (row length cols floats); index on the host.
   virtual void gather_rows(const float *src, int cols, const int *index_host, int count, float *dst) = 0;
+
+  // ---- the quantize pipeline's transforms
+  // The OKT of BWLA in one call (native/ops/okt/okt.h, bwq.h bwq_okt_problem; host arrays in and out, device
+  // memory for the call). False when this backend has none (the CPU: the TypeScript reference runs instead;
+  // error() stays unset) or when it failed (error() says why). Synchronous.
+  virtual bool learn_okt(const bwq_okt_problem &p, bwq_okt_result &r) {
+    (void)p;
+    (void)r;
+    return false;
+  }
 };
 
 // The CPU backend (threads, AVX2/AVX-512 kernels of native/src). Never null.

@@ -92,9 +92,9 @@ class CpuBackend : public Backend {
             const int32_t *positions) override {
     cpu::rope(x, rows, heads, head_dim, inv_freq, half, positions);
   }
-  void kron_rotate(const float *x, int rows, int a, int b, const float *r1, const float *r2, float *tmp,
-                   float *y) override {
-    cpu::kron_rotate(x, rows, a, b, r1, r2, tmp, y);
+  void kron_rotate(const float *x, int rows, int a, int b, int rem, const float *r1, const float *r2,
+                   const float *r3, float *tmp, float *y) override {
+    cpu::kron_rotate(x, rows, a, b, rem, r1, r2, r3, tmp, y);
   }
   void quantize(const float *x, int rows, int cols, const Quantizer &q, Codes &codes, float *x_hat) override {
     cpu::quantize(x, rows, cols, q, codes, x_hat);
@@ -109,6 +109,7 @@ class CpuBackend : public Backend {
   void gemm(const float *a, int m, int lda, const FloatWeights &w, float *c, int ldc, bool accumulate) override {
     cpu::gemm(a, m, lda, w, c, ldc, accumulate);
   }
+  void gram(const float *x, int rows, int cols, float *h) override { cpu::gram(x, rows, cols, h); }
   void add_bias(float *y, int rows, int cols, const float *bias) override { cpu::add_bias(y, rows, cols, bias); }
   void add(float *a, const float *b, size_t count) override { cpu::add(a, b, count); }
   void gated_act(float *gate, const float *up, size_t count, Act act) override {

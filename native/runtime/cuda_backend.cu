@@ -12,6 +12,7 @@
 #include "../ops/gemm/packed_gemm.cuh"
 #include "../include/bwq.h"
 #include "../ops/ops_cuda.cuh"
+#include "../ops/okt/okt.h"
 #include "backend.h"
 
 namespace {
@@ -200,10 +201,10 @@ class CudaBackend final : public Backend {
     if (2 * half > head_dim) return (void)fail("rope: 2*half = %d exceeds head_dim %d", 2 * half, head_dim);
     check("rope", bwq_ops::rope(x, rows, heads, head_dim, inv_freq, half, positions, st_));
   }
-  void kron_rotate(const float *x, int rows, int a, int b, const float *r1, const float *r2, float *tmp,
-                   float *y) override {
-    if (!has_err_ && rows > 0 && a > 0 && b > 0)
-      check("kron_rotate", bwq_ops::kron_rotate(x, rows, a, b, r1, r2, tmp, y, max_smem_, st_));
+  void kron_rotate(const float *x, int rows, int a, int b, int rem, const float *r1, const float *r2,
+                   const float *r3, float *tmp, float *y) override {
+    if (!has_err_ && rows > 0 && a > 0 && b > 0 && rem >= 0)
+      check("kron_rotate", bwq_ops::kron_rotate(x, rows, a, b, rem, r1, r2, r3, tmp, y, max_smem_, st_));
   }
   void quantize(const float *x, int rows, int cols, const Quantizer &q, Codes &codes, float *x_hat) override {
     if (has_err_ || rows <= 0 || cols <= 0) return;
@@ -280,6 +281,32 @@ class CudaBackend final : public Backend {
                                  c, kR32F, ldc, kCompute32F, kGemmDefault);
     if (rc != 0) fail("cuBLAS error %d in gemm (%d x %d x %d)", rc, m, n, k);
   }
+  // h = x^T x + h: x's row-major memory read column-major (ld cols) is A = x^T [cols, rows], and A A^T (N, T) with
+  // beta = 1 accumulates the Gram matrix (symmetric, so its storage order does not matter).
+  void gram(const float *x, int rows, int cols, float *h) override {
+    if (has_err_ || rows <= 0 || cols <= 0) return;
+    if (!blas_handle_) {
+      check("gram", bwq_ops::gram_simple(x, rows, cols, h, st_));
+      return;
+    }
+    const float alpha = 1.0f, beta = 1.0f;
+    const int rc = blas_.gemm_ex(blas_handle_, kOpN, kOpT, cols, cols, rows, &alpha, x, kR32F, cols, x, kR32F, cols,
+                                 &beta, h, kR32F, cols, kCompute32F, kGemmDefault);
+    if (rc != 0) fail("cuBLAS error %d in gram (%d rows x %d)", rc, rows, cols);
+  }
+  // Row-major C [m, n] is column-major C^T [n, m] = op(B)^T op(A)^T. b's memory read column-major is b^T: [n, k]
+  // with ld n (b stored [k, n]) → op N; b stored [n, k] (trans_b) reads as [k, n] with ld k → op T. Likewise a:
+  // stored [m, k] reads as [k, m] with ld k → op N; stored [k, m] (trans_a) reads as [m, k] with ld m → op T.
+  bool gemm_t(bool trans_a, bool trans_b, const float *a, const float *b, int m, int k, int n, float *c) override {
+    if (!blas_handle_) return false;
+    if (has_err_ || m <= 0 || n <= 0 || k <= 0) return true;
+    const float alpha = 1.0f, beta = 0.0f;
+    const int rc = blas_.gemm_ex(blas_handle_, trans_b ? kOpT : kOpN, trans_a ? kOpT : kOpN, n, m, k, &alpha, b, kR32F,
+                                 trans_b ? k : n, a, kR32F, trans_a ? m : k, &beta, c, kR32F, n, kCompute32F,
+                                 kGemmDefault);
+    if (rc != 0) fail("cuBLAS error %d in gemm_t (%d x %d x %d, trans %d %d)", rc, m, n, k, (int)trans_a, (int)trans_b);
+    return true;
+  }
   void add_bias(float *y, int rows, int cols, const float *bias) override {
     if (!has_err_ && rows > 0 && cols > 0) check("add_bias", bwq_ops::add_bias(y, rows, cols, bias, st_));
   }
@@ -322,6 +349,13 @@ class CudaBackend final : public Backend {
     int *d = (int *)grow(index_, (size_t)count * sizeof(int), "gather_rows");
     if (d && copy_in(d, index_host, (size_t)count * sizeof(int), "gather_rows"))
       check("gather_rows", bwq_ops::gather_rows(src, cols, d, count, dst, st_));
+  }
+
+  bool learn_okt(const bwq_okt_problem &p, bwq_okt_result &r) override {
+    if (has_err_) return false;
+    if (!blas_handle_) return fail("the device OKT needs cuBLAS (libcublas was not found)");
+    const std::string e = bwq_okt::run_on_stream(p, r, st_, blas_, blas_handle_);
+    return e.empty() || fail("%s", e.c_str());
   }
 
  private:

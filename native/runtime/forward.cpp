@@ -136,7 +136,7 @@ void Session::prepare(int input, const float *x, int rows, int cols) {
   const float *src = x;
   if (in.rotation >= 0) {
     const Rotation &r = m_.rotations[in.rotation];
-    be_->kron_rotate(x, rows, r.a, r.b, r.r1, r.r2, tmp_, xr_);
+    be_->kron_rotate(x, rows, r.a, r.b, r.r, r.r1, r.r2, r.r3, tmp_, xr_);
     src = xr_;
   }
   const CodeForm form = code_form(in.quantizer);
@@ -172,6 +172,18 @@ void Session::layer(int l, int rows, int chunk_t, int pos, int probs_len, const 
   auto tap = [&](float *dst, const float *src, int width) {
     if (taps && dst) scatter_rows(src, width, chunk_t, pos, t, dst);
   };
+  // a linear input: its Gram matrix over every token of the chunk, and its rows (all, or the selected ones)
+  auto input_tap = [&](GramTap g, float *dst, const float *src, int width) {
+    if (!taps) return;
+    if (taps->gram[g]) be_->gram(src, rows, width, m_.gram[g]);
+    if (!dst) return;
+    if (!taps->rows) return scatter_rows(src, width, chunk_t, pos, t, dst);
+    for (int i = 0; i < taps->n_rows; ++i) {
+      const int b = taps->rows[i] / t, p = taps->rows[i] % t;
+      if (p >= pos && p < pos + chunk_t)
+        be_->download(dst + (size_t)i * width, src + ((size_t)b * chunk_t + (p - pos)) * width, 4 * (size_t)width);
+    }
+  };
   if (int8_codes(L.attention.key) && !kv_[l].k_codes) {
     // a recipe set after the session was made (a block being quantized) may quantize the keys to codes
     const size_t slots = (size_t)batch_ * max_t_;
@@ -180,7 +192,7 @@ void Session::layer(int l, int rows, int chunk_t, int pos, int probs_len, const 
   }
   // attention
   be_->rms_norm(h_, rows, c.hidden, L.input_norm, c.eps, x_);
-  tap(taps ? taps->attn_input : nullptr, x_, c.hidden);
+  input_tap(GRAM_ATTN_INPUT, taps ? taps->attn_input : nullptr, x_, c.hidden);
   prepared_ = -1;
   linear(L.linears[Q_PROJ], x_, rows, q_);
   linear(L.linears[K_PROJ], x_, rows, k_);
@@ -213,18 +225,18 @@ void Session::layer(int l, int rows, int chunk_t, int pos, int probs_len, const 
     for (int bh = 0; bh < batch_ * c.n_heads; ++bh)
       be_->download(taps->probs + ((size_t)bh * t + pos) * t, probs_dev_ + (size_t)bh * chunk_t * t,
                     4 * (size_t)chunk_t * t);
-  tap(taps ? taps->attn_context : nullptr, x_, qw);
+  input_tap(GRAM_ATTN_CONTEXT, taps ? taps->attn_context : nullptr, x_, qw);
   prepared_ = -1;
   linear(L.linears[O_PROJ], x_, rows, out_);
   be_->add(h_, out_, (size_t)rows * c.hidden);
   // MLP
   be_->rms_norm(h_, rows, c.hidden, L.post_norm, c.eps, x_);
-  tap(taps ? taps->mlp_input : nullptr, x_, c.hidden);
+  input_tap(GRAM_MLP_INPUT, taps ? taps->mlp_input : nullptr, x_, c.hidden);
   prepared_ = -1;
   linear(L.linears[GATE_PROJ], x_, rows, gate_);
   linear(L.linears[UP_PROJ], x_, rows, up_);
   be_->gated_act(gate_, up_, (size_t)rows * c.intermediate, c.act);
-  tap(taps ? taps->mlp_hidden : nullptr, gate_, c.intermediate);
+  input_tap(GRAM_MLP_HIDDEN, taps ? taps->mlp_hidden : nullptr, gate_, c.intermediate);
   prepared_ = -1;
   linear(L.linears[DOWN_PROJ], gate_, rows, out_);
   be_->add(h_, out_, (size_t)rows * c.hidden);
@@ -240,6 +252,19 @@ std::string Session::run_block(int l, const float *hidden, int t, float *out, co
   if (l < 0 || l >= c.n_layers) return "no layer " + std::to_string(l);
   if (t < 1 || t > max_t_) return "block run of " + std::to_string(t) + " positions, the cache holds " + std::to_string(max_t_);
   pos_ = 0;
+  const int widths[GRAM_TAPS] = {c.hidden, c.n_heads * c.head_dim, c.hidden, c.intermediate};
+  for (int g = 0; g < GRAM_TAPS; ++g) {
+    if (!taps.gram[g]) continue;
+    if (m_.gram[g] && m_.gram_width[g] != widths[g]) return "Gram accumulator of tap " + std::to_string(g) + " has another width";
+    if (!m_.gram[g]) {
+      m_.gram[g] = (float *)be_->alloc(4 * (size_t)widths[g] * widths[g]);
+      if (!m_.gram[g]) return be_->error() ? be_->error() : "allocation of a Gram matrix failed";
+      m_.gram_width[g] = widths[g];
+    }
+  }
+  for (int i = 0; i < taps.n_rows; ++i)
+    if (taps.rows[i] < 0 || taps.rows[i] >= batch_ * t || (i > 0 && taps.rows[i] <= taps.rows[i - 1]))
+      return "tap rows must ascend within [0, batch x t)";
   if (taps.probs) {
     probs_dev_ = (float *)be_->alloc(4 * (size_t)batch_ * c.n_heads * std::min(max_chunk_, t) * t);
     if (!probs_dev_) return be_->error() ? be_->error() : "allocation failed";

@@ -41,6 +41,8 @@ Model::~Model() {
     for (Linear &lin : l.linears)
       if (lin.bits.data) be->free_packed(lin.bits);
   for (auto &o : owned) be->free(o.first);
+  for (float *g : gram)
+    if (g) be->free(g);
 }
 
 void *Model::take(size_t n) {
@@ -69,11 +71,11 @@ int packed_words(const Linear &lin) { return lin.n * ((lin.k + 31) / 32); }
 
 std::string set_layer_recipe(Model &m, int l, const double *d, size_t n, std::vector<int> *rotation_of_role) {
   if (l < 0 || l >= (int)m.layers.size()) return "no layer " + std::to_string(l);
-  if (n < ROLE_COUNT * 9 + 12) return "layer recipe too short";
+  if (n < ROLE_COUNT * 10 + 13) return "layer recipe too short";
   Layer &L = m.layers[l];
   rotation_of_role->assign(ROLE_COUNT, -1);
   std::vector<int> rotation_of_group;  // the layer's rotation groups (same tensors) -> rotation index
-  for (int r = 0; r < ROLE_COUNT; ++r, d += 9) {
+  for (int r = 0; r < ROLE_COUNT; ++r, d += 10) {
     Linear &lin = L.linears[r];
     // drop the tensors: the caller sets them again for the new recipe
     if (lin.bits.data) {
@@ -94,15 +96,16 @@ std::string set_layer_recipe(Model &m, int l, const double *d, size_t n, std::ve
     in.quantizer.kind = (QKind)(int)d[6];
     in.quantizer.bits = (int)d[7];
     in.quantizer.param = (float)d[8];
-    const int group = (int)d[3], a = (int)d[4], b = (int)d[5];
+    const int group = (int)d[3], a = (int)d[4], b = (int)d[5], rem = (int)d[9];
     if (group >= 0) {
-      if (a * b != lin.k) return "rotation " + std::to_string(a) + "x" + std::to_string(b) + " does not fit " + std::to_string(lin.k) + " inputs";
+      if (rem < 0 || a * b + rem != lin.k)
+        return "rotation " + std::to_string(a) + "x" + std::to_string(b) + " + " + std::to_string(rem) + " does not fit " + std::to_string(lin.k) + " inputs";
       if ((int)rotation_of_group.size() <= group) rotation_of_group.resize(group + 1, -1);
       int &j = rotation_of_group[group];
       if (j < 0) {
-        m.rotations.push_back(Rotation{a, b, nullptr, nullptr});
+        m.rotations.push_back(Rotation{a, b, rem, nullptr, nullptr, nullptr});
         j = (int)m.rotations.size() - 1;
-      } else if (m.rotations[j].a != a || m.rotations[j].b != b) {
+      } else if (m.rotations[j].a != a || m.rotations[j].b != b || m.rotations[j].r != rem) {
         return "rotation group " + std::to_string(group) + " has two sizes";
       }
       in.rotation = j;
@@ -133,6 +136,7 @@ std::string set_layer_recipe(Model &m, int l, const double *d, size_t n, std::ve
   L.attention.key = q(d + 3);
   L.attention.probs = q(d + 6);
   L.attention.value = q(d + 9);
+  L.attention.probs_unmasked = d[12] != 0;
   // free the factors of rotations no layer uses any more (their entries stay, empty)
   std::vector<bool> used(m.rotations.size(), false);
   for (const Layer &ly : m.layers)
@@ -141,10 +145,11 @@ std::string set_layer_recipe(Model &m, int l, const double *d, size_t n, std::ve
       if (rot >= 0) used[rot] = true;
     }
   for (size_t j = 0; j < m.rotations.size(); ++j)
-    if (!used[j] && (m.rotations[j].r1 || m.rotations[j].r2)) {
+    if (!used[j] && (m.rotations[j].r1 || m.rotations[j].r2 || m.rotations[j].r3)) {
       m.release(m.rotations[j].r1);
       m.release(m.rotations[j].r2);
-      m.rotations[j].r1 = m.rotations[j].r2 = nullptr;
+      m.release(m.rotations[j].r3);
+      m.rotations[j].r1 = m.rotations[j].r2 = m.rotations[j].r3 = nullptr;
     }
   return "";
 }
@@ -157,7 +162,8 @@ std::string Model::missing() const {
   for (const Layer &l : layers)
     for (const Linear &lin : l.linears) {
       const int j = inputs[lin.input].rotation;
-      if (j >= 0 && (!rotations[j].r1 || !rotations[j].r2)) return "rotations." + std::to_string(j);
+      if (j >= 0 && (!rotations[j].r1 || !rotations[j].r2 || (rotations[j].r > 0 && !rotations[j].r3)))
+        return "rotations." + std::to_string(j);
     }
   for (size_t i = 0; i < layers.size(); ++i) {
     const Layer &l = layers[i];
@@ -219,6 +225,7 @@ std::string set_tensor(Model &m, const std::string &slot, DType dtype, const std
     Rotation &r = m.rotations[j];
     if (p[2] == "r1") return f32(&r.r1, {r.a, r.a});
     if (p[2] == "r2") return f32(&r.r2, {r.b, r.b});
+    if (p[2] == "r3" && r.r > 0) return f32(&r.r3, {r.r, r.r});
   }
   if ((p.size() == 3 || p.size() == 4) && p[0] == "layers") {
     const int i = atoi(p[1].c_str());
@@ -284,6 +291,107 @@ std::string matmul_on_device(Model &m, const float *a, int rows, int k, const fl
     return msg;
   }
   return "";
+}
+
+// [rows, cols] -> [cols, rows]
+static std::vector<float> transposed(const float *x, int rows, int cols) {
+  std::vector<float> out((size_t)rows * cols);
+  for (int r = 0; r < rows; r++)
+    for (int c = 0; c < cols; c++) out[(size_t)c * rows + r] = x[(size_t)r * cols + c];
+  return out;
+}
+
+std::string matmul_t_on_device(Model &m, bool trans_a, bool trans_b, const float *a, const float *b, int rows, int k,
+                               int n, float *c) {
+  if (rows <= 0 || k <= 0 || n <= 0) return "";
+  if (!trans_a && trans_b) return matmul_on_device(m, a, rows, k, b, n, c);  // c = a b^T: the plain form
+  Backend *be = m.be;
+  if (be->is_device()) {
+    const size_t na = (size_t)rows * k * 4, nb = (size_t)k * n * 4, nc = (size_t)rows * n * 4;
+    void *da = be->alloc(na), *db = be->alloc(nb), *dc = be->alloc(nc);
+    bool ran = false;
+    if (da && db && dc) {
+      be->upload(da, a, na);
+      be->upload(db, b, nb);
+      ran = be->gemm_t(trans_a, trans_b, (const float *)da, (const float *)db, rows, k, n, (float *)dc);
+      if (ran) be->download(c, dc, nc);
+    }
+    for (void *p : {da, db, dc})
+      if (p) be->free(p);
+    if (const char *e = be->error()) {
+      std::string msg = std::string("matmul on ") + be->name() + ": " + e;
+      be->clear_error();
+      return msg;
+    }
+    if (ran) return "";
+  }
+  // c = a' w^T with a' = op(A) [rows, k] and w = op(B)^T [n, k]
+  std::vector<float> at, bt;
+  if (trans_a) at = transposed(a, k, rows);
+  if (!trans_b) bt = transposed(b, k, n);
+  return matmul_on_device(m, trans_a ? at.data() : a, rows, k, trans_b ? b : bt.data(), n, c);
+}
+
+std::string kron_rotate_on_device(Model &m, const float *x, int rows, int a, int b, const float *r1, const float *r2,
+                                  float *y) {
+  if (rows <= 0 || a <= 0 || b <= 0) return "";
+  Backend *be = m.be;
+  const size_t k = (size_t)a * b;
+  if (!be->is_device()) {  // host memory: in place of the arrays, a host scratch for X R2
+    std::vector<float> tmp((size_t)rows * k);
+    be->kron_rotate(x, rows, a, b, 0, r1, r2, nullptr, tmp.data(), y);
+    be->sync();
+  } else {
+    // chunks of at most 2^26 floats (256 MiB) per buffer (at least one row)
+    const int chunk = (int)std::max<size_t>(1, std::min<size_t>((size_t)rows, ((size_t)1 << 26) / k));
+    const size_t nb = (size_t)chunk * k * 4;
+    void *dx = be->alloc(nb), *dt = be->alloc(nb), *dy = be->alloc(nb), *d1 = be->alloc((size_t)a * a * 4),
+         *d2 = be->alloc((size_t)b * b * 4);
+    if (dx && dt && dy && d1 && d2) {
+      be->upload(d1, r1, (size_t)a * a * 4);
+      be->upload(d2, r2, (size_t)b * b * 4);
+      for (int r0 = 0; r0 < rows && !be->error(); r0 += chunk) {
+        const int n = std::min(chunk, rows - r0);
+        be->upload(dx, x + (size_t)r0 * k, (size_t)n * k * 4);
+        be->kron_rotate((const float *)dx, n, a, b, 0, (const float *)d1, (const float *)d2, nullptr, (float *)dt,
+                        (float *)dy);
+        be->download(y + (size_t)r0 * k, dy, (size_t)n * k * 4);
+      }
+    }
+    for (void *p : {dx, dt, dy, d1, d2})
+      if (p) be->free(p);
+  }
+  if (const char *e = be->error()) {
+    std::string msg = std::string("kron_rotate on ") + be->name() + ": " + e;
+    be->clear_error();
+    return msg;
+  }
+  return "";
+}
+
+std::string read_gram(Model &m, int tap, float *out, size_t out_len) {
+  if (tap < 0 || tap >= GRAM_TAPS) return "no Gram tap " + std::to_string(tap);
+  if (!m.gram[tap]) return "no Gram matrix was accumulated for tap " + std::to_string(tap);
+  const size_t w = (size_t)m.gram_width[tap];
+  if (out_len < w * w) return "the Gram output needs " + std::to_string(w * w) + " values";
+  m.be->download(out, m.gram[tap], 4 * w * w);
+  m.be->free(m.gram[tap]);
+  m.gram[tap] = nullptr;
+  m.gram_width[tap] = 0;
+  if (const char *e = m.be->error()) {
+    std::string msg = std::string("Gram read-back on ") + m.be->name() + ": " + e;
+    m.be->clear_error();
+    return msg;
+  }
+  return "";
+}
+
+std::string okt_on_device(Model &m, const bwq_okt_problem &p, bwq_okt_result &r) {
+  Backend *be = m.be;
+  if (be->learn_okt(p, r)) return "";
+  std::string msg = be->error() ? std::string(be->error()) : std::string(be->name()) + " has no device OKT";
+  be->clear_error();
+  return msg;
 }
 
 }  // namespace rt

@@ -31,9 +31,10 @@ struct InputPrep {
   Quantizer quantizer;
 };
 
+// x' = x diag(R1 (x) R2, R3) on rows of width a*b + r (r = 0: R1 (x) R2, no r3).
 struct Rotation {
-  int a = 0, b = 0;
-  float *r1 = nullptr, *r2 = nullptr;
+  int a = 0, b = 0, r = 0;
+  float *r1 = nullptr, *r2 = nullptr, *r3 = nullptr;
 };
 
 struct Linear {
@@ -65,6 +66,11 @@ struct Model {
   float *inv_freq = nullptr;    // [rope_half]
   std::vector<std::pair<void *, size_t>> owned;  // every allocation and its size, freed by the destructor
   size_t bytes = 0;             // device bytes held by the weights
+  // Gram accumulators of the linear-input taps (GramTap order), [width, width] float32 on the backend: allocated
+  // (zeroed) by the first block run that asks for them, accumulated by every such run, read back and freed by
+  // read_gram; they outlive sessions (the quantize pipeline's last batch may be smaller, a new session).
+  float *gram[4] = {nullptr, nullptr, nullptr, nullptr};
+  int gram_width[4] = {0, 0, 0, 0};
 
   ~Model();
   void *take(size_t bytes);     // backend allocation owned by the model (nullptr on failure)
@@ -78,18 +84,41 @@ struct Model {
 // scratch that lives for the call. "" on success, else a one-line message (nothing stays allocated).
 std::string matmul_on_device(Model &m, const float *a, int rows, int k, const float *w, int n, float *c);
 
+// The OKT of BWLA (bwq.h bwq_okt_problem / bwq_okt_result, native/ops/okt/) on the model's backend, its stream and
+// cuBLAS handle: "" on success, else a one-line message (also when the backend has no device OKT: the CPU's).
+std::string okt_on_device(Model &m, const bwq_okt_problem &p, bwq_okt_result &r);
+
+// c [rows, n] = op(A) op(B) for float32 host arrays (the reconstruction's three layouts): op(A) = a [rows, k] or, with
+// trans_a, a^T (a stored [k, rows]); op(B) = b [k, n] or, with trans_b, b^T (b stored [n, k]). On a device whose
+// backend has gemm_t (cuBLAS) the flags go to it; elsewhere the operands are rearranged on the host for
+// matmul_on_device. "" on success, else a one-line message (nothing stays allocated).
+std::string matmul_t_on_device(Model &m, bool trans_a, bool trans_b, const float *a, const float *b, int rows, int k,
+                               int n, float *c);
+
+// y [rows, a*b] = x (R1 (x) R2) for float32 host arrays, on the model's backend (Backend::kron_rotate: threads on
+// the CPU, kernels on CUDA with the operands uploaded in chunks of rows): the quantize numerics' rotations of
+// weights, calibration rows and Gram matrices. "" on success, else a one-line message (nothing stays allocated).
+std::string kron_rotate_on_device(Model &m, const float *x, int rows, int a, int b, const float *r1, const float *r2,
+                                  float *y);
+
+// The linear-input taps whose Gram matrices a block run can accumulate (BlockTaps::gram).
+enum GramTap { GRAM_ATTN_INPUT = 0, GRAM_ATTN_CONTEXT, GRAM_MLP_INPUT, GRAM_MLP_HIDDEN, GRAM_TAPS };
+// out [w, w] = the accumulated Gram matrix of tap `tap` (w = m.gram_width[tap]); the accumulator is freed (the next
+// run that asks for it starts from zero). "" on success, else a one-line message (also when nothing was accumulated).
+std::string read_gram(Model &m, int tap, float *out, size_t out_len);
+
 // Sets one tensor by its slot name (docs/RUNTIME.md lists them): "embed", "lm_head" (or "tie_lm_head", no data:
 // lm_head is the embedding), "final_norm", "inv_freq",
-// "rotations.J.r1|r2", "layers.I.input_norm|post_norm|q_norm|k_norm", "layers.I.ROLE.qweight|wscale|lr_a|lr_b|
+// "rotations.J.r1|r2|r3", "layers.I.input_norm|post_norm|q_norm|k_norm", "layers.I.ROLE.qweight|wscale|lr_a|lr_b|
 // bias|weight". Float data is float32 except for "embed", "lm_head" and "...weight" (dtype kept). Returns "" or
 // a one-line error.
 std::string set_tensor(Model &m, const std::string &slot, DType dtype, const std::vector<int64_t> &shape,
                        const void *data, size_t bytes);
 
 // Replaces layer l's recipe (a block being quantized): per role (packed, rank, has_bias, rotation group (-1 none;
-// roles of one group share the rotation), rotation a, rotation b, quantizer kind, bits, param) x 7, then (kind, bits, param) of the attention's query, key, probs, value. The
+// roles of one group share the rotation), rotation a, rotation b, quantizer kind, bits, param, rotation r) x 7, then (kind, bits, param) of the attention's query, key, probs, value and the probs row (1 unmasked keys, 0 whole window). The
 // layer's linear tensors are dropped and must be set again ("layers.L.ROLE...."); a role with a rotation gets a
-// new rotation entry whose factors must be set ("rotations.J.r1|r2"): rotation_of_role[r] = J, or -1.
+// new rotation entry whose factors must be set ("rotations.J.r1|r2", "r3" when r > 0): rotation_of_role[r] = J, or -1.
 // Rotations no layer uses any more are freed. Returns "" or a one-line error.
 std::string set_layer_recipe(Model &m, int l, const double *d, size_t n, std::vector<int> *rotation_of_role);
 
@@ -99,6 +128,12 @@ struct BlockTaps {
   float *attn_input = nullptr, *attn_context = nullptr, *mlp_input = nullptr, *mlp_hidden = nullptr;
   float *query = nullptr, *key = nullptr, *value = nullptr;
   float *probs = nullptr;  // [batch, n_heads, t, t], the softmax before the probs quantizer
+  // When set: only these rows (ascending indices b*t + i into [batch, t]) of attn_input, attn_context, mlp_input and
+  // mlp_hidden are copied out, to [n_rows, features] (the other taps stay whole).
+  const int32_t *rows = nullptr;
+  int n_rows = 0;
+  // Gram matrices (GramTap order) accumulated over every token of the run into Model::gram (on the backend).
+  bool gram[GRAM_TAPS] = {false, false, false, false};
 };
 
 class Session {

@@ -1,9 +1,9 @@
 // N-API binding of the runtime. A model is described by one Float64Array (layout in src/runtime/descriptor.ts):
 //   [0..12]  hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, max_positions, sliding_window,
 //            rope_half, eps, act, qk_norm
-//   then     n_inputs, per input (rotation, kind, bits, param); n_rotations, per rotation (a, b);
+//   then     n_inputs, per input (rotation, kind, bits, param); n_rotations, per rotation (a, b, r);
 //            per layer: per role (packed, input, rank, has_bias) x 7, then (kind, bits, param) for the
-//            attention's query, key, probs, value.
+//            attention's query, key, probs, value, and the probs row (1 unmasked keys, 0 whole window).
 #include "addon_runtime.h"
 
 #include <string.h>
@@ -11,6 +11,7 @@
 #include <memory>
 #include <vector>
 
+#include "../include/bwq.h"
 #include "../runtime/model.h"
 #include "napi_values.h"
 
@@ -176,6 +177,7 @@ napi_value Open(napi_env env, napi_callback_info info) {
     Rotation r;
     r.a = (int)next();
     r.b = (int)next();
+    r.r = (int)next();
     m->rotations.push_back(r);
   }
   const int qw = c.n_heads * c.head_dim, kvw = c.n_kv_heads * c.head_dim;
@@ -197,12 +199,13 @@ napi_value Open(napi_env env, napi_callback_info info) {
         return nullptr;
       }
     }
-    double q[12];
+    double q[13];
     for (double &x : q) x = next();
     l.attention.query = quantizer_at(q);
     l.attention.key = quantizer_at(q + 3);
     l.attention.probs = quantizer_at(q + 6);
     l.attention.value = quantizer_at(q + 9);
+    l.attention.probs_unmasked = q[12] != 0;
   }
   if (i > n) {
     throw_error(env, "bwq runtime: descriptor too short");
@@ -391,7 +394,7 @@ napi_value Device(napi_env env, napi_callback_info info) {
 }
 
 // rtSetLayerRecipe(model, layer, Float64Array) -> Int32Array(7): the rotation index each role's factors go to
-// (slots "rotations.J.r1|r2"), -1 without one (native/runtime/model.h set_layer_recipe)
+// (slots "rotations.J.r1|r2|r3"), -1 without one (native/runtime/model.h set_layer_recipe)
 napi_value SetLayerRecipe(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   ModelRef *m = model_args(env, info, 3, argv);
@@ -413,12 +416,41 @@ napi_value SetLayerRecipe(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+// An optional Int32Array property of an options object: true with data/length set (null when absent), false after
+// throwing for a wrong type.
+bool optional_int32(napi_env env, napi_value obj, const char *name, int32_t **data, size_t *length) {
+  *data = nullptr;
+  *length = 0;
+  napi_valuetype ot;
+  if (napi_typeof(env, obj, &ot) != napi_ok || ot != napi_object) return true;
+  bool has = false;
+  napi_has_named_property(env, obj, name, &has);
+  if (!has) return true;
+  napi_value v;
+  napi_get_named_property(env, obj, name, &v);
+  napi_valuetype vt;
+  napi_typeof(env, v, &vt);
+  if (vt == napi_undefined) return true;
+  return typed(env, v, napi_int32_array, (void **)data, length, name);
+}
+
 // rtRunBlock(session, layer, hidden Float32Array [batch, t, H], t, out Float32Array, taps { attnInput?, attnContext?,
-//   mlpInput?, mlpHidden?, query?, key?, value? } of Float32Arrays [batch, t, width], probs? [batch, heads, t, t])
+//   mlpInput?, mlpHidden?, query?, key?, value? } of Float32Arrays [batch, t, width], probs? [batch, heads, t, t]
+//   [, options { gram?: Int32Array of GramTap codes (0 attn_input, 1 attn_context, 2 mlp_input, 3 mlp_hidden) whose
+//   Gram matrices accumulate on the backend (rtReadGram), rows?: Int32Array of ascending rows b*t + i: the four
+//   linear-input taps then hold only these rows, [rows.length, width] }])
 napi_value RunBlock(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   SessionRef *s = session_args(env, info, 6, argv);
   if (!s) return nullptr;
+  napi_value all[7];
+  size_t argc = 7;
+  napi_get_cb_info(env, info, &argc, all, nullptr, nullptr);
+  int32_t *gram_codes = nullptr, *sel = nullptr;
+  size_t n_gram = 0, n_sel = 0;
+  if (argc >= 7 && (!optional_int32(env, all[6], "gram", &gram_codes, &n_gram) ||
+                    !optional_int32(env, all[6], "rows", &sel, &n_sel)))
+    return nullptr;
   float *hidden, *out;
   size_t nh, no;
   if (!typed(env, argv[2], napi_float32_array, (void **)&hidden, &nh, "hidden") ||
@@ -432,6 +464,16 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   BlockTaps taps;
+  for (size_t i = 0; i < n_gram; ++i) {
+    if (gram_codes[i] < 0 || gram_codes[i] >= GRAM_TAPS) {
+      throw_error(env, "bwq runtime: unknown Gram tap " + std::to_string(gram_codes[i]));
+      return nullptr;
+    }
+    taps.gram[gram_codes[i]] = true;
+  }
+  taps.rows = sel;
+  taps.n_rows = (int)n_sel;
+  const size_t tap_rows = sel ? n_sel : rows;
   const struct {
     const char *name;
     float **dst;
@@ -455,8 +497,11 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
     if (vt == napi_undefined) continue;
     size_t len;
     if (!typed(env, v, napi_float32_array, (void **)f.dst, &len, f.name)) return nullptr;
-    if (len < rows * f.width) {
-      throw_error(env, std::string("bwq runtime: tap ") + f.name + " needs batch x t x " + std::to_string(f.width) + " values");
+    const bool selected = sel && (f.dst == &taps.attn_input || f.dst == &taps.attn_context ||
+                                  f.dst == &taps.mlp_input || f.dst == &taps.mlp_hidden);
+    if (len < (selected ? tap_rows : rows) * f.width) {
+      throw_error(env, std::string("bwq runtime: tap ") + f.name + " needs " + (selected ? "rows" : "batch x t") +
+                           " x " + std::to_string(f.width) + " values");
       return nullptr;
     }
   }
@@ -482,6 +527,206 @@ napi_value Matmul(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   return done(env, matmul_on_device(*m->model, a, rows, k, w, n, c));
+}
+
+// rtMatmulT(model, a Float32Array, transA, b Float32Array, transB, m, k, n, c Float32Array [m, n]): c = op(a) op(b) on
+// the model's backend, op(a) [m, k] (transA: a is [k, m]), op(b) [k, n] (transB: b is [n, k]) (model.h
+// matmul_t_on_device: cuBLAS takes the transpositions as flags)
+napi_value MatmulT(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  ModelRef *m = model_args(env, info, 9, argv);
+  if (!m) return nullptr;
+  float *a, *b, *c;
+  size_t na, nb, nc;
+  if (!typed(env, argv[1], napi_float32_array, (void **)&a, &na, "a") ||
+      !typed(env, argv[3], napi_float32_array, (void **)&b, &nb, "b") ||
+      !typed(env, argv[8], napi_float32_array, (void **)&c, &nc, "c"))
+    return nullptr;
+  bool ta = false, tb = false;
+  if (napi_get_value_bool(env, argv[2], &ta) != napi_ok || napi_get_value_bool(env, argv[4], &tb) != napi_ok) {
+    throw_error(env, "bwq runtime: matmul transA and transB must be booleans");
+    return nullptr;
+  }
+  const int rows = int_of(env, argv[5]), k = int_of(env, argv[6]), n = int_of(env, argv[7]);
+  if (rows < 0 || k < 0 || n < 0 || na < (size_t)rows * k || nb < (size_t)k * n || nc < (size_t)rows * n) {
+    throw_error(env, "bwq runtime: matmul operands are smaller than m x k, k x n and m x n");
+    return nullptr;
+  }
+  if ((c == a && rows * k > 0) || (c == b && k * n > 0)) {
+    throw_error(env, "bwq runtime: matmul needs c distinct from a and b");
+    return nullptr;
+  }
+  return done(env, matmul_t_on_device(*m->model, ta, tb, a, b, rows, k, n, c));
+}
+
+// rtReadGram(model, tap, out Float32Array [w, w]): the Gram matrix accumulated by block runs with options.gram
+// (native/runtime/model.h read_gram); the accumulator is freed.
+napi_value ReadGram(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  ModelRef *m = model_args(env, info, 3, argv);
+  if (!m) return nullptr;
+  float *out;
+  size_t n;
+  if (!typed(env, argv[2], napi_float32_array, (void **)&out, &n, "out")) return nullptr;
+  return done(env, read_gram(*m->model, int_of(env, argv[1]), out, n));
+}
+
+// rtKronRotate(model, x Float32Array [rows, a*b], rows, a, b, r1 Float32Array [a, a], r2 Float32Array [b, b],
+// y Float32Array [rows, a*b]): y = x (R1 (x) R2) on the model's backend (model.h kron_rotate_on_device).
+napi_value KronRotate(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  ModelRef *m = model_args(env, info, 8, argv);
+  if (!m) return nullptr;
+  float *x, *r1, *r2, *y;
+  size_t nx, n1, n2, ny;
+  if (!typed(env, argv[1], napi_float32_array, (void **)&x, &nx, "x") ||
+      !typed(env, argv[5], napi_float32_array, (void **)&r1, &n1, "r1") ||
+      !typed(env, argv[6], napi_float32_array, (void **)&r2, &n2, "r2") ||
+      !typed(env, argv[7], napi_float32_array, (void **)&y, &ny, "y"))
+    return nullptr;
+  const int rows = int_of(env, argv[2]), a = int_of(env, argv[3]), b = int_of(env, argv[4]);
+  const size_t total = (size_t)(rows > 0 ? rows : 0) * (a > 0 ? a : 0) * (b > 0 ? b : 0);
+  if (rows < 0 || a <= 0 || b <= 0 || nx < total || ny < total || n1 < (size_t)a * a || n2 < (size_t)b * b) {
+    throw_error(env, "bwq runtime: kron_rotate operands are smaller than rows x a*b, a x a and b x b");
+    return nullptr;
+  }
+  if (x == y && total > 0) {
+    throw_error(env, "bwq runtime: kron_rotate needs distinct x and y");
+    return nullptr;
+  }
+  return done(env, kron_rotate_on_device(*m->model, x, rows, a, b, r1, r2, y));
+}
+
+// A new Float64Array of n values (its data in *data).
+napi_value new_f64(napi_env env, size_t n, double **data) {
+  napi_value ab, arr;
+  napi_create_arraybuffer(env, n * sizeof(double), (void **)data, &ab);
+  napi_create_typedarray(env, napi_float64_array, n, ab, 0, &arr);
+  return arr;
+}
+
+// rtOkt(model, weights Float32Array[] (each [rows[i], k]), rows Int32Array, k, a, b, activations Float32Array
+//   [tokens, k] | null, tokens, params Float64Array [activationWeight, iterations, tolerance, annealIterations],
+//   anneal Float64Array, r1 Float64Array [a*a], r2 Float64Array [b*b] (the initial factors))
+//   -> { r1, r2, history: Float64Array, iterations, converged, weightBefore, weightAfter, tailBefore, tailAfter }:
+//   the OKT of BWLA on the model's backend (native/runtime/model.h okt_on_device; bwq.h bwq_okt_problem)
+napi_value Okt(napi_env env, napi_callback_info info) {
+  napi_value argv[12];
+  ModelRef *m = model_args(env, info, 12, argv);
+  if (!m) return nullptr;
+  bool is_array = false;
+  uint32_t n_weights = 0;
+  if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[1], &n_weights) != napi_ok) {
+    napi_throw_type_error(env, "BWQ_ARGS", "bwq runtime: OKT weights must be an array of Float32Arrays");
+    return nullptr;
+  }
+  int32_t *rows;
+  size_t n_rows;
+  if (!typed(env, argv[2], napi_int32_array, (void **)&rows, &n_rows, "OKT rows")) return nullptr;
+  const int k = int_of(env, argv[3]), a = int_of(env, argv[4]), b = int_of(env, argv[5]);
+  const int tokens = int_of(env, argv[7]);
+  if (n_rows != n_weights || k <= 0 || a <= 0 || b <= 0 || (long long)a * b != k || tokens < 0) {
+    throw_error(env, "bwq runtime: OKT needs one row count per weight matrix and k = a x b");
+    return nullptr;
+  }
+  std::vector<const float *> weights(n_weights);
+  for (uint32_t i = 0; i < n_weights; ++i) {
+    napi_value v;
+    napi_get_element(env, argv[1], i, &v);
+    float *d;
+    size_t len;
+    if (!typed(env, v, napi_float32_array, (void **)&d, &len, "an OKT weight matrix")) return nullptr;
+    if (rows[i] <= 0 || len < (size_t)rows[i] * k) {
+      throw_error(env, "bwq runtime: OKT weight matrix " + std::to_string(i) + " is smaller than its rows x k");
+      return nullptr;
+    }
+    weights[i] = d;
+  }
+  const float *act = nullptr;
+  napi_valuetype at;
+  napi_typeof(env, argv[6], &at);
+  if (at != napi_null && at != napi_undefined) {
+    float *d;
+    size_t len;
+    if (!typed(env, argv[6], napi_float32_array, (void **)&d, &len, "OKT activations")) return nullptr;
+    if (len < (size_t)tokens * k) {
+      throw_error(env, "bwq runtime: OKT activations are smaller than tokens x k");
+      return nullptr;
+    }
+    act = d;
+  }
+  double *params, *anneal, *r1, *r2;
+  size_t n_params, n_anneal, n_r1, n_r2;
+  if (!typed(env, argv[8], napi_float64_array, (void **)&params, &n_params, "OKT params") ||
+      !typed(env, argv[9], napi_float64_array, (void **)&anneal, &n_anneal, "OKT anneal") ||
+      !typed(env, argv[10], napi_float64_array, (void **)&r1, &n_r1, "OKT r1") ||
+      !typed(env, argv[11], napi_float64_array, (void **)&r2, &n_r2, "OKT r2"))
+    return nullptr;
+  if (n_params < 4 || n_r1 != (size_t)a * a || n_r2 != (size_t)b * b || !(params[1] >= 0 && params[1] < 1e9) ||
+      !(params[3] >= 0 && params[3] < 1e9)) {
+    throw_error(env, "bwq runtime: OKT params need 4 values, r1 a x a and r2 b x b");
+    return nullptr;
+  }
+  bwq_okt_problem p{};
+  p.weights = weights.data();
+  p.rows = rows;
+  p.n_weights = (int)n_weights;
+  p.k = k;
+  p.a = a;
+  p.b = b;
+  p.activations = act;
+  p.tokens = act ? tokens : 0;
+  p.activation_weight = params[0];
+  p.iterations = (int)params[1];
+  p.tolerance = params[2];
+  p.anneal_iterations = (int)params[3];
+  p.anneal = anneal;
+  p.n_anneal = (int)n_anneal;
+  p.r1_init = r1;
+  p.r2_init = r2;
+  bwq_okt_result r{};
+  double *hist;
+  napi_value r1_out = new_f64(env, (size_t)a * a, &r.r1), r2_out = new_f64(env, (size_t)b * b, &r.r2);
+  napi_value hist_buf = new_f64(env, (size_t)p.iterations + 1, &hist);
+  r.history = hist;
+  const std::string err = okt_on_device(*m->model, p, r);
+  if (!err.empty()) {
+    throw_error(env, err);
+    return nullptr;
+  }
+  napi_value ab, history, o;
+  napi_get_typedarray_info(env, hist_buf, nullptr, nullptr, nullptr, &ab, nullptr);
+  napi_create_typedarray(env, napi_float64_array, (size_t)r.history_len, ab, 0, &history);
+  napi_create_object(env, &o);
+  set(env, o, "r1", r1_out);
+  set(env, o, "r2", r2_out);
+  set(env, o, "history", history);
+  set(env, o, "iterations", make_int(env, r.iterations));
+  set(env, o, "converged", make_bool(env, r.converged != 0));
+  set(env, o, "weightBefore", make_double(env, r.weight_error_before));
+  set(env, o, "weightAfter", make_double(env, r.weight_error_after));
+  set(env, o, "tailBefore", make_double(env, r.tail_before));
+  set(env, o, "tailAfter", make_double(env, r.tail_after));
+  return o;
+}
+
+// oktPolar(m Float64Array [n, n], n) -> Float64Array: the OKT's host polar factor U V^T (bwq.h bwq_okt_polar)
+napi_value OktPolar(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!args(env, info, 2, argv)) return nullptr;
+  double *mat;
+  size_t len;
+  if (!typed(env, argv[0], napi_float64_array, (void **)&mat, &len, "polar input")) return nullptr;
+  const int n = int_of(env, argv[1]);
+  if (n < 1 || len != (size_t)n * n) {
+    throw_error(env, "bwq runtime: oktPolar needs an n x n matrix");
+    return nullptr;
+  }
+  double *out;
+  napi_value arr = new_f64(env, (size_t)n * n, &out);
+  bwq_okt_polar(mat, n, out);
+  return arr;
 }
 
 // rtFree(modelOrSession): frees the native memory now (later calls with it throw).
@@ -518,6 +763,11 @@ void register_runtime(napi_env env, napi_value exports) {
       bwq_napi::method("rtSetLayerRecipe", SetLayerRecipe),
       bwq_napi::method("rtRunBlock", RunBlock),
       bwq_napi::method("rtMatmul", Matmul),
+      bwq_napi::method("rtOkt", Okt),
+      bwq_napi::method("oktPolar", OktPolar),
+      bwq_napi::method("rtMatmulT", MatmulT),
+      bwq_napi::method("rtReadGram", ReadGram),
+      bwq_napi::method("rtKronRotate", KronRotate),
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

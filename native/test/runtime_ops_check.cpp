@@ -20,6 +20,9 @@
 //  - attention with a quantized probability row: a score that differs in its last bit can move one P across a
 //    rounding boundary of the probs quantizer (a whole code step); up to 1 % of the query rows (at least 1) may
 //    then differ by more than the tolerance, and the line says how many did.
+//  - attention with probs_unmasked (the probs quantizer over each query's unmasked keys): on each backend, the same
+//    call with a longer probs row (probs_len + 977) and, on CUDA, the same call replayed from a device position
+//    (KvLayer::device_pos0, as a recorded decoding step) must give the context bit for bit.
 // Prints one line per op and shape, then "N passed, M failed"; exit status 1 on any failure.
 #include <dlfcn.h>
 #include <math.h>
@@ -270,20 +273,28 @@ void check_norm_rope() {
 
 void check_rotate() {
   struct AB {
-    int a, b, rows;
+    int a, b, rem, rows;
   };
-  // K = 11008 (86 x 128), 4096, odd 3 x 5, 27648 (108 x 256: opt-in shared memory), 65536 (global-memory path)
-  std::vector<AB> shapes = {{86, 128, 1}, {86, 128, 33}, {64, 64, 129}, {3, 5, 7}, {108, 256, 5}, {256, 256, 2}};
+  // K = 11008 (86 x 128), 4096, odd 3 x 5, 27648 (108 x 256: opt-in shared memory), 65536 (global-memory path);
+  // with a remainder block (src/quant/kronecker.ts kroneckerSplit): K = 61 (7 x 8 + 5), 127 (11 x 11 + 6),
+  // 10007 (prime: 100 x 100 + 7), 344 (18 x 19 + 2)
+  std::vector<AB> shapes = {{86, 128, 0, 1}, {86, 128, 0, 33}, {64, 64, 0, 129}, {3, 5, 0, 7}, {108, 256, 0, 5},
+                            {256, 256, 0, 2}, {7, 8, 5, 1}, {7, 8, 5, 40}, {11, 11, 6, 33}, {100, 100, 7, 9},
+                            {18, 19, 2, 130}};
   for (const AB &s : shapes) {
-    const int K = s.a * s.b;
+    const int K = s.a * s.b + s.rem;
     std::vector<float> x = randn((size_t)s.rows * K), r1 = randn((size_t)s.a * s.a, 1.0f / sqrtf((float)s.a)),
-                       r2 = randn((size_t)s.b * s.b, 1.0f / sqrtf((float)s.b));
-    Dual dx = dual(x), d1 = dual(r1), d2 = dual(r2), dt = out_dual(4ull * s.rows * K), dy = out_dual(4ull * s.rows * K);
-    C->kron_rotate((const float *)dx.c, s.rows, s.a, s.b, (const float *)d1.c, (const float *)d2.c, (float *)dt.c, (float *)dy.c);
-    G->kron_rotate((const float *)dx.g, s.rows, s.a, s.b, (const float *)d1.g, (const float *)d2.g, (float *)dt.g, (float *)dy.g);
-    const std::string shape = fmt("rows=%d a=%d b=%d (K=%d)", s.rows, s.a, s.b, K);
+                       r2 = randn((size_t)s.b * s.b, 1.0f / sqrtf((float)s.b)),
+                       r3 = randn((size_t)(s.rem > 0 ? s.rem * s.rem : 1), 1.0f / sqrtf((float)(s.rem > 0 ? s.rem : 1)));
+    Dual dx = dual(x), d1 = dual(r1), d2 = dual(r2), d3 = dual(r3), dt = out_dual(4ull * s.rows * K),
+         dy = out_dual(4ull * s.rows * K);
+    C->kron_rotate((const float *)dx.c, s.rows, s.a, s.b, s.rem, (const float *)d1.c, (const float *)d2.c,
+                   (const float *)d3.c, (float *)dt.c, (float *)dy.c);
+    G->kron_rotate((const float *)dx.g, s.rows, s.a, s.b, s.rem, (const float *)d1.g, (const float *)d2.g,
+                   (const float *)d3.g, (float *)dt.g, (float *)dy.g);
+    const std::string shape = fmt("rows=%d a=%d b=%d rem=%d (K=%d)", s.rows, s.a, s.b, s.rem, K);
     if (backends_ok("kron_rotate", shape)) check_floats("kron_rotate", shape, dy.c, dy.g, (size_t)s.rows * K, 1e-5);
-    drop(dx), drop(d1), drop(d2), drop(dt), drop(dy);
+    drop(dx), drop(d1), drop(d2), drop(d3), drop(dt), drop(dy);
   }
 }
 
@@ -545,13 +556,40 @@ bool has_int_codes(const Quantizer &q) {
   return (q.kind == QKind::INT && q.bits <= 8) || q.kind == QKind::TERNARY || q.kind == QKind::BINARY;
 }
 
+// probs_unmasked: a longer probs row (both backends) and a device position (CUDA) leave the context unchanged, bit
+// for bit (b, g: the context of `sh` on the CPU and on CUDA).
+void check_attention_window_free(const AttnCase &a, const Cache &kv, const AttentionShape &sh, const Dual &dq,
+                                 const std::vector<float> &b, const std::vector<float> &g, const std::string &shape) {
+  const size_t n = b.size();
+  Dual longer = out_dual(4 * n), replay = out_dual(4 * n);
+  AttentionShape sl = sh;
+  sl.probs_len = sh.probs_len + 977;
+  C->attention((const float *)dq.c, kv.c, sl, a.r, (float *)longer.c);
+  G->attention((const float *)dq.g, kv.g, sl, a.r, (float *)longer.g);
+  const std::vector<int32_t> pos{sh.pos0};
+  Dual dpos = dual(pos);
+  KvLayer kd = kv.g;
+  kd.device_pos0 = (const int32_t *)dpos.g;
+  G->attention((const float *)dq.g, kd, sh, a.r, (float *)replay.g);
+  if (backends_ok("attention", shape + " (window-free)")) {
+    const bool cpu_same = get<float>(C, longer.c, n) == b;
+    const bool cuda_same = get<float>(G, longer.g, n) == g;
+    const bool replay_same = get<float>(G, replay.g, n) == g;
+    report(cpu_same && cuda_same && replay_same, "attention",
+           shape + fmt(": probs row +977 keys: cpu %s, cuda %s; device pos0: cuda %s", cpu_same ? "same" : "DIFFERS",
+                       cuda_same ? "same" : "DIFFERS", replay_same ? "same" : "DIFFERS"));
+  }
+  drop(longer), drop(replay), drop(dpos);
+}
+
 void check_attention_case(const AttnCase &a) {
   const int S = a.prefix + a.t, max_t = S + 3;
   const bool codes = has_int_codes(a.r.key);
   Cache kv = make_cache(a.batch, max_t, a.n_kv, a.hd, codes);
   const std::string shape = fmt("b=%d heads=%d/%d hd=%d pos0=%d t=%d win=%d L=%d q=%s", a.batch, a.n_heads, a.n_kv, a.hd,
                                 a.prefix, a.t, a.window, S + a.probs_extra, qname(a.r.query)) +
-                            fmt(" k=%s", qname(a.r.key)) + fmt(" p=%s", qname(a.r.probs)) + fmt(" v=%s", qname(a.r.value));
+                            fmt(" k=%s", qname(a.r.key)) + fmt(" p=%s%s", qname(a.r.probs), a.r.probs_unmasked ? "/unmasked" : "") +
+                            fmt(" v=%s", qname(a.r.value));
   // the prefix, then the chunk, into the cache
   for (int part = 0; part < 2; ++part) {
     const int t = part ? a.t : a.prefix, pos0 = part ? a.prefix : 0;
@@ -604,6 +642,7 @@ void check_attention_case(const AttnCase &a) {
       std::string d = fmt(": max err %.2e (tol %.0e)", all.err, tol);
       if (bad_rows) d += fmt(", %d of %d (token, head) rows beyond tol (%d allowed: probs-code flips)", bad_rows, nrows, allowed);
       report(bad_rows <= allowed, "attention", shape + d);
+      if (a.r.probs_unmasked) check_attention_window_free(a, kv, sh, dq, b, g, shape);
     }
     drop(dq), drop(dctx);
   }
@@ -634,6 +673,18 @@ void check_attention() {
   cases.push_back({1, 2, 1, 64, 32760, 8, 0, 0, {qint(8), qint(8), qint(8), none}});
   cases.push_back({1, 2, 1, 64, 5000, 3, 4096, 0, {none, none, qter(0.7f), none}});
   if (!g_quick) cases.push_back({1, 2, 1, 64, 69999, 1, 0, 0, {qter(0.7f), qter(0.7f), none, none}});
+  // probs quantizer over each query's unmasked keys (issue #16): prefill rows of every length, a chunk after a prefix
+  // in a longer call, decode steps, a sliding window, int probabilities; plus the window-free checks
+  auto unmasked = [](AttentionRecipe r) {
+    r.probs_unmasked = true;
+    return r;
+  };
+  cases.push_back({1, 4, 2, 128, 0, 129, 0, 0, unmasked({qter(0.7f), qter(0.7f), qter(1.0f), qter(0.7f)})});
+  cases.push_back({2, 8, 2, 64, 40, 24, 0, 60, unmasked({qint(8), qint(8), qter(2.0f), qint(8)})});
+  cases.push_back({2, 6, 2, 128, 50, 1, 0, 0, unmasked({qter(0.7f), qter(0.7f), qter(0.5f), qter(0.7f)})});
+  cases.push_back({1, 2, 1, 64, 5000, 3, 4096, 0, unmasked({none, none, qter(1.5f), none})});
+  cases.push_back({1, 4, 2, 64, 30, 10, 8, 0, unmasked({qint(8), qint(4), qint(4), qint(6)})});
+  cases.push_back({1, 2, 1, 64, 32760, 8, 0, 0, unmasked({qint(8), qint(8), qter(1.0f), none})});
   for (const AttnCase &c : cases) check_attention_case(c);
 }
 
@@ -692,7 +743,7 @@ void bench() {
     std::vector<float> r1 = randn(64 * 64), r2 = randn(64 * 64);
     float *d1 = (float *)gbuf(4 * 64 * 64), *d2 = (float *)gbuf(4 * 64 * 64);
     G->upload(d1, r1.data(), 4 * 64 * 64), G->upload(d2, r2.data(), 4 * 64 * 64);
-    printf("bench kron_rotate rows=%d 64x64: %.3f ms\n", rows, time_ms([&] { G->kron_rotate(dx, rows, 64, 64, d1, d2, dy, dh); }));
+    printf("bench kron_rotate rows=%d 64x64: %.3f ms\n", rows, time_ms([&] { G->kron_rotate(dx, rows, 64, 64, 0, d1, d2, nullptr, dy, dh); }));
     printf("bench rms_norm rows=%d cols=%d: %.3f ms\n", rows, H, time_ms([&] { G->rms_norm(dx, rows, H, dws, 1e-6f, dh); }));
     G->free_packed(w);
     for (void *p : {(void *)dx, (void *)dy, (void *)dh, (void *)acc, (void *)dws, dw, (void *)d1, (void *)d2}) G->free(p);

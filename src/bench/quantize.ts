@@ -58,6 +58,17 @@ export interface QuantizeBenchReport {
   projectedSeconds: number;
   /** the process's peak resident set (bytes), including the checkpoint's generation */
   peakRssBytes: number;
+  /** block-wise reconstruction (part of each block's time), when the run reconstructs */
+  reconstruction?: {
+    /** Adam steps per block and windows per step */
+    iterations: number;
+    batch: number;
+    /** wall time of each block's reconstruction (float teacher block, training, freezing) */
+    blockSeconds: number[];
+    meanBlockSeconds: number;
+    /** meanBlockSeconds / iterations */
+    secondsPerStep: number;
+  };
 }
 
 /** Writes a model directory with random bf16 weights for `config` cut to `layers` blocks. */
@@ -100,7 +111,16 @@ export async function runQuantizeBench(configName: string, o: QuantizeBenchOptio
     const sum = blockSeconds.reduce((a, b) => a + b, 0);
     const mean = sum / Math.max(1, blockSeconds.length);
     const otherSeconds = Math.max(0, summary.seconds - sum);
+    const rec = o.quantize.reconstruct;
+    const recSeconds = summary.layers.map((l) => l.reconstruction?.seconds ?? 0);
+    const recMean = recSeconds.reduce((a, b) => a + b, 0) / Math.max(1, recSeconds.length);
     return {
+      ...(rec === undefined ? {} : {
+        reconstruction: {
+          iterations: rec.iterations, batch: Math.min(rec.batch, summary.nsamples), blockSeconds: recSeconds,
+          meanBlockSeconds: recMean, secondsPerStep: recMean / rec.iterations,
+        },
+      }),
       config: name, method: summary.method, device: summary.device, nsamples: summary.nsamples, seqlen: summary.seqlen,
       layers: o.layers, configLayers: config.numLayers, checkpointBytes, blockSeconds, meanBlockSeconds: mean,
       totalSeconds: summary.seconds, otherSeconds, projectedSeconds: otherSeconds + mean * config.numLayers,
@@ -119,6 +139,11 @@ export function formatQuantizeBench(r: QuantizeBenchReport): string {
   return [
     `quantize bench ${r.config} (${r.method}) on ${r.device}: ${r.nsamples} x ${r.seqlen} calibration tokens`,
     `blocks ${r.layers} of ${r.configLayers}: ${r.blockSeconds.map((s) => s.toFixed(1)).join(', ')} s (mean ${r.meanBlockSeconds.toFixed(1)} s)`,
+    ...(r.reconstruction === undefined ? [] : [
+      `of which reconstruction (${r.reconstruction.iterations} steps of ${r.reconstruction.batch} x ${r.seqlen} tokens): `
+      + `${r.reconstruction.blockSeconds.map((s) => s.toFixed(1)).join(', ')} s (mean ${r.reconstruction.meanBlockSeconds.toFixed(1)} s, `
+      + `${(1000 * r.reconstruction.secondsPerStep).toFixed(0)} ms per step)`,
+    ]),
     `total ${minutes(r.totalSeconds)} (outside the blocks ${minutes(r.otherSeconds)})`,
     `projected for ${r.configLayers} blocks: ${minutes(r.projectedSeconds)}`,
     `peak RSS ${(r.peakRssBytes / 2 ** 30).toFixed(2)} GiB`,

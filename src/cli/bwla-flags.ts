@@ -5,6 +5,7 @@
 import { usageError } from '../errors.js';
 import { BWLA_DEFAULTS } from '../quant/layer-quant.js';
 import type { QuantizeOptions } from '../pipeline/quantize.js';
+import type { QuantMethod } from '../quant/recipe.js';
 import { parseIntegerFlag, parseNumberFlag } from './output.js';
 
 export interface BwlaRawFlags {
@@ -37,7 +38,7 @@ function nonNegative(flag: string, value: string): number {
 
 type BwlaOptions = Pick<QuantizeOptions, 'oktIterations' | 'oktTolerance' | 'oktActivationWeight' | 'oktAnneal' | 'pspIterations' | 'pspTolerance' | 'weightedPsp' | 'dataAwareScale'>;
 
-export function parseBwlaFlags(method: 'bwta' | 'bwla' | 'rtn', raw: BwlaRawFlags): BwlaOptions {
+export function parseBwlaFlags(method: QuantMethod, raw: BwlaRawFlags): BwlaOptions {
   const o: BwlaOptions = {};
   const bwlaOnly = ([
     ['--okt-iterations', raw.oktIterations], ['--okt-tol', raw.oktTol], ['--okt-act-weight', raw.oktActWeight],
@@ -63,7 +64,7 @@ export function parseBwlaFlags(method: 'bwta' | 'bwla' | 'rtn', raw: BwlaRawFlag
   }
   if (raw.scaleRefit !== undefined) {
     if (raw.scaleRefit !== 'none' && raw.scaleRefit !== 'output') throw usageError(`--scale-refit must be none or output (got "${raw.scaleRefit}")`);
-    if (method === 'rtn') throw usageError('--scale-refit is a --method bwla / bwta option');
+    if (method !== 'bwla' && method !== 'bwta') throw usageError('--scale-refit is a --method bwla / bwta option');
     o.dataAwareScale = raw.scaleRefit === 'output';
   }
   return o;

@@ -6,6 +6,7 @@ import { usageError } from '../errors.js';
 import { DEFAULT_RECONSTRUCT, type ReconstructOptions } from '../pipeline/reconstruct.js';
 import { checkLevels } from '../quant/reconstruct/schedule.js';
 import { parseIntegerFlag, parseNumberFlag } from './output.js';
+import type { QuantMethod } from '../quant/recipe.js';
 
 export interface ReconstructRawFlags {
   /** true with --reconstruct, false with --no-reconstruct */
@@ -48,7 +49,7 @@ function rate(flag: string, value: string): number {
 }
 
 /** The reconstruction options of a run, or undefined when it does not reconstruct. */
-export function parseReconstructFlags(method: 'bwta' | 'bwla' | 'rtn', raw: ReconstructRawFlags): ReconstructOptions | undefined {
+export function parseReconstructFlags(method: QuantMethod, raw: ReconstructRawFlags): ReconstructOptions | undefined {
   const on = raw.reconstruct ?? method === 'bwta';
   const given = ([
     ['--rec-iterations', raw.recIterations], ['--rec-batch', raw.recBatch], ['--rec-lr-weight', raw.recLrWeight],

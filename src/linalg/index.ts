@@ -4,4 +4,4 @@ export { svd, type Svd } from './svd.js';
 export { procrustes, procrustesAlign } from './procrustes.js';
 export { randomizedSvd, type TruncatedSvd } from './randomized-svd.js';
 export { Rng } from './random.js';
-export { jsMatmul, type Matmul, type MatmulOptions } from './matmul.js';
+export { jsMatmul, type Matmul, type MatmulOptions, type Numerics, type RotateRows } from './matmul.js';

@@ -8,7 +8,10 @@
  * orthonormalisation, so span(Q) contains span(basis): a warm start that makes the result the exact
  * SVD of A projected on a subspace that holds the previous estimate (PSP's monotone L-step).
  * When the sketch would have ≥ m columns, Q = I (the SVD is exact).
+ * A is float32 (the Matmul's operands; a Float64Array is rounded once); the thin factors Ω, Q (m × (r + p)) are
+ * orthonormalised in float64 and handed to the products in float32.
  */
+import { toFloat32 } from './dense.js';
 import { jsMatmul, type Matmul } from './matmul.js';
 import { qr } from './qr.js';
 import { Rng } from './random.js';
@@ -31,19 +34,20 @@ export async function randomizedSvd(
   options: { oversample?: number; powerIterations?: number; seed?: number; matmul?: Matmul; basis?: { data: Float64Array; cols: number } } = {},
 ): Promise<TruncatedSvd> {
   const mm = options.matmul ?? jsMatmul;
+  const a32 = toFloat32(a);
   const p = options.oversample ?? 8;
   const iters = options.powerIterations ?? 2;
   const extra = options.basis?.cols ?? 0;
   const l = Math.min(rank + p, m, n);
   const rng = new Rng(options.seed ?? 0);
-  const omega = new Float64Array(n * l);
+  const omega = new Float32Array(n * l);
   for (let i = 0; i < omega.length; i++) omega[i] = rng.normal();
-  let y = await mm(a, omega, m, n, l); // [m, l]
+  let y = await mm(a32, omega, m, n, l); // [m, l]
   let q = qr(y, m, l).q;
   for (let it = 0; it < iters; it++) {
-    const z = await mm(a, q, n, m, l, { transposeA: true }); // Aᵀ Q  [n, l]
+    const z = await mm(a32, Float32Array.from(q), n, m, l, { transposeA: true }); // Aᵀ Q  [n, l]
     const qz = qr(z, n, l).q;
-    y = await mm(a, qz, m, n, l);
+    y = await mm(a32, Float32Array.from(qz), m, n, l);
     q = qr(y, m, l).q;
   }
   let cols = l;
@@ -61,7 +65,7 @@ export async function randomizedSvd(
       q = qr(joined, m, cols).q;
     }
   }
-  const b = await mm(q, a, cols, m, n, { transposeA: true }); // Qᵀ A [cols, n]
+  const b = await mm(Float32Array.from(q), a32, cols, m, n, { transposeA: true }); // Qᵀ A [cols, n]
   const small = svd(b, cols, n); // u [cols, p], s [p], v [n, p]
   const r = Math.min(rank, small.p);
   const ub = small.u;

@@ -5,6 +5,7 @@
  */
 import { BwqError } from '../errors.js';
 import type { KroneckerRotation, LayerRecipe, LinearRole } from '../quant/recipe.js';
+import { rotationTensorNamesOf } from '../quant/recipe.js';
 import type { Tensor } from '../tensor.js';
 import { readLinearWeight, readNormWeight } from './load-weights.js';
 import type { ModelDir } from './model-dir.js';
@@ -28,7 +29,7 @@ export interface BlockWeights {
 export function recipeRotations(recipe: LayerRecipe | undefined): KroneckerRotation[] {
   const out = new Map<string, KroneckerRotation>();
   for (const r of Object.values(recipe?.linears ?? {})) {
-    if (r?.rotation !== undefined) out.set(`${r.rotation.r1}\u0000${r.rotation.r2}`, r.rotation);
+    if (r?.rotation !== undefined) out.set(rotationTensorNamesOf(r.rotation).join('\u0000'), r.rotation);
   }
   return [...out.values()];
 }
@@ -64,7 +65,7 @@ export async function loadBlockWeights(model: ModelDir, layer: number): Promise<
   if (names.qNorm !== undefined) weights.qNorm = await checkpoint.readFloat32(names.qNorm.weight);
   if (names.kNorm !== undefined) weights.kNorm = await checkpoint.readFloat32(names.kNorm.weight);
   for (const r of recipeRotations(config.quantization?.layers[layer])) {
-    for (const n of [r.r1, r.r2]) if (!weights.extra.has(n)) weights.extra.set(n, await checkpoint.readTensor(n));
+    for (const n of rotationTensorNamesOf(r)) if (!weights.extra.has(n)) weights.extra.set(n, await checkpoint.readTensor(n));
   }
   return weights;
 }

@@ -29,8 +29,10 @@ export async function openModelDir(dir: string): Promise<ModelDir> {
   if (s === undefined) throw new BwqError('model directory not found', { file: dir });
   if (!s.isDirectory()) throw new BwqError('not a directory (expected a model directory with config.json)', { file: dir });
   const config = await loadModelConfig(dir);
-  if (config.quantization !== undefined && !(await hasSimulatedWeights(dir))) {
-    return { dir, config, ...(await openPackedOnly(dir, config, config.quantization.packed_weights)), packedOnly: true };
+  // (billm / arb OUT_DIRs have no packed model: their simulated model is the only checkpoint)
+  const packedWeights = config.quantization?.packed_weights;
+  if (packedWeights !== undefined && !(await hasSimulatedWeights(dir))) {
+    return { dir, config, ...(await openPackedOnly(dir, config, packedWeights)), packedOnly: true };
   }
   const checkpoint = await Checkpoint.open(dir);
   try {

@@ -12,6 +12,10 @@ export const PACKED_FORMAT = 'bwq-packed-v1';
 export async function openPackedFile(model: ModelDir): Promise<{ file: SafetensorsFile; path: string } | undefined> {
   const q = model.config.quantization;
   if (q === undefined) return undefined;
+  if (q.packed_weights === undefined) {
+    throw new BwqError(`method ${q.method} has no packed model (bwq writes only its simulated model; docs/FORMATS.md), which the runtime needs (eval --backend native, generate): evaluate it with eval --backend onnx`,
+      { file: model.dir, exitCode: 2 });
+  }
   const path = join(model.dir, q.packed_weights);
   const file = await SafetensorsFile.open(path);
   const format = file.metadata['format'];

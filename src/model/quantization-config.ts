@@ -5,11 +5,12 @@
 import { BwqError } from '../errors.js';
 import type {
   ActivationQuantizer, AttentionRecipe, KroneckerRotation, LayerRecipe, LinearInputRecipe, LinearRole,
-  QuantizationConfig,
+  ProbsRow, QuantizationConfig,
 } from '../quant/recipe.js';
+import { rotationTensorNamesOf, SIMULATED_ONLY_METHODS } from '../quant/recipe.js';
 
 export const LINEAR_ROLES: readonly LinearRole[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
-const METHODS: readonly QuantizationConfig['method'][] = ['bwta', 'bwla', 'rtn'];
+const METHODS: readonly QuantizationConfig['method'][] = ['bwta', 'bwla', 'rtn', 'billm', 'arb'];
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -60,12 +61,20 @@ function parseRotation(v: unknown, path: string, file: string): KroneckerRotatio
     throw new BwqError(`${path}: ${problem}`, { file });
   };
   if (!isObject(v)) return fail('rotation must be an object');
-  if (v['kind'] !== 'kronecker') fail(`unknown rotation kind ${JSON.stringify(v['kind'])} (expected kronecker)`);
-  for (const key of ['r1', 'r2']) {
+  const kind = v['kind'];
+  if (kind !== 'kronecker' && kind !== 'kronecker_remainder') {
+    fail(`unknown rotation kind ${JSON.stringify(kind)} (expected kronecker or kronecker_remainder)`);
+  }
+  const keys = kind === 'kronecker' ? ['r1', 'r2'] : ['r1', 'r2', 'r3'];
+  for (const key of keys) {
     const name = v[key];
     if (typeof name !== 'string' || name.length === 0) fail(`rotation '${key}' must be a tensor name`);
   }
-  return { kind: 'kronecker', r1: v['r1'] as string, r2: v['r2'] as string };
+  if (kind === 'kronecker') {
+    if (v['r3'] !== undefined) fail(`rotation 'r3' belongs to kind kronecker_remainder, not kronecker`);
+    return { kind: 'kronecker', r1: v['r1'] as string, r2: v['r2'] as string };
+  }
+  return { kind: 'kronecker_remainder', r1: v['r1'] as string, r2: v['r2'] as string, r3: v['r3'] as string };
 }
 
 function parseLayer(v: unknown, index: number, ctx: QuantizationContext): LayerRecipe {
@@ -95,7 +104,14 @@ function parseLayer(v: unknown, index: number, ctx: QuantizationContext): LayerR
     if (!isObject(att)) fail("'attention' must be an object");
     const a = att as Record<string, unknown>;
     const q = (k: string): ActivationQuantizer => parseActivationQuantizer(a[k], `${path}.attention.${k}`, ctx.file);
-    layer.attention = { query: q('query'), key: q('key'), probs: q('probs'), value: q('value') };
+    const probsRow = a['probsRow'] ?? 'window';
+    if (probsRow !== 'unmasked' && probsRow !== 'window') {
+      fail(`attention.probsRow must be "unmasked" or "window" (got ${JSON.stringify(probsRow)})`);
+    }
+    layer.attention = { query: q('query'), key: q('key'), probs: q('probs'), value: q('value'), probsRow: probsRow as ProbsRow };
+    if (probsRow === 'unmasked' && layer.attention.probs.kind === 'binary') {
+      fail('attention.probs: a binary quantizer is not defined over the unmasked keys (sign⁺ would give the masked keys +s)');
+    }
   }
   return layer;
 }
@@ -128,9 +144,16 @@ export function parseQuantizationConfig(v: unknown, ctx: QuantizationContext): Q
   }
   const layers = layersRaw.map((layer, i) => parseLayer(layer, i, ctx));
   const packed = v['packed_weights'];
-  if (typeof packed !== 'string' || packed.length === 0) fail("'packed_weights' must be a file name");
-  if ((packed as string).startsWith('/') || (packed as string).split(/[\\/]/).includes('..')) {
-    fail(`'packed_weights' must be a path inside the model directory (got ${JSON.stringify(packed)})`);
+  // billm / arb have no packed model (src/quant/recipe.ts SIMULATED_ONLY_METHODS): no packed_weights, no ternary activations
+  const simulatedOnly = (SIMULATED_ONLY_METHODS as readonly unknown[]).includes(m);
+  if (simulatedOnly) {
+    if (packed !== undefined) fail(`'packed_weights' must be absent for method ${m as string} (it has no packed model)`);
+    if (aBits === 'ternary') fail(`'a_bits' must be an integer for method ${m as string} (got "ternary")`);
+  } else {
+    if (typeof packed !== 'string' || packed.length === 0) fail("'packed_weights' must be a file name");
+    if ((packed as string).startsWith('/') || (packed as string).split(/[\\/]/).includes('..')) {
+      fail(`'packed_weights' must be a path inside the model directory (got ${JSON.stringify(packed)})`);
+    }
   }
   const settingsRaw = v['settings'] ?? {};
   if (!isObject(settingsRaw)) return fail("'settings' must be an object");
@@ -148,7 +171,7 @@ export function parseQuantizationConfig(v: unknown, ctx: QuantizationContext): Q
     w_bits: 1,
     a_bits: aBits as number | 'ternary',
     layers,
-    packed_weights: packed as string,
+    ...(simulatedOnly ? {} : { packed_weights: packed as string }),
     settings,
   };
 }
@@ -159,10 +182,7 @@ export function rotationTensorNames(q: QuantizationConfig): string[] {
   for (const layer of q.layers) {
     for (const role of LINEAR_ROLES) {
       const rotation = layer.linears[role]?.rotation;
-      if (rotation !== undefined) {
-        names.add(rotation.r1);
-        names.add(rotation.r2);
-      }
+      if (rotation !== undefined) for (const name of rotationTensorNamesOf(rotation)) names.add(name);
     }
   }
   return [...names];

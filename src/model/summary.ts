@@ -80,7 +80,7 @@ function bitsClass(name: string): BitsClass {
   if (name.endsWith('.qweight')) return 'signs';
   if (name.endsWith('.wscale')) return 'scales';
   if (name.endsWith('.lr_a') || name.endsWith('.lr_b')) return 'low-rank';
-  if (/\.okt_r[12]$/.test(name)) return 'rotations';
+  if (/\.okt_r[123]$/.test(name)) return 'rotations';
   if (name.endsWith('embed_tokens.weight') || name.endsWith('wte.weight')) return 'embeddings';
   if (name.startsWith('lm_head.')) return 'lm_head';
   if (/norm\.weight$|norm\.bias$|_ln\.weight$/.test(name)) return 'norms';
@@ -94,7 +94,8 @@ export interface QuantizationSummary {
   wBits: number;
   bwqVersion: string;
   settings: Readonly<Record<string, string | number | boolean>>;
-  packedWeights: string;
+  /** undefined: the method has no packed model (billm, arb) */
+  packedWeights: string | undefined;
   /** linears with an activation recipe, and those with an online rotation */
   quantizedLinears: number;
   rotatedLinears: number;
@@ -251,7 +252,7 @@ export async function inspectPath(path: string, options: { listTensors?: boolean
   if (s.isDirectory()) {
     kind = 'model-dir';
     if (await isFile(join(path, 'config.json'))) config = await loadModelConfig(path);
-    if (config?.quantization !== undefined && !(await hasSimulatedWeights(path))) {
+    if (config?.quantization?.packed_weights !== undefined && !(await hasSimulatedWeights(path))) {
       // a --no-simulated OUT_DIR: the packed file is the checkpoint, names and shapes checked as it opens
       const opened = await openPackedOnly(path, config, config.quantization.packed_weights);
       checkpoint = opened.checkpoint;
@@ -292,8 +293,8 @@ export async function inspectPath(path: string, options: { listTensors?: boolean
     };
     if (config?.quantization !== undefined) {
       quantization = summarizeQuantization(config.quantization);
-      const packedPath = join(path, config.quantization.packed_weights);
-      if (await isFile(packedPath)) {
+      const packedPath = config.quantization.packed_weights === undefined ? undefined : join(path, config.quantization.packed_weights);
+      if (packedPath !== undefined && await isFile(packedPath)) {
         const pf = await SafetensorsFile.open(packedPath);
         try {
           packed = summarizePacked(pf, pf.fileSize, floatShape);

@@ -11,9 +11,11 @@
  * P·V: P̂[i, j] = s_p[i]·t_p[i, j] but v̂_j = s_v[j]·t_v[j] carries a per-key scale on the
  *   contraction axis, so Σ_j t_p[i,j]·s_v[j]·t_v[j,d] is not an integer sum; it is the float
  *   GEMM P̂·V̂ (docs/NATIVE_FORWARD.md).
- * Probabilities are quantized over the whole row of length seq (masked zeros included), like a
- * quantizer on the [batch, heads, seq, seq] softmax output of the simulated graph.
+ * Probabilities are quantized per query row over its unmasked keys (recipe.probsRow 'unmasked'), or over
+ * the whole row of length seq, masked zeros included ('window', recipes before issue #16), as the simulated
+ * graph's quantizer on the [batch, heads, seq, seq] softmax output (src/quant/attention-probs.ts).
  */
+import { firstVisibleKey, quantizeProbRows } from '../quant/attention-probs.js';
 import type { ActivationQuantizer, AttentionRecipe } from '../quant/recipe.js';
 import { activationCodes, dequantize, type ActivationCodes } from './activation-codes.js';
 import type { FloatGemm } from './float-gemm.js';
@@ -59,7 +61,7 @@ export async function causalAttention(q: Float32Array, k: Float32Array, v: Float
     valueFloat.push(dequantize(quantized(vh, seq, headDim, recipe?.value), seq, headDim));
   }
   const rowExp = new Float64Array(seq);
-  const lo = (i: number): number => (slidingWindow === undefined ? 0 : Math.max(0, i - slidingWindow + 1));
+  const lo = (i: number): number => firstVisibleKey(i, slidingWindow);
   for (let h = 0; h < numHeads; h++) {
     const g = Math.floor(h / group);
     const qh = gatherHead(q, seq, numHeads, headDim, h);
@@ -102,7 +104,7 @@ export async function causalAttention(q: Float32Array, k: Float32Array, v: Float
       scores.fill(0, o + i + 1, o + seq);
     }
     // ctx_h = P̂ · V̂ (float GEMM; with ternary P the products t_p·v̂ are exact)
-    const pHat = dequantize(quantized(scores, seq, seq, recipe?.probs), seq, seq);
+    const pHat = quantizeProbRows(scores, seq, recipe?.probs ?? { kind: 'none' }, recipe?.probsRow, slidingWindow);
     const ch = await gemm.plain(pHat, seq, seq, valueFloat[g]!, headDim);
     for (let t = 0; t < seq; t++) ctx.set(ch.subarray(t * headDim, (t + 1) * headDim), (t * numHeads + h) * headDim);
   }

@@ -12,7 +12,8 @@ import { BwqError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import type { LayerWeightNames, LinearWeightNames, ModelWeightNames } from '../model/weights.js';
 import { linearByRole } from '../model/weights.js';
-import type { ActivationQuantizer, AttentionRecipe, LinearInputRecipe, LinearRole } from '../quant/recipe.js';
+import type { ActivationQuantizer, AttentionRecipe, KroneckerRotation, LinearInputRecipe, LinearRole } from '../quant/recipe.js';
+import { rotationTensorNamesOf } from '../quant/recipe.js';
 import { wordsPerRow } from './reference-kernels.js';
 
 /** A read-only tensor store (a safetensors file, a checkpoint, or an in-memory map in tests). */
@@ -68,12 +69,14 @@ export function memoryTensorSource(tensors: ReadonlyMap<string, { dtype: 'F32' |
 }
 
 export interface Rotation {
-  /** r1 [a, a], r2 [b, b] (row-major), a·b = in_features. */
+  /** r1 [a, a], r2 [b, b] (row-major), r3 [r, r] (kronecker_remainder; r = 0 without), a·b + r = in_features. */
   readonly r1: Float32Array;
   readonly a: number;
   readonly r2: Float32Array;
   readonly b: number;
-  readonly names: readonly [string, string];
+  readonly r3: Float32Array | undefined;
+  readonly r: number;
+  readonly names: readonly string[];
 }
 
 /** What happens to a linear's input before its matmul (resolved recipe). */
@@ -204,9 +207,10 @@ function linearShape(config: ModelConfig, role: LinearRole): [number, number] {
   }
 }
 
-async function loadRotation(lookup: TensorLookup, names: { r1: string; r2: string }, inFeatures: number,
+async function loadRotation(lookup: TensorLookup, names: KroneckerRotation, inFeatures: number,
   cache: Map<string, Promise<Rotation>>): Promise<Rotation> {
-  const key = `${names.r1}\u0000${names.r2}`;
+  const all = rotationTensorNamesOf(names);
+  const key = all.join('\u0000');
   let pending = cache.get(key);
   if (pending === undefined) {
     pending = (async () => {
@@ -223,12 +227,13 @@ async function loadRotation(lookup: TensorLookup, names: { r1: string; r2: strin
       };
       const a = shapeOf(names.r1)[0]!;
       const b = shapeOf(names.r2)[0]!;
-      if (a * b !== inFeatures) {
-        throw new BwqError(`rotation ${names.r1} ⊗ ${names.r2} is ${a}x${b} = ${a * b}, but the linear has ${inFeatures} inputs`,
-          { file: lookup.where(names.r1) });
+      const r = names.r3 === undefined ? 0 : shapeOf(names.r3)[0]!;
+      if (a * b + r !== inFeatures) {
+        const what = names.r3 === undefined ? `${names.r1} ⊗ ${names.r2} is ${a}x${b} = ${a * b}` : `diag(${names.r1} ⊗ ${names.r2}, ${names.r3}) is ${a}x${b} + ${r} = ${a * b + r}`;
+        throw new BwqError(`rotation ${what}, but the linear has ${inFeatures} inputs`, { file: lookup.where(names.r1) });
       }
       return { r1: await lookup.float(names.r1, [a, a]), a, r2: await lookup.float(names.r2, [b, b]), b,
-        names: [names.r1, names.r2] as const };
+        r3: names.r3 === undefined ? undefined : await lookup.float(names.r3, [r, r]), r, names: all };
     })();
     cache.set(key, pending);
   }

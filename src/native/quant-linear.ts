@@ -1,7 +1,8 @@
 /**
  * One linear layer of the native forward pass, for rows x [M, K]:
  *
- *   x' = x (R1 ⊗ R2)                    online Kronecker rotation (if the recipe names one)
+ *   x' = x (R1 ⊗ R2)                    online Kronecker rotation (if the recipe names one;
+ *                                       diag(R1 ⊗ R2, R3) for kronecker_remainder)
  *   (codes, s) = quantize(x')           per row, recipe semantics (activation-codes.ts)
  *   acc[m, n] = Σ_k code[m, k]·B[n, k]  exact integers from the packed kernel
  *   y[m, n] = s[m]·wscale[n]·acc[m, n] + ((x̂ lr_bᵀ) lr_aᵀ)[m, n] + bias[n],   x̂ = s·code
@@ -21,7 +22,8 @@ import { addBiasRows } from './transformer-ops.js';
  *   T = X·R2 on [rows·a, b];  per row, X' = R1ᵀ·T ⇔ X'ᵀ = Tᵀ·R1, on [rows·b, a].
  */
 export async function rotateRows(x: Float32Array, rows: number, rotation: Rotation, gemm: FloatGemm): Promise<Float32Array> {
-  const { a, b, r1, r2 } = rotation;
+  const { a, b, r1, r2, r, r3 } = rotation;
+  if (r > 0 && r3 !== undefined) return rotateRowsWithRemainder(x, rows, rotation, r3, gemm);
   const n = a * b;
   const t = await gemm.plain(x.length === rows * n ? x : x.subarray(0, rows * n), rows * a, b, r2, b);
   const tt = new Float32Array(rows * n);
@@ -34,6 +36,28 @@ export async function rotateRows(x: Float32Array, rows: number, rotation: Rotati
   for (let r = 0; r < rows; r++) {
     const o = r * n;
     for (let q = 0; q < b; q++) for (let i = 0; i < a; i++) out[o + i * b + q] = ut[o + q * a + i]!;
+  }
+  return out;
+}
+
+/** diag(R1 ⊗ R2, R3) on rows of width a·b + r: the first a·b columns as above, the last r times R3 (one GEMM). */
+async function rotateRowsWithRemainder(x: Float32Array, rows: number, rotation: Rotation, r3: Float32Array, gemm: FloatGemm):
+  Promise<Float32Array> {
+  const m = rotation.a * rotation.b;
+  const { r } = rotation;
+  const n = m + r;
+  const head = new Float32Array(rows * m);
+  const tail = new Float32Array(rows * r);
+  for (let t = 0; t < rows; t++) {
+    head.set(x.subarray(t * n, t * n + m), t * m);
+    tail.set(x.subarray(t * n + m, t * n + n), t * r);
+  }
+  const rotatedHead = await rotateRows(head, rows, { ...rotation, r: 0, r3: undefined }, gemm);
+  const rotatedTail = await gemm.plain(tail, rows, r, r3, r);
+  const out = new Float32Array(rows * n);
+  for (let t = 0; t < rows; t++) {
+    out.set(rotatedHead.subarray(t * m, t * m + m), t * n);
+    out.set(rotatedTail.subarray(t * r, t * r + r), t * n + m);
   }
   return out;
 }

@@ -14,6 +14,7 @@ import type { ModelConfig } from '../model/config.js';
 import { linearByRole } from '../model/weights.js';
 import { loadBlockWeights as readBlockWeights, recipeRotations, type BlockWeights } from '../model/block-weights.js';
 import type { LayerRecipe, LinearRole } from '../quant/recipe.js';
+import { rotationTensorNamesOf } from '../quant/recipe.js';
 import type { Tensor } from '../tensor.js';
 import { BwqError } from '../errors.js';
 import { DataType } from './onnx-proto.js';
@@ -72,14 +73,17 @@ interface BlockStructure {
 function blockStructure(config: ModelConfig, weights: BlockWeights, recipe: LayerRecipe | undefined, taps: readonly TapName[], shapeOf: (name: string) => readonly number[]): BlockStructure {
   const rotationNames: string[] = [];
   for (const r of recipeRotations(recipe)) {
-    for (const n of [r.r1, r.r2]) if (!rotationNames.includes(n)) rotationNames.push(n);
+    for (const n of rotationTensorNamesOf(r)) if (!rotationNames.includes(n)) rotationNames.push(n);
   }
   const rename = (n: string): string => `r.${rotationNames.indexOf(n)}`;
   const normalized = recipe === undefined ? undefined : {
     linears: Object.fromEntries(
       Object.entries(recipe.linears).map(([role, r]) => [role, r === undefined ? undefined : {
         quantizer: r.quantizer,
-        rotation: r.rotation === undefined ? undefined : { kind: r.rotation.kind, r1: rename(r.rotation.r1), r2: rename(r.rotation.r2) },
+        rotation: r.rotation === undefined ? undefined : {
+          kind: r.rotation.kind, r1: rename(r.rotation.r1), r2: rename(r.rotation.r2),
+          ...(r.rotation.r3 === undefined ? {} : { r3: rename(r.rotation.r3) }),
+        },
       }]),
     ),
     attention: recipe.attention,
@@ -178,7 +182,7 @@ export async function createBlockRunner(model: ModelDir, options: { threads?: nu
     };
     const rotationTensors = new Map<string, Tensor>();
     for (const r of recipeRotations(recipe)) {
-      for (const n of [r.r1, r.r2]) rotationTensors.set(n, await extra(n));
+      for (const n of rotationTensorNamesOf(r)) rotationTensors.set(n, await extra(n));
     }
     const shapeOf = (name: string): readonly number[] => rotationTensors.get(name)!.shape;
     const structure = blockStructure(config, weights, recipe, taps, shapeOf);

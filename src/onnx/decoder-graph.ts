@@ -7,10 +7,11 @@
  * constant-folds for initializers) or Conv1D layout [in, out] ('io', GPT-2, multiplied as x·W).
  * Grouped-query attention never copies K/V: Q [B, nH, S, hd] is viewed as [B, nKv, g·S, hd]
  * (head h uses kv head ⌊h/g⌋, as transformers' repeat_kv), scores are [B, nKv, g·S, S] and are
- * viewed as [B, nKv, g, S, S] to add the [S, S] causal mask.
+ * viewed as [B, nKv, g, S, S] to add the [S, S] causal mask. The probs quantizer of a recipe with probsRow
+ * 'unmasked' divides by each query row's unmasked keys, counted from the mask (src/quant/attention-probs.ts).
  */
 import type { ModelConfig } from '../model/config.js';
-import type { LayerRecipe, LinearRole } from '../quant/recipe.js';
+import { ATTENTION_OPERANDS, probsOverUnmasked, type LayerRecipe, type LinearRole } from '../quant/recipe.js';
 import { BwqError } from '../errors.js';
 import { DataType } from './onnx-proto.js';
 import type { GraphBuilder } from './graph-builder.js';
@@ -136,9 +137,11 @@ export function decoderLayer(
     if (cached !== undefined) return cached;
     let v = input;
     if (r.rotation !== undefined) {
-      if (r.rotation.kind !== 'kronecker') throw new BwqError(`${role}: unknown rotation kind "${String(r.rotation.kind)}"`);
-      const { r1, r2, a, b } = options.resolveRotation(r.rotation);
-      v = rotateOp(g, v, r1, r2, a, b);
+      if (r.rotation.kind !== 'kronecker' && r.rotation.kind !== 'kronecker_remainder') {
+        throw new BwqError(`${role}: unknown rotation kind "${String(r.rotation.kind)}"`);
+      }
+      const { r1, r2, a, b, remainder } = options.resolveRotation(r.rotation);
+      v = rotateOp(g, v, r1, r2, a, b, remainder);
     }
     validateQuantizer(r.quantizer, role);
     v = quantizeOp(g, v, r.quantizer);
@@ -179,7 +182,7 @@ export function decoderLayer(
   tap('value', v);
   const att = recipe?.attention;
   if (att !== undefined) {
-    for (const [name, qz] of Object.entries(att)) validateQuantizer(qz, `attention.${name}`);
+    for (const name of ATTENTION_OPERANDS) validateQuantizer(att[name], `attention.${name}`);
     q = quantizeOp(g, q, att.query);
     k = quantizeOp(g, k, att.key);
     v = quantizeOp(g, v, att.value);
@@ -196,7 +199,7 @@ export function decoderLayer(
     probs = g.node('Reshape', [g.node('Softmax', [masked], { axis: -1 }), shape4]); // [B, nH, S, S]
   }
   tap('probs', probs);
-  if (att !== undefined) probs = quantizeOp(g, probs, att.probs);
+  if (att !== undefined) probs = quantizeOp(g, probs, att.probs, probsOverUnmasked(att) ? unmaskedKeys(g, ctx.mask) : undefined);
   let context: string;
   if (groups === 1) {
     context = g.matmul(probs, v); // [B, nH, S, hd]
@@ -219,6 +222,12 @@ export function decoderLayer(
   }
   tap('mlp_hidden', hidden);
   return g.add(afterAttention, linear('down_proj', hidden));
+}
+
+/** The unmasked keys of each query row, [S, 1] float: the entries where the additive mask [S, S] is 0. */
+function unmaskedKeys(g: GraphBuilder, mask: string): string {
+  const visible = g.node('Cast', [g.node('Equal', [mask, g.constFloat([0])])], { to: DataType.FLOAT });
+  return g.node('ReduceSum', [visible, g.constInt64([-1])], { keepdims: 1 });
 }
 
 /** Float32 graph inputs for the sequence context (cos/sin/mask) plus the S dimension taken from `mask`. */

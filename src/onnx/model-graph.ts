@@ -7,6 +7,7 @@ import type { ModelConfig } from '../model/config.js';
 import type { LayerWeightNames, LinearWeightNames } from '../model/weights.js';
 import type { ModelDir } from '../model/model-dir.js';
 import type { KroneckerRotation, LayerRecipe, LinearRole } from '../quant/recipe.js';
+import { rotationTensorNamesOf } from '../quant/recipe.js';
 import { BwqError } from '../errors.js';
 import { DataType } from './onnx-proto.js';
 import { GraphBuilder } from './graph-builder.js';
@@ -54,7 +55,11 @@ export function rotationResolver(values: Map<string, { value: string; shape: rea
       if (s.length !== 2 || s[0] !== s[1]) throw new BwqError(`rotation tensor ${name} must be square, has shape [${s.join(', ')}]`, { file });
       return s[0]!;
     };
-    return { r1: r1.value, r2: r2.value, a: square(r1.shape, rotation.r1), b: square(r2.shape, rotation.r2) };
+    const factors = { r1: r1.value, r2: r2.value, a: square(r1.shape, rotation.r1), b: square(r2.shape, rotation.r2) };
+    if (rotation.r3 === undefined) return factors;
+    const r3 = values.get(rotation.r3);
+    if (r3 === undefined) throw new BwqError(`rotation tensor ${rotation.r3} not found`, { file });
+    return { ...factors, remainder: { r3: r3.value, r: square(r3.shape, rotation.r3) } };
   };
 }
 
@@ -112,7 +117,7 @@ export async function buildModelGraph(model: ModelDir, mode: HeadMode, layout: E
     const recipe = quant?.layers[i];
     const rotations = new Map<string, { value: string; shape: readonly number[] }>();
     for (const r of recipeRotations(recipe)) {
-      for (const name of [r.r1, r.r2]) {
+      for (const name of rotationTensorNamesOf(r)) {
         if (!checkpoint.has(name)) throw new BwqError(`rotation tensor ${name} (layer ${i}) is not in the checkpoint`, { file: dir });
         rotations.set(name, { value: await w.float(name), shape: w.shape(name) });
       }

@@ -1,19 +1,18 @@
 /**
  * The quantize numerics' Matmul (src/linalg/matmul.ts) when the blocks run on a GPU: products of at least
  * DEVICE_MIN_MACS multiply-adds go to the block engine's device (cuBLAS, FP32 operands and accumulation), smaller
- * ones to `host` (onnxruntime's MLAS, or the float64 JS GEMM below its own threshold). The device takes
+ * ones to `host` (onnxruntime's MLAS, or the JS GEMM below its own threshold); float32 in and out. The device takes
  * c = a·wᵀ with a [m, k] and w [n, k]; the other transposition cases are rearranged on the host first (O(mk + kn)
  * copies against O(mkn) multiply-adds).
  */
-import { toFloat32, type Floats } from '../linalg/dense.js';
 import type { Matmul } from '../linalg/matmul.js';
 
-/** 2^18 multiply-adds, the host's own threshold for leaving its float64 JS GEMM: every product the host would
+/** 2^18 multiply-adds, the host's own threshold for leaving its JS GEMM: every product the host would
  *  hand to onnxruntime goes to the device instead (a call costs tens of microseconds there). */
 export const DEVICE_MIN_MACS = 1 << 18;
 
-/** [rows, cols] → [cols, rows] as float32 */
-export function transposeToF32(x: Floats, rows: number, cols: number): Float32Array {
+/** [rows, cols] → [cols, rows] */
+export function transposeToF32(x: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
@@ -22,9 +21,9 @@ export function transposeToF32(x: Floats, rows: number, cols: number): Float32Ar
   return out;
 }
 
-/** The first `count` values as float32 (no copy when they already are). */
-function asF32(x: Floats, count: number): Float32Array {
-  return toFloat32(x.length === count ? x : x.subarray(0, count));
+/** The first `count` values (a view, no copy). */
+function head(x: Float32Array, count: number): Float32Array {
+  return x.length === count ? x : x.subarray(0, count);
 }
 
 export function deviceMatmul(
@@ -34,8 +33,8 @@ export function deviceMatmul(
 ): Matmul {
   return async (a, b, m, k, n, options = {}) => {
     if (m * k * n < minMacs) return host(a, b, m, k, n, options);
-    const a32 = options.transposeA === true ? transposeToF32(a, k, m) : asF32(a, m * k);
-    const w32 = options.transposeB === true ? asF32(b, n * k) : transposeToF32(b, k, n);
-    return Float64Array.from(onDevice(a32, m, k, w32, n));
+    const a32 = options.transposeA === true ? transposeToF32(a, k, m) : head(a, m * k);
+    const w32 = options.transposeB === true ? head(b, n * k) : transposeToF32(b, k, n);
+    return onDevice(a32, m, k, w32, n);
   };
 }

@@ -20,8 +20,8 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ModelDir } from '../model/model-dir.js';
 import { linearByRole } from '../model/weights.js';
-import type { LinearRole } from '../quant/recipe.js';
-import { kroneckerFactors } from '../quant/kronecker.js';
+import { SIMULATED_ONLY_METHODS, type LinearRole, type QuantMethod } from '../quant/recipe.js';
+import { kroneckerSplit } from '../quant/kronecker.js';
 
 export interface OutputSizeInput {
   /** every checkpoint tensor, with its element size in the outputs (its kept dtype; default 4) */
@@ -36,6 +36,8 @@ export interface OutputSizeInput {
   copiedBytes: number;
   /** false: no simulated model is written (--no-simulated); default true */
   simulated?: boolean;
+  /** false: no packed model is written (billm, arb); default true */
+  packed?: boolean;
   /** bytes of the calibration hidden states (nsamples · seqlen · hidden · 4); default 0 */
   hiddenStateBytes?: number;
 }
@@ -66,8 +68,8 @@ export function estimateOutputSize(input: OutputSizeInput): OutputSize {
   const header = (name: string): number => name.length + HEADER_BYTES_PER_TENSOR;
   let rotations = 0;
   for (const n of input.rotatedWidths) {
-    const { a, b } = kroneckerFactors(n);
-    rotations += 2 * header('model.layers.000.attn_out.okt_r1') + 4 * (a * a + b * b);
+    const { a, b, r } = kroneckerSplit(n);
+    rotations += (r > 0 ? 3 : 2) * header('model.layers.000.attn_out.okt_r1') + 4 * (a * a + b * b + r * r);
   }
   let simulated = 8 + rotations;
   let packed = 8 + rotations;
@@ -86,6 +88,7 @@ export function estimateOutputSize(input: OutputSizeInput): OutputSize {
   const spill = [...byBlock.values()].reduce((a, b) => a + b, 0);
   const spillBlock = Math.max(0, ...byBlock.values());
   if (!withSimulated) simulated = 0;
+  if (input.packed === false) packed = 0;
   const checkpoint = 2 * (input.hiddenStateBytes ?? 0) + rotations;
   const copies = input.copiedBytes + JSON_SLACK;
   const total = Math.max(spill, simulated + packed + copies + spillBlock) + checkpoint;
@@ -105,7 +108,7 @@ const GROUP_INPUT_ROLES: readonly LinearRole[] = ['q_proj', 'o_proj', 'up_proj',
  * The estimate's input for a model about to be quantized with `method` (and PSP `rank` for bwla);
  * `run.simulated` false for --no-simulated, `run.calibrationTokens` = nsamples · seqlen.
  */
-export async function outputSizeInput(model: ModelDir, method: 'bwta' | 'bwla' | 'rtn', rank: number, copiedFiles: readonly string[],
+export async function outputSizeInput(model: ModelDir, method: QuantMethod, rank: number, copiedFiles: readonly string[],
   run: { simulated?: boolean; calibrationTokens?: number } = {}): Promise<OutputSizeInput> {
   const { checkpoint, weightNames } = model;
   const tensors = checkpoint.names().map((name) => {
@@ -130,7 +133,7 @@ export async function outputSizeInput(model: ModelDir, method: 'bwta' | 'bwla' |
   for (const f of ['config.json', ...copiedFiles]) copiedBytes += (await stat(join(model.dir, f)).catch(() => undefined))?.size ?? 0;
   return {
     tensors, linears, rotatedWidths, rank: method === 'bwla' ? rank : 0, copiedBytes,
-    simulated: run.simulated !== false, hiddenStateBytes: 4 * (run.calibrationTokens ?? 0) * model.config.hiddenSize,
+    simulated: run.simulated !== false, packed: !SIMULATED_ONLY_METHODS.includes(method), hiddenStateBytes: 4 * (run.calibrationTokens ?? 0) * model.config.hiddenSize,
   };
 }
 

@@ -26,15 +26,18 @@ import { checkFreeSpace, freeBytes } from '../fs/free-space.js';
 import { formatSize } from '../fs/size.js';
 import type { Progress } from '../progress.js';
 import { openModelDir, type ModelDir } from '../model/model-dir.js';
+import type { ModelConfig } from '../model/config.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { linearByRole } from '../model/weights.js';
 import type { BlockWeights, TapName } from '../onnx/block-runner.js';
-import { createRuntimeBlockEngine, type BlockEngine } from '../runtime/block-runner.js';
+import { createRuntimeBlockEngine, type BlockEngine, type GramTapName } from '../runtime/block-runner.js';
 import type { RuntimeDevice } from '../runtime/session.js';
 import { loadCalibrationWindows } from '../data/calibration.js';
 import { Rng } from '../linalg/random.js';
-import type { AttentionRecipe, LayerRecipe, LinearInputRecipe, LinearRole, QuantizationConfig } from '../quant/recipe.js';
-import { BWLA_DEFAULTS, quantizeGroup, type GroupName, type GroupLinear, type GroupSettings, type QuantizedGroup } from '../quant/layer-quant.js';
+import type { AttentionRecipe, LayerRecipe, LinearInputRecipe, LinearRole, QuantizationConfig, QuantMethod } from '../quant/recipe.js';
+import { SIMULATED_ONLY_METHODS } from '../quant/recipe.js';
+import { baselineConfigSettings } from '../quant/baseline-group.js';
+import { BWLA_DEFAULTS, quantizeGroup, type GroupName, type GroupLinear, type GroupNumerics, type GroupSettings, type InputGram, type QuantizedGroup } from '../quant/layer-quant.js';
 import { binarizationReport, bwlaConfigSettings, bwlaSettings, rotationReport } from '../quant/bwla-report.js';
 import { searchAttentionTernary, type AttentionSearchResult } from '../quant/act-calib.js';
 import { packSignRows } from '../quant/pack.js';
@@ -45,18 +48,20 @@ import { Checkpoint, inputDigests, runFingerprint, type CheckpointLinear, type C
 import { resolvedRecipe, type Recipe } from './recipe-file.js';
 import { createOrtEngine } from './ort-engine.js';
 import { deviceMatmul } from './device-matmul.js';
-import type { Matmul } from '../linalg/matmul.js';
+import type { Matmul, Numerics } from '../linalg/matmul.js';
 import { checkOutputDirectory, COPIED_MODEL_FILES } from './output-dir.js';
 import { describeOutputSize, estimateOutputSize, outputSizeInput, type OutputSize } from './output-size.js';
 import { configDtypeName, keptFloatDtype, writeWeights } from './write-weights.js';
 import { diskReport } from './disk-report.js';
 import { checkCalibrationMemory } from './calib-memory.js';
 import { BlockReconstruction, type ReconstructOptions, type ReconstructionReport } from './reconstruct.js';
+import { groupRotationTensors } from './rotation-tensors.js';
+import { memoryReport } from './host-memory.js';
 
 export interface QuantizeOptions {
   modelDir: string;
   outDir: string;
-  method: 'bwta' | 'bwla' | 'rtn';
+  method: QuantMethod;
   aBits: number | 'ternary';
   calibFile: string;
   /** JSON field or parquet column of the calibration text (default "text"; src/data/text-corpus.ts) */
@@ -119,6 +124,8 @@ export interface LinearReport {
   pspRank: number;
   /** relative binarization error² before (W) and after (W R) OKT; Gaussian rows: 1 − 2/π */
   binarizationError?: { plain: number; rotated: number; gaussian: number };
+  /** billm / arb: salient columns over the weight's blocks */
+  salientColumns?: number;
 }
 
 export interface LayerReport {
@@ -128,7 +135,7 @@ export interface LayerReport {
     quantizer: string;
     outputRelError: number;
     rotation?: {
-      init: string; a: number; b: number; oktObjective: number[]; oktIterations?: number; oktConverged?: boolean;
+      init: string; a: number; b: number; r?: number; oktObjective: number[]; oktIterations?: number; oktConverged?: boolean;
       crestFactor?: { before: number; after: number }; activationTail?: { before: number; after: number };
     };
     candidates?: Array<{ init: string; outputRelError: number }>;
@@ -180,6 +187,7 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
     { path: options.modelDir, what: 'input model directory' },
     { path: options.calibFile, what: 'calibration file' },
   ];
+  checkBaselineOptions(options);
   // before anything is read or written: which OUT_DIR may be written or replaced (src/pipeline/output-dir.ts)
   await checkOutputDirectory(options.outDir, options.force, { inputs });
   // the temporary OUT_DIR is made first, so an unwritable destination fails at once
@@ -212,7 +220,10 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
             throw new BwqError(`--seqlen ${seqlen} exceeds max_position_embeddings ${config.maxPositionEmbeddings}`, { exitCode: 2 });
           }
           const run: QuantizeOptions = { ...options, nsamples };
-          checkCalibrationMemory(nsamples, seqlen, config.hiddenSize);
+          checkCalibrationMemory(nsamples, seqlen, config.hiddenSize, {}, options.reconstruct === undefined ? undefined : {
+            batch: Math.min(options.reconstruct.batch, nsamples), intermediateSize: config.intermediateSize,
+            numHeads: config.numHeads, numKvHeads: config.numKvHeads, headDim: config.headDim,
+          });
           const size = estimateOutputSize(await outputSizeInput(model, options.method, options.rank, COPIED_MODEL_FILES,
             { simulated: options.simulated !== false, calibrationTokens: nsamples * seqlen }));
           const free = await (options.freeSpace ?? freeBytes)(temp);
@@ -271,6 +282,21 @@ export function formatDuration(seconds: number): string {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
+/** billm / arb write no packed model (their weights are not sign × row scale; docs/FORMATS.md). */
+function hasPackedModel(method: QuantMethod): boolean {
+  return !SIMULATED_ONLY_METHODS.includes(method);
+}
+
+/** What the peer baselines cannot do, refused before any work (the CLI refuses the same flags first). */
+function checkBaselineOptions(o: QuantizeOptions): void {
+  if (hasPackedModel(o.method)) return;
+  if (o.aBits === 'ternary') throw new BwqError(`--method ${o.method} takes integer activation bits (e.g. 6, 8, 16); ternary is for --method bwta`, { exitCode: 2 });
+  if (o.simulated === false) {
+    throw new BwqError(`--method ${o.method} has no packed model (its weights are not sign × row scale; docs/FORMATS.md): drop --no-simulated`, { exitCode: 2 });
+  }
+  if (o.reconstruct !== undefined) throw new BwqError(`--method ${o.method} has no block-wise reconstruction (drop --reconstruct)`, { exitCode: 2 });
+}
+
 /** Calibration when the block forwards run on a GPU and --nsamples / --seqlen are not given (GPTQ, BiLLM, BWLA). */
 export const GPU_CALIBRATION = { nsamples: 128, seqlen: 2048 } as const;
 
@@ -287,7 +313,17 @@ function resultOptions(o: QuantizeOptions, seqlen: number): Record<string, unkno
     ...(o.simulated === false ? { simulated: false } : {}),
     ...(o.simulatedDtype === 'float32' ? { simulatedDtype: 'float32' } : {}),
     ...(o.reconstruct === undefined ? {} : { reconstruct: o.reconstruct }),
+    // the Gram matrices over every calibration token (not the sampled rows) change the scales and PSP weights
+    ...(usesInputGram(o) ? { gramStatistics: 'all-tokens' } : {}),
   };
+}
+
+/** Whether the run's transforms read the input Gram matrices: the output-optimal scales (bwta, bwla) or BWLA's
+ *  activation-weighted PSP (docs/ALGORITHMS.md "Calibration statistics"); rtn reads neither. */
+function usesInputGram(o: QuantizeOptions): boolean {
+  if (o.method === 'rtn') return false;
+  if (o.method === 'billm' || o.method === 'arb') return true; // the layer Hessian H = (2/T) Σ x xᵀ
+  return (o.dataAwareScale ?? true) || (o.method === 'bwla' && (o.weightedPsp ?? true));
 }
 
 interface PipelineResult {
@@ -352,6 +388,14 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
   const engine = createOrtEngine(options.threads);
   // large products on the GPU when the blocks run there (src/pipeline/device-matmul.ts)
   const mm = runner.matmul !== undefined && runner.device.startsWith('cuda') ? deviceMatmul(runner.matmul, engine.matmul) : engine.matmul;
+  // the rotations W R, X R and Rᵀ H R on the engine's device (the runtime's kron_rotate; CPU threads or CUDA)
+  // and learnOkt's whole EM in one call on the GPU (src/runtime/device-okt.ts)
+  const numerics: GroupNumerics = {
+    matmul: mm, ...(runner.rotateRows === undefined ? {} : { rotateRows: runner.rotateRows }),
+    ...(runner.learnOkt !== undefined && runner.device.startsWith('cuda') ? { okt: runner.learnOkt } : {}),
+  };
+  // Gram matrices over every calibration token: accumulated in the runtime on a GPU, else from the taps per batch
+  const gramMode: GramMode = !usesInputGram(options) ? 'none' : runner.readGram !== undefined && runner.device.startsWith('cuda') ? 'device' : 'host';
   // --reconstruct: the float stream (teacher inputs) beside the quantized one (src/pipeline/reconstruct.ts)
   const reconstruction = options.reconstruct === undefined ? undefined : await BlockReconstruction.create(model, runner, ids, ns, seqlen, bs,
     state?.completed ?? 0, options.reconstruct, options.seed, options.threads, progress);
@@ -382,9 +426,9 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
         //    of earlier phases already quantized (phase 0: the float block)
         const taps = [...new Set(phase.map((g) => g.tap))];
         progress.start(`${tag}: statistics pass ${pi + 1}/${phases.length} (${taps.join(', ')})`);
-        const st = await collectStats(runner, layer, hidden, h, ns, seqlen, bs, currentWeights(), pi === 0 ? floatRecipe : currentRecipe(), taps, picked, progress);
+        const st = await collectStats(runner, layer, hidden, h, ns, seqlen, bs, currentWeights(), pi === 0 ? floatRecipe : currentRecipe(), taps, picked, progress, { mode: gramMode, mm });
         if (pi === 0) firstFloatOut = st.firstOutput;
-        progress.succeed(`${tag}: statistics pass ${pi + 1}/${phases.length} on ${statTokens} sampled tokens`);
+        progress.succeed(`${tag}: statistics pass ${pi + 1}/${phases.length} on ${statTokens} sampled tokens${gramMode === 'none' ? '' : `, Gram matrices over ${ns * seqlen} tokens`}`);
 
         // b/c. quantize this phase's groups
         progress.start(`${tag}: quantizing ${phase.map((g) => g.name).join(', ')}`);
@@ -397,23 +441,17 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
             members.push({ role, weight: w, rows: w.length / cols });
           }
           if (members.length === 0) continue;
-          const q: QuantizedGroup = await quantizeGroup(g.name, members, cols, st.stats.get(g.tap)!, statTokens, settings, options.seed + 7919 * layer + 31 * gi, mm);
+          const q: QuantizedGroup = await quantizeGroup(g.name, members, cols, st.stats.get(g.tap)!, statTokens, settings, options.seed + 7919 * layer + 31 * gi, numerics, st.grams.get(g.tap));
           gi++;
-          const rotationNames = q.rotation === undefined ? undefined : {
-            r1: `model.layers.${layer}.${g.name}.okt_r1`, r2: `model.layers.${layer}.${g.name}.okt_r2`,
-          };
-          if (q.rotation !== undefined && rotationNames !== undefined) {
-            const r1 = { data: Float32Array.from(q.rotation.r1), shape: [q.rotation.a, q.rotation.a] };
-            const r2 = { data: Float32Array.from(q.rotation.r2), shape: [q.rotation.b, q.rotation.b] };
-            result.rotations.set(rotationNames.r1, r1);
-            result.rotations.set(rotationNames.r2, r2);
-            extra.set(rotationNames.r1, r1);
-            extra.set(rotationNames.r2, r2);
+          const rotation = q.rotation === undefined ? undefined : groupRotationTensors(layer, g.name, q.rotation);
+          for (const [name, t] of rotation?.tensors ?? []) {
+            result.rotations.set(name, t);
+            extra.set(name, t);
           }
           for (const ql of q.linears) {
-            const entry: LinearInputRecipe = rotationNames === undefined
+            const entry: LinearInputRecipe = rotation === undefined
               ? { quantizer: q.quantizer }
-              : { rotation: { kind: 'kronecker', r1: rotationNames.r1, r2: rotationNames.r2 }, quantizer: q.quantizer };
+              : { rotation: rotation.recipe, quantizer: q.quantizer };
             recipeLinears[ql.role] = entry;
             newLinears[ql.role] = ql.simulated;
             const ln = linearByRole(names, ql.role)!;
@@ -423,13 +461,14 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
               scales: ql.scales, lrA: ql.lrA, lrB: ql.lrB, rank: ql.rank,
             };
             layerLinears.set(ln.weight, { q: stored, prefix: ln.weight.replace(/\.weight$/, ''), bias: ln.bias });
-            report.linears[ql.role] = { weightRelError: ql.weightRelError, plainBinarizationRelError: ql.plainRelError, pspRank: ql.rank, binarizationError: binarizationReport(ql) };
+            report.linears[ql.role] = { weightRelError: ql.weightRelError, plainBinarizationRelError: ql.plainRelError, pspRank: ql.rank, binarizationError: binarizationReport(ql),
+              ...(ql.salientColumns === undefined ? {} : { salientColumns: ql.salientColumns }) };
           }
           report.groups[g.name] = {
             quantizer: describeQuantizer(q.quantizer),
             outputRelError: q.outputRelError,
             ...(q.rotation === undefined ? {} : {
-              rotation: { init: q.rotation.init, a: q.rotation.a, b: q.rotation.b, oktObjective: q.rotation.history, ...rotationReport(q.rotation) },
+              rotation: { init: q.rotation.init, a: q.rotation.a, b: q.rotation.b, ...(q.rotation.r > 0 ? { r: q.rotation.r } : {}), oktObjective: q.rotation.history, ...rotationReport(q.rotation) },
               candidates: q.candidates,
             }),
           };
@@ -437,8 +476,8 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
 
           // BWTA: attention operands, calibrated on Q/K/V produced by the quantized q/k/v projections
           if (options.method === 'bwta' && g.name === 'attn_in') {
-            const att = await calibrateAttention(runner, layer, hidden, seqlen, currentWeights(), currentRecipe(), config.numHeads, config.numKvHeads, config.headDim, options.attentionRows ?? 64, rng, mm);
-            attention = { query: att.query, key: att.key, probs: att.probs, value: att.value };
+            const att = await calibrateAttention(runner, layer, hidden, seqlen, currentWeights(), currentRecipe(), config, options.attentionRows ?? 64, rng, mm);
+            attention = { query: att.query, key: att.key, probs: att.probs, value: att.value, probsRow: att.probsRow };
             report.attention = {
               query: describeQuantizer(att.query), key: describeQuantizer(att.key), value: describeQuantizer(att.value),
               probs: describeQuantizer(att.probs), scoresRelError: Math.sqrt(att.scoresRelError), contextRelError: Math.sqrt(att.contextRelError),
@@ -518,45 +557,75 @@ function sequentialPhases(mode: SequentialMode): GroupSpec[][] {
   }
 }
 
-/** Runs the block over all windows in batches, keeping the rows `picked` (ascending global token indices) of each tap. */
-async function collectStats(
+/** Where the input Gram matrices are accumulated: not at all (the run reads none), in the runtime on the engine's
+ *  device (only the sampled rows come back), or on the host from the whole taps with the numerics' Matmul. */
+export type GramMode = 'none' | 'device' | 'host';
+
+/**
+ * Runs the block over all windows in batches, keeping the rows `picked` (ascending global token indices) of each tap
+ * and, unless mode 'none', accumulating each tap's Gram matrix H = Σ_t x_t x_tᵀ over every token (float32).
+ */
+export async function collectStats(
   runner: BlockEngine, layer: number, hidden: Float32Array, h: number, ns: number, seqlen: number, bs: number,
   weights: BlockWeights, recipe: LayerRecipe, taps: readonly TapName[], picked: Int32Array, progress: Progress,
-): Promise<{ stats: Map<TapName, Float32Array>; widths: Map<TapName, number>; firstOutput: Float32Array | undefined }> {
+  gram: { mode: GramMode; mm: Matmul },
+): Promise<{ stats: Map<TapName, Float32Array>; widths: Map<TapName, number>; grams: Map<TapName, InputGram>; firstOutput: Float32Array | undefined }> {
   const nBatches = Math.ceil(ns / bs);
   const stats = new Map<TapName, Float32Array>();
   const widths = new Map<TapName, number>();
+  const hostGrams = new Map<TapName, Float32Array>();
+  const gramTaps = taps.filter((t): t is GramTapName => t === 'attn_input' || t === 'attn_context' || t === 'mlp_input' || t === 'mlp_hidden');
   let firstOutput: Float32Array | undefined;
   let cursor = 0;
   for (let b = 0; b < nBatches; b++) {
     const n = Math.min(bs, ns - b * bs);
     const lo = b * bs * seqlen;
     const hi = lo + n * seqlen;
-    const out = await runner.run(layer, hidden.subarray(lo * h, hi * h), n, seqlen, { weights, recipe, taps });
+    const first = cursor;
+    let last = cursor;
+    while (last < picked.length && picked[last]! < hi) last++;
+    // on the device only the sampled rows of this batch come back (their indices within the batch)
+    const onDevice = gram.mode === 'device';
+    const rows = onDevice ? Int32Array.from(picked.subarray(first, last), (g) => g - lo) : undefined;
+    const out = await runner.run(layer, hidden.subarray(lo * h, hi * h), n, seqlen, {
+      weights, recipe, taps, ...(onDevice ? { gramTaps, tapRows: rows } : {}),
+    });
     if (b === 0) firstOutput = out.output;
+    const tapRows = onDevice ? last - first : n * seqlen;
     for (const t of taps) {
-      const width = out.taps.get(t)!.length / (n * seqlen);
+      const width = out.taps.get(t)!.length / tapRows;
       widths.set(t, width);
       if (!stats.has(t)) stats.set(t, new Float32Array(picked.length * width));
+      if (gram.mode === 'host') {
+        const x = out.taps.get(t)!;
+        const batchGram = await gram.mm(x, x, width, n * seqlen, width, { transposeA: true });
+        const acc = hostGrams.get(t);
+        if (acc === undefined) hostGrams.set(t, batchGram);
+        else for (let i = 0; i < acc.length; i++) acc[i] = acc[i]! + batchGram[i]!;
+      }
     }
-    while (cursor < picked.length && picked[cursor]! < hi) {
-      const row = picked[cursor]! - lo;
+    for (; cursor < last; cursor++) {
+      const row = onDevice ? cursor - first : picked[cursor]! - lo;
       for (const t of taps) {
         const width = widths.get(t)!;
         stats.get(t)!.set(out.taps.get(t)!.subarray(row * width, (row + 1) * width), cursor * width);
       }
-      cursor++;
     }
     progress.update(b + 1, nBatches);
   }
-  return { stats, widths, firstOutput };
+  const grams = new Map<TapName, InputGram>();
+  const tokens = ns * seqlen;
+  if (gram.mode === 'device') for (const t of gramTaps) grams.set(t, { data: runner.readGram!(t), tokens });
+  else for (const [t, data] of hostGrams) grams.set(t, { data, tokens });
+  return { stats, widths, grams, firstOutput };
 }
 
 /** Attention taps of one window (truncated so the [heads, S, S] probs stay ≤ 64 MiB). */
 async function calibrateAttention(
   runner: BlockEngine, layer: number, hidden: Float32Array, seqlen: number, weights: BlockWeights, recipe: LayerRecipe,
-  heads: number, kvHeads: number, headDim: number, rows: number, rng: Rng, mm: Matmul,
+  config: ModelConfig, rows: number, rng: Rng, mm: Matmul,
 ): Promise<AttentionSearchResult> {
+  const { numHeads: heads, numKvHeads: kvHeads, headDim, slidingWindow } = config;
   const cap = Math.max(16, Math.floor(Math.sqrt((64 * 2 ** 20) / (4 * heads))));
   const seq = Math.min(seqlen, cap);
   const hiddenSize = weights.inputNorm.weight.length;
@@ -567,7 +636,7 @@ async function calibrateAttention(
   const picked = rng.sample(seq, Math.min(rows, seq));
   return searchAttentionTernary({
     query: out.taps.get('query')!, key: out.taps.get('key')!, value: out.taps.get('value')!, probs: out.taps.get('probs')!,
-    heads, kvHeads, seq, headDim, rows: picked,
+    heads, kvHeads, seq, headDim, slidingWindow, rows: picked,
   }, mm);
 }
 
@@ -591,7 +660,7 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
   // each block's spill file deleted once it is in both (src/pipeline/write-weights.ts)
   const files = await writeWeights(temp, {
     checkpoint, linears: result.linears, rotations: result.rotations, spill: out.spill,
-    simulated: options.simulated !== false, linearDtype: (name) => simulatedLinearDtype(model, options, name),
+    simulated: options.simulated !== false, packed: hasPackedModel(options.method), linearDtype: (name) => simulatedLinearDtype(model, options, name),
     ...(options.maxShardBytes === undefined ? {} : { maxShardBytes: options.maxShardBytes }),
     simulatedMetadata: { format: 'pt', bwq: `simulated-${options.method}` },
     packedMetadata: { format: 'bwq-packed-v1', method: options.method, a_bits: String(options.aBits), bwq_version: VERSION },
@@ -607,7 +676,7 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
     w_bits: 1,
     a_bits: options.aBits,
     layers: result.recipes,
-    packed_weights: 'model.packed.safetensors',
+    ...(hasPackedModel(options.method) ? { packed_weights: 'model.packed.safetensors' } : {}),
     settings: {
       calib: basename(options.calibFile), nsamples: options.nsamples, seqlen, seed: options.seed,
       rank: options.method === 'bwla' ? options.rank : 0,
@@ -617,8 +686,10 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
       psp_tau_ratio: options.pspTauRatio ?? 0.25,
       ...bwlaConfigSettings(options),
       psp_weighted: options.method === 'bwla' && (options.weightedPsp ?? true),
-      data_aware_scale: options.method !== 'rtn' && (options.dataAwareScale ?? true),
+      data_aware_scale: (options.method === 'bwta' || options.method === 'bwla') && (options.dataAwareScale ?? true),
+      ...baselineConfigSettings(options.method),
       stat_tokens: Math.min(options.statTokens ?? 512, options.nsamples * seqlen),
+      gram_tokens: usesInputGram(options) ? options.nsamples * seqlen : 0,
       sequential: options.sequential ?? 'block',
     },
   };
@@ -641,9 +712,19 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
     bwq_version: VERSION, method: options.method, a_bits: options.aBits, model: options.modelDir,
     calib: options.calibFile, nsamples: options.nsamples, seqlen, seed: options.seed,
     architecture: config.architecture, device, seconds,
+    // the sampled rows of the searches and the tokens of the Gram matrices (docs/ALGORITHMS.md "Calibration statistics")
+    statistics: { stat_tokens: quantization.settings['stat_tokens'], gram_tokens: quantization.settings['gram_tokens'] },
     // pins the run: `bwq quantize --recipe OUT_DIR/quantize-report.json` repeats it (src/pipeline/recipe-file.ts)
     recipe: resolvedRecipe(options, seqlen, device), inputs: digests,
     disk: await diskReport(temp, files, out.size),
+    // peak RSS so far and the bound of docs/FORMATS.md "Memory" (src/pipeline/host-memory.ts)
+    memory: memoryReport(config, {
+      method: options.method, nsamples: options.nsamples, seqlen, batch: batchSize(options.nsamples, seqlen, config.numHeads),
+      statTokens: options.statTokens ?? 512, grams: usesInputGram(options), device: device.startsWith('cuda') ? 'cuda' : 'cpu',
+      ...(options.reconstruct === undefined ? {} : { reconstruction: {
+        batch: Math.min(options.reconstruct.batch, options.nsamples), intermediateSize: config.intermediateSize,
+        numHeads: config.numHeads, numKvHeads: config.numKvHeads, headDim: config.headDim } }),
+    }),
     layers: result.reports,
   };
   await writeFile(join(temp, 'quantize-report.json'), `${JSON.stringify(report, null, 2)}\n`);

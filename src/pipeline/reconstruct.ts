@@ -19,7 +19,7 @@ import type { BlockEngine } from '../runtime/block-runner.js';
 import { ropeTables, type RopeTables } from '../native/rope.js';
 import { inverseFrequencies } from '../onnx/rope.js';
 import type { Progress } from '../progress.js';
-import type { ActivationQuantizer, AttentionRecipe, LinearInputRecipe, LinearRole } from '../quant/recipe.js';
+import { ATTENTION_OPERANDS, type ActivationQuantizer, type AttentionRecipe, type LinearInputRecipe, type LinearRole } from '../quant/recipe.js';
 import { packSignRows, unpackSignRows } from '../quant/pack.js';
 import { describeQuantizer } from '../quant/quantizers.js';
 import type { SiteName } from '../quant/reconstruct/block.js';
@@ -27,7 +27,7 @@ import { rotationForward, type Rotation } from '../quant/reconstruct/rotation.js
 import { BLOCK_LINEAR_ROLES, createStudent, freezeStudent, type StudentLinear } from '../quant/reconstruct/student.js';
 import { reconstructBlock } from '../quant/reconstruct/train.js';
 import type { QuantizedLinearArrays } from './layer-spill.js';
-import { createOrtGemm, type ClosableGemm } from './reconstruct-gemm.js';
+import { createDeviceGemm, createOrtGemm, type ClosableGemm } from './reconstruct-gemm.js';
 
 export interface ReconstructOptions {
   /** Adam steps per block */
@@ -96,7 +96,7 @@ export class BlockReconstruction {
   private constructor(
     private readonly model: ModelDir,
     private readonly runner: BlockEngine,
-    private floatHidden: Float32Array,
+    private readonly floatHidden: Float32Array,
     private readonly ns: number,
     private readonly seqlen: number,
     private readonly bs: number,
@@ -112,7 +112,6 @@ export class BlockReconstruction {
   static async create(model: ModelDir, runner: BlockEngine, ids: Int32Array, ns: number, seqlen: number, bs: number, startLayer: number,
     options: ReconstructOptions, seed: number, threads: number | undefined, progress: Progress): Promise<BlockReconstruction> {
     const c = model.config;
-    if (c.qkNorm) throw new BwqError('--reconstruct does not support models with q/k norms (qwen3) yet', { file: model.dir, exitCode: 2 });
     if (c.hiddenAct !== 'silu') throw new BwqError(`--reconstruct needs a SiLU-gated MLP (hidden_act ${c.hiddenAct})`, { file: model.dir, exitCode: 2 });
     const h = c.hiddenSize;
     const hidden = new Float32Array(ns * seqlen * h);
@@ -120,7 +119,10 @@ export class BlockReconstruction {
       const n = Math.min(bs, ns - b * bs);
       hidden.set(await runner.embed(ids.subarray(b * bs * seqlen, (b * bs + n) * seqlen), n, seqlen), b * bs * seqlen * h);
     }
-    const r = new BlockReconstruction(model, runner, hidden, ns, seqlen, bs, 0, options, seed, createOrtGemm(threads));
+    // on a GPU the large products go to the block engine's device (cuBLAS with transposition flags)
+    const host = createOrtGemm(threads);
+    const gemm = runner.matmulT !== undefined && runner.device.startsWith('cuda') ? createDeviceGemm(runner.matmulT, host) : host;
+    const r = new BlockReconstruction(model, runner, hidden, ns, seqlen, bs, 0, options, seed, gemm);
     if (startLayer > 0) progress.start(`reconstruction: float stream through blocks 1–${startLayer}`);
     for (let layer = 0; layer < startLayer; layer++) {
       await r.advance(layer, await runner.loadBlockWeights(layer));
@@ -130,21 +132,22 @@ export class BlockReconstruction {
     return r;
   }
 
-  /** Runs the float block `layer` on the float stream; returns (and keeps) its outputs. */
+  /**
+   * Runs the float block `layer` on the float stream, in place (each batch's outputs replace its inputs once the
+   * block has run on them: one stream of nsamples·seqlen·H floats, docs/ALGORITHMS.md); returns the stream.
+   */
   private async advance(layer: number, weights: BlockWeights): Promise<Float32Array> {
     if (layer !== this.layer) throw new Error(`reconstruction float stream is at block ${this.layer}, asked for ${layer}`);
     const { ns, seqlen, bs } = this;
     const h = this.model.config.hiddenSize;
-    const next = new Float32Array(this.floatHidden.length);
     for (let b = 0; b * bs < ns; b++) {
       const n = Math.min(bs, ns - b * bs);
       const lo = b * bs * seqlen * h;
       const out = await this.runner.run(layer, this.floatHidden.subarray(lo, lo + n * seqlen * h), n, seqlen, { weights, recipe: { linears: {} } });
-      next.set(out.output, lo);
+      this.floatHidden.set(out.output, lo);
     }
-    this.floatHidden = next;
     this.layer = layer + 1;
-    return next;
+    return this.floatHidden;
   }
 
   private ropeFor = (seq: number): RopeTables | undefined => {
@@ -187,7 +190,9 @@ export class BlockReconstruction {
         const r1 = state.extra.get(recipe.rotation.r1);
         const r2 = state.extra.get(recipe.rotation.r2);
         if (r1 === undefined || r2 === undefined) throw new Error(`layer ${layer}: rotation tensors of ${role} missing`);
-        const rot: Rotation = { r1: r1.data, a: r1.shape[0]!, r2: r2.data, b: r2.shape[0]! };
+        const r3 = recipe.rotation.r3 === undefined ? undefined : state.extra.get(recipe.rotation.r3);
+        if (recipe.rotation.r3 !== undefined && r3 === undefined) throw new Error(`layer ${layer}: rotation tensor ${recipe.rotation.r3} of ${role} missing`);
+        const rot: Rotation = { r1: r1.data, a: r1.shape[0]!, r2: r2.data, b: r2.shape[0]!, ...(r3 === undefined ? {} : { r3: r3.data, r: r3.shape[0]! }) };
         rotations[site] = rot;
         target = rotationForward(float, q.rows, rot);
       }
@@ -202,6 +207,7 @@ export class BlockReconstruction {
         headDim: c.headDim, normEps: c.normEps, slidingWindow: c.slidingWindow,
       },
       ropeFor: this.ropeFor, inputNorm: state.weights.inputNorm.weight, postNorm: state.weights.postAttentionNorm.weight,
+      qNorm: state.weights.qNorm, kNorm: state.weights.kNorm,
       linears, quantizers, attention, rotations,
     }, { levels: this.options.levels, align: this.options.align });
     const o = this.options;
@@ -232,7 +238,7 @@ export class BlockReconstruction {
     progress.succeed(`${tag}: reconstruction MSE ${report.lossBefore.toExponential(3)} → ${report.lossAfter.toExponential(3)}${report.kept ? '' : ' (kept the calibrated block)'} in ${seconds.toFixed(1)} s`);
     const described: Record<string, string> = {};
     for (const [site, q] of Object.entries(frozen.quantizers)) described[site] = describeQuantizer(q);
-    if (frozen.attention !== undefined) for (const [operand, q] of Object.entries(frozen.attention)) described[operand] = describeQuantizer(q);
+    if (frozen.attention !== undefined) for (const operand of ATTENTION_OPERANDS) described[operand] = describeQuantizer(frozen.attention[operand]);
     return { attention: frozen.attention, report: { ...report, seconds, quantizers: described } };
   }
 

@@ -12,7 +12,8 @@
  * Tensors go in block order (tensors outside the decoder layers first, then layer 0, 1, …; by name within
  * each), so both files advance together; as soon as a block is in both, its spill file is deleted. Disk use
  * therefore peaks at the outputs plus one block's spill file (docs/FORMATS.md, "Disk use").
- * `simulated: false` (`--no-simulated`) writes the packed model only.
+ * `simulated: false` (`--no-simulated`) writes the packed model only; `packed: false` (billm, arb: weights that are
+ * not sign × row scale) the simulated model only.
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -54,6 +55,8 @@ export interface WeightsToWrite {
   spill: LayerSpillStore;
   /** write the simulated model too (else only the packed model) */
   simulated: boolean;
+  /** write the packed model (default true; false: only the simulated model, for methods without one) */
+  packed?: boolean;
   /** dtype of a quantized linear's simulated weight (as spilled); default keptFloatDtype of its checkpoint dtype */
   linearDtype?: (name: string) => SimulatedDtype;
   /** largest simulated shard, tensor bytes (default 5·10⁹ as transformers) */
@@ -185,18 +188,20 @@ export async function writeWeights(dir: string, w: WeightsToWrite, progress: Pro
     files.push(...plan.shards.map((s) => s.file));
     if (plan.index !== undefined) files.push(INDEX_FILE);
   }
-  const packed = await SafetensorsStreamWriter.create(join(dir, PACKED_FILE), blocks.flatMap((b) => b.entries.flatMap((e) => e.packed.map((i) => i.spec))), w.packedMetadata);
-  files.push(PACKED_FILE);
+  if (!w.simulated && w.packed === false) throw new Error('writeWeights: neither the simulated nor the packed model asked for');
+  const packed = w.packed === false ? undefined
+    : await SafetensorsStreamWriter.create(join(dir, PACKED_FILE), blocks.flatMap((b) => b.entries.flatMap((e) => e.packed.map((i) => i.spec))), w.packedMetadata);
+  if (packed !== undefined) files.push(PACKED_FILE);
   let removed = false;
-  progress.start(`writing ${w.simulated ? 'the simulated and packed models' : 'the packed model'}`);
+  progress.start(`writing ${!w.simulated ? 'the packed model' : packed === undefined ? 'the simulated model' : 'the simulated and packed models'}`);
   try {
     for (const [bi, block] of blocks.entries()) {
       for (const entry of block.entries) {
         // a tensor both files hold (embeddings, norms, rotations) is read once
         const first = sharded === undefined ? undefined : await entry.simulated.data();
         if (first !== undefined) await sharded!.write(entry.simulated.spec.name, first);
-        for (const item of entry.packed) {
-          await packed.write(item.spec.name, entry.shared && first !== undefined ? first : await item.data());
+        for (const item of packed === undefined ? [] : entry.packed) {
+          await packed!.write(item.spec.name, entry.shared && first !== undefined ? first : await item.data());
         }
       }
       if (block.spilled && block.block >= 0) {
@@ -207,10 +212,10 @@ export async function writeWeights(dir: string, w: WeightsToWrite, progress: Pro
       progress.update(bi + 1, blocks.length, block.block < 0 ? 'embeddings, final norm, lm_head' : `block ${block.block}`);
     }
     await sharded?.close();
-    await packed.close();
+    await packed?.close();
   } catch (error) {
     await sharded?.abort();
-    await packed.abort();
+    await packed?.abort();
     throw error;
   }
   if (sharded?.plan.index !== undefined) await writeFile(join(dir, INDEX_FILE), sharded.plan.index);

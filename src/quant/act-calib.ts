@@ -5,10 +5,12 @@
  *   linear inputs:   Σ_l ‖X W_lᵀ − Q(X) Ŵ_lᵀ‖_F²   over the linears l that share the input X
  *                    (X: sampled calibration tokens, already rotated for BWLA; Ŵ_l: quantized weight)
  *   Q·Kᵀ operands:   Σ_h ‖(Q_h K_hᵀ − Q̂_h K̂_hᵀ) ⊙ causal‖²  (sampled query rows, all keys)
- *   P·V operands:    Σ_h ‖P_h V_h − P̂_h V̂_h‖²               (sampled query rows)
+ *   P·V operands:    Σ_h ‖P_h V_h − P̂_h V̂_h‖²               (sampled query rows; P̂ quantized over each
+ *                                                             row's unmasked keys, src/quant/attention-probs.ts)
  */
 import { jsMatmul, type Matmul } from '../linalg/matmul.js';
-import type { ActivationQuantizer } from './recipe.js';
+import { quantizeProbRows } from './attention-probs.js';
+import type { ActivationQuantizer, ProbsRow } from './recipe.js';
 import { quantizeRows } from './quantizers.js';
 
 export const INT_CLIP_GRID: readonly number[] = [1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6];
@@ -19,7 +21,7 @@ export interface LinearTarget {
   weight: Float32Array;
   rows: number;
   /** float reference output X Wᵀ [tokens, rows] */
-  reference: Float64Array;
+  reference: Float32Array;
 }
 
 export interface SearchResult {
@@ -51,8 +53,8 @@ export async function linearOutputError(x: Float32Array, tokens: number, cols: n
   return err;
 }
 
-export async function referenceOutputs(x: Float32Array, tokens: number, cols: number, floatWeights: ReadonlyArray<{ weight: Float32Array; rows: number }>, mm: Matmul = jsMatmul): Promise<Float64Array[]> {
-  const out: Float64Array[] = [];
+export async function referenceOutputs(x: Float32Array, tokens: number, cols: number, floatWeights: ReadonlyArray<{ weight: Float32Array; rows: number }>, mm: Matmul = jsMatmul): Promise<Float32Array[]> {
+  const out: Float32Array[] = [];
   for (const w of floatWeights) out.push(await mm(x, w.weight, tokens, cols, w.rows, { transposeB: true }));
   return out;
 }
@@ -91,6 +93,8 @@ export interface AttentionSample {
   kvHeads: number;
   seq: number;
   headDim: number;
+  /** keys with i − j ≥ slidingWindow are masked; undefined = plain causal */
+  slidingWindow: number | undefined;
   /** sampled query rows (ascending) used for the error */
   rows: Int32Array;
 }
@@ -135,6 +139,8 @@ export interface AttentionSearchResult {
   key: ActivationQuantizer;
   value: ActivationQuantizer;
   probs: ActivationQuantizer;
+  /** the rows the probs threshold is relative to: always the unmasked keys */
+  probsRow: ProbsRow;
   /** relative errors of the chosen quantizers: scores (Q·Kᵀ) and context (P·V) */
   scoresRelError: number;
   contextRelError: number;
@@ -185,10 +191,12 @@ export async function searchAttentionTernary(s: AttentionSample, mm: Matmul = js
   }
   const vHatT = transposeV(quantizeRows(s.value, d, tern(bestV)));
   const pg = probsGrid ?? defaultProbsGrid(seq);
+  const positionOf = (row: number): number => rows[row % r]!;
   let bestP = pg[0]!;
   bestErr = Infinity;
   for (const t of pg) {
-    const e = await productError(mm, pRows, vT, quantizeRows(pRows, seq, tern(t)), vHatT, heads, kvHeads, r, d, seq, undefined);
+    const pq = quantizeProbRows(pRows, seq, tern(t), 'unmasked', s.slidingWindow, positionOf);
+    const e = await productError(mm, pRows, vT, pq, vHatT, heads, kvHeads, r, d, seq, undefined);
     if (e < bestErr) { bestErr = e; bestP = t; }
   }
   return {
@@ -196,14 +204,16 @@ export async function searchAttentionTernary(s: AttentionSample, mm: Matmul = js
     key: tern(bestK),
     value: tern(bestV),
     probs: tern(bestP),
+    probsRow: 'unmasked',
     scoresRelError: scoresEnergy > 0 ? scoresErr / scoresEnergy : 0,
     contextRelError: contextEnergy > 0 ? bestErr / contextEnergy : 0,
   };
 }
 
 /**
- * Softmax rows have mean |p| = 1/S (masked entries are 0), so Δ = t/S: a key is kept when its
- * probability exceeds t times the uniform-over-S level. Grid t = 2^k, k = −1 … log2(S).
+ * Over its n_i unmasked keys a softmax row has mean p = 1/n_i, so Δ = t/n_i: a key is kept when its probability
+ * exceeds t times the uniform level over the keys the query sees (t ≥ n_i drops the row). Grid t = 2^k,
+ * k = −1 … log2(S).
  */
 export function defaultProbsGrid(seq: number): number[] {
   const grid: number[] = [0];

@@ -8,12 +8,14 @@
  */
 import type { ActivationQuantizer, LinearRole } from './recipe.js';
 import { binarizeRows, dequantizeBinary } from './binarize.js';
-import { learnOkt } from './okt.js';
+import { learnSplitOkt } from './okt-split.js';
+import type { OktDevice } from './okt.js';
 import { activationTail, crestFactor, relativeBinarizationError } from './okt-stats.js';
-import { rotateRows } from './kronecker.js';
+import { rotateRowsWith, type RotationFactors } from './kronecker.js';
 import { psp, reconstructWeight } from './psp.js';
-import type { Matmul } from '../linalg/matmul.js';
+import type { Matmul, Numerics } from '../linalg/matmul.js';
 import { candidateQuantizers, linearOutputError, referenceOutputs, searchLinearQuantizer, type LinearTarget } from './act-calib.js';
+import { quantizeBaselineGroup } from './baseline-group.js';
 
 export type GroupName = 'attn_in' | 'attn_out' | 'mlp_in' | 'mlp_out';
 
@@ -40,10 +42,12 @@ export interface QuantizedLinear {
   plainRelError: number;
   /** relative binarization error² of W and (bwla) of W R before PSP (Gaussian rows: 1 − 2/π) */
   binarizationError: { plain: number; rotated: number };
+  /** billm / arb: salient columns over the weight's blocks (src/quant/billm.ts) */
+  salientColumns?: number;
 }
 
 export interface GroupSettings {
-  method: 'bwta' | 'bwla' | 'rtn';
+  method: 'bwta' | 'bwla' | 'rtn' | 'billm' | 'arb';
   aBits: number | 'ternary';
   rank: number;
   /** OKT: iteration cap of the exact stage, its relative tolerance, the activation-term weight λ,
@@ -81,11 +85,20 @@ export const BWLA_DEFAULTS = {
   pspTauRatio: 0.25,
 } as const;
 
+/** H = Σ_t x_t x_tᵀ of the group's raw (unrotated) input over every calibration token [cols, cols], and the
+ *  token count T (docs/ALGORITHMS.md "Calibration statistics"). */
+export interface InputGram {
+  data: Float32Array;
+  tokens: number;
+}
+
 export interface QuantizedGroup {
   linears: QuantizedLinear[];
   quantizer: ActivationQuantizer;
   rotation: {
     r1: Float64Array; r2: Float64Array; a: number; b: number; init: 'identity' | 'random'; history: number[];
+    /** the remainder block R3 [r, r] of R = diag(R1 ⊗ R2, R3) (r = 0, undefined: R = R1 ⊗ R2; src/quant/okt-split.ts) */
+    r: number; r3: Float64Array | undefined;
     iterations: number; converged: boolean;
     /** mean per-token crest factor max|x|/rms(x) and 4th moment κ of the input, before and after R */
     crestFactor: { before: number; after: number };
@@ -117,21 +130,18 @@ function diffNorm(a: Float32Array | Float64Array, b: Float32Array | Float64Array
  * or the result is not positive.
  */
 async function refitScales(
-  w: Float64Array, signs: Int8Array, scales: Float32Array, lrA: Float32Array, lrB: Float32Array, rank: number,
-  rows: number, cols: number, gram: Float64Array, mm: Matmul,
+  w: Float32Array, signs: Int8Array, scales: Float32Array, lrA: Float32Array, lrB: Float32Array, rank: number,
+  rows: number, cols: number, gram: Float32Array, mm: Matmul,
 ): Promise<void> {
-  const target = Float64Array.from(w);
-  if (rank > 0) {
-    const low = await mm(lrA, lrB, rows, rank, cols);
-    for (let i = 0; i < target.length; i++) target[i] = target[i]! - low[i]!;
-  }
-  const bh = await mm(Float64Array.from(signs), gram, rows, cols, cols); // B H  [rows, cols]
+  const low = rank > 0 ? await mm(lrA, lrB, rows, rank, cols) : undefined;
+  const bh = await mm(Float32Array.from(signs), gram, rows, cols, cols); // B H  [rows, cols]
   for (let r = 0; r < rows; r++) {
     let num = 0;
     let den = 0;
     for (let c = 0; c < cols; c++) {
       const v = bh[r * cols + c]!;
-      num += v * target[r * cols + c]!;
+      const i = r * cols + c;
+      num += v * (low === undefined ? w[i]! : w[i]! - low[i]!);
       den += v * signs[r * cols + c]!;
     }
     const alpha = num / den;
@@ -157,10 +167,46 @@ function binaryLinear(l: GroupLinear, cols: number): QuantizedLinear {
   };
 }
 
+/** y = x diag(R1 ⊗ R2, R3) for the rows of x: the numerics' rotation (an engine's kron_rotate) when given, else the JS one. */
+async function rotateWith(numerics: Numerics, x: Float32Array, rows: number, okt: RotationFactors): Promise<Float32Array> {
+  return rotateRowsWith(numerics, x, rows, okt);
+}
+
+/** [n, n] → its transpose */
+function transposeSquare(h: Float32Array, n: number): Float32Array {
+  const out = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) out[j * n + i] = h[i * n + j]!;
+  return out;
+}
+
+/** PSP's column weights d_c = sqrt((H_cc + 10⁻³·mean_c H_cc + 10⁻³⁰) / T): the RMS of each input channel. */
+function columnWeightsOf(gram: Float32Array, cols: number, tokens: number): Float64Array {
+  const d = new Float64Array(cols);
+  let mean = 0;
+  for (let c = 0; c < cols; c++) mean += gram[c * cols + c]! / cols;
+  for (let c = 0; c < cols; c++) d[c] = Math.sqrt((gram[c * cols + c]! + 1e-3 * mean + 1e-30) / Math.max(tokens, 1));
+  return d;
+}
+
+/** The numerics a group is quantized with: the products, and optionally learnOkt on a device (the block engine's GPU). */
+export interface GroupNumerics extends Numerics {
+  okt?: OktDevice;
+}
+
 /**
- * x: sampled calibration inputs of the group [tokens, cols] (raw, unrotated).
+ * x: sampled calibration inputs of the group [tokens, cols] (raw, unrotated): the reference outputs, the activation
+ * searches, OKT's activation term and the output errors use them. `gram`: H over every calibration token (raw), for
+ * the output-optimal scales (BWLA: H' = Rᵀ H R) and PSP's column weights (diag(H')/T); without it both come from
+ * the sampled rows (H = xᵀx).
  */
-export async function quantizeGroup(group: GroupName, linears: readonly GroupLinear[], cols: number, x: Float32Array, tokens: number, s: GroupSettings, seed: number, mm: Matmul): Promise<QuantizedGroup> {
+export async function quantizeGroup(group: GroupName, linears: readonly GroupLinear[], cols: number, x: Float32Array, tokens: number, s: GroupSettings, seed: number, numerics: GroupNumerics, gram?: InputGram): Promise<QuantizedGroup> {
+  const mm = numerics.matmul;
+  // the peer baselines: their own weight binarization, no rotation, bwla's int activation search (src/quant/baseline-group.ts)
+  if (s.method === 'billm' || s.method === 'arb') {
+    if (s.aBits === 'ternary') throw new Error(`quantizeGroup: --method ${s.method} takes integer activation bits`);
+    return quantizeBaselineGroup(s.method, linears, cols, x, tokens, s.aBits, mm, gram);
+  }
+  if (gram !== undefined && gram.data.length !== cols * cols) throw new Error(`quantizeGroup: Gram matrix of ${gram.data.length} values for ${cols} columns`);
   const refs = await referenceOutputs(x, tokens, cols, linears, mm);
   let energy = 0;
   for (const r of refs) for (let i = 0; i < r.length; i++) energy += r[i]! ** 2;
@@ -169,11 +215,11 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
   if (s.method === 'rtn' || s.method === 'bwta') {
     const q = linears.map((l) => binaryLinear(l, cols));
     if (s.method === 'bwta' && s.dataAwareScale) {
-      const gram = await mm(x, x, cols, tokens, cols, { transposeA: true });
+      const h = gram?.data ?? await mm(x, x, cols, tokens, cols, { transposeA: true });
       for (let i = 0; i < q.length; i++) {
         const ql = q[i]!;
         const src = linears[i]!;
-        await refitScales(Float64Array.from(src.weight), ql.signs, ql.scales, ql.lrA, ql.lrB, 0, ql.rows, cols, gram, mm);
+        await refitScales(src.weight, ql.signs, ql.scales, ql.lrA, ql.lrB, 0, ql.rows, cols, h, mm);
         ql.simulated = Float32Array.from(dequantizeBinary(ql.signs, ql.scales, ql.rows, cols));
         const w = norm(src.weight);
         ql.weightRelError = w > 0 ? diffNorm(src.weight, ql.simulated) / w : 0;
@@ -195,28 +241,26 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
   let bestErr = Infinity;
   const candidates: Array<{ init: string; outputRelError: number }> = [];
   for (const init of inits) {
-    const okt = await learnOkt(linears.map((l) => ({ data: l.weight, rows: l.rows })), cols, {
+    const okt = await learnSplitOkt(linears.map((l) => ({ data: l.weight, rows: l.rows })), cols, {
       iterations: s.oktIterations, tolerance: s.oktTolerance ?? BWLA_DEFAULTS.oktTolerance, init, seed, matmul: mm,
       activations: { data: x, rows: tokens }, activationWeight: s.oktActivationWeight ?? BWLA_DEFAULTS.oktActivationWeight,
       anneal: s.oktIterations > 0 ? s.oktAnneal ?? BWLA_DEFAULTS.oktAnneal : [],
       annealIterations: Math.min(s.oktAnnealIterations ?? BWLA_DEFAULTS.oktAnnealIterations, s.oktIterations),
+      ...(numerics.okt === undefined ? {} : { device: numerics.okt }),
     });
-    const xr = rotateRows(x, tokens, okt.r1, okt.a, okt.r2, okt.b);
-    let columnWeights: Float64Array | undefined;
-    if (s.weightedPsp) {
-      columnWeights = new Float64Array(cols);
-      for (let t = 0; t < tokens; t++) for (let c = 0; c < cols; c++) columnWeights[c] = columnWeights[c]! + xr[t * cols + c]! ** 2;
-      let mean = 0;
-      for (let c = 0; c < cols; c++) mean += columnWeights[c]! / cols;
-      for (let c = 0; c < cols; c++) columnWeights[c] = Math.sqrt((columnWeights[c]! + 1e-3 * mean + 1e-30) / tokens);
-    }
-    const gram = s.dataAwareScale ? await mm(xr, xr, cols, tokens, cols, { transposeA: true }) : undefined;
+    const xr = await rotateWith(numerics, x, tokens, okt);
+    // H' = Rᵀ H R: rows of H R, transposed (Rᵀ H, H symmetric), rotated again; or x'ᵀx' of the sampled rows
+    const rotatedGram = !s.dataAwareScale && !s.weightedPsp ? undefined : gram !== undefined
+      ? { data: await rotateWith(numerics, transposeSquare(await rotateWith(numerics, gram.data, cols, okt), cols), cols, okt), tokens: gram.tokens }
+      : { data: await mm(xr, xr, cols, tokens, cols, { transposeA: true }), tokens };
+    const columnWeights = s.weightedPsp && rotatedGram !== undefined ? columnWeightsOf(rotatedGram.data, cols, rotatedGram.tokens) : undefined;
+    const scaleGram = s.dataAwareScale ? rotatedGram?.data : undefined;
     const q: QuantizedLinear[] = [];
     for (let li = 0; li < linears.length; li++) {
       const l = linears[li]!;
-      const wr = rotateRows(Float64Array.from(l.weight), l.rows, okt.r1, okt.a, okt.r2, okt.b);
+      const wr = await rotateWith(numerics, l.weight, l.rows, okt);
       const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tolerance: s.pspTolerance ?? BWLA_DEFAULTS.pspTolerance, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, ...(columnWeights === undefined ? {} : { columnWeights }) });
-      if (gram !== undefined) await refitScales(wr, p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, gram, mm);
+      if (scaleGram !== undefined) await refitScales(wr, p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, scaleGram, mm);
       const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols);
       const w = norm(l.weight);
       const plain = binarizeRows(l.weight, l.rows, cols);
@@ -247,7 +291,7 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
       best = {
         linears: q, quantizer, outputRelError: rel(err), candidates, curve,
         rotation: {
-          r1: okt.r1, r2: okt.r2, a: okt.a, b: okt.b, init, history: okt.history, iterations: okt.iterations, converged: okt.converged,
+          r1: okt.r1, r2: okt.r2, a: okt.a, b: okt.b, r: okt.r, r3: okt.r3, init, history: okt.history, iterations: okt.iterations, converged: okt.converged,
           crestFactor: { before: crestFactor(x, tokens, cols), after: crestFactor(xr, tokens, cols) },
           activationTail: { before: activationTail(x, tokens, cols), after: activationTail(xr, tokens, cols) },
         },

@@ -44,7 +44,12 @@ export interface OktOptions {
   anneal?: readonly number[];
   /** iteration cap of each smoothing stage (default 10) */
   annealIterations?: number;
+  /** the same algorithm elsewhere (the block engine's GPU, src/runtime/device-okt.ts): learnOkt hands the call to it */
+  device?: OktDevice;
 }
+
+/** An implementation of learnOkt with the same contract (given the options without `device`). */
+export type OktDevice = (weights: readonly OktInput[], cols: number, options: OktOptions) => Promise<OktResult>;
 
 export interface OktResult {
   r1: Float64Array;
@@ -70,11 +75,11 @@ export function randomOrthogonal(n: number, rng: Rng): Float64Array {
   return qr(g, n, n).q;
 }
 
-/** Rows stacked into one [n, K] Float64 array, each matrix multiplied by `scale(matrix)`. */
-function stack(inputs: readonly OktInput[], cols: number, scale: (w: OktInput) => number): { data: Float64Array; rows: number } {
+/** Rows stacked into one [n, K] float32 array (the products' operand type), each matrix multiplied by `scale(matrix)`. */
+function stack(inputs: readonly OktInput[], cols: number, scale: (w: OktInput) => number): { data: Float32Array; rows: number } {
   let rows = 0;
   for (const w of inputs) rows += w.rows;
-  const data = new Float64Array(rows * cols);
+  const data = new Float32Array(rows * cols);
   let off = 0;
   for (const w of inputs) {
     const s = scale(w);
@@ -94,28 +99,41 @@ function rmsScale(w: OktInput, cols: number): number {
 
 /** One stack of rows in the (a, b) layout with what the steps need about it. */
 interface Block {
-  d: Float64Array; // [n, a, b]
-  dt: Float64Array; // [n, b, a]
+  d: Float32Array; // [n, a, b]
+  dt: Float32Array; // [n, b, a]
   n: number;
-  y: Float64Array; // current R1ᵀ D_n R2, [n, a, b]
+  y: Float32Array; // current R1ᵀ D_n R2, [n, a, b]
+}
+
+/** The factorisation K = a·b and the initial factors of learnOkt's options (identity, or Haar-random from Rng(seed)). */
+export function oktStart(cols: number, options: Pick<OktOptions, 'init' | 'seed'>): { a: number; b: number; r1: Float64Array; r2: Float64Array } {
+  const { a, b } = kroneckerFactors(cols);
+  const rng = new Rng(options.seed ?? 0);
+  const r1 = options.init === 'random' ? randomOrthogonal(a, rng) : identity(a);
+  const r2 = options.init === 'random' ? randomOrthogonal(b, rng) : identity(b);
+  return { a, b, r1, r2 };
 }
 
 export async function learnOkt(weights: readonly OktInput[], cols: number, options: OktOptions = {}): Promise<OktResult> {
+  if (options.device !== undefined) {
+    const { device, ...rest } = options;
+    return device(weights, cols, rest);
+  }
   const mm = options.matmul ?? jsMatmul;
-  const { a, b } = kroneckerFactors(cols);
   const K = cols;
   const cap = options.iterations ?? 20;
   const tol = options.tolerance ?? 1e-7;
-  const rng = new Rng(options.seed ?? 0);
-  let r1 = options.init === 'random' ? randomOrthogonal(a, rng) : identity(a);
-  let r2 = options.init === 'random' ? randomOrthogonal(b, rng) : identity(b);
+  const start = oktStart(cols, options);
+  const { a, b } = start;
+  let { r1, r2 } = start;
   const lambda = options.activations === undefined ? 0 : options.activationWeight ?? 0;
 
-  const rotate = async (blk: { dt: Float64Array; n: number }, q1: Float64Array, q2: Float64Array): Promise<Float64Array> => {
-    const ut = await mm(blk.dt, q1, blk.n * b, a, a); // Ut[n,q,i] = (R1ᵀ D_n)[i,q]
-    return mm(transposeBlocks(ut, blk.n, b, a), q2, blk.n * a, b, b);
+  // the factors (a×a, b×b, float64 from Procrustes) enter the products in float32
+  const rotate = async (blk: { dt: Float32Array; n: number }, q1: Float64Array, q2: Float64Array): Promise<Float32Array> => {
+    const ut = await mm(blk.dt, Float32Array.from(q1), blk.n * b, a, a); // Ut[n,q,i] = (R1ᵀ D_n)[i,q]
+    return mm(transposeBlocks(ut, blk.n, b, a), Float32Array.from(q2), blk.n * a, b, b);
   };
-  const makeBlock = async (data: Float64Array, n: number): Promise<Block> => {
+  const makeBlock = async (data: Float32Array, n: number): Promise<Block> => {
     const dt = transposeBlocks(data, n, a, b);
     return { d: data, dt, n, y: await rotate({ dt, n }, r1, r2) };
   };
@@ -151,7 +169,7 @@ export async function learnOkt(weights: readonly OktInput[], cols: number, optio
   }
 
   /** ε_w with |y| replaced by h_s(y) = s log cosh(y/s), s = sigma·rms(w_n) (sigma = 0: exact). */
-  const weightObjective = (y: Float64Array, sigma: number): number => {
+  const weightObjective = (y: Float32Array, sigma: number): number => {
     let acc = 0;
     for (let r = 0; r < w.rows; r++) {
       const s = sigma * rowRms[r]!;
@@ -162,8 +180,8 @@ export async function learnOkt(weights: readonly OktInput[], cols: number, optio
     return energy > 0 ? 1 - acc / (K * energy) : 0;
   };
   /** −½ ∂ε_w/∂Y · E: the linear coefficient of the weight majoriser (the E-step targets T). */
-  const weightTargets = (y: Float64Array, sigma: number): Float64Array => {
-    const t = new Float64Array(y.length);
+  const weightTargets = (y: Float32Array, sigma: number): Float32Array => {
+    const t = new Float32Array(y.length);
     for (let r = 0; r < w.rows; r++) {
       const s = sigma * rowRms[r]!;
       let h = 0;
@@ -176,7 +194,7 @@ export async function learnOkt(weights: readonly OktInput[], cols: number, optio
     }
     return t;
   };
-  const tail = (y: Float64Array): number => {
+  const tail = (y: Float32Array): number => {
     let acc = 0;
     for (let t = 0; t < tokenWeight.length; t++) {
       let s4 = 0;
@@ -185,13 +203,13 @@ export async function learnOkt(weights: readonly OktInput[], cols: number, optio
     }
     return acc;
   };
-  const objective = (yw: Float64Array, ya: Float64Array | undefined, sigma: number): number =>
+  const objective = (yw: Float32Array, ya: Float32Array | undefined, sigma: number): number =>
     weightObjective(yw, sigma) + (ya === undefined ? 0 : lambda * tail(ya));
 
   /** Activation majoriser pieces at Y⁰: curvature-scaled Y⁰ (L_t/β · Y⁰_t) and the gradient G. */
-  const activationPieces = (y: Float64Array): { ly: Float64Array; g: Float64Array } => {
-    const ly = new Float64Array(y.length);
-    const g = new Float64Array(y.length);
+  const activationPieces = (y: Float32Array): { ly: Float32Array; g: Float32Array } => {
+    const ly = new Float32Array(y.length);
+    const g = new Float32Array(y.length);
     for (let t = 0; t < tokenWeight.length; t++) {
       const c = tokenWeight[t]!;
       let m = 0;
@@ -210,12 +228,13 @@ export async function learnOkt(weights: readonly OktInput[], cols: number, optio
   const factorStep = async (f: 0 | 1, sigma: number, current: number): Promise<number> => {
     const t = weightTargets(wb.y, sigma);
     // M(C) = Σ_n (D_n R2) C_nᵀ (f = 0) or Σ_n (R1ᵀ D_n)ᵀ C_n (f = 1), linear in C
-    const prep = async (blk: Block): Promise<Float64Array> =>
-      f === 0 ? transposeBlocks(await mm(blk.d, r2, blk.n * a, b, b), blk.n, a, b) : transposeBlocks(await mm(blk.dt, r1, blk.n * b, a, a), blk.n, b, a);
-    const coef = async (p: Float64Array, n: number, c: Float64Array): Promise<Float64Array> =>
-      f === 0 ? mm(p, transposeBlocks(c, n, a, b), a, n * b, a, { transposeA: true }) : mm(p, c, b, n * a, b, { transposeA: true });
-    const candidate = async (p: Float64Array, n: number, q: Float64Array): Promise<Float64Array> =>
-      f === 0 ? transposeBlocks(await mm(p, q, n * b, a, a), n, b, a) : mm(p, q, n * a, b, b);
+    const prep = async (blk: Block): Promise<Float32Array> =>
+      f === 0 ? transposeBlocks(await mm(blk.d, Float32Array.from(r2), blk.n * a, b, b), blk.n, a, b) : transposeBlocks(await mm(blk.dt, Float32Array.from(r1), blk.n * b, a, a), blk.n, b, a);
+    // M (a×a or b×b) is small: it goes to Procrustes in float64
+    const coef = async (p: Float32Array, n: number, c: Float32Array): Promise<Float64Array> =>
+      Float64Array.from(f === 0 ? await mm(p, transposeBlocks(c, n, a, b), a, n * b, a, { transposeA: true }) : await mm(p, c, b, n * a, b, { transposeA: true }));
+    const candidate = async (p: Float32Array, n: number, q: Float64Array): Promise<Float32Array> =>
+      f === 0 ? transposeBlocks(await mm(p, Float32Array.from(q), n * b, a, a), n, b, a) : mm(p, Float32Array.from(q), n * a, b, b);
     const size = f === 0 ? a : b;
     const pw = await prep(wb);
     const mw = await coef(pw, wb.n, t);
@@ -295,8 +314,8 @@ function scale(m: Float64Array, s: number): Float64Array {
 }
 
 /** [blocks, p, q] → [blocks, q, p] (transpose of each p×q block). */
-function transposeBlocks(src: Float64Array, blocks: number, p: number, q: number): Float64Array {
-  const out = new Float64Array(src.length);
+function transposeBlocks(src: Float32Array, blocks: number, p: number, q: number): Float32Array {
+  const out = new Float32Array(src.length);
   const size = p * q;
   for (let k = 0; k < blocks; k++) {
     const o = k * size;

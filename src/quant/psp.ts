@@ -52,10 +52,10 @@ export interface PspResult {
 /** M = U diag(σ − τ) Vᵀ in the weighted space: U [rows, kept], a = U diag(σ − τ), v = Vᵀ [kept, cols]. */
 interface LowRank {
   u: Float64Array;
-  a: Float64Array;
-  v: Float64Array;
+  a: Float32Array;
+  v: Float32Array;
   kept: number;
-  dense: Float64Array;
+  dense: Float32Array;
   nuclear: number;
 }
 
@@ -91,7 +91,7 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
   binarizeWeighted(w, rows, cols, d2, signs, scales);
   const n = rows * cols;
   // E = (W − αB) D
-  const residual = new Float64Array(n);
+  const residual = new Float32Array(n);
   const fillResidual = (): void => {
     for (let r = 0; r < rows; r++) {
       const s = scales[r]!;
@@ -102,7 +102,7 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
   let before = 0;
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) before += (w[r * cols + c]! - scales[r]! * signs[r * cols + c]!) ** 2;
   const errorBefore = Math.sqrt(before);
-  const half = (x: Float64Array, m: Float64Array): number => {
+  const half = (x: Float32Array, m: Float32Array): number => {
     let s = 0;
     for (let i = 0; i < n; i++) s += (x[i]! - m[i]!) ** 2;
     return 0.5 * s;
@@ -113,7 +113,7 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
 
   const seed = options.seed ?? 0;
   // current M = U diag(σ − τ) Vᵀ (weighted space): factors, dense, nuclear norm
-  let cur: LowRank = { u: new Float64Array(0), a: new Float64Array(0), v: new Float64Array(0), kept: 0, dense: new Float64Array(n), nuclear: 0 };
+  let cur: LowRank = { u: new Float64Array(0), a: new Float32Array(0), v: new Float32Array(0), kept: 0, dense: new Float32Array(n), nuclear: 0 };
   const objective = (): number => half(residual, cur.dense) + tau * cur.nuclear;
   const first = await randomizedSvd(residual, rows, cols, rank + 1, { seed, oversample: 8, powerIterations: 2, matmul: mm });
   const tau = tauRatio * (first.s[rank] ?? first.sAll[rank] ?? 0);
@@ -127,8 +127,8 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
     let kept = 0;
     for (let k = 0; k < Math.min(rank, t.rank); k++) if (t.s[k]! - tau > 0) kept++;
     const u = new Float64Array(rows * kept);
-    const a = new Float64Array(rows * kept);
-    const v = new Float64Array(kept * cols);
+    const a = new Float32Array(rows * kept);
+    const v = new Float32Array(kept * cols);
     let nuclear = 0;
     for (let k = 0; k < kept; k++) {
       const sigma = t.s[k]! - tau;
@@ -139,14 +139,14 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
       }
       for (let c = 0; c < cols; c++) v[k * cols + c] = t.v[c * t.rank + k]!;
     }
-    const dense = kept === 0 ? new Float64Array(n) : await mm(a, v, rows, kept, cols);
+    const dense = kept === 0 ? new Float32Array(n) : await mm(a, v, rows, kept, cols);
     const value = half(residual, dense) + tau * nuclear;
     // exact on the sketch's subspace, which holds the previous M: only rounding can make it worse
     if (value <= objective()) cur = { u, a, v, kept, dense, nuclear };
     history.push(objective());
   };
   const bStep = (): void => {
-    const target = new Float64Array(n);
+    const target = new Float32Array(n);
     for (let r = 0; r < rows; r++)
       for (let c = 0; c < cols; c++) target[r * cols + c] = w[r * cols + c]! - cur.dense[r * cols + c]! / (d === undefined ? 1 : d[c]!);
     binarizeWeighted(target, rows, cols, d2, signs, scales);

@@ -19,11 +19,18 @@
  *   binary quantizer (sign with mean-absolute scale; zero maps to +1):
  *     s = mean_j |x_j|,  q(x) = s * sign⁺(x)
  *
+ *   The attention probabilities' quantizer takes its means over the row's unmasked keys or over the whole
+ *   window (AttentionRecipe.probsRow, ProbsRow below).
+ *
  *   Kronecker online rotation of an input x of length n = a*b (R = R1 ⊗ R2):
  *     x' = x R, computed as X' = R1ᵀ X R2 where X is x reshaped row-major to (a, b)
  *     (equivalently x'[i*b + j] = Σ_{p,q} x[p*b + q] R1[p, i] R2[q, j]).
  *   The matching weight W (out × n) stored in the simulated model is already W R (fused),
  *   so y = x Wᵀ = (x R)(W R)ᵀ because R Rᵀ = I.
+ *
+ *   Kronecker rotation with a remainder block (kind kronecker_remainder), n = a*b + r, R = diag(R1 ⊗ R2, R3):
+ *     x'[0, a*b) = x[0, a*b) (R1 ⊗ R2) as above;  x'[a*b + j] = Σ_q x[a*b + q] R3[q, j]  (R3 [r, r]).
+ *   Used for widths without a balanced factorisation (src/quant/kronecker.ts kroneckerSplit).
  */
 
 export type ActivationQuantizer =
@@ -33,11 +40,19 @@ export type ActivationQuantizer =
   | { readonly kind: 'binary' };
 
 export interface KroneckerRotation {
-  readonly kind: 'kronecker';
+  /** 'kronecker': R = R1 ⊗ R2; 'kronecker_remainder': R = diag(R1 ⊗ R2, R3) (r3 present exactly then). */
+  readonly kind: 'kronecker' | 'kronecker_remainder';
   /** Tensor name (in the simulated model's safetensors) of R1, shape [a, a]. */
   readonly r1: string;
   /** Tensor name of R2, shape [b, b]. */
   readonly r2: string;
+  /** Tensor name of R3, shape [r, r] (kronecker_remainder only). */
+  readonly r3?: string;
+}
+
+/** The tensor names of a rotation: [r1, r2] or [r1, r2, r3]. */
+export function rotationTensorNamesOf(r: KroneckerRotation): string[] {
+  return r.r3 === undefined ? [r.r1, r.r2] : [r.r1, r.r2, r.r3];
 }
 
 /** What happens to the input of one linear layer before its matmul. */
@@ -47,6 +62,21 @@ export interface LinearInputRecipe {
   /** Applied after the rotation. */
   readonly quantizer: ActivationQuantizer;
 }
+
+/**
+ * Which entries of a causal probability row the probs quantizer's row statistics are taken over (the ternary
+ * threshold Δ = thresholdRatio · mean|p| and the binary scale; the int scale uses max|p|, the same either way):
+ *
+ *   'unmasked': the query's unmasked keys only. Query i (at position i of the sequence, the cached positions
+ *               included) sees keys lo_i … i, lo_i = max(0, i − slidingWindow + 1) (0 without a sliding window), so
+ *               mean|p| = 1 / (i − lo_i + 1): the same row in any window length, prefill or decoding from a KV
+ *               cache. Written by `bwq quantize` since issue #16.
+ *   'window':   the whole row of the forward call's window, masked zeros included (mean|p| = 1/S for a window of
+ *               S tokens; decoding: the cached length + 1). Recipes written before issue #16 have no `probsRow`
+ *               and mean this.
+ * Masked entries stay 0 either way.
+ */
+export type ProbsRow = 'unmasked' | 'window';
 
 /** Quantizers on the operands of the attention matmuls, per head and per token (row). */
 export interface AttentionRecipe {
@@ -58,6 +88,16 @@ export interface AttentionRecipe {
   readonly probs: ActivationQuantizer;
   /** V in P·V, per value row of each head. */
   readonly value: ActivationQuantizer;
+  /** The entries the probs quantizer's statistics are taken over; absent = 'window' (recipes before issue #16). */
+  readonly probsRow?: ProbsRow;
+}
+
+/** The four operand quantizers of an AttentionRecipe. */
+export const ATTENTION_OPERANDS = ['query', 'key', 'value', 'probs'] as const;
+
+/** Whether the probs quantizer's statistics are taken over the unmasked keys only (ProbsRow 'unmasked'). */
+export function probsOverUnmasked(attention: AttentionRecipe | undefined): boolean {
+  return attention?.probsRow === 'unmasked';
 }
 
 /** The linear layers of one decoder block, by role. */
@@ -70,18 +110,25 @@ export interface LayerRecipe {
   readonly attention?: AttentionRecipe;
 }
 
+/** Quantization methods: bwq's own (bwta, bwla, rtn) and the peer baselines BiLLM and ARB-LLM_RC (billm, arb). */
+export type QuantMethod = 'bwta' | 'bwla' | 'rtn' | 'billm' | 'arb';
+
+/** Methods whose weights are not sign × row scale (+ low rank): bwq writes only their simulated model (docs/FORMATS.md). */
+export const SIMULATED_ONLY_METHODS: readonly QuantMethod[] = ['billm', 'arb'];
+
 /** `quantization_config` in OUT_DIR/config.json. */
 export interface QuantizationConfig {
   readonly quant_method: 'bwq';
   readonly bwq_version: string;
-  readonly method: 'bwta' | 'bwla' | 'rtn';
+  readonly method: QuantMethod;
   readonly w_bits: 1;
   /** 'ternary' for BWTA, or an integer bit width (e.g. 6, 8, 16 = no activation quantization). */
   readonly a_bits: number | 'ternary';
   /** One entry per decoder layer, index = layer number. */
   readonly layers: readonly LayerRecipe[];
-  /** Relative path (inside OUT_DIR) of the packed-weights safetensors file; see docs/FORMATS.md. */
-  readonly packed_weights: string;
+  /** Relative path (inside OUT_DIR) of the packed-weights safetensors file; see docs/FORMATS.md.
+   *  Absent for SIMULATED_ONLY_METHODS, which have no packed model. */
+  readonly packed_weights?: string;
   /** Free-form record of the settings used (nsamples, seqlen, rank, seed, calib file, …). */
   readonly settings: Readonly<Record<string, string | number | boolean>>;
 }

@@ -15,27 +15,56 @@ import type { LayerRecipe } from '../quant/recipe.js';
 import type { Tensor } from '../tensor.js';
 import { loadAddon } from '../native/loader.js';
 import { linearDims, loadRuntimeModelFrom, storeOf, type RuntimeAddon, type RuntimeModelHandle, type RuntimeSessionHandle } from './load.js';
-import { quantizerCodes } from './descriptor.js';
+import { probsRowCode, quantizerCodes } from './descriptor.js';
 import { chunkPositions, loadOnDevice } from './engine.js';
+import { deviceOkt, hasOktBinding } from './device-okt.js';
+import type { OktDevice } from '../quant/okt.js';
 import type { RuntimeDevice } from './session.js';
+import type { RotateRows } from '../linalg/matmul.js';
+
+/** The linear-input taps whose Gram matrices the runtime can accumulate over a block's runs. */
+export type GramTapName = 'attn_input' | 'attn_context' | 'mlp_input' | 'mlp_hidden';
+const GRAM_TAP_CODES: Record<GramTapName, number> = { attn_input: 0, attn_context: 1, mlp_input: 2, mlp_hidden: 3 };
+
+export interface EngineRunOptions extends BlockRunOptions {
+  /** accumulate H = Σ_t x_t x_tᵀ of these taps over every token of the run in the runtime (on the engine's device;
+   *  the accumulators live there across runs, readGram returns and frees them) */
+  gramTaps?: readonly GramTapName[];
+  /** only these rows (ascending indices b·seq + i) of the linear-input taps come back: [tapRows.length, width] */
+  tapRows?: Int32Array;
+}
 
 /** The part of the block-runner contract the quantize pipeline uses. */
 export interface BlockEngine {
   loadBlockWeights(layer: number): Promise<BlockWeights>;
-  run(layer: number, hidden: Float32Array, batch: number, seq: number, options?: BlockRunOptions):
+  run(layer: number, hidden: Float32Array, batch: number, seq: number, options?: EngineRunOptions):
     Promise<{ output: Float32Array; taps: Map<TapName, Float32Array> }>;
   embed(ids: Int32Array, batch: number, seq: number): Promise<Float32Array>;
   readonly device: string;
   /** c [m, n] = a [m, k]·wᵀ (w [n, k]) in float32 on the engine's device (cuBLAS FP32 on a GPU) */
   readonly matmul?: (a: Float32Array, m: number, k: number, w: Float32Array, n: number) => Float32Array;
+  /** c [m, n] = op(a)·op(b) in float32 on the engine's device, op(a) [m, k] (transA: a is [k, m]), op(b) [k, n]
+   *  (transB: b is [n, k]); cuBLAS takes the transpositions as flags (the reconstruction's GEMMs) */
+  readonly matmulT?: (a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number) => Float32Array;
+  /** y = x (R1 ⊗ R2) for x [rows, a·b] on the engine's device (the runtime's kron_rotate: CPU threads or CUDA) */
+  readonly rotateRows?: RotateRows;
+  /** the Gram matrix [width, width] accumulated by runs with gramTaps (its accumulator is freed) */
+  readonly readGram?: (tap: GramTapName) => Float32Array;
+  /** learnOkt (src/quant/okt.ts) in one native call on the engine's GPU (src/runtime/device-okt.ts): CUDA with cuBLAS only */
+  readonly learnOkt?: OktDevice;
   close(): Promise<void>;
 }
 
 interface RuntimeBlockAddon extends RuntimeAddon {
   rtSetLayerRecipe(model: RuntimeModelHandle, layer: number, recipe: Float64Array): Int32Array;
   rtRunBlock(session: RuntimeSessionHandle, layer: number, hidden: Float32Array, t: number, out: Float32Array,
-    taps: Record<string, Float32Array>): void;
+    taps: Record<string, Float32Array>, options?: { gram?: Int32Array; rows?: Int32Array }): void;
   rtMatmul(model: RuntimeModelHandle, a: Float32Array, m: number, k: number, w: Float32Array, n: number, c: Float32Array): void;
+  rtMatmulT?(model: RuntimeModelHandle, a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number,
+    c: Float32Array): void;
+  rtReadGram?(model: RuntimeModelHandle, tap: number, out: Float32Array): void;
+  rtKronRotate?(model: RuntimeModelHandle, x: Float32Array, rows: number, a: number, b: number, r1: Float32Array, r2: Float32Array,
+    y: Float32Array): void;
 }
 
 const TAP_FIELDS: Record<Exclude<TapName, never>, string> = {
@@ -95,14 +124,16 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     const dims = linearDims(c);
     for (const role of BLOCK_ROLES) {
       const r = recipe?.linears[role];
-      const group = r?.rotation === undefined ? -1 : rotations.findIndex((x) => x.r1 === r.rotation!.r1 && x.r2 === r.rotation!.r2);
+      const group = r?.rotation === undefined ? -1 : rotations.findIndex((x) => x.r1 === r.rotation!.r1 && x.r2 === r.rotation!.r2 && x.r3 === r.rotation!.r3);
       const a = group < 0 ? 0 : (await tensorOf(r!.rotation!.r1)).shape[0]!;
       const b = group < 0 ? 0 : (await tensorOf(r!.rotation!.r2)).shape[0]!;
-      d.push(0, 0, weights.biases[role] === undefined ? 0 : 1, group, a, b, ...quantizerCodes(r?.quantizer));
+      const rem = group < 0 || r!.rotation!.r3 === undefined ? 0 : (await tensorOf(r!.rotation!.r3)).shape[0]!;
+      d.push(0, 0, weights.biases[role] === undefined ? 0 : 1, group, a, b, ...quantizerCodes(r?.quantizer), rem);
     }
     const att = recipe?.attention;
     if (att?.probs.kind === 'binary') throw new BwqError(`layer ${layer}: a binary probability quantizer is not supported by the runtime`, { file: where });
     for (const q of [att?.query, att?.key, att?.probs, att?.value]) d.push(...quantizerCodes(q));
+    d.push(probsRowCode(att));
     const rotationOfRole = addon.rtSetLayerRecipe(handle, 0, Float64Array.from(d));
     for (const [r, role] of BLOCK_ROLES.entries()) {
       const j = rotationOfRole[r]!;
@@ -112,6 +143,10 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
         const r2 = await tensorOf(rot.r2);
         send(`rotations.${j}.r1`, [...r1.shape], r1.data);
         send(`rotations.${j}.r2`, [...r2.shape], r2.data);
+        if (rot.r3 !== undefined) {
+          const r3 = await tensorOf(rot.r3);
+          send(`rotations.${j}.r3`, [...r3.shape], r3.data);
+        }
       }
       const w = weights.linears[role];
       if (w === undefined) throw new BwqError(`layer ${layer} has no ${role}`, { file: where });
@@ -148,9 +183,47 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     }
     return out;
   };
+  const nativeError = (error: unknown): BwqError =>
+    new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error });
+  const gramWidths: Record<GramTapName, number> = {
+    attn_input: c.hiddenSize, attn_context: c.numHeads * c.headDim, mlp_input: c.hiddenSize, mlp_hidden: c.intermediateSize,
+  };
+  const readGram = (tap: GramTapName): Float32Array => {
+    const w = gramWidths[tap];
+    const out = new Float32Array(w * w);
+    try {
+      addon.rtReadGram!(handle, GRAM_TAP_CODES[tap], out);
+    } catch (error) {
+      throw nativeError(error);
+    }
+    return out;
+  };
+  const rotateRows: RotateRows = async (x, rows, r1, a, r2, b) => {
+    const y = new Float32Array(rows * a * b);
+    try {
+      addon.rtKronRotate!(handle, x, rows, a, b, r1, r2, y);
+    } catch (error) {
+      throw nativeError(error);
+    }
+    return y;
+  };
   return {
     device,
     ...(typeof addon.rtMatmul === 'function' ? { matmul } : {}),
+    ...(typeof addon.rtMatmulT === 'function' ? {
+      matmulT: (a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number): Float32Array => {
+        const out = new Float32Array(m * n);
+        try {
+          addon.rtMatmulT!(handle, a, transA, b, transB, m, k, n, out);
+        } catch (error) {
+          throw nativeError(error);
+        }
+        return out;
+      },
+    } : {}),
+    ...(typeof addon.rtKronRotate === 'function' ? { rotateRows } : {}),
+    ...(typeof addon.rtReadGram === 'function' ? { readGram } : {}),
+    ...(device.startsWith('cuda') && !device.includes('no cuBLAS') && hasOktBinding(addon) ? { learnOkt: deviceOkt(addon, handle) } : {}),
     loadBlockWeights: (layer) => loadBlockWeights(model, layer),
     async run(layer, hidden, batch, seq, runOptions = {}) {
       if (layer < 0 || layer >= c.numLayers) throw new BwqError(`layer ${layer} out of range (model has ${c.numLayers})`, { file: model.dir });
@@ -169,10 +242,19 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
       };
       const tapArrays: Record<string, Float32Array> = {};
       const wanted = [...new Set(runOptions.taps ?? [])];
-      for (const t of wanted) tapArrays[TAP_FIELDS[t]] = new Float32Array(batch * seq * widths[t]);
+      const selected = runOptions.tapRows;
+      const rowsOf = (t: TapName): number => (selected !== undefined && t in GRAM_TAP_CODES ? selected.length : batch * seq);
+      for (const t of wanted) tapArrays[TAP_FIELDS[t]] = new Float32Array(rowsOf(t) * widths[t]);
       const output = new Float32Array(batch * seq * h);
+      const gramTaps = runOptions.gramTaps ?? [];
+      if (gramTaps.length > 0 && typeof addon.rtReadGram !== 'function') throw new BwqError('the native addon has no Gram accumulation (rebuild with npm rebuild)');
+      const extra = gramTaps.length === 0 && selected === undefined ? undefined : {
+        ...(gramTaps.length === 0 ? {} : { gram: Int32Array.from(gramTaps, (t) => GRAM_TAP_CODES[t]) }),
+        ...(selected === undefined ? {} : { rows: selected }),
+      };
       try {
-        addon.rtRunBlock(s, 0, hidden, seq, output, tapArrays);
+        if (extra === undefined) addon.rtRunBlock(s, 0, hidden, seq, output, tapArrays);
+        else addon.rtRunBlock(s, 0, hidden, seq, output, tapArrays, extra);
       } catch (error) {
         throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { file: where, cause: error });
       }

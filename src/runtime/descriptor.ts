@@ -1,12 +1,12 @@
 /**
  * The numeric description of a model that the native runtime takes (native/src/addon_runtime.cpp reads it
  * in this order): the config, the table of input preparations (rotation + activation quantizer, shared by
- * linears with equal keys), the rotations' factor sizes, and per layer which linears are packed, their
- * input, low-rank rank and bias, and the four attention-operand quantizers.
+ * linears with equal keys), the rotations' factor sizes (a, b, r), and per layer which linears are packed, their
+ * input, low-rank rank and bias, the four attention-operand quantizers and the probs row (probsRowCode).
  */
 import { BwqError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
-import type { ActivationQuantizer, AttentionRecipe, LinearRole } from '../quant/recipe.js';
+import { probsOverUnmasked, type ActivationQuantizer, type AttentionRecipe, type LinearRole } from '../quant/recipe.js';
 
 export const ROLES: readonly LinearRole[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 
@@ -23,12 +23,22 @@ export interface LinearDescription {
   bias: boolean;
 }
 
+/** One rotation diag(R1 ⊗ R2, R3) of a linear input of width a·b + r (r = 0, r3 undefined: R1 ⊗ R2). */
+export interface RotationDescription {
+  a: number;
+  b: number;
+  r: number;
+  r1: string;
+  r2: string;
+  r3: string | undefined;
+}
+
 export interface ModelDescription {
   config: ModelConfig;
   ropeHalf: number;
   inputs: InputPrepDescription[];
-  /** Kronecker factors R1 [a, a] and R2 [b, b] by tensor name */
-  rotations: { a: number; b: number; r1: string; r2: string }[];
+  /** Kronecker factors R1 [a, a], R2 [b, b] and the remainder block R3 [r, r] (r = 0: none) by tensor name */
+  rotations: RotationDescription[];
   layers: { linears: LinearDescription[]; attention: AttentionRecipe | undefined }[];
 }
 
@@ -43,6 +53,11 @@ export function quantizerCodes(q: ActivationQuantizer | undefined): [number, num
     case 'ternary': return [2, 0, q.thresholdRatio];
     case 'binary': return [3, 0, 0];
   }
+}
+
+/** The probs row as the native side reads it (AttentionRecipe::probs_unmasked): 1 unmasked keys, 0 whole window. */
+export function probsRowCode(a: AttentionRecipe | undefined): number {
+  return probsOverUnmasked(a) ? 1 : 0;
 }
 
 function actCode(config: ModelConfig): number {
@@ -63,7 +78,7 @@ export function encodeDescription(d: ModelDescription, file: string): Float64Arr
   out.push(d.inputs.length);
   for (const input of d.inputs) out.push(input.rotation, ...quantizerCodes(input.quantizer));
   out.push(d.rotations.length);
-  for (const r of d.rotations) out.push(r.a, r.b);
+  for (const r of d.rotations) out.push(r.a, r.b, r.r);
   for (const [i, layer] of d.layers.entries()) {
     for (const lin of layer.linears) out.push(lin.packed ? 1 : 0, lin.input, lin.rank, lin.bias ? 1 : 0);
     const a = layer.attention;
@@ -71,6 +86,7 @@ export function encodeDescription(d: ModelDescription, file: string): Float64Arr
       throw new BwqError(`layer ${i}: a binary probability quantizer is not supported by the runtime`, { file });
     }
     for (const q of [a?.query ?? NONE, a?.key ?? NONE, a?.probs ?? NONE, a?.value ?? NONE]) out.push(...quantizerCodes(q));
+    out.push(probsRowCode(a));
   }
   return Float64Array.from(out);
 }

@@ -13,8 +13,9 @@ import type { ModelWeightNames } from '../model/weights.js';
 import { linearByRole } from '../model/weights.js';
 import { inverseFrequencies } from '../onnx/rope.js';
 import { openPackedFile } from '../model/packed-file.js';
-import type { ActivationQuantizer, LinearRole } from '../quant/recipe.js';
-import { ROLES, encodeDescription, type InputPrepDescription, type ModelDescription } from './descriptor.js';
+import type { ActivationQuantizer, KroneckerRotation, LinearRole } from '../quant/recipe.js';
+import { rotationTensorNamesOf } from '../quant/recipe.js';
+import { ROLES, encodeDescription, type InputPrepDescription, type ModelDescription, type RotationDescription } from './descriptor.js';
 
 /** The addon's runtime functions (native/src/addon_runtime.cpp). */
 export interface RuntimeAddon {
@@ -175,7 +176,7 @@ export function residentBytes(src: ModelSource, lookup: Lookup, d: ModelDescript
   const names = src.weightNames;
   let bytes = size(names.embedTokens, true) + (names.lmHead === names.embedTokens ? 0 : size(names.lmHead, true));
   bytes += 4 * c.hiddenSize * (1 + 2 * c.numLayers) + 4 * 2 * c.headDim * c.numLayers;  // norms
-  for (const r of d.rotations) bytes += 4 * (r.a * r.a + r.b * r.b);
+  for (const r of d.rotations) bytes += 4 * (r.a * r.a + r.b * r.b + r.r * r.r);
   const dims = linearDims(c);
   for (const [i, ln] of names.layers.entries()) {
     for (const [r, role] of ROLES.entries()) {
@@ -205,12 +206,12 @@ function describe(src: ModelSource, lookup: Lookup): ModelDescription {
   const recipe = c.quantization;
   const inputs: InputPrepDescription[] = [];
   const inputKeys = new Map<string, number>();
-  const rotations: { a: number; b: number; r1: string; r2: string }[] = [];
+  const rotations: RotationDescription[] = [];
   const rotationKeys = new Map<string, number>();
-  const inputOf = (rot: { r1: string; r2: string } | undefined, quantizer: ActivationQuantizer, k: number): number => {
+  const inputOf = (rot: KroneckerRotation | undefined, quantizer: ActivationQuantizer, k: number): number => {
     let rotation = -1;
     if (rot !== undefined) {
-      const rk = `${rot.r1}\u0000${rot.r2}`;
+      const rk = rotationTensorNamesOf(rot).join('\u0000');
       let idx = rotationKeys.get(rk);
       if (idx === undefined) {
         const dim = (name: string): number => {
@@ -223,12 +224,13 @@ function describe(src: ModelSource, lookup: Lookup): ModelDescription {
         };
         const a = dim(rot.r1);
         const b = dim(rot.r2);
-        if (a * b !== k) {
-          throw new BwqError(`rotation ${rot.r1} ⊗ ${rot.r2} is ${a}x${b} = ${a * b}, but the linear has ${k} inputs`,
-            { file: lookup.require(rot.r1).label });
+        const r = rot.r3 === undefined ? 0 : dim(rot.r3);
+        if (a * b + r !== k) {
+          const what = rot.r3 === undefined ? `${rot.r1} ⊗ ${rot.r2} is ${a}x${b} = ${a * b}` : `diag(${rot.r1} ⊗ ${rot.r2}, ${rot.r3}) is ${a}x${b} + ${r} = ${a * b + r}`;
+          throw new BwqError(`rotation ${what}, but the linear has ${k} inputs`, { file: lookup.require(rot.r1).label });
         }
         idx = rotations.length;
-        rotations.push({ a, b, r1: rot.r1, r2: rot.r2 });
+        rotations.push({ a, b, r, r1: rot.r1, r2: rot.r2, r3: rot.r3 });
         rotationKeys.set(rk, idx);
       }
       rotation = idx;
@@ -321,6 +323,7 @@ async function sendTensors(addon: RuntimeAddon, handle: RuntimeModelHandle, mode
   for (const [j, r] of d.rotations.entries()) {
     await float32(`rotations.${j}.r1`, r.r1, [r.a, r.a]);
     await float32(`rotations.${j}.r2`, r.r2, [r.b, r.b]);
+    if (r.r3 !== undefined) await float32(`rotations.${j}.r3`, r.r3, [r.r, r.r]);
   }
   const dims = linearDims(c);
   for (const [i, ln] of names.layers.entries()) {

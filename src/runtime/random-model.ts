@@ -11,7 +11,7 @@
 import type { ModelConfig } from '../model/config.js';
 import { expectedShapes, modelWeightNames } from '../model/weights.js';
 import type { ActivationQuantizer, LayerRecipe, LinearRole, QuantizationConfig } from '../quant/recipe.js';
-import { kroneckerFactors } from '../quant/kronecker.js';
+import { kroneckerSplit } from '../quant/kronecker.js';
 import type { ModelSource, TensorStore } from './load.js';
 
 export type RandomVariant = 'fp16' | 'bwla' | 'bwta';
@@ -100,17 +100,21 @@ export function randomModelSource(base: ModelConfig, variant: RandomVariant, lab
           packed.set(`${prefix}.lr_a`, { shape: [n, RANK], dtype: 'F32', make: () => new Float32Array(n * RANK).fill(1e-3) });
           packed.set(`${prefix}.lr_b`, { shape: [RANK, k], dtype: 'F32', make: () => new Float32Array(RANK * k).fill(1e-3) });
           const group = `model.layers.${i}.${GROUP[role]}`;
-          const { a, b } = kroneckerFactors(k);  // as bwq quantize factors K (src/quant/kronecker.ts)
+          const { a, b, r } = kroneckerSplit(k);  // as bwq quantize splits K (src/quant/kronecker.ts)
           floatTensors.set(`${group}.okt_r1`, { shape: [a, a], dtype: 'F32', make: () => signedPermutation(a, hashName(`${group}1`)) });
           floatTensors.set(`${group}.okt_r2`, { shape: [b, b], dtype: 'F32', make: () => signedPermutation(b, hashName(`${group}2`)) });
-          linears[role] = { rotation: { kind: 'kronecker', r1: `${group}.okt_r1`, r2: `${group}.okt_r2` },
+          if (r > 0) floatTensors.set(`${group}.okt_r3`, { shape: [r, r], dtype: 'F32', make: () => signedPermutation(r, hashName(`${group}3`)) });
+          linears[role] = {
+            rotation: r > 0
+              ? { kind: 'kronecker_remainder', r1: `${group}.okt_r1`, r2: `${group}.okt_r2`, r3: `${group}.okt_r3` }
+              : { kind: 'kronecker', r1: `${group}.okt_r1`, r2: `${group}.okt_r2` },
             quantizer: { kind: 'int', bits: 6, clipRatio: 1 } };
         } else {
           linears[role] = { quantizer: ternary(0.7) };
         }
       }
       layers.push(variant === 'bwta'
-        ? { linears, attention: { query: ternary(0.8), key: ternary(0.65), probs: ternary(1), value: ternary(0.8) } }
+        ? { linears, attention: { query: ternary(0.8), key: ternary(0.65), probs: ternary(1), value: ternary(0.8), probsRow: 'unmasked' } }
         : { linears });
     }
     quantization = { quant_method: 'bwq', bwq_version: 'random', method: variant, w_bits: 1,

@@ -209,7 +209,7 @@ describe('quantization_config (bwq)', () => {
 
   const bad: [string, (q: Record<string, any>) => unknown, RegExp][] = [
     ['other quant_method', (q) => ({ ...q, quant_method: 'gptq' }), /quantization_config: quant_method "gptq" is not supported/],
-    ['unknown method', (q) => ({ ...q, method: 'awq' }), /'method' must be one of bwta, bwla, rtn \(got "awq"\)/],
+    ['unknown method', (q) => ({ ...q, method: 'awq' }), /'method' must be one of bwta, bwla, rtn, billm, arb \(got "awq"\)/],
     ['w_bits 2', (q) => ({ ...q, w_bits: 2 }), /'w_bits' must be 1 \(got 2\)/],
     ['a_bits 1', (q) => ({ ...q, a_bits: 1 }), /'a_bits' must be "ternary" or an integer in \[2, 32\] \(got 1\)/],
     ['layer count', (q) => ({ ...q, layers: q.layers.slice(0, 1) }), /'layers' has 1 entries but the model has 2 layers/],

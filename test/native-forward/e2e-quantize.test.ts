@@ -58,13 +58,17 @@ describe.each([
       expect(packed.tokens).toBe(WINDOWS * (SEQLEN - 1));
       // a quantized model, not the float one (float sotu-llama: ppl < 100 on these windows)
       expect(sim.ppl).toBeGreaterThan(150);
-      expect(Math.abs(packed.ppl / sim.ppl - 1)).toBeLessThan(0.005);
+      // BWTA: the probs quantizer keeps the probabilities above t times the uniform level over each query's keys
+      // (issue #16), so a Q/K code flipped by the simulated model's float32 noise moves a key across it and changes
+      // the rest of its window (measured: 3 of the 64 windows, 0.84 %; the packed and runtime paths agree there)
+      const simTol = method === 'bwta' ? 0.02 : 0.005;
+      expect(Math.abs(packed.ppl / sim.ppl - 1)).toBeLessThan(simTol);
       // the runtime (one native call per forward) on the same windows
       const runtime = await createRuntimeRunner(model, { device: 'cpu' });
       const rt = await evaluatePerplexity(runtime, ids, { seqlen: SEQLEN, maxWindows: WINDOWS, batch: 2 });
       await runtime.close();
       expect(rt.tokens).toBe(sim.tokens);
-      expect(Math.abs(rt.ppl / sim.ppl - 1)).toBeLessThan(0.005);
+      expect(Math.abs(rt.ppl / sim.ppl - 1)).toBeLessThan(simTol);
       // and through `bwq eval --backend native`, which runs the runtime (deterministic: same numbers)
       const flags = { seqlen: String(SEQLEN), maxWindows: String(WINDOWS), json: true };
       const cliSim = await runEval(outDir, { ...flags, backend: 'onnx' });
@@ -72,7 +76,7 @@ describe.each([
       expect(cliNative.backend).toBe('native');
       expect(cliNative.tokens).toBe(WINDOWS * (SEQLEN - 1));
       expect(Math.abs(cliNative.ppl / rt.ppl - 1)).toBeLessThan(1e-9);
-      expect(Math.abs(cliNative.ppl / cliSim.ppl - 1)).toBeLessThan(0.005);
+      expect(Math.abs(cliNative.ppl / cliSim.ppl - 1)).toBeLessThan(simTol);
       if (method === 'bwta') {
         // Without a low-rank term W_sim = ±wscale exactly, so the float model on the simulated
         // weights (float64 sums in TypeScript) and the packed integer path compute the same numbers.

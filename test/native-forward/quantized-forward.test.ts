@@ -59,6 +59,11 @@ const variants: [string, string, BuildOptions][] = [
     method: 'bwta', aBits: 'ternary', seed: 13, layers: [
       { linears: all(ter()), rank: 0, attention: { query: ter(), key: ter(), probs: ter(), value: ter() } },
     ] }],
+  // the probs threshold over each query's unmasked keys (issue #16)
+  ['bwta, attention probs over the unmasked keys (tiny-llama)', 'test/fixtures/models/tiny-llama', {
+    method: 'bwta', aBits: 'ternary', seed: 16, layers: [
+      { linears: all(ter(), false), rank: 0, attention: { query: ter(), key: ter(), probs: ter(1.5), value: ter(), probsRow: 'unmasked' } },
+    ] }],
 ];
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): number {

@@ -26,7 +26,7 @@ describe('quantizeGroup', () => {
   const members = [{ role: 'q_proj' as const, weight: a.w, rows: 48 }, { role: 'k_proj' as const, weight: b.w, rows: 32 }];
 
   it('bwla: a shared orthogonal rotation, rank ≤ r, and a lower output error than plain binarization', async () => {
-    const g = await quantizeGroup('attn_in', members, cols, a.x, tokens, base, 3, jsMatmul);
+    const g = await quantizeGroup('attn_in', members, cols, a.x, tokens, base, 3, { matmul: jsMatmul });
     expect(g.rotation).toBeDefined();
     expect(g.rotation!.a * g.rotation!.b).toBe(64);
     expect(orthogonalityError(g.rotation!.r1, g.rotation!.a)).toBeLessThan(1e-9);
@@ -35,17 +35,17 @@ describe('quantizeGroup', () => {
       expect(l.rank).toBeLessThanOrEqual(4);
       expect(l.weightRelError).toBeLessThan(l.plainRelError);
     }
-    const rtn = await quantizeGroup('attn_in', members, cols, a.x, tokens, { ...base, method: 'rtn' }, 3, jsMatmul);
+    const rtn = await quantizeGroup('attn_in', members, cols, a.x, tokens, { ...base, method: 'rtn' }, 3, { matmul: jsMatmul });
     expect(rtn.rotation).toBeUndefined();
     expect(g.outputRelError).toBeLessThan(rtn.outputRelError);
   });
 
   it('output-optimal scales never increase the float-input output error', async () => {
-    const plain = await quantizeGroup('attn_in', members, cols, a.x, tokens, base, 3, jsMatmul);
-    const aware = await quantizeGroup('attn_in', members, cols, a.x, tokens, { ...base, dataAwareScale: true }, 3, jsMatmul);
+    const plain = await quantizeGroup('attn_in', members, cols, a.x, tokens, base, 3, { matmul: jsMatmul });
+    const aware = await quantizeGroup('attn_in', members, cols, a.x, tokens, { ...base, dataAwareScale: true }, 3, { matmul: jsMatmul });
     expect(aware.outputRelError).toBeLessThanOrEqual(plain.outputRelError + 1e-12);
-    const bwtaPlain = await quantizeGroup('attn_in', members, cols, a.x, tokens, { ...base, method: 'bwta', aBits: 'ternary' }, 3, jsMatmul);
-    const bwtaAware = await quantizeGroup('attn_in', members, cols, a.x, tokens, { ...base, method: 'bwta', aBits: 'ternary', dataAwareScale: true }, 3, jsMatmul);
+    const bwtaPlain = await quantizeGroup('attn_in', members, cols, a.x, tokens, { ...base, method: 'bwta', aBits: 'ternary' }, 3, { matmul: jsMatmul });
+    const bwtaAware = await quantizeGroup('attn_in', members, cols, a.x, tokens, { ...base, method: 'bwta', aBits: 'ternary', dataAwareScale: true }, 3, { matmul: jsMatmul });
     expect(bwtaPlain.quantizer.kind).toBe('ternary');
     expect(bwtaAware.outputRelError).toBeLessThan(bwtaPlain.outputRelError);
   });

@@ -99,10 +99,11 @@ describe('OKT and PSP vs an independent PyTorch implementation (make_quant_refer
     const hist = ref.get('okt_history')!.data;
     expect(res.history).toHaveLength(4);
     // bwq's history is relative (ε_w = error / energy of the stacked rms-normalised rows = 16 · 24)
-    for (let i = 0; i < 4; i++) expect(Math.abs(res.history[i]! * 16 * 24 - hist[i]!)).toBeLessThan(1e-9 * hist[0]!);
+    // the EM's products are float32 (src/linalg/matmul.ts), the reference float64: agreement to float32 rounding
+    for (let i = 0; i < 4; i++) expect(Math.abs(res.history[i]! * 16 * 24 - hist[i]!)).toBeLessThan(2e-6 * hist[0]!);
     const r1 = ref.get('okt_r1')!.data, r2 = ref.get('okt_r2')!.data;
-    for (let i = 0; i < 16; i++) expect(Math.abs(res.r1[i]! - r1[i]!)).toBeLessThan(1e-9);
-    for (let i = 0; i < 36; i++) expect(Math.abs(res.r2[i]! - r2[i]!)).toBeLessThan(1e-9);
+    for (let i = 0; i < 16; i++) expect(Math.abs(res.r1[i]! - r1[i]!)).toBeLessThan(1e-5);
+    for (let i = 0; i < 36; i++) expect(Math.abs(res.r2[i]! - r2[i]!)).toBeLessThan(1e-5);
   });
 
   for (const variant of ['psp_fixed', 'psp_weighted'] as const) {

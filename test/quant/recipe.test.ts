@@ -36,7 +36,7 @@ function sha256(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
-type Report = Record<string, unknown> & { recipe: Record<string, unknown>; layers: Record<string, unknown>[]; inputs: { calib: string; model: Record<string, string> } };
+type Report = Record<string, unknown> & { memory?: Record<string, unknown>; recipe: Record<string, unknown>; layers: Record<string, unknown>[]; inputs: { calib: string; model: Record<string, string> } };
 
 function readReport(dir: string): Report {
   return JSON.parse(readFileSync(join(dir, 'quantize-report.json'), 'utf8')) as Report;
@@ -44,9 +44,11 @@ function readReport(dir: string): Report {
 
 /** The report without the fields that describe the run rather than its result. */
 function resultPart(report: Report): unknown {
-  const { seconds: _s, device: _d, ...rest } = report;
+  const { seconds: _s, device: _d, memory, ...rest } = report;
   const { output: _o, threads: _t, ...recipe } = report.recipe;
-  return { ...rest, recipe, layers: report.layers.map(({ seconds: _ls, ...layer }) => layer) };
+  // the measured peak RSS is the run's, not its result; the bound and its parts are
+  const { peak_rss_bytes: _p, ...bound } = memory ?? {};
+  return { ...rest, memory: bound, recipe, layers: report.layers.map(({ seconds: _ls, ...layer }) => layer) };
 }
 
 /** Every output file but the report, byte for byte (as sha256), and the report's result part. */

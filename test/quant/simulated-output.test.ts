@@ -37,8 +37,9 @@ function options(modelDir: string, outDir: string, extra: Partial<QuantizeOption
   };
 }
 
-async function ppl(model: string, backend: 'onnx' | 'native'): Promise<number> {
-  const r = await runCli('eval', model, '--backend', backend, ...(backend === 'native' ? ['--device', 'cpu'] : []), ...EVAL);
+async function ppl(model: string, backend: 'onnx' | 'native', windows = 4): Promise<number> {
+  const args = EVAL.map((a, i) => (EVAL[i - 1] === '--max-windows' ? String(windows) : a));
+  const r = await runCli('eval', model, '--backend', backend, ...(backend === 'native' ? ['--device', 'cpu'] : []), ...args);
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout).ppl as number;
 }
@@ -165,7 +166,9 @@ describe('simulated model: checkpoint dtype, shards', () => {
   }, 180_000);
 
   it('the bf16 simulated model evaluates like the packed one in the runtime', async () => {
-    const [onnx, native] = [await ppl(whole, 'onnx'), await ppl(whole, 'native')];
+    // bf16 rounding of the simulated weights moves single tokens across activation-quantizer steps: on 4 windows
+    // of 128 tokens it is 1.4 % apart (0.06 % with float32 simulated weights), on 24 windows 0.3 %
+    const [onnx, native] = [await ppl(whole, 'onnx', 24), await ppl(whole, 'native', 24)];
     expect(Math.abs(onnx / native - 1)).toBeLessThan(0.01);
   }, 60_000);
 });

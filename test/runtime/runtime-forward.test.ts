@@ -4,7 +4,8 @@
  *  - the TypeScript reference forward (src/native/forward.ts with the reference kernels) on packed models
  *    built by test/native-forward/build-quantized.ts (rotations, int / binary / ternary / 12-bit quantizers,
  *    low-rank terms, biases, ternary attention operands);
- *  - itself: decoding token by token from the KV cache gives the logits of the one-call prefill.
+ *  - itself: decoding token by token from the KV cache gives the logits of the one-call prefill (with the attention
+ *    probs quantized over each query's unmasked keys too; the pre-#16 whole-window rows cannot).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -128,6 +129,11 @@ const variants: [string, string, BuildOptions, boolean][] = [
     method: 'bwta', aBits: 'ternary', seed: 13, layers: [
       { linears: all(ter()), rank: 0, attention: { query: ter(), key: ter(), probs: ter(), value: ter() } },
     ] }, false],
+  // the probs threshold over each query's unmasked keys (issue #16): a row is the same in the prefill and in decoding
+  ['ternary attention, probs over the unmasked keys (tiny-qwen2)', 'test/fixtures/models/tiny-qwen2', {
+    method: 'bwta', aBits: 'ternary', seed: 14, layers: [
+      { linears: all(ter()), rank: 0, attention: { query: ter(), key: ter(), probs: ter(1.5), value: ter(), probsRow: 'unmasked' } },
+    ] }, true],
 ];
 
 describe.each(variants)('runtime packed forward: %s', (label, src, options, cacheConsistent) => {

@@ -8,8 +8,9 @@
 //             = fl(fl(q_hat . k_hat[j]) * scaling)                  else (float32 dot, FMA chain per lane;
 //                                                                          the product with scaling in double)
 //     P_j     = fl(exp(score_j - max) * (1 / sum_j exp(score_j - max)))   (exp, sum, 1/sum in double)
-//     P_hat   = the probs quantizer over the whole row of length L = max(probs_len, pos0 + t) (masked entries
-//               and positions >= pos0 + t are zeros)
+//     P_hat   = the probs quantizer over the query's unmasked keys [lo, i_pos] (probs_unmasked), else over the
+//               whole row of length L = max(probs_len, pos0 + t) (masked entries and positions >= pos0 + t are
+//               zeros; recipes before issue #16)
 //     ctx[d]  = sum_j P_hat_j v_hat[j, d]                           (float32; zero P_hat skipped)
 // One block per query row (grid-stride; 1024 threads when there are few rows, as in decoding, else 256); the
 // row's scores sit in dynamic shared memory, or in a global scratch [gridDim.x, S] (S = pos0 + t) when S floats
@@ -57,6 +58,7 @@ struct AttnArgs {
   float *probs_out;         // when set: P before the probs quantizer, [batch, heads, t, L]
   double scaling;
   Quantizer qq, pq;
+  bool pq_unmasked;  // the probs quantizer's statistics over [lo, hi) only
   bool int_scores;
   float *gscores;  // [gridDim.x, S] or null (scores in shared memory)
 };
@@ -149,8 +151,8 @@ __global__ void __launch_bounds__(ATT_MAX_THREADS) attention_kernel(AttnArgs A) 
       float *pr = A.probs_out + ((size_t)bh * A.t + i) * L;
       for (int j = tid; j < L; j += blockDim.x) pr[j] = j >= lo && j < hi ? sc[j] : 0.0f;
     }
-    // probs quantizer over the row of length L (zeros outside [lo, hi))
-    const RowQuant rp = block_row_quant(A.pq, L, lo, hi, [&](int j) { return sc[j]; });
+    // probs quantizer over the unmasked keys [lo, hi), or over the row of length L (zeros outside [lo, hi))
+    const RowQuant rp = block_row_quant(A.pq, A.pq_unmasked ? hi - lo : L, lo, hi, [&](int j) { return sc[j]; });
     if (A.pq.kind != QKind::NONE) {
       for (int j = lo + tid; j < hi; j += blockDim.x) sc[j] = quant_hat(A.pq, rp, sc[j], quant_code(A.pq, rp, sc[j]));
       __syncthreads();
@@ -278,6 +280,7 @@ cudaError_t attention(const float *q, const bwq::rt::KvLayer &kv, const bwq::rt:
   A.scaling = shape.scaling;
   A.qq = r.query;
   A.pq = r.probs;
+  A.pq_unmasked = r.probs_unmasked;
   A.int_scores = has_int_codes(r.query) && has_int_codes(r.key) && kv.k_codes && kv.k_scales;
   const size_t scratch_floats = attention_scratch_floats(shape, kv, max_smem, num_sms);
   const int threads = att_threads(shape, num_sms);

@@ -6,7 +6,8 @@
 //     score_j = fl((s_q * scaling) * s_k[j] * (code_q . code_k[j]))   both with integer codes (exact dot)
 //             = fl(fl(q_hat . k_hat[j]) * scaling)                    otherwise (float32 dot)
 //     p_j = e_j * fl(1 / sum e), e_j = exp(score_j - max) in float32 (sum in double); masked p = 0
-//     p_hat = q_probs(p) over the whole row of length pos0 + t (masked zeros included)
+//     p_hat = q_probs(p) over the unmasked keys [lo, pos] (rc.probs_unmasked), else over the whole row of length
+//             L = max(probs_len, pos0 + t), masked zeros included (recipes before issue #16)
 //     ctx = sum_j p_hat_j v_hat[j]
 // Blocks of 64 query rows of one (b, h) run in parallel; Q.K^T and P.V are GEMMs over the block (linear_cpu.cpp).
 #include <math.h>
@@ -152,7 +153,11 @@ void attention(const float *q, const KvLayer &kv, const AttentionShape &sh, cons
         std::fill(pr, pr + total, 0.0f);
         memcpy(pr + klo, s, sizeof(float) * width);
       }
-      if (rc.probs.kind != QKind::NONE) {  // over the whole row of length `total`, masked zeros included
+      if (rc.probs.kind != QKind::NONE && rc.probs_unmasked) {  // over the unmasked keys [lo, hi] alone
+        const int n = hi - lo + 1;
+        const float ps = quantize_row(s + lo, n, rc.probs, pc.data());
+        for (int j = 0; j < n; ++j) s[lo + j] = (float)pc[j] * ps;
+      } else if (rc.probs.kind != QKind::NONE) {  // over the whole row of length `total`, masked zeros included
         full.assign(total, 0.0f);
         memcpy(full.data() + klo, s, sizeof(float) * width);
         const float ps = quantize_row(full.data(), total, rc.probs, pc.data());

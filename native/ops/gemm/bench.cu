@@ -98,12 +98,16 @@ typedef int (*cublasDestroy_t)(void *);
 typedef int (*cublasSetStream_t)(void *, cudaStream_t);
 typedef int (*cublasGemmEx_t)(void *, int, int, int, int, int, const void *, const void *, int, int, const void *, int,
                               int, const void *, void *, int, int, int, int);
+typedef int (*cublasGemmStridedBatchedEx_t)(void *, int, int, int, int, int, const void *, const void *, int, int,
+                                            long long, const void *, int, int, long long, const void *, void *, int,
+                                            int, long long, int, int, int);
 struct Cublas {
   bool tried = false, ok = false;
   cublasCreate_t create = nullptr;
   cublasDestroy_t destroy = nullptr;
   cublasSetStream_t set_stream = nullptr;
   cublasGemmEx_t gemm_ex = nullptr;
+  cublasGemmStridedBatchedEx_t gemm_strided_batched_ex = nullptr;
   void *handle = nullptr;
 };
 Cublas g_cublas;
@@ -121,6 +125,7 @@ bool load_cublas() {
   g_cublas.destroy = (cublasDestroy_t)dlsym(h, "cublasDestroy_v2");
   g_cublas.set_stream = (cublasSetStream_t)dlsym(h, "cublasSetStream_v2");
   g_cublas.gemm_ex = (cublasGemmEx_t)dlsym(h, "cublasGemmEx");
+  g_cublas.gemm_strided_batched_ex = (cublasGemmStridedBatchedEx_t)dlsym(h, "cublasGemmStridedBatchedEx");
   if (!g_cublas.create || !g_cublas.gemm_ex || !g_cublas.set_stream) return false;
   if (g_cublas.create(&g_cublas.handle) != 0) return false;
   g_cublas.ok = true;
@@ -398,6 +403,7 @@ bool cublas_api(CublasApi *api) {
   api->destroy = g_cublas.destroy;
   api->set_stream = g_cublas.set_stream;
   api->gemm_ex = g_cublas.gemm_ex;
+  api->gemm_strided_batched_ex = g_cublas.gemm_strided_batched_ex;
   return api->destroy != nullptr;
 }
 

@@ -48,6 +48,11 @@ struct CublasApi {
   int (*gemm_ex)(void *handle, int transa, int transb, int m, int n, int k, const void *alpha, const void *a,
                  int atype, int lda, const void *b, int btype, int ldb, const void *beta, void *c, int ctype, int ldc,
                  int compute, int algo);
+  // cublasGemmStridedBatchedEx (the device OKT's per-row Kronecker products); null when the library lacks it
+  int (*gemm_strided_batched_ex)(void *handle, int transa, int transb, int m, int n, int k, const void *alpha,
+                                 const void *a, int atype, int lda, long long stride_a, const void *b, int btype,
+                                 int ldb, long long stride_b, const void *beta, void *c, int ctype, int ldc,
+                                 long long stride_c, int batch, int compute, int algo);
 };
 bool cublas_api(CublasApi *api);
 

@@ -111,7 +111,31 @@ __global__ void gemm_simple_kernel(const float *__restrict__ a, int m, int lda, 
   }
 }
 
+// h[i, j] += sum_r x[r, i] x[r, j] for a 16 x 16 tile of h (x [rows, cols] row-major), float accumulation.
+__global__ void gram_simple_kernel(const float *__restrict__ x, int rows, int cols, float *__restrict__ h) {
+  __shared__ float xi[16][17], xj[16][17];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int i = blockIdx.y * 16 + ty, j = blockIdx.x * 16 + tx;
+  float acc = 0.0f;
+  for (int r0 = 0; r0 < rows; r0 += 16) {
+    // xi[rr][c] = x[r0 + rr, tile-row column c], xj[rr][c] = x[r0 + rr, tile-column column c]
+    const int ci = blockIdx.y * 16 + tx, cj = blockIdx.x * 16 + tx, r = r0 + ty;
+    xi[ty][tx] = r < rows && ci < cols ? x[(size_t)r * cols + ci] : 0.0f;
+    xj[ty][tx] = r < rows && cj < cols ? x[(size_t)r * cols + cj] : 0.0f;
+    __syncthreads();
+    for (int rr = 0; rr < 16; ++rr) acc = fmaf(xi[rr][ty], xj[rr][tx], acc);
+    __syncthreads();
+  }
+  if (i < cols && j < cols) h[(size_t)i * cols + j] += acc;
+}
+
 }  // namespace
+
+cudaError_t gram_simple(const float *x, int rows, int cols, float *h, cudaStream_t st) {
+  const dim3 grid((cols + 15) / 16, (cols + 15) / 16), block(16, 16);
+  gram_simple_kernel<<<grid, block, 0, st>>>(x, rows, cols, h);
+  return cudaGetLastError();
+}
 
 cudaError_t mask_last_word(uint32_t *w, int rows, int ldk, int k, cudaStream_t st) {
   if (k % 32 == 0 || rows == 0) return cudaSuccess;

@@ -149,6 +149,15 @@ void gemm(const float *a, int m, int lda, const FloatWeights &w, float *c, int l
   });
 }
 
+void gram(const float *x, int rows, int cols, float *h) {
+  if (rows <= 0 || cols <= 0) return;
+  // xt [cols, rows] = x^T; then h (+)= xt . xt^T, which is gemm's a . W^T with a = W = xt
+  std::vector<float> xt((size_t)rows * cols);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) xt[(size_t)c * rows + r] = x[(size_t)r * cols + c];
+  gemm(xt.data(), cols, rows, FloatWeights{cols, rows, DType::F32, xt.data()}, h, cols, true);
+}
+
 void float_binary_linear(const float *x, int rows, const PackedWeights &w, const float *wscale, float *y) {
   if (rows <= 0 || w.n <= 0) return;
   run_panels(rows, w.n, [&](int m0, int m1, int n0, int nn) {

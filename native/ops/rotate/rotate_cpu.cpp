@@ -1,5 +1,6 @@
-// Online Kronecker rotation of each row, x' = x (R1 (x) R2), K = a*b:
-//   X = x as [a, b] (row-major);  T = X R2  ([a, b]);  X' = R1^T T  ([a, b]) = x' row-major.
+// Online Kronecker rotation of each row, x' = x diag(R1 (x) R2, R3), row width K = a*b + rem:
+//   X = x[0, a*b) as [a, b] (row-major);  T = X R2  ([a, b]);  X' = R1^T T  ([a, b]) = x'[0, a*b) row-major;
+//   x'[a*b + j] = sum_q x[a*b + q] R3[q, j]  (rem = 0: no remainder block).
 // Float32 products and sums (the simulated graph's two MatMuls). When b is a multiple of 16 the rows of T and
 // X' are built 16 columns at a time in vector registers, four rows of the left factor at once.
 #pragma GCC optimize("fp-contract=fast")
@@ -39,12 +40,17 @@ __attribute__((always_inline)) inline void small_gemm(const float *L, int ls, in
   }
 }
 
-BWQ_CLONES void rotate_rows(const float *x, int r0, int r1, int a, int b, const float *r1m, const float *r2m,
-                            float *tmp, float *y) {
-  const size_t k = (size_t)a * b;
+BWQ_CLONES void rotate_rows(const float *x, int r0, int r1, int a, int b, int rem, const float *r1m, const float *r2m,
+                            const float *r3m, float *tmp, float *y) {
+  const size_t m = (size_t)a * b, k = m + (size_t)rem;
   for (int r = r0; r < r1; ++r) {
     const float *X = x + r * k;
     float *T = tmp + r * k, *Y = y + r * k;
+    if (rem > 0) {  // remainder block: Y[m + j] = sum_q X[m + q] R3[q, j], ascending q
+      for (int j = 0; j < rem; ++j) Y[m + j] = 0;
+      for (int q = 0; q < rem; ++q)
+        for (int j = 0; j < rem; ++j) Y[m + j] += X[m + q] * r3m[(size_t)q * rem + j];
+    }
     if (b % 16 == 0) {
       small_gemm(X, b, 1, a, b, r2m, b, T);   // T[p, :] = sum_q X[p, q] R2[q, :]
       small_gemm(r1m, 1, a, a, a, T, b, Y);   // Y[i, :] = sum_p R1[p, i] T[p, :]
@@ -66,8 +72,9 @@ BWQ_CLONES void rotate_rows(const float *x, int r0, int r1, int a, int b, const 
 }
 }  // namespace
 
-void kron_rotate(const float *x, int rows, int a, int b, const float *r1, const float *r2, float *tmp, float *y) {
-  parallel_rows(rows, 4, [&](int r0, int r1_) { rotate_rows(x, r0, r1_, a, b, r1, r2, tmp, y); });
+void kron_rotate(const float *x, int rows, int a, int b, int rem, const float *r1, const float *r2, const float *r3,
+                 float *tmp, float *y) {
+  parallel_rows(rows, 4, [&](int r0, int r1_) { rotate_rows(x, r0, r1_, a, b, rem, r1, r2, r3, tmp, y); });
 }
 
 }  // namespace cpu

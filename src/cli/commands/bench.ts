@@ -16,6 +16,7 @@ import { E2E_CONFIGS, formatE2e, runE2eBench, type E2eOptions } from '../../benc
 import { formatQuantizeBench, runQuantizeBench, type QuantizeBenchOptions } from '../../bench/quantize.js';
 import { createProgress } from '../progress.js';
 import { parseQuantizeOptions } from './quantize.js';
+import { RECONSTRUCT_FLAG_HELP as REC } from '../reconstruct-flags.js';
 import { RANDOM_VARIANTS, type RandomVariant } from '../../runtime/random-model.js';
 import type { RuntimeDevice } from '../../runtime/session.js';
 import { parseIntegerFlag } from '../output.js';
@@ -224,6 +225,8 @@ interface E2eFlags {
 }
 interface QuantizeBenchFlags {
   quantize?: boolean; layers?: string; method?: string; nsamples?: string; seqlen?: string;
+  /** block-wise reconstruction, as quantize's flags (bwta: on unless --no-reconstruct) */
+  reconstruct?: boolean; recIterations?: string; recBatch?: string;
 }
 
 function intList(flag: string, value: string): number[] {
@@ -255,6 +258,7 @@ export function quantizeBenchOptions(f: QuantizeBenchFlags & E2eFlags & { thread
   const quantize = parseQuantizeOptions(undefined, {
     output: 'bench-quantize-output', method: f.method ?? 'bwla', nsamples: f.nsamples, seqlen: f.seqlen,
     threads: f.threads, device: f.device ?? 'auto',
+    reconstruct: f.reconstruct, recIterations: f.recIterations, recBatch: f.recBatch,
   });
   return {
     quantize,
@@ -286,6 +290,10 @@ export function registerBench(program: Command): void {
     .option('--method <name>', 'for --quantize: bwla (default), bwta or rtn')
     .option('--nsamples <n>', "for --quantize: calibration windows (default: quantize's for the device)")
     .option('--seqlen <n>', "for --quantize: calibration window length (default: quantize's for the device)")
+    .option('--reconstruct', 'for --quantize: block-wise reconstruction (default for bwta), timed per block')
+    .option('--no-reconstruct', 'for --quantize: no block-wise reconstruction')
+    .option('--rec-iterations <n>', `for --quantize: ${REC.iterations}`)
+    .option('--rec-batch <n>', `for --quantize: ${REC.batch}`)
     .option('--json', 'print one JSON report on stdout')
     .action(async (options: BenchOptions & E2eFlags & QuantizeBenchFlags) => {
       const json = options.json === true;

@@ -95,7 +95,7 @@ function quantizationLines(report: InspectReport): string[] {
   const q = report.quantization;
   if (q !== undefined) {
     lines.push(`quantization  bwq ${q.method}: w_bits ${q.wBits}, a_bits ${q.aBits} (bwq ${q.bwqVersion})`);
-    lines.push(`recipe        ${q.quantizedLinears} linears with quantized inputs, ${q.rotatedLinears} with online rotations; packed weights in ${q.packedWeights}`);
+    lines.push(`recipe        ${q.quantizedLinears} linears with quantized inputs, ${q.rotatedLinears} with online rotations; ${q.packedWeights === undefined ? `no packed model (${q.method} is simulated only)` : `packed weights in ${q.packedWeights}`}`);
     const settings = Object.entries(q.settings).map(([k, v]) => `${k}=${v}`).join(', ');
     if (settings !== '') lines.push(`settings      ${settings}`);
   }

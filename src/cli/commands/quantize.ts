@@ -44,8 +44,10 @@ interface RawOptions extends ReconstructRawFlags, BwlaRawFlags {
 export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOptions): QuantizeOptions {
   if (raw.output === undefined) throw usageError('-o/--output OUT_DIR is required');
   const method = raw.method;
-  if (method === undefined) throw usageError('--method is required (bwta, bwla or rtn)');
-  if (method !== 'bwta' && method !== 'bwla' && method !== 'rtn') throw usageError(`--method must be bwta, bwla or rtn (got "${method}")`);
+  if (method === undefined) throw usageError('--method is required (bwta, bwla, rtn, billm or arb)');
+  if (method !== 'bwta' && method !== 'bwla' && method !== 'rtn' && method !== 'billm' && method !== 'arb') {
+    throw usageError(`--method must be bwta, bwla, rtn, billm or arb (got "${method}")`);
+  }
   if (raw.wBits !== undefined && raw.wBits.trim() !== '1') throw usageError(`--w-bits must be 1 (got "${raw.wBits}"); bwq quantizes weights to 1 bit`);
   let aBits: number | 'ternary';
   if (raw.aBits === undefined) aBits = method === 'bwta' ? 'ternary' : 6;
@@ -56,6 +58,12 @@ export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOp
   }
   if (method === 'bwta' && aBits !== 'ternary') throw usageError(`--method bwta uses ternary activations; --a-bits must be "ternary" (got ${aBits})`);
   if (method === 'bwla' && aBits === 'ternary') throw usageError('--a-bits ternary is for --method bwta; bwla takes an integer bit width (e.g. 6, 8, 16)');
+  // the peer baselines (docs/ALGORITHMS.md §BiLLM, §ARB-LLM): integer activations, simulated model only, no reconstruction
+  if (method === 'billm' || method === 'arb') {
+    if (aBits === 'ternary') throw usageError(`--a-bits ternary is for --method bwta; ${method} takes an integer bit width (e.g. 6, 8, 16)`);
+    if (raw.simulated === false) throw usageError(`--method ${method} has no packed model (its weights are not sign × row scale; docs/FORMATS.md): drop --no-simulated`);
+    if (raw.reconstruct === true) throw usageError(`--reconstruct is not available for --method ${method} (a peer baseline, as its paper quantizes)`);
+  }
   const seqlenExplicit = raw.seqlen !== undefined;
   const options: QuantizeOptions = {
     modelDir: resolve(modelDirArg ?? DEFAULT_MODEL_DIR),
@@ -97,10 +105,10 @@ export function parseQuantizeOptions(modelDirArg: string | undefined, raw: RawOp
 export function registerQuantize(program: Command): void {
   program
     .command('quantize')
-    .description('post-training quantization to 1-bit weights with ternary (bwta) or low-bit (bwla, rtn) activations')
+    .description('post-training quantization to 1-bit weights with ternary (bwta) or low-bit (bwla, rtn; the baselines billm, arb) activations')
     .argument('[MODEL_DIR]', 'Hugging Face model directory (default: the bundled models/sotu-llama)')
     .option('-o, --output <OUT_DIR>', 'output directory (simulated model + packed weights)')
-    .option('--method <method>', 'bwta | bwla | rtn')
+    .option('--method <method>', 'bwta | bwla | rtn | billm (BiLLM) | arb (ARB-LLM_RC); billm and arb write the simulated model only')
     .option('--w-bits <n>', 'weight bits (only 1)', '1')
     .option('--a-bits <n>', 'activation bits: ternary (bwta), or an integer 2..16 (16 = float); default ternary for bwta, 6 otherwise')
     .option('--calib <FILE>', 'calibration text: .txt, .jsonl, .json or .parquet (each optionally .gz) or a directory of them; default calibration/sotu-calib.txt')

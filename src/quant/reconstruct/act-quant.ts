@@ -16,12 +16,39 @@
  *                    parameter gradient only: ∂q_j/∂t = −s·sign(x_j)·(μ/w)·[| |x_j| − Δ | < w/2].
  * The per-row statistics (max|x|, μ, s) are treated as constants in the input gradient.
  *
- * `causal` = S > 0 declares row r zero beyond column r mod S (causal softmax rows of S queries): only the
- * first (r mod S) + 1 entries are visited, with identical results (the means still divide by cols) and
- * no input gradient for the zeros.
+ * `causal` (CausalRows) declares causal softmax rows: row r is query i = r mod period, its unmasked keys are
+ * lo_i … i (lo_i = max(0, i − window + 1) with a sliding window), the other entries 0. Only the unmasked
+ * entries are visited (no input gradient for the zeros); the means μ divide by the unmasked count
+ * n_i = i − lo_i + 1 (`unmasked`, AttentionRecipe.probsRow 'unmasked', src/quant/attention-probs.ts) or by
+ * cols (probsRow 'window', recipes before issue #16: the same result as the dense rows).
  */
+import { firstVisibleKey } from '../attention-probs.js';
 import { roundHalfEven } from '../quantizers.js';
 import { alloc, type Arr } from './gemm.js';
+
+/** Causal softmax rows of `period` queries (see above). */
+export interface CausalRows {
+  readonly period: number;
+  /** keys with i − j ≥ slidingWindow are masked; undefined = plain causal */
+  readonly slidingWindow: number | undefined;
+  /** the means divide by the row's unmasked keys (else by cols) */
+  readonly unmasked: boolean;
+}
+
+/** First entry of row r that is visited. */
+function rowStart(r: number, causal: CausalRows | undefined): number {
+  return causal === undefined ? 0 : firstVisibleKey(r % causal.period, causal.slidingWindow);
+}
+
+/** One past the last entry of row r that is visited. */
+function rowEnd(r: number, cols: number, causal: CausalRows | undefined): number {
+  return causal === undefined ? cols : (r % causal.period) + 1;
+}
+
+/** The divisor of row r's mean |x|. */
+function rowCount(r: number, cols: number, causal: CausalRows | undefined): number {
+  return causal === undefined || !causal.unmasked ? cols : rowEnd(r, cols, causal) - rowStart(r, causal);
+}
 
 export type TrainQuantizer =
   | { readonly kind: 'none' }
@@ -50,7 +77,8 @@ export function describeTrainQuantizer(q: TrainQuantizer): string {
 }
 
 /** q(x) row by row; `param` is t or c. */
-export function quantForward<T extends Arr>(q: TrainQuantizer, param: number, x: T, rows: number, cols: number, causal = 0): { out: T; rowsInfo: QuantRows } {
+export function quantForward<T extends Arr>(q: TrainQuantizer, param: number, x: T, rows: number, cols: number,
+  causal?: CausalRows): { out: T; rowsInfo: QuantRows } {
   const out = alloc(x, rows * cols);
   const stat = new Float64Array(rows);
   const scale = new Float64Array(rows);
@@ -62,13 +90,14 @@ export function quantForward<T extends Arr>(q: TrainQuantizer, param: number, x:
       const qmax = 2 ** (q.bits - 1) - 1;
       for (let r = 0; r < rows; r++) {
         const o = r * cols;
-        const n = causal > 0 ? (r % causal) + 1 : cols;
+        const j0 = rowStart(r, causal);
+        const n = rowEnd(r, cols, causal);
         let amax = 0;
-        for (let j = 0; j < n; j++) amax = Math.max(amax, Math.abs(x[o + j]!));
+        for (let j = j0; j < n; j++) amax = Math.max(amax, Math.abs(x[o + j]!));
         const s = amax === 0 ? 1 : (param * amax) / qmax;
         stat[r] = amax;
         scale[r] = s;
-        for (let j = 0; j < n; j++) {
+        for (let j = j0; j < n; j++) {
           let v = roundHalfEven(x[o + j]! / s);
           if (v > qmax) v = qmax;
           else if (v < -qmax) v = -qmax;
@@ -82,15 +111,16 @@ export function quantForward<T extends Arr>(q: TrainQuantizer, param: number, x:
       const t = Math.max(param, LEVELS_MIN_T);
       for (let r = 0; r < rows; r++) {
         const o = r * cols;
-        const n = causal > 0 ? (r % causal) + 1 : cols;
+        const j0 = rowStart(r, causal);
+        const n = rowEnd(r, cols, causal);
         let sum = 0;
-        for (let j = 0; j < n; j++) sum += Math.abs(x[o + j]!);
-        const mu = sum / cols;
+        for (let j = j0; j < n; j++) sum += Math.abs(x[o + j]!);
+        const mu = sum / rowCount(r, cols, causal);
         const u = (6 * t * mu) / q.levels;
         stat[r] = mu;
         scale[r] = u;
         if (u === 0) continue;
-        for (let j = 0; j < n; j++) {
+        for (let j = j0; j < n; j++) {
           let v = Math.round(x[o + j]! / u);
           if (v > qmax) v = qmax;
           else if (v < -qmax) v = -qmax;
@@ -102,14 +132,15 @@ export function quantForward<T extends Arr>(q: TrainQuantizer, param: number, x:
     case 'ternary': {
       for (let r = 0; r < rows; r++) {
         const o = r * cols;
-        const n = causal > 0 ? (r % causal) + 1 : cols;
+        const j0 = rowStart(r, causal);
+        const n = rowEnd(r, cols, causal);
         let sum = 0;
-        for (let j = 0; j < n; j++) sum += Math.abs(x[o + j]!);
-        const mu = sum / cols;
+        for (let j = j0; j < n; j++) sum += Math.abs(x[o + j]!);
+        const mu = sum / rowCount(r, cols, causal);
         const delta = param * mu;
         let kept = 0;
         let keptSum = 0;
-        for (let j = 0; j < n; j++) {
+        for (let j = j0; j < n; j++) {
           const a = Math.abs(x[o + j]!);
           if (a > delta) {
             kept++;
@@ -119,7 +150,7 @@ export function quantForward<T extends Arr>(q: TrainQuantizer, param: number, x:
         const s = kept === 0 ? 0 : keptSum / kept;
         stat[r] = mu;
         scale[r] = s;
-        for (let j = 0; j < n; j++) {
+        for (let j = j0; j < n; j++) {
           const v = x[o + j]!;
           out[o + j] = Math.abs(v) > delta ? (v > 0 ? s : -s) : 0;
         }
@@ -135,7 +166,7 @@ export function quantForward<T extends Arr>(q: TrainQuantizer, param: number, x:
  * weight·∂L/∂param. `g` = ∂L/∂q, `x` the forward input.
  */
 export function quantBackward(q: TrainQuantizer, param: number, x: Arr, g: Arr, rows: number, cols: number,
-  info: QuantRows, dx: Arr, weight: number, causal = 0): number {
+  info: QuantRows, dx: Arr, weight: number, causal?: CausalRows): number {
   let dparam = 0;
   switch (q.kind) {
     case 'none':
@@ -146,7 +177,8 @@ export function quantBackward(q: TrainQuantizer, param: number, x: Arr, g: Arr, 
       const qmax = q.kind === 'int' ? 2 ** (q.bits - 1) - 1 : (q.levels - 1) / 2;
       for (let r = 0; r < rows; r++) {
         const o = r * cols;
-        const n = causal > 0 ? (r % causal) + 1 : cols;
+        const j0 = rowStart(r, causal);
+        const n = rowEnd(r, cols, causal);
         const s = info.scale[r]!;
         // ∂s/∂param: int c → max|x|/qmax; levels t → 6μ/L (0 below the family's floor on t)
         const dsdp = q.kind === 'int'
@@ -154,7 +186,7 @@ export function quantBackward(q: TrainQuantizer, param: number, x: Arr, g: Arr, 
           : (param > LEVELS_MIN_T ? (6 * info.stat[r]!) / q.levels : 0);
         if (s === 0) continue;
         let rowGrad = 0;
-        for (let j = 0; j < n; j++) {
+        for (let j = j0; j < n; j++) {
           const z = x[o + j]! / s;
           const gj = g[o + j]!;
           if (z >= qmax) rowGrad += gj * qmax;
@@ -172,13 +204,14 @@ export function quantBackward(q: TrainQuantizer, param: number, x: Arr, g: Arr, 
     case 'ternary': {
       for (let r = 0; r < rows; r++) {
         const o = r * cols;
-        const n = causal > 0 ? (r % causal) + 1 : cols;
+        const j0 = rowStart(r, causal);
+        const n = rowEnd(r, cols, causal);
         const mu = info.stat[r]!;
         const s = info.scale[r]!;
         const delta = param * mu;
         const w = Math.max(delta, 0.05 * mu);
         let rowGrad = 0;
-        for (let j = 0; j < n; j++) {
+        for (let j = j0; j < n; j++) {
           const gj = g[o + j]!;
           dx[o + j] = dx[o + j]! + weight * gj;
           const v = x[o + j]!;

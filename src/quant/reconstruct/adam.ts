@@ -39,14 +39,20 @@ export class Adam {
     const b2 = this.beta2;
     const c1 = 1 - b1 ** this.t;
     const c2 = 1 - b2 ** this.t;
-    const lr = this.lr * lrScale;
-    for (let i = 0; i < this.size; i++) {
+    // lr·m̂/(√v̂ + ε) = (lr/c₁)·m / (√v·(1/√c₂) + ε): no division by c₁ or c₂ per element
+    const step = (this.lr * lrScale) / c1;
+    const rc2 = 1 / Math.sqrt(c2);
+    const eps = this.eps;
+    const ms = this.m;
+    const vs = this.v;
+    const n = this.size;
+    for (let i = 0; i < n; i++) {
       const g = grad[i]!;
-      const m = b1 * this.m[i]! + (1 - b1) * g;
-      const v = b2 * this.v[i]! + (1 - b2) * g * g;
-      this.m[i] = m;
-      this.v[i] = v;
-      param[i] = param[i]! - (lr * (m / c1)) / (Math.sqrt(v / c2) + this.eps);
+      const m = b1 * ms[i]! + (1 - b1) * g;
+      const v = b2 * vs[i]! + (1 - b2) * g * g;
+      ms[i] = m;
+      vs[i] = v;
+      param[i] = param[i]! - (step * m) / (Math.sqrt(v) * rc2 + eps);
     }
   }
 }

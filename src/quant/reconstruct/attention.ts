@@ -4,11 +4,15 @@
  *
  *   Q̂ = q_Q(Q_h), K̂ = q_K(K_g), V̂ = q_V(V_g)          (g = kv head of h)
  *   S = c·Q̂ K̂ᵀ (c = 1/√d), P = softmax(S) over the unmasked keys (masked entries exactly 0)
- *   P̂ = q_P(P) (rows of length seq, masked zeros included), O_h = P̂ V̂
+ *   P̂ = q_P(P) per query row, its statistics over the unmasked keys (sites.probsRow 'unmasked') or over the
+ *       whole row of length seq, masked zeros included ('window'; src/quant/attention-probs.ts), O_h = P̂ V̂
  *
  * Backward for ∂L/∂O: ∂P̂ = ∂O V̂ᵀ, ∂V̂ += P̂ᵀ ∂O, ∂P = q_P′(∂P̂), ∂S = P ⊙ (∂P − rowsum(∂P ⊙ P)),
  * ∂Q̂ = c·∂S K̂, ∂K̂ += c·∂Sᵀ Q̂, then each site's backward (straight-through, src/quant/reconstruct/act-quant.ts).
  */
+import type { ProbsRow } from '../recipe.js';
+import { firstVisibleKey } from '../attention-probs.js';
+import type { CausalRows } from './act-quant.js';
 import { alloc, type Arr, type Gemm } from './gemm.js';
 import type { QuantSite, SiteCache } from './quant-site.js';
 import type { StagePoint } from './schedule.js';
@@ -27,6 +31,8 @@ export interface AttentionSites {
   key: QuantSite;
   value: QuantSite;
   probs: QuantSite;
+  /** the entries the probs quantizer's statistics are taken over (AttentionRecipe.probsRow; undefined = 'window') */
+  probsRow: ProbsRow | undefined;
 }
 
 interface SiteOut<T extends Arr> {
@@ -62,7 +68,7 @@ function scatterAdd(dst: Arr, src: Arr, b: number, seq: number, heads: number, h
   }
 }
 
-function site<T extends Arr>(s: QuantSite | undefined, x: T, rows: number, cols: number, at: StagePoint, causal = 0): SiteOut<T> {
+function site<T extends Arr>(s: QuantSite | undefined, x: T, rows: number, cols: number, at: StagePoint, causal?: CausalRows): SiteOut<T> {
   if (s === undefined) return { input: x, out: x, cache: undefined };
   const r = s.forward(x, rows, cols, at, causal);
   return { input: x, out: r.out, cache: r.cache };
@@ -80,7 +86,8 @@ export async function attentionForward<T extends Arr>(q: T, k: T, v: T, batch: n
   const scaling = 1 / Math.sqrt(hd);
   const ctx = alloc(q, batch * seq * numHeads * hd);
   const cache: AttentionCache<T> = { keys: [], values: [], queries: [], probs: [], softmax: [] };
-  const lo = (i: number): number => (slidingWindow === undefined ? 0 : Math.max(0, i - slidingWindow + 1));
+  const lo = (i: number): number => firstVisibleKey(i, slidingWindow);
+  const probRows: CausalRows = { period: seq, slidingWindow, unmasked: sites?.probsRow === 'unmasked' };
   const row = new Float64Array(seq);
   for (let b = 0; b < batch; b++) {
     const keys: SiteOut<T>[] = [];
@@ -115,7 +122,7 @@ export async function attentionForward<T extends Arr>(q: T, k: T, v: T, batch: n
         for (let j = start; j <= i; j++) p[o + j] = row[j]! / sum;
         p.fill(0, o + i + 1, o + seq);
       }
-      const ps = site(sites?.probs, p, seq, seq, at, seq);
+      const ps = site(sites?.probs, p, seq, seq, at, probRows);
       const ch = await gemm.nn(ps.out, values[g]!.out, seq, seq, hd);
       scatterAdd(ctx, ch, b, seq, numHeads, hd, h);
       queries.push(qs);
@@ -140,7 +147,7 @@ export async function attentionBackward<T extends Arr>(dctx: T, batch: number, d
   const dq = alloc(dctx, batch * seq * numHeads * hd);
   const dk = alloc(dctx, batch * seq * numKvHeads * hd);
   const dv = alloc(dctx, batch * seq * numKvHeads * hd);
-  const lo = (i: number): number => (slidingWindow === undefined ? 0 : Math.max(0, i - slidingWindow + 1));
+  const lo = (i: number): number => firstVisibleKey(i, slidingWindow);
   for (let b = 0; b < batch; b++) {
     const dkHat = Array.from({ length: numKvHeads }, () => alloc(dctx, seq * hd));
     const dvHat = Array.from({ length: numKvHeads }, () => alloc(dctx, seq * hd));

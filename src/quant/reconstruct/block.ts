@@ -3,18 +3,20 @@
  * of this folder:
  *
  *   x₁ = RMSNorm(h; w_in),  a = q_attn_in(R_attn_in(x₁))
- *   q, k, v = a Ŵ_qᵀ, a Ŵ_kᵀ, a Ŵ_vᵀ (+ fixed biases),  RoPE(q), RoPE(k)
+ *   q, k, v = a Ŵ_qᵀ, a Ŵ_kᵀ, a Ŵ_vᵀ (+ fixed biases),  [q, k = headNorm(q; w_q), headNorm(k; w_k)],  RoPE(q), RoPE(k)
  *   c = attention(q, k, v) with the operand sites,  o = q_attn_out(R_attn_out(c)) Ŵ_oᵀ
  *   h₂ = h + o,  x₂ = RMSNorm(h₂; w_post),  m = q_mlp_in(R_mlp_in(x₂))
  *   u = silu(m Ŵ_gateᵀ) ⊙ (m Ŵ_upᵀ),  out = h₂ + q_mlp_out(R_mlp_out(u)) Ŵ_downᵀ
  *
- * (R_·: BWLA's fixed online rotations, absent for BWTA / RTN; q_·: the activation sites.)
+ * (R_·: BWLA's fixed online rotations, absent for BWTA / RTN; q_·: the activation sites; headNorm: Qwen3's
+ * q_norm / k_norm, per-head RMSNorm with fixed weights, present when the block has them.)
  */
 import type { RopeTables } from '../../native/rope.js';
 import type { LinearRole } from '../recipe.js';
 import { attentionBackward, attentionForward, type AttentionCache, type AttentionSites } from './attention.js';
 import type { BinaryLinear } from './binary-linear.js';
 import { addInto, type Arr, type Gemm } from './gemm.js';
+import { headNormBackward, headNormForward, type HeadNormCache } from './head-norm.js';
 import type { QuantSite, SiteCache } from './quant-site.js';
 import { rmsNormBackward, rmsNormForward } from './rmsnorm.js';
 import { ropeBackward, ropeForward } from './rope.js';
@@ -45,6 +47,9 @@ export interface BlockParams<T extends Arr> {
   linears: Record<LinearRole, BinaryLinear<T>>;
   inputNorm: Arr;
   postNorm: Arr;
+  /** Qwen3's q_norm / k_norm weights [headDim] (fixed); both or neither */
+  qNorm?: Arr | undefined;
+  kNorm?: Arr | undefined;
   sites: Record<SiteName, QuantSite>;
   attention: AttentionSites | undefined;
   rotations: Partial<Record<SiteName, Rotation>>;
@@ -66,6 +71,9 @@ export interface BlockCache<T extends Arr> {
   q: T;
   k: T;
   v: T;
+  /** q / k norm caches (qk-norm blocks only) */
+  qn: HeadNormCache<T> | undefined;
+  kn: HeadNormCache<T> | undefined;
   att: AttentionCache<T>;
   attnOut: SiteStep<T>;
   h2: T;
@@ -99,9 +107,22 @@ export class ReconBlock<T extends Arr> {
     const H = d.hidden;
     const x1 = rmsNormForward(h, T, H, this.params.inputNorm, d.normEps);
     const attnIn = this.siteForward('attn_in', x1.y, T, H, at);
-    const q = await L.q_proj.forward(attnIn.out, T, gemm);
-    const k = await L.k_proj.forward(attnIn.out, T, gemm);
+    let q = await L.q_proj.forward(attnIn.out, T, gemm);
+    let k = await L.k_proj.forward(attnIn.out, T, gemm);
     const v = await L.v_proj.forward(attnIn.out, T, gemm);
+    let qn: HeadNormCache<T> | undefined;
+    let kn: HeadNormCache<T> | undefined;
+    const { qNorm, kNorm } = this.params;
+    if (qNorm !== undefined) {
+      const r = headNormForward(q, T, d.numHeads, d.headDim, qNorm, d.normEps);
+      q = r.y;
+      qn = r.cache;
+    }
+    if (kNorm !== undefined) {
+      const r = headNormForward(k, T, d.numKvHeads, d.headDim, kNorm, d.normEps);
+      k = r.y;
+      kn = r.cache;
+    }
     const rope = this.ropeFor(seq);
     if (rope !== undefined) {
       ropeForward(q, batch, seq, d.numHeads, d.headDim, rope);
@@ -126,7 +147,7 @@ export class ReconBlock<T extends Arr> {
     addInto(out, h2);
     return {
       out,
-      cache: { batch, seq, h, x1inv: x1.inv, attnIn, q, k, v, att: att.cache, attnOut, h2, x2inv: x2.inv, mlpIn, gate, up, mlpOut },
+      cache: { batch, seq, h, x1inv: x1.inv, attnIn, q, k, v, qn, kn, att: att.cache, attnOut, h2, x2inv: x2.inv, mlpIn, gate, up, mlpOut },
     };
   }
 
@@ -150,14 +171,18 @@ export class ReconBlock<T extends Arr> {
     const gAttnOut = await L.o_proj.backward(c.attnOut.out, gh2, T, gemm);
     const gCtx = this.siteBackward('attn_out', c.attnOut, gAttnOut);
     const window = d.slidingWindow !== undefined && seq > d.slidingWindow ? d.slidingWindow : undefined;
-    const { dq, dk, dv } = await attentionBackward(gCtx, batch, {
+    const grads = await attentionBackward(gCtx, batch, {
       seq, numHeads: d.numHeads, numKvHeads: d.numKvHeads, headDim: d.headDim, slidingWindow: window,
     }, this.params.attention, c.att, gemm);
+    let { dq, dk } = grads;
+    const dv = grads.dv;
     const rope = this.ropeFor(seq);
     if (rope !== undefined) {
       ropeBackward(dq, batch, seq, d.numHeads, d.headDim, rope);
       ropeBackward(dk, batch, seq, d.numKvHeads, d.headDim, rope);
     }
+    if (c.qn !== undefined) dq = headNormBackward(dq, T, d.numHeads, d.headDim, this.params.qNorm!, c.qn);
+    if (c.kn !== undefined) dk = headNormBackward(dk, T, d.numKvHeads, d.headDim, this.params.kNorm!, c.kn);
     const ga = await L.q_proj.backward(c.attnIn.out, dq, T, gemm);
     addInto(ga, await L.k_proj.backward(c.attnIn.out, dk, T, gemm));
     addInto(ga, await L.v_proj.backward(c.attnIn.out, dv, T, gemm));

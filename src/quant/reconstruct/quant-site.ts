@@ -13,7 +13,7 @@
  * site outputs p_i·q_i(x), blended with p_{i−1}·q_{i−1}(x) during a hand-over; the last stage's output
  * is the recipe quantizer's own, so the frozen block needs no factor.
  */
-import { quantBackward, quantForward, sumAbs, type QuantRows, type TrainQuantizer } from './act-quant.js';
+import { quantBackward, quantForward, sumAbs, type CausalRows, type QuantRows, type TrainQuantizer } from './act-quant.js';
 import { alloc, type Arr } from './gemm.js';
 import type { StagePoint } from './schedule.js';
 
@@ -23,8 +23,8 @@ export interface SiteCache {
   readonly prev: QuantRows | undefined;
   readonly rows: number;
   readonly cols: number;
-  /** causal row period (act-quant.ts), 0 = dense rows */
-  readonly causal: number;
+  /** causal softmax rows (act-quant.ts); undefined = dense rows */
+  readonly causal: CausalRows | undefined;
 }
 
 export class QuantSite {
@@ -48,7 +48,7 @@ export class QuantSite {
   }
 
   /** The stage's factor (computed on x the first time the stage is used). */
-  private factor<T extends Arr>(stage: number, x: T, rows: number, cols: number, causal: number): number {
+  private factor<T extends Arr>(stage: number, x: T, rows: number, cols: number, causal: CausalRows | undefined): number {
     if (!this.align) return 1;
     const last = this.stages.length - 1;
     if (Number.isNaN(this.p[stage]!)) {
@@ -68,7 +68,7 @@ export class QuantSite {
     return { stage: Math.min(point.stage, this.stages.length - 1), lambda: point.lambda };
   }
 
-  forward<T extends Arr>(x: T, rows: number, cols: number, at: StagePoint, causal = 0): { out: T; cache: SiteCache } {
+  forward<T extends Arr>(x: T, rows: number, cols: number, at: StagePoint, causal?: CausalRows): { out: T; cache: SiteCache } {
     const point = this.local(at);
     const cur = this.stages[point.stage]!;
     const pc = this.factor(point.stage, x, rows, cols, causal);

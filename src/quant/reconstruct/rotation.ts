@@ -1,7 +1,8 @@
 /**
  * BWLA's online Kronecker rotation of a linear's input (fixed during reconstruction): each row x of
- * length a·b, reshaped row-major to X [a, b], maps to X' = R1ᵀ X R2 (src/quant/recipe.ts).
- * The map is orthogonal, so the backward is G_X = R1 G_X' R2ᵀ.
+ * length a·b, reshaped row-major to X [a, b], maps to X' = R1ᵀ X R2 (src/quant/recipe.ts); with a remainder
+ * block (r > 0, row length a·b + r) the last r entries map to x_B R3.
+ * The map is orthogonal, so the backward is G_X = R1 G_X' R2ᵀ (and g_B R3ᵀ).
  */
 import { alloc, type Arr } from './gemm.js';
 
@@ -10,15 +11,27 @@ export interface Rotation {
   readonly a: number;
   readonly r2: Arr;
   readonly b: number;
+  /** remainder block R3 [r, r] (kronecker_remainder); absent or r = 0: none */
+  readonly r3?: Arr;
+  readonly r?: number;
 }
 
 function apply<T extends Arr>(x: T, rows: number, rot: Rotation, transpose: boolean): T {
   const { r1, a, r2, b } = rot;
-  const n = a * b;
+  const m = a * b;
+  const rem = rot.r ?? 0;
+  const r3 = rot.r3;
+  if (rem > 0 && (r3 === undefined || r3.length !== rem * rem)) throw new Error(`rotation: remainder factor must be [${rem}, ${rem}]`);
+  const n = m + rem;
   const out = alloc(x, rows * n);
-  const tmp = new Float64Array(n);
+  const tmp = new Float64Array(m);
   for (let r = 0; r < rows; r++) {
     const o = r * n;
+    for (let q = 0; q < rem; q++) {
+      const v = x[o + m + q]!;
+      if (v === 0) continue;
+      for (let j = 0; j < rem; j++) out[o + m + j] = out[o + m + j]! + v * (transpose ? r3![j * rem + q]! : r3![q * rem + j]!);
+    }
     // forward: tmp = X R2, out = R1ᵀ tmp;  backward: tmp = X R2ᵀ, out = R1 tmp
     tmp.fill(0);
     for (let i = 0; i < a; i++) {

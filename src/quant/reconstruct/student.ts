@@ -35,6 +35,9 @@ export interface StudentInput {
   ropeFor: (seq: number) => RopeTables | undefined;
   inputNorm: Float32Array;
   postNorm: Float32Array;
+  /** Qwen3's q_norm / k_norm weights [headDim] (absent for blocks without them) */
+  qNorm?: Float32Array | undefined;
+  kNorm?: Float32Array | undefined;
   linears: Record<LinearRole, StudentLinear>;
   quantizers: Record<SiteName, ActivationQuantizer>;
   attention: AttentionRecipe | undefined;
@@ -90,10 +93,11 @@ export function createStudent(input: StudentInput, settings: StudentSettings): R
   const a = input.attention;
   const attention = a === undefined ? undefined : {
     query: siteFor('query', a.query, settings), key: siteFor('key', a.key, settings),
-    value: siteFor('value', a.value, settings), probs: siteFor('probs', a.probs, settings),
+    value: siteFor('value', a.value, settings), probs: siteFor('probs', a.probs, settings), probsRow: a.probsRow,
   };
   return new ReconBlock(input.dims, {
-    linears, inputNorm: input.inputNorm, postNorm: input.postNorm, sites, attention, rotations: input.rotations,
+    linears, inputNorm: input.inputNorm, postNorm: input.postNorm, qNorm: input.qNorm, kNorm: input.kNorm, sites, attention,
+    rotations: input.rotations,
   }, input.ropeFor);
 }
 
@@ -143,6 +147,7 @@ export function freezeStudent(block: ReconBlock<Float32Array>): FrozenBlock {
     linears, quantizers,
     attention: a === undefined ? undefined : {
       query: frozenQuantizer(a.query), key: frozenQuantizer(a.key), value: frozenQuantizer(a.value), probs: frozenQuantizer(a.probs),
+      ...(a.probsRow === undefined ? {} : { probsRow: a.probsRow }),
     },
   };
 }

@@ -19,7 +19,7 @@ const shapes: Record<LinearRole, [number, number]> = {
   q_proj: [8, 6], k_proj: [4, 6], v_proj: [4, 6], o_proj: [6, 8], gate_proj: [8, 6], up_proj: [8, 6], down_proj: [6, 8],
 };
 
-function makeBlock(rng: Rng, sites: (name: string) => QuantSite, rank: number, rotated: boolean, biases: boolean): ReconBlock<Float64Array> {
+function makeBlock(rng: Rng, sites: (name: string) => QuantSite, rank: number, rotated: boolean, biases: boolean, qkNorm = false): ReconBlock<Float64Array> {
   const linears = {} as Record<LinearRole, BinaryLinear<Float64Array>>;
   for (const [role, [rows, cols]] of Object.entries(shapes) as [LinearRole, [number, number]][]) {
     const bias = biases && (role === 'q_proj' || role === 'v_proj') ? randn(rng, rows, 0.1) : undefined;
@@ -33,6 +33,8 @@ function makeBlock(rng: Rng, sites: (name: string) => QuantSite, rank: number, r
     linears,
     inputNorm: randn(rng, 6, 0.3).map((v) => v + 1) as Float64Array,
     postNorm: randn(rng, 6, 0.3).map((v) => v + 1) as Float64Array,
+    qNorm: qkNorm ? randn(rng, dims.headDim, 0.3).map((v) => v + 1) as Float64Array : undefined,
+    kNorm: qkNorm ? randn(rng, dims.headDim, 0.3).map((v) => v + 1) as Float64Array : undefined,
     sites: Object.fromEntries(names.map((n) => [n, sites(n)])) as Record<SiteName, QuantSite>,
     attention: { query: sites('query'), key: sites('key'), value: sites('value'), probs: sites('probs') },
     rotations: rotated ? { attn_in: rot(2, 3), attn_out: rot(2, 4), mlp_in: rot(2, 3), mlp_out: rot(2, 4) } : {},
@@ -40,9 +42,12 @@ function makeBlock(rng: Rng, sites: (name: string) => QuantSite, rank: number, r
 }
 
 describe('decoder block backward = finite differences (float64)', () => {
-  it('input, weight scales and low-rank factors of every linear', async () => {
-    const rng = new Rng(11);
-    const block = makeBlock(rng, (n) => new QuantSite(n, [{ kind: 'none' }], 0, false), 2, true, true);
+  it.each([
+    ['Llama / Qwen2 (biases, BWLA rotations)', 11, false],
+    ['Qwen3 (q_norm / k_norm, BWLA rotations)', 13, true],
+  ] as const)('%s: input, weight scales and low-rank factors of every linear', async (_name, seed, qkNorm) => {
+    const rng = new Rng(seed);
+    const block = makeBlock(rng, (n) => new QuantSite(n, [{ kind: 'none' }], 0, false), 2, true, !qkNorm, qkNorm);
     const h = randn(rng, batch * seq * dims.hidden);
     const R = randn(rng, h.length);
     const at = { stage: 0, lambda: 1 };

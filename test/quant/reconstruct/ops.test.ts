@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { Rng } from '../../../src/linalg/random.js';
 import { ropeTables } from '../../../src/native/rope.js';
 import { rmsNormBackward, rmsNormForward } from '../../../src/quant/reconstruct/rmsnorm.js';
+import { headNormBackward, headNormForward } from '../../../src/quant/reconstruct/head-norm.js';
 import { ropeBackward, ropeForward } from '../../../src/quant/reconstruct/rope.js';
 import { swigluBackward, swigluForward } from '../../../src/quant/reconstruct/swiglu.js';
 import { rotationBackward, rotationForward } from '../../../src/quant/reconstruct/rotation.js';
@@ -54,6 +55,26 @@ describe('op backward = finite differences (float64)', () => {
     const { inv } = rmsNormForward(x, rows, cols, w, 1e-5);
     const dx = rmsNormBackward(x, R, rows, cols, w, inv);
     const idx = all(rows * cols);
+    expect(relError(idx.map((i) => dx[i]!), await numericGrad(x, idx, loss))).toBeLessThan(1e-7);
+  });
+
+  it('per-head RMSNorm (Qwen3 q_norm / k_norm): three tokens, two heads', async () => {
+    const rng = new Rng(12);
+    const tokens = 3, heads = 2, hd = 5;
+    const x = randn(rng, tokens * heads * hd);
+    const w = randn(rng, hd, 0.3).map((v) => v + 1) as Float64Array;
+    const R = randn(rng, x.length);
+    const loss = (): number => dot(headNormForward(x, tokens, heads, hd, w, 1e-6).y, R);
+    const { y, cache } = headNormForward(x, tokens, heads, hd, w, 1e-6);
+    // every (token, head) row is normalized on its own: y_{t,h} = w ⊙ x_{t,h} / rms(x_{t,h})
+    for (let r = 0; r < tokens * heads; r++) {
+      let ss = 0;
+      for (let j = 0; j < hd; j++) ss += x[r * hd + j]! ** 2;
+      const rms = Math.sqrt(ss / hd + 1e-6);
+      for (let j = 0; j < hd; j++) expect(y[r * hd + j]).toBeCloseTo((w[j]! * x[r * hd + j]!) / rms, 12);
+    }
+    const dx = headNormBackward(R, tokens, heads, hd, w, cache);
+    const idx = all(x.length);
     expect(relError(idx.map((i) => dx[i]!), await numericGrad(x, idx, loss))).toBeLessThan(1e-7);
   });
 
@@ -145,5 +166,30 @@ describe('op backward = finite differences (float64)', () => {
       const idx = pick(rng, param.length, 24);
       expect(relError(idx.map((i) => grad[i]!), await numericGrad(param, idx, loss))).toBeLessThan(1e-6);
     }
+  });
+});
+
+describe('Adam', () => {
+  it('follows θ ← θ − lr·m̂/(√v̂ + ε) with bias-corrected float32 moments over several steps', async () => {
+    const { Adam } = await import('../../../src/quant/reconstruct/adam.js');
+    const rng = new Rng(21);
+    const n = 7;
+    const theta = randn(rng, n);
+    const ref = Float64Array.from(theta);
+    const m = new Float64Array(n);
+    const v = new Float64Array(n);
+    const opt = new Adam(n, { lr: 0.05, eps: 1e-8 });
+    for (let t = 1; t <= 5; t++) {
+      const g = randn(rng, n);
+      const scale = 0.5 + 0.1 * t;
+      opt.step(theta, g, scale);
+      for (let i = 0; i < n; i++) {
+        m[i] = Math.fround(0.9 * m[i]! + 0.1 * g[i]!);
+        v[i] = Math.fround(0.999 * v[i]! + 0.001 * g[i]! * g[i]!);
+        ref[i] = ref[i]! - (0.05 * scale * (m[i]! / (1 - 0.9 ** t))) / (Math.sqrt(v[i]! / (1 - 0.999 ** t)) + 1e-8);
+      }
+    }
+    // the moments are stored in float32: the two roundings differ by ~1e-9
+    for (let i = 0; i < n; i++) expect(theta[i]).toBeCloseTo(ref[i]!, 8);
   });
 });

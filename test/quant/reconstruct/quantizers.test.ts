@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../../../src/linalg/random.js';
 import { quantizeRows, roundHalfEven } from '../../../src/quant/quantizers.js';
-import { quantBackward, quantForward, sumAbs, type TrainQuantizer } from '../../../src/quant/reconstruct/act-quant.js';
+import { quantBackward, quantForward, sumAbs, type CausalRows, type TrainQuantizer } from '../../../src/quant/reconstruct/act-quant.js';
 import { QuantSite } from '../../../src/quant/reconstruct/quant-site.js';
 import { buildSchedule, checkLevels, ternaryStages } from '../../../src/quant/reconstruct/schedule.js';
 import { dot, randn } from './helpers.js';
@@ -48,22 +48,53 @@ describe('reconstruction quantizers: forward', () => {
       }
     }
   });
-  it('causal rows (softmax probabilities): visiting only j ≤ i gives the dense result', () => {
+  it('causal rows (softmax probabilities), whole window: visiting only j ≤ i gives the dense result', () => {
     const seq = 12;
     const rng = new Rng(8);
     const x = new Float64Array(2 * seq * seq);
     for (let r = 0; r < 2 * seq; r++) for (let j = 0; j <= r % seq; j++) x[r * seq + j] = Math.abs(rng.normal());
     const g = randn(rng, x.length);
+    const rowsOf: CausalRows = { period: seq, slidingWindow: undefined, unmasked: false };
     for (const q of [{ kind: 'ternary' }, { kind: 'levels', levels: 5 }, { kind: 'int', bits: 4 }] as TrainQuantizer[]) {
       const dense = quantForward(q, 0.9, x, 2 * seq, seq);
-      const causal = quantForward(q, 0.9, x, 2 * seq, seq, seq);
+      const causal = quantForward(q, 0.9, x, 2 * seq, seq, rowsOf);
       expect(Array.from(causal.out)).toEqual(Array.from(dense.out));
       const dxd = new Float64Array(x.length);
       const dxc = new Float64Array(x.length);
       const pd = quantBackward(q, 0.9, x, g, 2 * seq, seq, dense.rowsInfo, dxd, 1);
-      const pc = quantBackward(q, 0.9, x, g, 2 * seq, seq, causal.rowsInfo, dxc, 1, seq);
+      const pc = quantBackward(q, 0.9, x, g, 2 * seq, seq, causal.rowsInfo, dxc, 1, rowsOf);
       expect(pc).toBeCloseTo(pd, 12);
       for (let r = 0; r < 2 * seq; r++) for (let j = 0; j <= r % seq; j++) expect(dxc[r * seq + j]).toBe(dxd[r * seq + j]);
+    }
+  });
+
+  it('causal rows over the unmasked keys (issue #16): each row as a dense row of its keys lo_i … i', () => {
+    const seq = 12;
+    const window = 5;
+    const rng = new Rng(9);
+    const lo = (i: number): number => Math.max(0, i - window + 1);
+    const x = new Float64Array(2 * seq * seq);
+    for (let r = 0; r < 2 * seq; r++) for (let j = lo(r % seq); j <= r % seq; j++) x[r * seq + j] = Math.abs(rng.normal());
+    const g = randn(rng, x.length);
+    const rowsOf: CausalRows = { period: seq, slidingWindow: window, unmasked: true };
+    for (const q of [{ kind: 'ternary' }, { kind: 'levels', levels: 5 }, { kind: 'int', bits: 4 }] as TrainQuantizer[]) {
+      const causal = quantForward(q, 0.9, x, 2 * seq, seq, rowsOf);
+      const dx = new Float64Array(x.length);
+      const p = quantBackward(q, 0.9, x, g, 2 * seq, seq, causal.rowsInfo, dx, 1, rowsOf);
+      let pRows = 0;
+      for (let r = 0; r < 2 * seq; r++) {
+        const i = r % seq;
+        const a = r * seq + lo(i);
+        const n = i - lo(i) + 1;
+        const xr = x.slice(a, a + n);
+        const dense = quantForward(q, 0.9, xr, 1, n);
+        for (let j = 0; j < n; j++) expect(causal.out[a + j]).toBe(dense.out[j]);
+        for (let j = 0; j < seq; j++) if (j < lo(i) || j > i) expect(causal.out[r * seq + j]).toBe(0);
+        const dxr = new Float64Array(n);
+        pRows += quantBackward(q, 0.9, xr, g.slice(a, a + n), 1, n, dense.rowsInfo, dxr, 1);
+        for (let j = 0; j < n; j++) expect(dx[a + j]).toBe(dxr[j]);
+      }
+      expect(p).toBeCloseTo(pRows, 12);
     }
   });
 });

@@ -1,0 +1,67 @@
+/**
+ * The OKT of BWLA on the block engine's GPU: an OktDevice (src/quant/okt.ts) that runs learnOkt's whole EM in one
+ * native call (native/ops/okt/, rtOkt → native/runtime/model.h okt_on_device) with the stacked weights and the
+ * activation rows resident on the device. Same contract and defaults as the TypeScript reference; the initial
+ * factors come from oktStart (the same Rng, so both paths start alike). Precision: docs/ALGORITHMS.md §OKT.
+ */
+import { BwqError } from '../errors.js';
+import { oktStart, type OktDevice } from '../quant/okt.js';
+import type { RuntimeModelHandle } from './load.js';
+
+/** What rtOkt returns (native/src/addon_runtime.cpp). */
+export interface NativeOktResult {
+  r1: Float64Array;
+  r2: Float64Array;
+  history: Float64Array;
+  iterations: number;
+  converged: boolean;
+  weightBefore: number;
+  weightAfter: number;
+  tailBefore: number;
+  tailAfter: number;
+}
+
+export interface OktAddon {
+  rtOkt(model: RuntimeModelHandle, weights: Float32Array[], rows: Int32Array, k: number, a: number, b: number,
+    activations: Float32Array | null, tokens: number, params: Float64Array, anneal: Float64Array, r1: Float64Array,
+    r2: Float64Array): NativeOktResult;
+}
+
+/** Whether the addon was built with the device OKT's binding. */
+export function hasOktBinding(addon: object): addon is OktAddon {
+  return typeof (addon as Partial<OktAddon>).rtOkt === 'function';
+}
+
+/** The first `n` values as float32 (no copy when they already are). */
+function float32(data: Float32Array | Float64Array, n: number): Float32Array {
+  if (data.length < n) throw new BwqError(`OKT: an input has ${data.length} values, expected at least ${n}`);
+  if (data instanceof Float32Array) return data.length === n ? data : data.subarray(0, n);
+  return Float32Array.from(data.subarray(0, n));
+}
+
+/** learnOkt on the model's backend (`handle`): CUDA only (the CPU backend answers with an error). */
+export function deviceOkt(addon: OktAddon, handle: RuntimeModelHandle): OktDevice {
+  return async (weights, cols, options) => {
+    const { a, b, r1, r2 } = oktStart(cols, options);
+    const acts = options.activations;
+    const lambda = acts === undefined ? 0 : options.activationWeight ?? 0;
+    const withActs = lambda > 0 && acts !== undefined && acts.rows > 0;
+    const params = Float64Array.of(lambda, options.iterations ?? 20, options.tolerance ?? 1e-7, options.annealIterations ?? 10);
+    let res: NativeOktResult;
+    try {
+      res = addon.rtOkt(handle, weights.map((w) => float32(w.data, w.rows * cols)), Int32Array.from(weights, (w) => w.rows),
+        cols, a, b, withActs ? float32(acts.data, acts.rows * cols) : null, withActs ? acts.rows : 0, params,
+        Float64Array.from(options.anneal ?? []), r1, r2);
+    } catch (error) {
+      throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error });
+    }
+    return {
+      r1: res.r1, r2: res.r2, a, b, history: Array.from(res.history), iterations: res.iterations, converged: res.converged,
+      weightError: { before: res.weightBefore, after: res.weightAfter },
+      // the reference keeps the activation term (with κ_x = 0) for zero rows
+      activationTail: lambda > 0 && acts !== undefined
+        ? (withActs ? { before: res.tailBefore, after: res.tailAfter } : { before: 0, after: 0 })
+        : undefined,
+    };
+  };
+}

@@ -1,0 +1,181 @@
+/**
+ * The device OKT's host side, on machines without a GPU (the device run itself: native/test/okt-gpu-check.mjs):
+ *  - the C++ polar factor of the Procrustes step (native/ops/okt/okt_host.cpp, addon oktPolar) against numpy's
+ *    SVD (test/fixtures/quant/make_okt_polar_reference.py → okt_polar_reference.safetensors, committed) and
+ *    against src/linalg/procrustes.ts, including the zero-column completion;
+ *  - learnOkt hands its call to options.device with the other options unchanged;
+ *  - the binding (src/runtime/device-okt.ts) passes oktStart's factors and the options' defaults to rtOkt;
+ *  - the fallback: a CPU block engine has no learnOkt, and rtOkt on a CPU model fails in one line.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { SafetensorsFile } from '../../src/safetensors/reader.js';
+import { procrustes } from '../../src/linalg/procrustes.js';
+import { Rng } from '../../src/linalg/random.js';
+import { loadAddon } from '../../src/native/loader.js';
+import { learnOkt, oktStart, type OktOptions, type OktResult } from '../../src/quant/okt.js';
+import { deviceOkt, hasOktBinding, type NativeOktResult, type OktAddon } from '../../src/runtime/device-okt.js';
+import { createRuntimeBlockEngine } from '../../src/runtime/block-runner.js';
+import { loadRuntimeModel, type RuntimeModelHandle } from '../../src/runtime/load.js';
+import { runtimeAddon } from '../../src/runtime/engine.js';
+import { openModelDir, type ModelDir } from '../../src/model/model-dir.js';
+import { DEFAULT_MODEL_DIR } from '../../src/package-paths.js';
+
+const fixture = fileURLToPath(new URL('../fixtures/quant/okt_polar_reference.safetensors', import.meta.url));
+const ref = new Map<string, Float64Array>();
+const addon = loadAddon() as unknown as { oktPolar(m: Float64Array, n: number): Float64Array };
+
+beforeAll(async () => {
+  const file = await SafetensorsFile.open(fixture);
+  try {
+    for (const name of file.names()) ref.set(name, new Float64Array((await file.readBytes(name)).slice().buffer));
+  } finally {
+    await file.close();
+  }
+});
+
+function get(name: string): Float64Array {
+  const t = ref.get(name);
+  if (t === undefined) throw new Error(`fixture has no tensor ${name}`);
+  return t;
+}
+
+function maxAbsDiff(a: Float64Array, b: Float64Array): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+/** ‖RᵀR − I‖_max */
+function orthogonality(r: Float64Array, n: number): number {
+  let m = 0;
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+    let s = 0;
+    for (let k = 0; k < n; k++) s += r[k * n + i]! * r[k * n + j]!;
+    m = Math.max(m, Math.abs(s - (i === j ? 1 : 0)));
+  }
+  return m;
+}
+
+describe('the device OKT\'s polar factor (okt_host.cpp)', () => {
+  it('equals numpy\'s U Vᵀ and procrustes.ts on random matrices of the factor sizes', () => {
+    for (const n of [1, 2, 7, 64, 86]) {
+      const m = get(`m.${n}`);
+      const r = addon.oktPolar(m, n);
+      expect(maxAbsDiff(r, get(`r.${n}`))).toBeLessThan(1e-11);
+      expect(maxAbsDiff(r, procrustes(m, n))).toBeLessThan(1e-12);
+      expect(orthogonality(r, n)).toBeLessThan(1e-13);
+    }
+  });
+
+  it('keeps the unique factor of a badly conditioned matrix (singular values down to 1e-9)', () => {
+    const m = get('m.ill');
+    const r = addon.oktPolar(m, 32);
+    expect(maxAbsDiff(r, get('r.ill'))).toBeLessThan(1e-6);
+    expect(maxAbsDiff(r, procrustes(m, 32))).toBeLessThan(1e-9);
+    expect(orthogonality(r, 32)).toBeLessThan(1e-13);
+  });
+
+  it('completes U like svd.ts where singular values are zero (zero columns, the zero matrix)', () => {
+    const n = 9;
+    const rng = new Rng(5);
+    const m = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n - 3; j++) m[i * n + j] = rng.normal();
+    const r = addon.oktPolar(m, n);
+    expect(maxAbsDiff(r, procrustes(m, n))).toBeLessThan(1e-12);
+    expect(orthogonality(r, n)).toBeLessThan(1e-13);
+    const zero = addon.oktPolar(new Float64Array(n * n), n);
+    expect(maxAbsDiff(zero, procrustes(new Float64Array(n * n), n))).toBe(0);
+    expect(orthogonality(zero, n)).toBe(0);
+  });
+
+  it('refuses a matrix that is not n x n in one line', () => {
+    expect(() => addon.oktPolar(new Float64Array(5), 2)).toThrow(/oktPolar needs an n x n matrix/);
+  });
+});
+
+describe('learnOkt with a device implementation', () => {
+  const rng = new Rng(3);
+  const cols = 24;
+  const w = { data: Float64Array.from({ length: 10 * cols }, () => rng.normal()), rows: 10 };
+  const x = { data: Float32Array.from({ length: 6 * cols }, () => rng.normal()), rows: 6 };
+
+  it('hands the whole call to options.device with the other options as given', async () => {
+    const calls: Array<{ cols: number; options: OktOptions }> = [];
+    const answer: OktResult = {
+      r1: new Float64Array([1]), r2: new Float64Array([1]), a: 4, b: 6, history: [0.5, 0.25], iterations: 1, converged: true,
+      weightError: { before: 0.5, after: 0.25 }, activationTail: undefined,
+    };
+    const options: OktOptions = { iterations: 3, tolerance: 1e-3, init: 'random', seed: 9, activations: x, activationWeight: 0.1, anneal: [0.5], annealIterations: 2 };
+    const res = await learnOkt([w], cols, { ...options, device: async (ws, c, o) => { calls.push({ cols: c, options: o }); expect(ws[0]).toBe(w); return answer; } });
+    expect(res).toBe(answer);
+    expect(calls).toEqual([{ cols, options }]);
+  });
+
+  it('passes oktStart\'s factors, the options (with learnOkt\'s defaults) and float32 rows to rtOkt', async () => {
+    const seen: unknown[][] = [];
+    const native: NativeOktResult = {
+      r1: new Float64Array(16).fill(0.25), r2: new Float64Array(36).fill(0.5), history: new Float64Array([0.4, 0.3, 0.2]),
+      iterations: 2, converged: false, weightBefore: 0.4, weightAfter: 0.2, tailBefore: 1.5, tailAfter: 1.25,
+    };
+    const fake: OktAddon = { rtOkt: (...args) => { seen.push(args); return native; } };
+    const handle = {} as RuntimeModelHandle;
+    const okt = deviceOkt(fake, handle);
+    const res = await okt([w], cols, { init: 'random', seed: 9, activations: x, activationWeight: 0.1 });
+    const start = oktStart(cols, { init: 'random', seed: 9 });
+    const [h, weights, rows, k, a, b, acts, tokens, params, anneal, r1, r2] = seen[0]!;
+    expect(h).toBe(handle);
+    expect(weights).toEqual([Float32Array.from(w.data)]);
+    expect([rows, k, a, b, tokens]).toEqual([Int32Array.of(10), 24, 4, 6, 6]);
+    expect(acts).toBe(x.data); // float32 already: no copy
+    expect(params).toEqual(Float64Array.of(0.1, 20, 1e-7, 10));
+    expect(anneal).toEqual(new Float64Array(0));
+    expect([r1, r2]).toEqual([start.r1, start.r2]);
+    expect(start.r1).not.toEqual(oktStart(cols, { init: 'identity' }).r1);
+    expect(res).toEqual({
+      r1: native.r1, r2: native.r2, a: 4, b: 6, history: [0.4, 0.3, 0.2], iterations: 2, converged: false,
+      weightError: { before: 0.4, after: 0.2 }, activationTail: { before: 1.5, after: 1.25 },
+    });
+    // without the activation term no rows go to the device and there is no tail
+    const plain = await okt([w], cols, { iterations: 5, activations: x });
+    expect(seen[1]![6]).toBeNull();
+    expect(seen[1]![7]).toBe(0);
+    expect(plain.activationTail).toBeUndefined();
+  });
+});
+
+describe('the device OKT on a machine without a GPU', () => {
+  let model: ModelDir;
+  beforeAll(async () => {
+    model = await openModelDir(DEFAULT_MODEL_DIR);
+  });
+  afterAll(async () => {
+    await model.checkpoint.close();
+  });
+
+  it('a CPU block engine has no learnOkt (quantize keeps the TypeScript OKT)', async () => {
+    const engine = await createRuntimeBlockEngine(model, { device: 'cpu' });
+    try {
+      expect(engine.device.startsWith('cpu')).toBe(true);
+      expect(engine.learnOkt).toBeUndefined();
+      expect(typeof engine.matmul).toBe('function');
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('rtOkt on a CPU model fails in one line naming the backend', async () => {
+    const rt = runtimeAddon();
+    expect(hasOktBinding(rt)).toBe(true);
+    const loaded = await loadRuntimeModel(rt, model, 'cpu');
+    try {
+      const okt = deviceOkt(rt as unknown as OktAddon, loaded.handle);
+      const rng = new Rng(1);
+      const w = { data: Float32Array.from({ length: 8 * 16 }, () => rng.normal()), rows: 8 };
+      await expect(okt([w], 16, { iterations: 2 })).rejects.toThrow(/^cpu .* has no device OKT$/);
+    } finally {
+      rt.rtFree(loaded.handle);
+    }
+  });
+});
