@@ -55,6 +55,7 @@ export function deviceOkt(addon: OktAddon, handle: RuntimeModelHandle): OktDevic
     } catch (error) {
       throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error });
     }
+    checkDeviceOkt(res, a, b);
     return {
       r1: res.r1, r2: res.r2, a, b, history: Array.from(res.history), iterations: res.iterations, converged: res.converged,
       weightError: { before: res.weightBefore, after: res.weightAfter },
@@ -64,4 +65,34 @@ export function deviceOkt(addon: OktAddon, handle: RuntimeModelHandle): OktDevic
         : undefined,
     };
   };
+}
+
+/** Largest |RᵀR − I| entry of an n×n row-major matrix. */
+export function orthogonalityDefect(r: Float64Array, n: number): number {
+  let worst = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = i; j < n; j++) {
+      let dot = 0;
+      for (let k = 0; k < n; k++) dot += r[k * n + i]! * r[k * n + j]!;
+      worst = Math.max(worst, Math.abs(dot - (i === j ? 1 : 0)));
+    }
+  }
+  return worst;
+}
+
+/**
+ * What the device's answer must satisfy whatever its rounding (cheap, on the host: a×a and b×b): finite objective
+ * values that never rise by more than float32 noise (every accepted step of the EM lowers or keeps J), and
+ * orthogonal factors. A violation is a device fault, refused in one line rather than quantized with.
+ */
+export function checkDeviceOkt(res: Pick<NativeOktResult, 'r1' | 'r2' | 'history'>, a: number, b: number): void {
+  const h = Array.from(res.history);
+  for (let i = 0; i < h.length; i++) {
+    if (!Number.isFinite(h[i]!)) throw new BwqError(`device OKT: objective ${h[i]} at step ${i}`);
+    if (i > 0 && h[i]! > h[i - 1]! + 1e-4 * Math.abs(h[i - 1]!) + 1e-6) {
+      throw new BwqError(`device OKT: objective rose from ${h[i - 1]} to ${h[i]} at step ${i} (the EM never raises it)`);
+    }
+  }
+  const defect = Math.max(orthogonalityDefect(res.r1, a), orthogonalityDefect(res.r2, b));
+  if (!(defect < 1e-3)) throw new BwqError(`device OKT: factors not orthogonal (max |RᵀR − I| = ${defect})`);
 }

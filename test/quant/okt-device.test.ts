@@ -116,7 +116,7 @@ describe('learnOkt with a device implementation', () => {
   it('passes oktStart\'s factors, the options (with learnOkt\'s defaults) and float32 rows to rtOkt', async () => {
     const seen: unknown[][] = [];
     const native: NativeOktResult = {
-      r1: new Float64Array(16).fill(0.25), r2: new Float64Array(36).fill(0.5), history: new Float64Array([0.4, 0.3, 0.2]),
+      r1: permutation(4), r2: permutation(6), history: new Float64Array([0.4, 0.3, 0.2]),
       iterations: 2, converged: false, weightBefore: 0.4, weightAfter: 0.2, tailBefore: 1.5, tailAfter: 1.25,
     };
     const fake: OktAddon = { rtOkt: (...args) => { seen.push(args); return native; } };
@@ -143,7 +143,28 @@ describe('learnOkt with a device implementation', () => {
     expect(seen[1]![7]).toBe(0);
     expect(plain.activationTail).toBeUndefined();
   });
+
+  it('refuses an answer that breaks what the EM guarantees: a rising objective, non-orthogonal factors, NaN', async () => {
+    const answer = (patch: Partial<NativeOktResult>): NativeOktResult => ({
+      r1: permutation(4), r2: permutation(6), history: new Float64Array([0.4, 0.3, 0.3]),
+      iterations: 2, converged: true, weightBefore: 0.4, weightAfter: 0.3, tailBefore: 0, tailAfter: 0, ...patch,
+    });
+    const run = (patch: Partial<NativeOktResult>) => deviceOkt({ rtOkt: () => answer(patch) }, {} as RuntimeModelHandle)([w], cols, {});
+    await expect(run({})).resolves.toMatchObject({ history: [0.4, 0.3, 0.3] });
+    await expect(run({ history: new Float64Array([0.4, 0.3, 0.31]) })).rejects.toThrow('device OKT: objective rose from 0.3 to 0.31 at step 2 (the EM never raises it)');
+    await expect(run({ history: new Float64Array([0.4, Number.NaN]) })).rejects.toThrow('device OKT: objective NaN at step 1');
+    const skewed = permutation(6);
+    skewed[0] = 1.01;
+    await expect(run({ r2: skewed })).rejects.toThrow(/^device OKT: factors not orthogonal \(max \|RᵀR − I\| = 1\.02/);
+  });
 });
+
+/** A permutation matrix (orthogonal, not the identity): row i has its 1 in column (i + 1) mod n. */
+function permutation(n: number): Float64Array {
+  const p = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) p[i * n + ((i + 1) % n)] = 1;
+  return p;
+}
 
 describe('the device OKT on a machine without a GPU', () => {
   let model: ModelDir;
