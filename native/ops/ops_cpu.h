@@ -6,6 +6,7 @@
 #define BWQ_OPS_CPU_H
 
 #include <functional>
+#include <string>
 
 #include "../runtime/backend.h"
 
@@ -60,6 +61,9 @@ void kv_store(KvLayer &kv, const float *k, const float *v, int batch, int t, int
 void attention(const float *q, const KvLayer &kv, const AttentionShape &shape, const AttentionRecipe &r, float *ctx);
 
 void nll_rows(const float *logits, int rows, int vocab, const int32_t *targets, double *nll);
+
+// The OKT of BWLA (native/ops/okt/okt_cpu.cpp, Backend::learn_okt): "" on success, else a one-line message.
+std::string learn_okt(const bwq_okt_problem &p, bwq_okt_result &r);
 }  // namespace cpu
 }  // namespace bwq
 

@@ -216,8 +216,8 @@ struct Backend {
 
   // ---- the quantize pipeline's transforms
   // The OKT of BWLA in one call (native/ops/okt/okt.h, bwq.h bwq_okt_problem; host arrays in and out, device
-  // memory for the call). False when this backend has none (the CPU: the TypeScript reference runs instead;
-  // error() stays unset) or when it failed (error() says why). Synchronous.
+  // memory for the call; the CPU backend's on its thread pool, native/ops/okt/okt_cpu.cpp). False when this
+  // backend has none (error() stays unset) or when it failed (error() says why). Synchronous.
   virtual bool learn_okt(const bwq_okt_problem &p, bwq_okt_result &r) {
     (void)p;
     (void)r;

@@ -129,6 +129,12 @@ class CpuBackend : public Backend {
   void gather_rows(const float *src, int cols, const int *index_host, int count, float *dst) override {
     for (int i = 0; i < count; ++i) memcpy(dst + (size_t)i * cols, src + (size_t)index_host[i] * cols, 4 * (size_t)cols);
   }
+  bool learn_okt(const bwq_okt_problem &p, bwq_okt_result &r) override {
+    const std::string e = cpu::learn_okt(p, r);
+    if (e.empty()) return true;
+    fail(e);
+    return false;
+  }
 
  private:
   void fail(const std::string &m) {

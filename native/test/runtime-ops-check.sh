@@ -30,7 +30,7 @@ $CXX $F -mavx512f -mavx512bw -mavx512vl -mavx512vpopcntdq -mavx512vnni -mpopcnt 
   -Wno-maybe-uninitialized -c "$NATIVE/src/kernels_avx512.cpp" -o "$B/k5.o" &
 wait
 $CXX $F "$NATIVE/test/runtime_ops_check.cpp" "$NATIVE/runtime/cpu_backend.cpp" "$NATIVE"/ops/*/*_cpu.cpp \
-  "$NATIVE/src/cpu.cpp" "$B/ks.o" "$B/k2.o" "$B/k5.o" -ldl -lpthread -o "$B/runtime_ops_check" || exit 1
+  "$NATIVE/ops/okt/okt_host.cpp" "$NATIVE/src/cpu.cpp" "$B/ks.o" "$B/k2.o" "$B/k5.o" -ldl -lpthread -o "$B/runtime_ops_check" || exit 1
 [ -f "$B/libbwq_cuda.so" ] || { echo "CUDA build failed"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s (sm: $BWQ_CUDA_ARCHS, cublas: ${BWQ_CUBLAS:-none})"
 "$B/runtime_ops_check" "$B/libbwq_cuda.so" "$@"

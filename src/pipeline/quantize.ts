@@ -389,10 +389,10 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
   // large products on the GPU when the blocks run there (src/pipeline/device-matmul.ts)
   const mm = runner.matmul !== undefined && runner.device.startsWith('cuda') ? deviceMatmul(runner.matmul, engine.matmul) : engine.matmul;
   // the rotations W R, X R and Rᵀ H R on the engine's device (the runtime's kron_rotate; CPU threads or CUDA)
-  // and learnOkt's whole EM in one call on the GPU (src/runtime/device-okt.ts)
+  // and learnOkt's whole EM in one native call on the engine's device (src/runtime/device-okt.ts; CPU threads or CUDA)
   const numerics: GroupNumerics = {
     matmul: mm, ...(runner.rotateRows === undefined ? {} : { rotateRows: runner.rotateRows }),
-    ...(runner.learnOkt !== undefined && runner.device.startsWith('cuda') ? { okt: runner.learnOkt } : {}),
+    ...(runner.learnOkt !== undefined ? { okt: runner.learnOkt } : {}),
   };
   // Gram matrices over every calibration token: accumulated in the runtime on a GPU, else from the taps per batch
   const gramMode: GramMode = !usesInputGram(options) ? 'none' : runner.readGram !== undefined && runner.device.startsWith('cuda') ? 'device' : 'host';

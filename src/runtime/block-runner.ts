@@ -50,7 +50,7 @@ export interface BlockEngine {
   readonly rotateRows?: RotateRows;
   /** the Gram matrix [width, width] accumulated by runs with gramTaps (its accumulator is freed) */
   readonly readGram?: (tap: GramTapName) => Float32Array;
-  /** learnOkt (src/quant/okt.ts) in one native call on the engine's GPU (src/runtime/device-okt.ts): CUDA with cuBLAS only */
+  /** learnOkt (src/quant/okt.ts) in one native call on the engine's device (src/runtime/device-okt.ts): CPU threads, or CUDA with cuBLAS */
   readonly learnOkt?: OktDevice;
   close(): Promise<void>;
 }
@@ -223,7 +223,7 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     } : {}),
     ...(typeof addon.rtKronRotate === 'function' ? { rotateRows } : {}),
     ...(typeof addon.rtReadGram === 'function' ? { readGram } : {}),
-    ...(device.startsWith('cuda') && !device.includes('no cuBLAS') && hasOktBinding(addon) ? { learnOkt: deviceOkt(addon, handle) } : {}),
+    ...((device.startsWith('cpu') || (device.startsWith('cuda') && !device.includes('no cuBLAS'))) && hasOktBinding(addon) ? { learnOkt: deviceOkt(addon, handle) } : {}),
     loadBlockWeights: (layer) => loadBlockWeights(model, layer),
     async run(layer, hidden, batch, seq, runOptions = {}) {
       if (layer < 0 || layer >= c.numLayers) throw new BwqError(`layer ${layer} out of range (model has ${c.numLayers})`, { file: model.dir });

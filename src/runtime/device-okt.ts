@@ -1,7 +1,7 @@
 /**
- * The OKT of BWLA on the block engine's GPU: an OktDevice (src/quant/okt.ts) that runs learnOkt's whole EM in one
+ * The OKT of BWLA on the block engine's device: an OktDevice (src/quant/okt.ts) that runs learnOkt's whole EM in one
  * native call (native/ops/okt/, rtOkt → native/runtime/model.h okt_on_device) with the stacked weights and the
- * activation rows resident on the device. Same contract and defaults as the TypeScript reference; the initial
+ * activation rows resident on the device (CUDA: okt.cu; the CPU backend: okt_cpu.cpp on its thread pool). Same contract and defaults as the TypeScript reference; the initial
  * factors come from oktStart (the same Rng, so both paths start alike). Precision: docs/ALGORITHMS.md §OKT.
  */
 import { BwqError } from '../errors.js';
@@ -39,7 +39,7 @@ function float32(data: Float32Array | Float64Array, n: number): Float32Array {
   return Float32Array.from(data.subarray(0, n));
 }
 
-/** learnOkt on the model's backend (`handle`): CUDA only (the CPU backend answers with an error). */
+/** learnOkt on the model's backend (`handle`): CUDA (cuBLAS) or the CPU backend's threads. */
 export function deviceOkt(addon: OktAddon, handle: RuntimeModelHandle): OktDevice {
   return async (weights, cols, options) => {
     const { a, b, r1, r2 } = oktStart(cols, options);

@@ -5,7 +5,8 @@
  *    against src/linalg/procrustes.ts, including the zero-column completion;
  *  - learnOkt hands its call to options.device with the other options unchanged;
  *  - the binding (src/runtime/device-okt.ts) passes oktStart's factors and the options' defaults to rtOkt;
- *  - the fallback: a CPU block engine has no learnOkt, and rtOkt on a CPU model fails in one line.
+ *  - the CPU backend's OKT (native/ops/okt/okt_cpu.cpp, rtOkt on a CPU model, a CPU engine's learnOkt) against the
+ *    TypeScript reference learnOkt from the same start (with and without the activation term and smoothing stages).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
@@ -166,37 +167,85 @@ function permutation(n: number): Float64Array {
   return p;
 }
 
-describe('the device OKT on a machine without a GPU', () => {
+describe('the native OKT on the CPU backend (okt_cpu.cpp)', () => {
   let model: ModelDir;
+  let loaded: { handle: RuntimeModelHandle } | undefined;
+  const rt = runtimeAddon();
   beforeAll(async () => {
     model = await openModelDir(DEFAULT_MODEL_DIR);
+    loaded = await loadRuntimeModel(rt, model, 'cpu');
   });
   afterAll(async () => {
+    if (loaded !== undefined) rt.rtFree(loaded.handle);
     await model.checkpoint.close();
   });
 
-  it('a CPU block engine has no learnOkt (quantize keeps the TypeScript OKT)', async () => {
+  it('a CPU block engine has learnOkt (quantize runs the native OKT there)', async () => {
     const engine = await createRuntimeBlockEngine(model, { device: 'cpu' });
     try {
       expect(engine.device.startsWith('cpu')).toBe(true);
-      expect(engine.learnOkt).toBeUndefined();
-      expect(typeof engine.matmul).toBe('function');
+      expect(typeof engine.learnOkt).toBe('function');
+      const rng = new Rng(2);
+      const w = { data: Float32Array.from({ length: 12 * 24 }, () => rng.normal()), rows: 12 };
+      const options: OktOptions = { iterations: 4, init: 'random', seed: 3 };
+      const res = await engine.learnOkt!([w], 24, options);
+      expectSameOkt(res, await learnOkt([w], 24, options));
     } finally {
       await engine.close();
     }
   });
 
-  it('rtOkt on a CPU model fails in one line naming the backend', async () => {
-    const rt = runtimeAddon();
-    expect(hasOktBinding(rt)).toBe(true);
-    const loaded = await loadRuntimeModel(rt, model, 'cpu');
-    try {
-      const okt = deviceOkt(rt as unknown as OktAddon, loaded.handle);
-      const rng = new Rng(1);
-      const w = { data: Float32Array.from({ length: 8 * 16 }, () => rng.normal()), rows: 8 };
-      await expect(okt([w], 16, { iterations: 2 })).rejects.toThrow(/^cpu .* has no device OKT$/);
-    } finally {
-      rt.rtFree(loaded.handle);
-    }
+  /** K = 24 = 4 × 6: stacked matrices of different scales, activation rows with heavy-tailed (cubed) entries. */
+  function randomCase(seed: number): { weights: Array<{ data: Float32Array; rows: number }>; x: { data: Float32Array; rows: number } } {
+    const rng = new Rng(seed);
+    const matrix = (rows: number, scale: number) => ({ data: Float32Array.from({ length: rows * 24 }, () => scale * rng.normal()), rows });
+    const x = { data: Float32Array.from({ length: 40 * 24 }, () => rng.normal() ** 3), rows: 40 };
+    x.data.fill(0, 5 * 24, 6 * 24); // one zero row: no token weight
+    return { weights: [matrix(9, 1), matrix(7, 0.02), matrix(5, 3)], x };
+  }
+  const cases: Array<[string, (c: ReturnType<typeof randomCase>) => OktOptions]> = [
+    ['weights only, identity start', () => ({ iterations: 12, tolerance: 0 })],
+    ['weights only, random start, smoothing stages', () => ({ iterations: 10, init: 'random', seed: 4, anneal: [1, 0.3], annealIterations: 4 })],
+    ['with activations, random start', (c) => ({ iterations: 10, init: 'random', seed: 5, activations: c.x, activationWeight: 0.05 })],
+    ['with activations and smoothing stages', (c) => ({ iterations: 8, init: 'random', seed: 6, activations: c.x, activationWeight: 0.2, anneal: [0.5], annealIterations: 3 })],
+  ];
+  for (const [name, make] of cases) {
+    it(`equals the TypeScript reference from the same start: ${name}`, async () => {
+      for (const seed of [11, 12]) {
+        const c = randomCase(seed);
+        const options = make(c);
+        const okt = deviceOkt(rt as unknown as OktAddon, loaded!.handle);
+        const native = await okt(c.weights, 24, options);
+        const reference = await learnOkt(c.weights, 24, options);
+        expectSameOkt(native, reference);
+        expect(reference.history.at(-1)!).toBeLessThan(reference.history[0]!); // the case does move
+      }
+    });
+  }
+
+  it('refuses a malformed problem in one line', async () => {
+    const okt = deviceOkt(rt as unknown as OktAddon, loaded!.handle);
+    const w = { data: new Float32Array(8 * 16), rows: 8 };
+    await expect(okt([w], 16, { iterations: 2, tolerance: -1 })).rejects.toThrow(/^OKT: tolerance and activation weight must be >= 0$/);
   });
 });
+
+/** Same factors (1e-4), histories (1e-5 relative), iteration counts and errors as the reference. */
+function expectSameOkt(got: OktResult, want: OktResult): void {
+  expect([got.a, got.b]).toEqual([want.a, want.b]);
+  expect(got.history.length).toBe(want.history.length);
+  for (let i = 0; i < want.history.length; i++) {
+    expect(Math.abs(got.history[i]! - want.history[i]!)).toBeLessThanOrEqual(1e-5 * Math.abs(want.history[i]!));
+  }
+  expect([got.iterations, got.converged]).toEqual([want.iterations, want.converged]);
+  expect(maxAbsDiff(got.r1, want.r1)).toBeLessThan(1e-4);
+  expect(maxAbsDiff(got.r2, want.r2)).toBeLessThan(1e-4);
+  expect(Math.abs(got.weightError.before - want.weightError.before)).toBeLessThan(1e-6 * Math.abs(want.weightError.before));
+  expect(Math.abs(got.weightError.after - want.weightError.after)).toBeLessThan(1e-5 * Math.abs(want.weightError.after));
+  if (want.activationTail === undefined) {
+    expect(got.activationTail).toBeUndefined();
+  } else {
+    expect(Math.abs(got.activationTail!.before - want.activationTail.before)).toBeLessThan(1e-6 * want.activationTail.before);
+    expect(Math.abs(got.activationTail!.after - want.activationTail.after)).toBeLessThan(1e-5 * want.activationTail.after);
+  }
+}
