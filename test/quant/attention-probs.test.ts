@@ -28,6 +28,7 @@ import { createBlockRunner } from '../../src/onnx/block-runner.js';
 import { createRuntimeBlockEngine } from '../../src/runtime/block-runner.js';
 import { Rng } from '../../src/linalg/random.js';
 import { tempDirs } from '../helpers/temp-dirs.js';
+import { relDiff } from '../helpers/reference-math.js';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/quant/attention_probs_reference.safetensors', import.meta.url));
 const S = 24;
@@ -64,18 +65,6 @@ const ref = (name: string): Float32Array => {
 function recipeOf(c: CaseName): AttentionRecipe {
   const k = CASES[c];
   return { query: k.qkv, key: k.qkv, value: k.qkv, probs: k.probs, probsRow: k.row };
-}
-
-/** max |a − b| / max |b| */
-function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return d / Math.max(m, 1e-30);
 }
 
 /** Rows [0, n) of token-major x [S, width]. */

@@ -6,31 +6,10 @@ import { deviceMatmul, transposeToF32 } from '../../src/pipeline/device-matmul.j
 import { DEFAULT_MODEL_DIR } from '../../src/package-paths.js';
 import { createRuntimeBlockEngine } from '../../src/runtime/block-runner.js';
 import { runtimeAvailable } from '../../src/eval/backend.js';
+import { float64Product, relDiff } from '../helpers/reference-math.js';
 
 function random(n: number, rng: Rng): Float32Array {
   return Float32Array.from({ length: n }, () => rng.next() * 2 - 1);
-}
-
-/** C = A·B [m, n] summed in float64 (the reference: a plain loop, independent of the GEMMs under test). */
-function float64Product(a: Float32Array, b: Float32Array, m: number, k: number, n: number): Float64Array {
-  const c = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-    let s = 0;
-    for (let p = 0; p < k; p++) s += a[i * k + p]! * b[p * n + j]!;
-    c[i * n + j] = s;
-  }
-  return c;
-}
-
-/** max |x − y| / max |y| */
-function relDiff(x: Float32Array | Float64Array, y: Float64Array): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < y.length; i++) {
-    d = Math.max(d, Math.abs(x[i]! - y[i]!));
-    m = Math.max(m, Math.abs(y[i]!));
-  }
-  return d / m;
 }
 
 describe('the quantize numerics\' matmul on the block engine\'s device', () => {

@@ -9,6 +9,7 @@ import { rotateRows } from '../../src/quant/kronecker.js';
 import { randomOrthogonal } from '../../src/quant/okt.js';
 import { createRuntimeBlockEngine, type BlockEngine, type GramTapName } from '../../src/runtime/block-runner.js';
 import { runtimeAvailable } from '../../src/eval/backend.js';
+import { relDiff } from '../helpers/reference-math.js';
 
 const silent: Progress = { start() {}, update() {}, succeed() {}, fail() {}, info() {} };
 const GRAM_TAPS: GramTapName[] = ['attn_input', 'attn_context', 'mlp_input', 'mlp_hidden'];
@@ -25,18 +26,6 @@ function gramOf(x: Float32Array, rows: number, cols: number): Float64Array {
     }
   }
   return h;
-}
-
-/** max |x − y| / max |y| */
-function relDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  expect(x.length).toBe(y.length);
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < y.length; i++) {
-    d = Math.max(d, Math.abs(x[i]! - y[i]!));
-    m = Math.max(m, Math.abs(y[i]!));
-  }
-  return d / m;
 }
 
 function normals(rng: Rng, n: number): Float32Array {

@@ -22,6 +22,7 @@ import type { SiteName } from '../../../src/quant/reconstruct/block.js';
 import { jsGemm } from '../../../src/quant/reconstruct/gemm.js';
 import { BLOCK_LINEAR_ROLES, createStudent, freezeStudent, type StudentLinear } from '../../../src/quant/reconstruct/student.js';
 import { tempDirs } from '../../helpers/temp-dirs.js';
+import { relDiff } from '../../helpers/reference-math.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const fixture = (name: string): string => join(root, 'test/fixtures/models', name);
@@ -48,16 +49,6 @@ function studentLinear(w: Float32Array, rows: number, cols: number, bias: Float3
   const lrA = Float32Array.from({ length: rows * rank }, () => 0.05 * rng.normal());
   const lrB = Float32Array.from({ length: rank * cols }, () => 0.05 * rng.normal());
   return { rows, cols, target: w, signs, scales, rank, lrA, lrB, bias };
-}
-
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return num / den;
 }
 
 const ARCHS = [
@@ -116,9 +107,9 @@ describe('reconstruction student = ONNX simulated block (block 0 of the tiny fix
         };
         const simulated = Object.fromEntries(BLOCK_LINEAR_ROLES.map((r) => [r, frozen.linears[r].simulated])) as Record<LinearRole, Float32Array>;
         const onnx = (await runner.run(0, hidden, batch, seq, { weights: { ...weights, linears: simulated }, recipe })).output;
-        expect(maxRelDiff(mine, onnx)).toBeLessThan(tol);
+        expect(relDiff(mine, onnx)).toBeLessThan(tol);
         // the block is not the identity: the attention and MLP branches moved the hidden states
-        expect(maxRelDiff(hidden, onnx)).toBeGreaterThan(1e-2);
+        expect(relDiff(hidden, onnx)).toBeGreaterThan(1e-2);
       } finally {
         await runner.close();
         await model.checkpoint.close();

@@ -19,30 +19,10 @@ import { QuantSite } from '../../../src/quant/reconstruct/quant-site.js';
 import { ropeTables } from '../../../src/native/rope.js';
 import type { LinearRole } from '../../../src/quant/recipe.js';
 import { cudaAvailable } from '../../runtime/cuda-probe.js';
+import { float64Product, relDiff } from '../../helpers/reference-math.js';
 
 function random(n: number, rng: Rng): Float32Array {
   return Float32Array.from({ length: n }, () => rng.next() * 2 - 1);
-}
-
-/** op(A)·op(B) summed in float64, independent of the GEMMs under test. */
-function reference(a: Float32Array, ta: boolean, b: Float32Array, tb: boolean, m: number, k: number, n: number): Float64Array {
-  const c = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-    let s = 0;
-    for (let p = 0; p < k; p++) s += (ta ? a[p * m + i]! : a[i * k + p]!) * (tb ? b[j * k + p]! : b[p * n + j]!);
-    c[i * n + j] = s;
-  }
-  return c;
-}
-
-function relDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < y.length; i++) {
-    d = Math.max(d, Math.abs(x[i]! - y[i]!));
-    m = Math.max(m, Math.abs(y[i]!));
-  }
-  return d / m;
 }
 
 const LAYOUTS = [[false, true], [false, false], [true, false], [true, true]] as const;
@@ -56,7 +36,7 @@ async function checkLayouts(engine: BlockEngine): Promise<void> {
     const b = random(k * n, rng);
     const got = engine.matmulT!(a, ta, b, tb, m, k, n);
     expect(got).toHaveLength(m * n);
-    expect(relDiff(got, reference(a, ta, b, tb, m, k, n)), `trans ${ta} ${tb}`).toBeLessThan(1e-5);
+    expect(relDiff(got, float64Product(a, b, m, k, n, ta, tb)), `trans ${ta} ${tb}`).toBeLessThan(1e-5);
   }
   // degenerate sizes: nothing to multiply, an all-zero result
   expect(engine.matmulT!(new Float32Array(0), false, random(6, rng), false, 3, 0, 2)).toEqual(new Float32Array(6));
