@@ -50,6 +50,13 @@ function rowCount(r: number, cols: number, causal: CausalRows | undefined): numb
   return causal === undefined || !causal.unmasked ? cols : rowEnd(r, cols, causal) - rowStart(r, causal);
 }
 
+/** Σ_{j0 ≤ j < n} |x[o + j]| / count: a row's mean |x| over its visited entries. */
+function rowAbsMean(x: Arr, o: number, j0: number, n: number, count: number): number {
+  let sum = 0;
+  for (let j = j0; j < n; j++) sum += Math.abs(x[o + j]!);
+  return sum / count;
+}
+
 export type TrainQuantizer =
   | { readonly kind: 'none' }
   | { readonly kind: 'int'; readonly bits: number }
@@ -113,9 +120,7 @@ export function quantForward<T extends Arr>(q: TrainQuantizer, param: number, x:
         const o = r * cols;
         const j0 = rowStart(r, causal);
         const n = rowEnd(r, cols, causal);
-        let sum = 0;
-        for (let j = j0; j < n; j++) sum += Math.abs(x[o + j]!);
-        const mu = sum / rowCount(r, cols, causal);
+        const mu = rowAbsMean(x, o, j0, n, rowCount(r, cols, causal));
         const u = (6 * t * mu) / q.levels;
         stat[r] = mu;
         scale[r] = u;
@@ -134,9 +139,7 @@ export function quantForward<T extends Arr>(q: TrainQuantizer, param: number, x:
         const o = r * cols;
         const j0 = rowStart(r, causal);
         const n = rowEnd(r, cols, causal);
-        let sum = 0;
-        for (let j = j0; j < n; j++) sum += Math.abs(x[o + j]!);
-        const mu = sum / rowCount(r, cols, causal);
+        const mu = rowAbsMean(x, o, j0, n, rowCount(r, cols, causal));
         const delta = param * mu;
         let kept = 0;
         let keptSum = 0;
