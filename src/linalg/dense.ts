@@ -78,6 +78,16 @@ export function transpose(a: Floats, rows: number, cols: number): Float64Array {
   return t;
 }
 
+/** [rows, cols] → [cols, rows], float32 in and out. */
+export function transposeF32(x: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    for (let c = 0; c < cols; c++) out[c * rows + r] = x[o + c]!;
+  }
+  return out;
+}
+
 export function identity(n: number): Float64Array {
   const m = new Float64Array(n * n);
   for (let i = 0; i < n; i++) m[i * n + i] = 1;

@@ -1,4 +1,4 @@
-export { gemm, transpose, identity, frobeniusNorm, orthogonalityError, toFloat32, toFloat64, type Floats } from './dense.js';
+export { gemm, transpose, transposeF32, identity, frobeniusNorm, orthogonalityError, toFloat32, toFloat64, type Floats } from './dense.js';
 export { qr } from './qr.js';
 export { svd, type Svd } from './svd.js';
 export { procrustes, procrustesAlign } from './procrustes.js';

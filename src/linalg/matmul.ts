@@ -6,6 +6,7 @@
  * (weights, calibration rows, Gram matrices) stay Float32Array end to end: no conversion on either side.
  */
 import { gemmNN, gemmNT, gemmTN } from './js-gemm.js';
+import { transposeF32 } from './dense.js';
 
 export interface MatmulOptions {
   transposeA?: boolean;
@@ -25,17 +26,10 @@ export interface Numerics {
   rotateRows?: RotateRows;
 }
 
-/** [rows, cols] → [cols, rows] */
-function transpose32(x: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = x[r * cols + c]!;
-  return out;
-}
-
 export const jsMatmul: Matmul = async (a, b, m, k, n, options = {}) => {
   const ta = options.transposeA === true;
   const tb = options.transposeB === true;
-  if (ta && tb) return gemmTN(a, transpose32(b, n, k), m, k, n);
+  if (ta && tb) return gemmTN(a, transposeF32(b, n, k), m, k, n);
   if (ta) return gemmTN(a, b, m, k, n);
   if (tb) return gemmNT(a, b, m, k, n);
   return gemmNN(a, b, m, k, n);

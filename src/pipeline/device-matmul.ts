@@ -6,20 +6,11 @@
  * copies against O(mkn) multiply-adds).
  */
 import type { Matmul } from '../linalg/matmul.js';
+import { transposeF32 } from '../linalg/dense.js';
 
 /** 2^18 multiply-adds, the host's own threshold for leaving its JS GEMM: every product the host would
  *  hand to onnxruntime goes to the device instead (a call costs tens of microseconds there). */
 export const DEVICE_MIN_MACS = 1 << 18;
-
-/** [rows, cols] → [cols, rows] */
-export function transposeToF32(x: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    const o = r * cols;
-    for (let c = 0; c < cols; c++) out[c * rows + r] = x[o + c]!;
-  }
-  return out;
-}
 
 /** The first `count` values (a view, no copy). */
 function head(x: Float32Array, count: number): Float32Array {
@@ -33,8 +24,8 @@ export function deviceMatmul(
 ): Matmul {
   return async (a, b, m, k, n, options = {}) => {
     if (m * k * n < minMacs) return host(a, b, m, k, n, options);
-    const a32 = options.transposeA === true ? transposeToF32(a, k, m) : head(a, m * k);
-    const w32 = options.transposeB === true ? head(b, n * k) : transposeToF32(b, k, n);
+    const a32 = options.transposeA === true ? transposeF32(a, k, m) : head(a, m * k);
+    const w32 = options.transposeB === true ? head(b, n * k) : transposeF32(b, k, n);
     return onDevice(a32, m, k, w32, n);
   };
 }

@@ -11,9 +11,10 @@ import { binarizeRows, dequantizeBinary } from './binarize.js';
 import { learnSplitOkt } from './okt-split.js';
 import type { OktDevice } from './okt.js';
 import { activationTail, crestFactor, relativeBinarizationError } from './okt-stats.js';
-import { rotateRowsWith, type RotationFactors } from './kronecker.js';
+import { rotateRowsWith } from './kronecker.js';
 import { psp, reconstructWeight } from './psp.js';
 import type { Matmul, Numerics } from '../linalg/matmul.js';
+import { transposeF32 } from '../linalg/dense.js';
 import { candidateQuantizers, linearOutputError, referenceOutputs, searchLinearQuantizer, type LinearTarget } from './act-calib.js';
 import { quantizeBaselineGroup } from './baseline-group.js';
 
@@ -167,18 +168,6 @@ function binaryLinear(l: GroupLinear, cols: number): QuantizedLinear {
   };
 }
 
-/** y = x diag(R1 ⊗ R2, R3) for the rows of x: the numerics' rotation (an engine's kron_rotate) when given, else the JS one. */
-async function rotateWith(numerics: Numerics, x: Float32Array, rows: number, okt: RotationFactors): Promise<Float32Array> {
-  return rotateRowsWith(numerics, x, rows, okt);
-}
-
-/** [n, n] → its transpose */
-function transposeSquare(h: Float32Array, n: number): Float32Array {
-  const out = new Float32Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) out[j * n + i] = h[i * n + j]!;
-  return out;
-}
-
 /** PSP's column weights d_c = sqrt((H_cc + 10⁻³·mean_c H_cc + 10⁻³⁰) / T): the RMS of each input channel. */
 function columnWeightsOf(gram: Float32Array, cols: number, tokens: number): Float64Array {
   const d = new Float64Array(cols);
@@ -248,17 +237,17 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
       annealIterations: Math.min(s.oktAnnealIterations ?? BWLA_DEFAULTS.oktAnnealIterations, s.oktIterations),
       ...(numerics.okt === undefined ? {} : { device: numerics.okt }),
     });
-    const xr = await rotateWith(numerics, x, tokens, okt);
+    const xr = await rotateRowsWith(numerics, x, tokens, okt);
     // H' = Rᵀ H R: rows of H R, transposed (Rᵀ H, H symmetric), rotated again; or x'ᵀx' of the sampled rows
     const rotatedGram = !s.dataAwareScale && !s.weightedPsp ? undefined : gram !== undefined
-      ? { data: await rotateWith(numerics, transposeSquare(await rotateWith(numerics, gram.data, cols, okt), cols), cols, okt), tokens: gram.tokens }
+      ? { data: await rotateRowsWith(numerics, transposeF32(await rotateRowsWith(numerics, gram.data, cols, okt), cols, cols), cols, okt), tokens: gram.tokens }
       : { data: await mm(xr, xr, cols, tokens, cols, { transposeA: true }), tokens };
     const columnWeights = s.weightedPsp && rotatedGram !== undefined ? columnWeightsOf(rotatedGram.data, cols, rotatedGram.tokens) : undefined;
     const scaleGram = s.dataAwareScale ? rotatedGram?.data : undefined;
     const q: QuantizedLinear[] = [];
     for (let li = 0; li < linears.length; li++) {
       const l = linears[li]!;
-      const wr = await rotateWith(numerics, l.weight, l.rows, okt);
+      const wr = await rotateRowsWith(numerics, l.weight, l.rows, okt);
       const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tolerance: s.pspTolerance ?? BWLA_DEFAULTS.pspTolerance, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, ...(columnWeights === undefined ? {} : { columnWeights }) });
       if (scaleGram !== undefined) await refitScales(wr, p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, scaleGram, mm);
       const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols);

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { jsMatmul } from '../../src/linalg/matmul.js';
 import { Rng } from '../../src/linalg/random.js';
 import { openModelDir } from '../../src/model/model-dir.js';
-import { deviceMatmul, transposeToF32 } from '../../src/pipeline/device-matmul.js';
+import { deviceMatmul } from '../../src/pipeline/device-matmul.js';
+import { transposeF32 } from '../../src/linalg/dense.js';
 import { DEFAULT_MODEL_DIR } from '../../src/package-paths.js';
 import { createRuntimeBlockEngine } from '../../src/runtime/block-runner.js';
 import { runtimeAvailable } from '../../src/eval/backend.js';
@@ -19,9 +20,9 @@ describe('the quantize numerics\' matmul on the block engine\'s device', () => {
   const b = random(k * n, rng);
   const cases = [
     { options: {}, a, b },
-    { options: { transposeA: true }, a: transposeToF32(a, m, k), b },
-    { options: { transposeB: true }, a, b: transposeToF32(b, k, n) },
-    { options: { transposeA: true, transposeB: true }, a: transposeToF32(a, m, k), b: transposeToF32(b, k, n) },
+    { options: { transposeA: true }, a: transposeF32(a, m, k), b },
+    { options: { transposeB: true }, a, b: transposeF32(b, k, n) },
+    { options: { transposeA: true, transposeB: true }, a: transposeF32(a, m, k), b: transposeF32(b, k, n) },
   ];
 
   it('rearranges every transposition case into a·wᵀ for the device and agrees with a float64 product', async () => {

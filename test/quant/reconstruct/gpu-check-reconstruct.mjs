@@ -16,7 +16,7 @@ import { openModelDir } from '../../../dist/model/model-dir.js';
 import { DEFAULT_MODEL_DIR } from '../../../dist/package-paths.js';
 import { createRuntimeBlockEngine } from '../../../dist/runtime/block-runner.js';
 import { createDeviceGemm } from '../../../dist/pipeline/reconstruct-gemm.js';
-import { transposeToF32 } from '../../../dist/pipeline/device-matmul.js';
+import { transposeF32 } from '../../../dist/linalg/dense.js';
 import { jsGemm } from '../../../dist/quant/reconstruct/gemm.js';
 import { BinaryLinear } from '../../../dist/quant/reconstruct/binary-linear.js';
 import { ReconBlock } from '../../../dist/quant/reconstruct/block.js';
@@ -106,8 +106,8 @@ for (const [name, N, K, count] of want !== 'cuda' ? [] : [['q/k/v/o', 4096, 4096
   const nt = time(() => engine.matmulT(x, false, w, true, T, K, N));
   const nn = time(() => engine.matmulT(g, false, w, false, T, N, K));
   const tn = time(() => engine.matmulT(g, true, x, false, N, T, K));
-  const nnHost = time(() => engine.matmul(g, T, N, transposeToF32(w, N, K), K));
-  const tnHost = time(() => engine.matmul(transposeToF32(g, T, N), N, T, transposeToF32(x, T, K), K));
+  const nnHost = time(() => engine.matmul(g, T, N, transposeF32(w, N, K), K));
+  const tnHost = time(() => engine.matmul(transposeF32(g, T, N), N, T, transposeF32(x, T, K), K));
   total += count * (nt + nn + tn);
   totalHost += count * (nt + nnHost + tnHost);
   console.log(`${name} [${N}, ${K}] x ${count}: nt ${nt.toFixed(1)} ms, nn ${nn.toFixed(1)} ms (host-transposed ${nnHost.toFixed(1)}), `
