@@ -30,7 +30,7 @@ import type { ModelConfig } from '../model/config.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { linearByRole } from '../model/weights.js';
 import type { BlockWeights, TapName } from '../onnx/block-runner.js';
-import { createRuntimeBlockEngine, type BlockEngine, type GramTapName } from '../runtime/block-runner.js';
+import { createRuntimeBlockEngine, isGramTap, type BlockEngine } from '../runtime/block-runner.js';
 import type { RuntimeDevice } from '../runtime/session.js';
 import { loadCalibrationWindows } from '../data/calibration.js';
 import { Rng } from '../linalg/random.js';
@@ -53,7 +53,7 @@ import { checkOutputDirectory, COPIED_MODEL_FILES } from './output-dir.js';
 import { describeOutputSize, estimateOutputSize, outputSizeInput, type OutputSize } from './output-size.js';
 import { configDtypeName, keptFloatDtype, writeWeights } from './write-weights.js';
 import { diskReport } from './disk-report.js';
-import { checkCalibrationMemory } from './calib-memory.js';
+import { checkCalibrationMemory, type ReconstructionShape } from './calib-memory.js';
 import { BlockReconstruction, type ReconstructOptions, type ReconstructionReport } from './reconstruct.js';
 import { groupRotationTensors } from './rotation-tensors.js';
 import { memoryReport } from './host-memory.js';
@@ -220,10 +220,7 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
             throw new BwqError(`--seqlen ${seqlen} exceeds max_position_embeddings ${config.maxPositionEmbeddings}`, { exitCode: 2 });
           }
           const run: QuantizeOptions = { ...options, nsamples };
-          checkCalibrationMemory(nsamples, seqlen, config.hiddenSize, {}, options.reconstruct === undefined ? undefined : {
-            batch: Math.min(options.reconstruct.batch, nsamples), intermediateSize: config.intermediateSize,
-            numHeads: config.numHeads, numKvHeads: config.numKvHeads, headDim: config.headDim,
-          });
+          checkCalibrationMemory(nsamples, seqlen, config.hiddenSize, {}, reconstructionShape(run, config));
           const size = estimateOutputSize(await outputSizeInput(model, options.method, options.rank, COPIED_MODEL_FILES,
             { simulated: options.simulated !== false, calibrationTokens: nsamples * seqlen }));
           const free = await (options.freeSpace ?? freeBytes)(temp);
@@ -280,6 +277,14 @@ export function formatDuration(seconds: number): string {
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+/** What the reconstruction's memory depends on (src/pipeline/calib-memory.ts), or undefined without --reconstruct. */
+function reconstructionShape(o: QuantizeOptions, config: ModelConfig): ReconstructionShape | undefined {
+  return o.reconstruct === undefined ? undefined : {
+    batch: Math.min(o.reconstruct.batch, o.nsamples), intermediateSize: config.intermediateSize,
+    numHeads: config.numHeads, numKvHeads: config.numKvHeads, headDim: config.headDim,
+  };
 }
 
 /** billm / arb write no packed model (their weights are not sign × row scale; docs/FORMATS.md). */
@@ -574,7 +579,7 @@ export async function collectStats(
   const stats = new Map<TapName, Float32Array>();
   const widths = new Map<TapName, number>();
   const hostGrams = new Map<TapName, Float32Array>();
-  const gramTaps = taps.filter((t): t is GramTapName => t === 'attn_input' || t === 'attn_context' || t === 'mlp_input' || t === 'mlp_hidden');
+  const gramTaps = taps.filter(isGramTap);
   let firstOutput: Float32Array | undefined;
   let cursor = 0;
   for (let b = 0; b < nBatches; b++) {
@@ -721,9 +726,7 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
     memory: memoryReport(config, {
       method: options.method, nsamples: options.nsamples, seqlen, batch: batchSize(options.nsamples, seqlen, config.numHeads),
       statTokens: options.statTokens ?? 512, grams: usesInputGram(options), device: device.startsWith('cuda') ? 'cuda' : 'cpu',
-      ...(options.reconstruct === undefined ? {} : { reconstruction: {
-        batch: Math.min(options.reconstruct.batch, options.nsamples), intermediateSize: config.intermediateSize,
-        numHeads: config.numHeads, numKvHeads: config.numKvHeads, headDim: config.headDim } }),
+      ...(options.reconstruct === undefined ? {} : { reconstruction: reconstructionShape(options, config) }),
     }),
     layers: result.reports,
   };

@@ -25,6 +25,10 @@ import type { RotateRows } from '../linalg/matmul.js';
 /** The linear-input taps whose Gram matrices the runtime can accumulate over a block's runs. */
 export type GramTapName = 'attn_input' | 'attn_context' | 'mlp_input' | 'mlp_hidden';
 const GRAM_TAP_CODES: Record<GramTapName, number> = { attn_input: 0, attn_context: 1, mlp_input: 2, mlp_hidden: 3 };
+/** Whether a tap is one of the linear inputs whose Gram matrix the runtime accumulates. */
+export function isGramTap(tap: string): tap is GramTapName {
+  return Object.hasOwn(GRAM_TAP_CODES, tap);
+}
 
 export interface EngineRunOptions extends BlockRunOptions {
   /** accumulate H = Σ_t x_t x_tᵀ of these taps over every token of the run in the runtime (on the engine's device;
