@@ -266,6 +266,15 @@ std::string set_tensor(Model &m, const std::string &slot, DType dtype, const std
   return "unknown slot " + slot;
 }
 
+// The backend's pending error as "WHAT on BACKEND: ERROR" (cleared), or "" when there is none.
+static std::string take_error(Backend *be, const char *what) {
+  const char *e = be->error();
+  if (!e) return "";
+  std::string msg = std::string(what) + " on " + be->name() + ": " + e;
+  be->clear_error();
+  return msg;
+}
+
 std::string matmul_on_device(Model &m, const float *a, int rows, int k, const float *w, int n, float *c) {
   if (rows <= 0 || k <= 0 || n <= 0) return "";
   Backend *be = m.be;
@@ -285,12 +294,7 @@ std::string matmul_on_device(Model &m, const float *a, int rows, int k, const fl
     if (dw) be->free(dw);
     if (dc) be->free(dc);
   }
-  if (const char *e = be->error()) {
-    std::string msg = std::string("matmul on ") + be->name() + ": " + e;
-    be->clear_error();
-    return msg;
-  }
-  return "";
+  return take_error(be, "matmul");
 }
 
 // [rows, cols] -> [cols, rows]
@@ -318,11 +322,7 @@ std::string matmul_t_on_device(Model &m, bool trans_a, bool trans_b, const float
     }
     for (void *p : {da, db, dc})
       if (p) be->free(p);
-    if (const char *e = be->error()) {
-      std::string msg = std::string("matmul on ") + be->name() + ": " + e;
-      be->clear_error();
-      return msg;
-    }
+    if (std::string msg = take_error(be, "matmul"); !msg.empty()) return msg;
     if (ran) return "";
   }
   // c = a' w^T with a' = op(A) [rows, k] and w = op(B)^T [n, k]
@@ -361,12 +361,7 @@ std::string kron_rotate_on_device(Model &m, const float *x, int rows, int a, int
     for (void *p : {dx, dt, dy, d1, d2})
       if (p) be->free(p);
   }
-  if (const char *e = be->error()) {
-    std::string msg = std::string("kron_rotate on ") + be->name() + ": " + e;
-    be->clear_error();
-    return msg;
-  }
-  return "";
+  return take_error(be, "kron_rotate");
 }
 
 std::string read_gram(Model &m, int tap, float *out, size_t out_len) {
@@ -378,12 +373,7 @@ std::string read_gram(Model &m, int tap, float *out, size_t out_len) {
   m.be->free(m.gram[tap]);
   m.gram[tap] = nullptr;
   m.gram_width[tap] = 0;
-  if (const char *e = m.be->error()) {
-    std::string msg = std::string("Gram read-back on ") + m.be->name() + ": " + e;
-    m.be->clear_error();
-    return msg;
-  }
-  return "";
+  return take_error(m.be, "Gram read-back");
 }
 
 std::string okt_on_device(Model &m, const bwq_okt_problem &p, bwq_okt_result &r) {
