@@ -15,6 +15,7 @@ export interface BwlaRawFlags {
   oktAnneal?: string;
   pspIterations?: string;
   pspTol?: string;
+  compensationDamping?: string;
   pspWeighting?: string;
   scaleRefit?: string;
 }
@@ -26,6 +27,7 @@ export const BWLA_FLAG_HELP = {
   oktAnneal: `bwla OKT: smoothing schedule σ before the exact stage, comma-separated, or "none" (default ${BWLA_DEFAULTS.oktAnneal.length === 0 ? 'none' : BWLA_DEFAULTS.oktAnneal.join(',')})`,
   pspIterations: `bwla PSP: cap on the L/B alternations (default ${BWLA_DEFAULTS.pspIterations})`,
   pspTol: `bwla PSP: stop when one alternation lowers the objective by less than this fraction (default ${BWLA_DEFAULTS.pspTolerance}: run the cap)`,
+  compensationDamping: `bwla: after PSP, re-choose the signs with GPTQ-style error compensation on the rotated Hessian damped by this fraction of its mean diagonal (default ${BWLA_DEFAULTS.compensationDamping}; 0 = PSP's signs)`,
   pspWeighting: 'bwla PSP objective: activation (default; weighted by the input channels\' RMS) or none (the paper\'s)',
   scaleRefit: 'bwla and bwta: output (default; output-optimal scales after PSP) or none',
 } as const;
@@ -36,13 +38,13 @@ function nonNegative(flag: string, value: string): number {
   return x;
 }
 
-type BwlaOptions = Pick<QuantizeOptions, 'oktIterations' | 'oktTolerance' | 'oktActivationWeight' | 'oktAnneal' | 'pspIterations' | 'pspTolerance' | 'weightedPsp' | 'dataAwareScale'>;
+type BwlaOptions = Pick<QuantizeOptions, 'oktIterations' | 'oktTolerance' | 'oktActivationWeight' | 'oktAnneal' | 'pspIterations' | 'pspTolerance' | 'compensationDamping' | 'weightedPsp' | 'dataAwareScale'>;
 
 export function parseBwlaFlags(method: QuantMethod, raw: BwlaRawFlags): BwlaOptions {
   const o: BwlaOptions = {};
   const bwlaOnly = ([
     ['--okt-iterations', raw.oktIterations], ['--okt-tol', raw.oktTol], ['--okt-act-weight', raw.oktActWeight],
-    ['--okt-anneal', raw.oktAnneal], ['--psp-iterations', raw.pspIterations], ['--psp-tol', raw.pspTol], ['--psp-weighting', raw.pspWeighting],
+    ['--okt-anneal', raw.oktAnneal], ['--psp-iterations', raw.pspIterations], ['--psp-tol', raw.pspTol], ['--compensation-damping', raw.compensationDamping], ['--psp-weighting', raw.pspWeighting],
   ] as const).find(([, v]) => v !== undefined);
   if (bwlaOnly !== undefined && method !== 'bwla') throw usageError(`${bwlaOnly[0]} is a --method bwla option`);
   if (raw.oktIterations !== undefined) o.oktIterations = parseIntegerFlag('--okt-iterations', raw.oktIterations, 0);
@@ -58,6 +60,7 @@ export function parseBwlaFlags(method: QuantMethod, raw: BwlaRawFlags): BwlaOpti
   }
   if (raw.pspIterations !== undefined) o.pspIterations = parseIntegerFlag('--psp-iterations', raw.pspIterations, 0);
   if (raw.pspTol !== undefined) o.pspTolerance = nonNegative('--psp-tol', raw.pspTol);
+  if (raw.compensationDamping !== undefined) o.compensationDamping = nonNegative('--compensation-damping', raw.compensationDamping);
   if (raw.pspWeighting !== undefined) {
     if (raw.pspWeighting !== 'none' && raw.pspWeighting !== 'activation') throw usageError(`--psp-weighting must be none or activation (got "${raw.pspWeighting}")`);
     o.weightedPsp = raw.pspWeighting === 'activation';

@@ -25,7 +25,7 @@ export function choleskyLower(a: Float64Array, n: number): Float64Array {
 }
 
 /** L⁻¹ of a lower-triangular L (forward substitution column by column). */
-function invertLower(l: Float64Array, n: number): Float64Array {
+export function invertLower(l: Float64Array, n: number): Float64Array {
   const inv = new Float64Array(n * n);
   for (let j = 0; j < n; j++) {
     inv[j * n + j] = 1 / l[j * n + j]!;

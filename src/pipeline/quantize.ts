@@ -98,6 +98,9 @@ export interface QuantizeOptions {
   oktAnneal?: readonly number[];
   oktAnnealIterations?: number;
   pspTolerance?: number;
+  /** after PSP, signs re-chosen with GPTQ-style error compensation on Rᵀ H R damped by this fraction of its mean
+   *  diagonal (default 0.1; 0 = PSP's signs; src/quant/column-blocks.ts) */
+  compensationDamping?: number;
   /** calibration passes per block: 'block' (default; one float pass), 'halves' (attention, then MLP), 'groups' (each group sees the upstream groups quantized) */
   sequential?: SequentialMode;
   /** query rows sampled per head for the attention calibration (default 64) */
@@ -312,7 +315,7 @@ function resultOptions(o: QuantizeOptions, seqlen: number): Record<string, unkno
     statTokens: o.statTokens ?? null, oktIterations: o.oktIterations ?? null, oktInit: o.oktInit ?? null,
     weightedPsp: o.weightedPsp ?? null, dataAwareScale: o.dataAwareScale ?? null, pspIterations: o.pspIterations ?? null,
     pspTauRatio: o.pspTauRatio ?? null, oktTolerance: o.oktTolerance ?? null, oktActivationWeight: o.oktActivationWeight ?? null,
-    oktAnneal: o.oktAnneal ?? null, oktAnnealIterations: o.oktAnnealIterations ?? null, pspTolerance: o.pspTolerance ?? null, sequential: o.sequential ?? null, attentionRows: o.attentionRows ?? null,
+    oktAnneal: o.oktAnneal ?? null, oktAnnealIterations: o.oktAnnealIterations ?? null, pspTolerance: o.pspTolerance ?? null, compensationDamping: o.compensationDamping ?? null, sequential: o.sequential ?? null, attentionRows: o.attentionRows ?? null,
     // only when given, so the fingerprints of runs without it stay as they were
     ...(o.textField === undefined ? {} : { textField: o.textField }),
     ...(o.simulated === false ? { simulated: false } : {}),

@@ -13,9 +13,10 @@ export interface BwlaOptionFields {
   oktAnneal?: readonly number[];
   oktAnnealIterations?: number;
   pspTolerance?: number;
+  compensationDamping?: number;
 }
 
-type BwlaSettings = Required<Pick<GroupSettings, 'oktTolerance' | 'oktActivationWeight' | 'oktAnneal' | 'oktAnnealIterations' | 'pspTolerance'>>;
+type BwlaSettings = Required<Pick<GroupSettings, 'oktTolerance' | 'oktActivationWeight' | 'oktAnneal' | 'oktAnnealIterations' | 'pspTolerance' | 'compensationDamping'>>;
 
 export function bwlaSettings(o: BwlaOptionFields): BwlaSettings {
   return {
@@ -24,6 +25,7 @@ export function bwlaSettings(o: BwlaOptionFields): BwlaSettings {
     oktAnneal: o.oktAnneal ?? BWLA_DEFAULTS.oktAnneal,
     oktAnnealIterations: o.oktAnnealIterations ?? BWLA_DEFAULTS.oktAnnealIterations,
     pspTolerance: o.pspTolerance ?? BWLA_DEFAULTS.pspTolerance,
+    compensationDamping: o.compensationDamping ?? BWLA_DEFAULTS.compensationDamping,
   };
 }
 
@@ -37,6 +39,7 @@ export function bwlaConfigSettings(o: BwlaOptionFields & { method: string }): Re
     okt_anneal: s.oktAnneal.length === 0 ? 'none' : s.oktAnneal.join(','),
     okt_anneal_iterations: s.oktAnnealIterations,
     psp_tolerance: s.pspTolerance,
+    compensation_damping: s.compensationDamping,
   };
 }
 

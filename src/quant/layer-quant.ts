@@ -12,7 +12,8 @@ import { learnSplitOkt } from './okt-split.js';
 import type { OktDevice } from './okt.js';
 import { activationTail, crestFactor, relativeBinarizationError } from './okt-stats.js';
 import { rotateRowsWith } from './kronecker.js';
-import { psp, reconstructWeight } from './psp.js';
+import { psp, reconstructWeight, type PspResult } from './psp.js';
+import { compensateColumnBlocks, compensationFrame, type CompensationFrame } from './column-blocks.js';
 import type { Matmul, Numerics } from '../linalg/matmul.js';
 import { transposeF32 } from '../linalg/dense.js';
 import { candidateQuantizers, linearOutputError, referenceOutputs, searchLinearQuantizer, type LinearTarget } from './act-calib.js';
@@ -69,6 +70,9 @@ export interface GroupSettings {
   weightedPsp: boolean;
   /** replace α by the output-optimal scale (bᵀHw)/(bᵀHb), H = X'ᵀX' */
   dataAwareScale: boolean;
+  /** BWLA: after PSP, re-choose the signs block by block with GPTQ-style error compensation on H' = Rᵀ H R damped
+   *  by this fraction of its mean diagonal (src/quant/column-blocks.ts); 0 turns it off */
+  compensationDamping?: number;
 }
 
 /** bwq's BWLA defaults (docs/ALGORITHMS.md §BWLA); the optional GroupSettings fields fall back to them. */
@@ -84,6 +88,8 @@ export const BWLA_DEFAULTS = {
   pspIterations: 3,
   pspTolerance: 0,
   pspTauRatio: 0.25,
+  compensationDamping: 0.1,
+  compensationBlock: 64,
 } as const;
 
 /** H = Σ_t x_t x_tᵀ of the group's raw (unrotated) input over every calibration token [cols, cols], and the
@@ -148,6 +154,29 @@ async function refitScales(
     const alpha = num / den;
     if (den > 0 && Number.isFinite(alpha) && alpha > 0) scales[r] = alpha;
   }
+}
+
+/** PSP's signs re-chosen with error compensation: the target W R − A·B, each block α_n · sign (α from PSP). */
+async function compensateSigns(wr: Float32Array, p: PspResult, rows: number, cols: number, frame: CompensationFrame, mm: Matmul): Promise<Int8Array> {
+  const target = Float32Array.from(wr);
+  if (p.rank > 0) {
+    const low = await mm(p.lrA, p.lrB, rows, p.rank, cols);
+    for (let i = 0; i < target.length; i++) target[i] = target[i]! - low[i]!;
+  }
+  const signs = new Int8Array(rows * cols);
+  await compensateColumnBlocks(target, rows, cols, frame, BWLA_DEFAULTS.compensationBlock, (block, r, width, start) => {
+    const out = new Float32Array(r * width);
+    for (let n = 0; n < r; n++) {
+      const a = p.scales[n]!;
+      for (let c = 0; c < width; c++) {
+        const positive = block[n * width + c]! >= 0;
+        signs[n * cols + start + c] = positive ? 1 : -1;
+        out[n * width + c] = positive ? a : -a;
+      }
+    }
+    return out;
+  }, mm);
+  return signs;
 }
 
 export function fixedQuantizer(aBits: number | 'ternary'): ActivationQuantizer {
@@ -239,16 +268,19 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
     });
     const xr = await rotateRowsWith(numerics, x, tokens, okt);
     // H' = Rᵀ H R: rows of H R, transposed (Rᵀ H, H symmetric), rotated again; or x'ᵀx' of the sampled rows
-    const rotatedGram = !s.dataAwareScale && !s.weightedPsp ? undefined : gram !== undefined
+    const damping = s.compensationDamping ?? BWLA_DEFAULTS.compensationDamping;
+    const rotatedGram = !s.dataAwareScale && !s.weightedPsp && !(damping > 0) ? undefined : gram !== undefined
       ? { data: await rotateRowsWith(numerics, transposeF32(await rotateRowsWith(numerics, gram.data, cols, okt), cols, cols), cols, okt), tokens: gram.tokens }
       : { data: await mm(xr, xr, cols, tokens, cols, { transposeA: true }), tokens };
     const columnWeights = s.weightedPsp && rotatedGram !== undefined ? columnWeightsOf(rotatedGram.data, cols, rotatedGram.tokens) : undefined;
     const scaleGram = s.dataAwareScale ? rotatedGram?.data : undefined;
+    const frame = damping > 0 && rotatedGram !== undefined ? await compensationFrame(rotatedGram.data, cols, damping, mm) : undefined;
     const q: QuantizedLinear[] = [];
     for (let li = 0; li < linears.length; li++) {
       const l = linears[li]!;
       const wr = await rotateRowsWith(numerics, l.weight, l.rows, okt);
       const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tolerance: s.pspTolerance ?? BWLA_DEFAULTS.pspTolerance, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, ...(columnWeights === undefined ? {} : { columnWeights }) });
+      if (frame !== undefined) p.signs = await compensateSigns(wr, p, l.rows, cols, frame, mm);
       if (scaleGram !== undefined) await refitScales(wr, p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, scaleGram, mm);
       const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols);
       const w = norm(l.weight);

@@ -49,6 +49,18 @@ describe('quantizeGroup', () => {
     expect(bwtaPlain.quantizer.kind).toBe('ternary');
     expect(bwtaAware.outputRelError).toBeLessThan(bwtaPlain.outputRelError);
   });
+
+  it('bwla sign compensation (blocks of 64) lowers the output error of PSP\'s signs, with scales refit either way', async () => {
+    const r = new Rng(43);
+    const wide = 256;
+    const d = data(r, 384, wide, 40);
+    const group = [{ role: 'gate_proj' as const, weight: d.w, rows: 40 }];
+    const settings: GroupSettings = { ...base, dataAwareScale: true };
+    const off = await quantizeGroup('mlp_in', group, wide, d.x, 384, { ...settings, compensationDamping: 0 }, 3, { matmul: jsMatmul });
+    const on = await quantizeGroup('mlp_in', group, wide, d.x, 384, settings, 3, { matmul: jsMatmul });
+    expect(on.linears[0]!.signs).not.toEqual(off.linears[0]!.signs);
+    expect(on.outputRelError).toBeLessThan(0.97 * off.outputRelError);
+  });
 });
 
 describe('activation grid search', () => {

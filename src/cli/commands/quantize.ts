@@ -130,6 +130,7 @@ export function registerQuantize(program: Command): void {
     .option('--okt-anneal <list>', BWLA.oktAnneal)
     .option('--psp-iterations <n>', BWLA.pspIterations)
     .option('--psp-tol <x>', BWLA.pspTol)
+    .option('--compensation-damping <d>', BWLA.compensationDamping)
     .option('--psp-weighting <mode>', BWLA.pspWeighting)
     .option('--scale-refit <mode>', BWLA.scaleRefit)
     .option('--reconstruct', REC.reconstruct)
