@@ -6,26 +6,46 @@
  */
 import type { Numerics } from '../linalg/matmul.js';
 
-/** Largest divisor a of n with a ≤ √n, and b = n / a (BWLA's factorisation). */
+/** The widest R2 of a rotation (R = R1 ⊗ R2 acts on a row as R1ᵀ X R2, X the row as a × b): bwq's choice, not
+ *  the BWLA paper's (docs/ALGORITHMS.md §OKT, "Factor sizes"). */
+export const KRONECKER_R2_MAX = 128;
+
+/** Whether width n takes the widest R2 (two or more R2 blocks, and no more than 128 of them). */
+function widestR2(n: number): boolean {
+  return n >= 2 * KRONECKER_R2_MAX && n <= KRONECKER_R2_MAX * KRONECKER_R2_MAX;
+}
+
+/**
+ * The factorisation n = a·b of an input width: for 256 ≤ n ≤ 128² the widest R2 — b the largest divisor of n
+ * with b ≤ 128 (256 → 2 × 128, 768 → 6 × 128, 4096 → 32 × 128, 11008 → 86 × 128); otherwise the balanced split,
+ * a the largest divisor with a ≤ √n (24 → 4 × 6, 25600 → 160 × 160, 27648 → 144 × 192).
+ */
 export function kroneckerFactors(n: number): { a: number; b: number } {
+  if (widestR2(n)) {
+    let b = KRONECKER_R2_MAX;
+    while (b > 1 && n % b !== 0) b--;
+    return { a: n / b, b };
+  }
   let a = Math.floor(Math.sqrt(n));
   while (a > 1 && n % a !== 0) a--;
   return { a, b: n / a };
 }
 
-/** The exact factorisation is kept while its larger factor b ≤ BALANCE·√n (docs/ALGORITHMS.md §OKT). */
+/** The exact factorisation is kept while its larger factor is at most BALANCE·√n (or 128 where the widest R2
+ *  applies; docs/ALGORITHMS.md §OKT). */
 export const KRONECKER_BALANCE = 2;
 
 /**
  * The rotation layout of an input of width n: R = diag(R1 ⊗ R2, R3), R1 [a, a], R2 [b, b], R3 [r, r],
- * n = a·b + r. When kroneckerFactors(n) is balanced (b ≤ 2√n: every Llama / Qwen / Mistral width, e.g.
- * 4096, 5632, 11008, 14336, 25600, 27648) it is used as is with r = 0. Otherwise (prime n, 2·prime, …)
- * a0 = ⌊√n⌋, m = a0·⌊n / a0⌋ and (a, b) = kroneckerFactors(m), r = n − m < a0 ≤ √n: every factor has at
- * most ≈ √n rows, so no dense n×n matrix appears and a row costs a·b·(a + b) + r² ≈ 2 n√n.
+ * n = a·b + r. When no factor of kroneckerFactors(n) exceeds 2√n (or 128 for 256 ≤ n ≤ 128²) — every Llama /
+ * Qwen / Mistral width, e.g. 3584, 4096, 5632, 11008, 14336, 18944, 25600, 27648 — it is used as is with r = 0.
+ * Otherwise (prime n, 2·prime, …) a0 = ⌊√n⌋, m = a0·⌊n / a0⌋ and (a, b) = kroneckerFactors(m), r = n − m < a0 ≤ √n,
+ * so no dense n×n matrix appears.
  */
 export function kroneckerSplit(n: number): { a: number; b: number; r: number } {
   const exact = kroneckerFactors(n);
-  if (exact.b <= KRONECKER_BALANCE * Math.sqrt(n)) return { ...exact, r: 0 };
+  const widest = KRONECKER_BALANCE * Math.sqrt(n);
+  if (Math.max(exact.a, exact.b) <= (widestR2(n) ? Math.max(KRONECKER_R2_MAX, widest) : widest)) return { ...exact, r: 0 };
   const a0 = Math.floor(Math.sqrt(n));
   const m = a0 * Math.floor(n / a0);
   return { ...kroneckerFactors(m), r: n - m };

@@ -1,6 +1,6 @@
 /**
  * Rotations for input widths without a balanced factorisation (issue 15): R = diag(R1 ⊗ R2, R3),
- * K = a·b + r (src/quant/kronecker.ts kroneckerSplit). The split rule keeps every real model's width as it was;
+ * K = a·b + r (src/quant/kronecker.ts kroneckerSplit). Every real model's width has an exact factorisation (r = 0);
  * every implementation of the rotation (JS reference, engine-product version, TS native forward, ONNX graph)
  * equals the dense block-diagonal matrix; OKT learns orthogonal factors; and a Llama whose intermediate size is
  * prime (the bundled model's MLP cut to 761 of its 768 channels) quantizes with bwla and evaluates alike through onnxruntime
@@ -66,12 +66,12 @@ function orthogonalityError(q: ArrayLike<number>, n: number): number {
 }
 
 describe('kroneckerSplit', () => {
-  it('keeps the factorisation of the bundled and the 7B–32B widths exactly (r = 0)', () => {
-    // the bundled model (256, 768), Llama-2-7B (4096, 11008), Llama-3-8B / Mistral (14336), Qwen3-32B (25600),
-    // Qwen2.5-32B (27648), the 8-layer bench shape (5632)
+  it('factors the bundled and the 7B–32B widths exactly (r = 0): R2 of 128 up to 128², balanced above', () => {
+    // the bundled model (256, 768), Llama-2-7B (4096, 11008), Llama-3-8B / Mistral (14336), Qwen2-7B (3584, 18944),
+    // Qwen3-32B (25600), Qwen2.5-32B (27648), the 8-layer bench shape (5632)
     const expected: Record<number, [number, number]> = {
-      256: [16, 16], 768: [24, 32], 4096: [64, 64], 11008: [86, 128], 14336: [112, 128], 25600: [160, 160],
-      27648: [144, 192], 5632: [64, 88],
+      256: [2, 128], 768: [6, 128], 4096: [32, 128], 11008: [86, 128], 14336: [112, 128], 3584: [28, 128], 18944: [128, 148],
+      25600: [160, 160], 27648: [144, 192], 5632: [44, 128],
     };
     for (const [n, [a, b]] of Object.entries(expected)) {
       expect(kroneckerSplit(Number(n))).toEqual({ a, b, r: 0 });
@@ -79,22 +79,24 @@ describe('kroneckerSplit', () => {
     }
   });
 
-  it('splits prime and unbalanced widths into two factors near √K and a remainder below √K', () => {
-    expect(kroneckerSplit(61)).toEqual({ a: 7, b: 8, r: 5 });
+  it('splits prime and unbalanced widths into two factors of at most 2√K (128 from K = 256) and a remainder below √K', () => {
+    expect(kroneckerSplit(61)).toEqual({ a: 7, b: 8, r: 5 }); // below 256: the balanced split
     expect(kroneckerSplit(127)).toEqual({ a: 11, b: 11, r: 6 });
-    expect(kroneckerSplit(10007)).toEqual({ a: 100, b: 100, r: 7 });
-    expect(kroneckerSplit(344)).toEqual({ a: 18, b: 19, r: 2 }); // 8·43: b = 43 > 2√344
-    for (let n = 1; n <= 3000; n++) {
+    expect(kroneckerSplit(262)).toEqual({ a: 2, b: 128, r: 6 }); // 2·131: 131 > 128
+    expect(kroneckerSplit(761)).toEqual({ a: 6, b: 126, r: 5 });
+    expect(kroneckerSplit(10007)).toEqual({ a: 80, b: 125, r: 7 });
+    expect(kroneckerSplit(16382)).toEqual({ a: 127, b: 128, r: 126 }); // 2·8191
+    for (let n = 1; n <= 20000; n += n < 3000 ? 1 : 97) {
       const { a, b, r } = kroneckerSplit(n);
       expect(a * b + r).toBe(n);
-      expect(Math.max(a, b)).toBeLessThanOrEqual(2 * Math.sqrt(n));
+      expect(Math.max(a, b)).toBeLessThanOrEqual(Math.max(128, 2 * Math.sqrt(n)));
       expect(r * r).toBeLessThan(n);
     }
   });
 });
 
 describe('diag(R1 ⊗ R2, R3)', () => {
-  const { a, b, r } = kroneckerSplit(61);
+  const { a, b, r } = kroneckerSplit(61); // 7 × 8 + 5
   const rng = new Rng(3);
   const r1 = randomOrthogonal(a, rng);
   const r2 = randomOrthogonal(b, rng);
@@ -141,20 +143,20 @@ describe('diag(R1 ⊗ R2, R3)', () => {
 });
 
 describe('learnSplitOkt', () => {
-  it('learns orthogonal R1, R2, R3 for a prime width and lowers the whole-row binarization error', async () => {
+  it('learns orthogonal R1, R2, R3 for a width with a remainder (2·131) and lowers the whole-row binarization error', async () => {
     const rows = 40;
-    const cols = 61;
+    const cols = 262; // 2 × 128 + 6
     // heavy-tailed rows (a few large channels), as trained weights have
     const w = randomRows(rows, cols, 5);
-    for (let t = 0; t < rows; t++) for (const k of [3, 30, 58, 60]) w[t * cols + k] = w[t * cols + k]! * 6;
+    for (let t = 0; t < rows; t++) for (const k of [3, 30, 58, 200, 260]) w[t * cols + k] = w[t * cols + k]! * 6;
     for (const init of ['identity', 'random'] as const) {
       const res = await learnSplitOkt([{ data: w, rows }], cols, { iterations: 15, init, seed: 1 });
-      expect([res.a, res.b, res.r]).toEqual([7, 8, 5]);
-      expect(orthogonalityError(res.r1, 7)).toBeLessThan(1e-9);
-      expect(orthogonalityError(res.r2, 8)).toBeLessThan(1e-9);
-      expect(orthogonalityError(res.r3!, 5)).toBeLessThan(1e-9);
+      expect([res.a, res.b, res.r]).toEqual([2, 128, 6]);
+      expect(orthogonalityError(res.r1, 2)).toBeLessThan(1e-9);
+      expect(orthogonalityError(res.r2, 128)).toBeLessThan(1e-9);
+      expect(orthogonalityError(res.r3!, 6)).toBeLessThan(1e-9);
       // ε_w of the whole rows, recomputed here from the returned factors (1 − Σ‖w R‖₁² / (K Σ‖w‖²))
-      const wr = rotateRowsBy(w, rows, { r1: res.r1, a: 7, r2: res.r2, b: 8, r3: res.r3, r: 5 });
+      const wr = rotateRowsBy(w, rows, { r1: res.r1, a: 2, r2: res.r2, b: 128, r3: res.r3, r: 6 });
       let l1 = 0;
       let energy = 0;
       let plain = 0;
@@ -225,7 +227,7 @@ describe('bwla on a Llama with a prime intermediate size (761)', () => {
   it('quantizes, writes R3 [5, 5] and no dense K×K rotation, and onnx and the native runtime agree', async () => {
     const root = tmp('bwq-kron-rem-');
     const model = join(root, 'model');
-    await primeMlpModel(model, 761); // 27 × 28 + 5
+    await primeMlpModel(model, 761); // 6 × 126 + 5
     const out = join(root, 'q');
     const q = await runCli('quantize', model, '-o', out, '--method', 'bwla', '--nsamples', '4', '--seqlen', '64', '--okt-iterations', '4',
       '--device', 'cpu', '--json');
@@ -235,20 +237,20 @@ describe('bwla on a Llama with a prime intermediate size (761)', () => {
     expect(layer0['down_proj']!.rotation).toEqual({
       kind: 'kronecker_remainder', r1: 'model.layers.0.mlp_out.okt_r1', r2: 'model.layers.0.mlp_out.okt_r2', r3: 'model.layers.0.mlp_out.okt_r3',
     });
-    expect(layer0['gate_proj']!.rotation!['kind']).toBe('kronecker'); // hidden 256 = 16 × 16
+    expect(layer0['gate_proj']!.rotation!['kind']).toBe('kronecker'); // hidden 256 = 2 × 128
     for (const file of ['model.safetensors', 'model.packed.safetensors']) {
       const st = await SafetensorsFile.open(join(out, file));
       try {
         for (let l = 0; l < 4; l++) {
           const shapes = ['r1', 'r2', 'r3'].map((k) => st.info(`model.layers.${l}.mlp_out.okt_${k}`).shape);
-          expect(shapes).toEqual([[27, 27], [28, 28], [5, 5]]);
+          expect(shapes).toEqual([[6, 6], [126, 126], [5, 5]]);
           const r3 = await st.readFloat32(`model.layers.${l}.mlp_out.okt_r3`);
           expect(orthogonalityError(r3, 5)).toBeLessThan(1e-5);
         }
         for (const name of st.names()) {
           if (!name.includes('.okt_r')) continue;
           const s = st.info(name).shape;
-          expect(s[0]!, name).toBeLessThanOrEqual(28); // no [761, 761] (nor [256, 256]) factor
+          expect(s[0]!, name).toBeLessThanOrEqual(128); // no [761, 761] (nor [256, 256]) factor
         }
       } finally {
         await st.close();

@@ -86,10 +86,12 @@ describe('Kronecker rotation vs torch.kron', () => {
     const want = get('kron_xr').data;
     for (let i = 0; i < want.length; i++) expect(Math.abs(got[i]! - want[i]!)).toBeLessThan(1e-12);
   });
-  it('factors: largest divisor ≤ √K', () => {
-    expect(kroneckerFactors(256)).toEqual({ a: 16, b: 16 });
-    expect(kroneckerFactors(768)).toEqual({ a: 24, b: 32 });
-    expect(kroneckerFactors(4096)).toEqual({ a: 64, b: 64 });
+  it('factors: R2 the largest divisor ≤ 128 from 256 to 128², balanced elsewhere', () => {
+    expect(kroneckerFactors(256)).toEqual({ a: 2, b: 128 });
+    expect(kroneckerFactors(768)).toEqual({ a: 6, b: 128 });
+    expect(kroneckerFactors(4096)).toEqual({ a: 32, b: 128 });
+    expect(kroneckerFactors(25600)).toEqual({ a: 160, b: 160 });
+    expect(kroneckerFactors(24)).toEqual({ a: 4, b: 6 });
     expect(kroneckerFactors(11008)).toEqual({ a: 86, b: 128 });
     expect(kroneckerFactors(13)).toEqual({ a: 1, b: 13 });
   });
