@@ -15,7 +15,8 @@
  *                         (order 1 keeps B = sign⁺(w))
  *   Every step minimises ‖W − Ŵ‖² over M in its own variables, so the error never rises.
  */
-import { quantizeColumnBlocks, type PreparedHessian } from './hessian-blocks.js';
+import type { Matmul } from '../linalg/matmul.js';
+import { compensateColumnBlocks, type CompensationFrame } from './column-blocks.js';
 import { BILLM_DEFAULTS, salientColumnOrder, searchBreakPoint, searchSalientColumns, type BillmOptions, type BinaryStructureStats } from './billm.js';
 
 export interface ArbOptions extends BillmOptions {
@@ -160,11 +161,12 @@ export function arbBlock(block: Float64Array, rows: number, width: number, inver
   return q;
 }
 
-/** ARB-LLM_RC on W [rows, cols] with the prepared (damped) Hessian of its inputs. */
-export function quantizeArb(w: Float32Array | Float64Array, rows: number, cols: number, hessian: PreparedHessian,
-  options: ArbOptions = ARB_DEFAULTS): { weight: Float64Array; stats: BinaryStructureStats } {
+/** ARB-LLM_RC on W [rows, cols] in the column-block frame of its inputs' damped Hessian (src/quant/column-blocks.ts,
+ *  products through `mm`); the quantized weight and its structure. */
+export async function quantizeArb(w: Float32Array, rows: number, cols: number, frame: CompensationFrame, options: ArbOptions = ARB_DEFAULTS,
+  mm: Matmul): Promise<{ weight: Float32Array; stats: BinaryStructureStats }> {
   const stats: BinaryStructureStats = { salientColumns: 0 };
-  const weight = quantizeColumnBlocks(w, rows, cols, hessian, options.blockSize,
-    (block, r, width, start) => arbBlock(block, r, width, hessian.inverseDiag, start, options, stats));
+  const weight = await compensateColumnBlocks(w, rows, cols, frame, options.blockSize,
+    (block, r, width, start) => Float32Array.from(arbBlock(Float64Array.from(block), r, width, frame.inverseDiag, start, options, stats)), mm);
   return { weight, stats };
 }

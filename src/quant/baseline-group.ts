@@ -14,7 +14,8 @@ import type { GroupLinear, InputGram, QuantizedGroup, QuantizedLinear } from './
 import type { ActivationQuantizer } from './recipe.js';
 import { binarizeRows } from './binarize.js';
 import { relativeBinarizationError } from './okt-stats.js';
-import { inputHessian, prepareHessian } from './hessian-blocks.js';
+import { inputHessian } from './hessian-blocks.js';
+import { compensationFrame } from './column-blocks.js';
 import { BILLM_DEFAULTS, quantizeBillm } from './billm.js';
 import { ARB_DEFAULTS, quantizeArb } from './arb.js';
 import { candidateQuantizers, linearOutputError, referenceOutputs, searchLinearQuantizer, type LinearTarget } from './act-calib.js';
@@ -43,25 +44,28 @@ async function layerHessian(x: Float32Array, tokens: number, cols: number, mm: M
 
 export async function quantizeBaselineGroup(method: BaselineMethod, linears: readonly GroupLinear[], cols: number, x: Float32Array, tokens: number,
   aBits: number, mm: Matmul, gram?: InputGram): Promise<QuantizedGroup> {
-  const hessian = prepareHessian(await layerHessian(x, tokens, cols, mm, gram), cols, BILLM_DEFAULTS.percdamp);
-  const q: QuantizedLinear[] = linears.map((l) => {
-    const { weight, stats } = method === 'billm'
-      ? quantizeBillm(l.weight, l.rows, cols, hessian, BILLM_DEFAULTS)
-      : quantizeArb(l.weight, l.rows, cols, hessian, ARB_DEFAULTS);
-    const simulated = Float32Array.from(weight);
+  // no calibration signal at all: the identity (plain binarization, equal salience)
+  const identity = (): Float64Array => Float64Array.from({ length: cols * cols }, (_, i) => (i % (cols + 1) === 0 ? 1 : 0));
+  const frame = await compensationFrame(await layerHessian(x, tokens, cols, mm, gram), cols, BILLM_DEFAULTS.percdamp, mm)
+    ?? (await compensationFrame(identity(), cols, BILLM_DEFAULTS.percdamp, mm))!;
+  const q: QuantizedLinear[] = [];
+  for (const l of linears) {
+    const { weight: simulated, stats } = method === 'billm'
+      ? await quantizeBillm(l.weight, l.rows, cols, frame, BILLM_DEFAULTS, mm)
+      : await quantizeArb(l.weight, l.rows, cols, frame, ARB_DEFAULTS, mm);
     const { signs, scales } = binarizeRows(simulated, l.rows, cols);
     const plain = binarizeRows(l.weight, l.rows, cols);
     const plainSim = new Float32Array(l.rows * cols);
     for (let i = 0; i < plainSim.length; i++) plainSim[i] = plain.scales[Math.floor(i / cols)]! * plain.signs[i]!;
     const binErr = relativeBinarizationError(l.weight, l.rows, cols);
-    return {
+    q.push({
       role: l.role, rows: l.rows, cols, simulated, signs, scales,
       lrA: new Float32Array(0), lrB: new Float32Array(0), rank: 0,
       weightRelError: relDiff(l.weight, simulated), plainRelError: relDiff(l.weight, plainSim),
       binarizationError: { plain: binErr, rotated: binErr },
       salientColumns: stats.salientColumns,
-    };
-  });
+    });
+  }
   const refs = await referenceOutputs(x, tokens, cols, linears, mm);
   let energy = 0;
   for (const r of refs) for (let i = 0; i < r.length; i++) energy += r[i]! ** 2;

@@ -1,6 +1,6 @@
 /**
  * BiLLM (Huang et al., 2024, arXiv 2402.04291): 1-bit post-training quantization of one linear weight
- * W [rows, cols] with its layer Hessian (docs/ALGORITHMS.md §BiLLM). Per block of columns (src/quant/hessian-blocks.ts):
+ * W [rows, cols] with its layer Hessian (docs/ALGORITHMS.md §BiLLM). Per block of columns (the frame of src/quant/column-blocks.ts; float64 reference src/quant/hessian-blocks.ts):
  *
  *   saliency      s_ij = w_ij² / [H⁻¹]_jj²,  column score c_j = Σ_i s_ij; columns ranked by c_j (descending)
  *   salient       the top k columns S, k ∈ 1..min(maxSalient − 1, width − 1) minimising
@@ -13,7 +13,8 @@
  *                 μ = mean(r), α = mean|r − μ|, r̂ = α·sign⁺(r − μ) + μ   (BiLLM's released binarizer)
  *   Rₖ            k rounds of that binarization on the residual; R₁ is one plane
  */
-import { quantizeColumnBlocks, type PreparedHessian } from './hessian-blocks.js';
+import type { Matmul } from '../linalg/matmul.js';
+import { compensateColumnBlocks, type CompensationFrame } from './column-blocks.js';
 
 export interface BillmOptions {
   /** columns per block of the error-compensation frame (BiLLM: 128) */
@@ -173,11 +174,12 @@ export function billmBlock(block: Float64Array, rows: number, width: number, inv
   return q;
 }
 
-/** BiLLM on W [rows, cols] with the prepared (damped) Hessian of its inputs; the quantized weight and its structure. */
-export function quantizeBillm(w: Float32Array | Float64Array, rows: number, cols: number, hessian: PreparedHessian,
-  options: BillmOptions = BILLM_DEFAULTS): { weight: Float64Array; stats: BinaryStructureStats } {
+/** BiLLM on W [rows, cols] in the column-block frame of its inputs' damped Hessian (src/quant/column-blocks.ts,
+ *  products through `mm`); the quantized weight and its structure. */
+export async function quantizeBillm(w: Float32Array, rows: number, cols: number, frame: CompensationFrame, options: BillmOptions = BILLM_DEFAULTS,
+  mm: Matmul): Promise<{ weight: Float32Array; stats: BinaryStructureStats }> {
   const stats: BinaryStructureStats = { salientColumns: 0 };
-  const weight = quantizeColumnBlocks(w, rows, cols, hessian, options.blockSize,
-    (block, r, width, start) => billmBlock(block, r, width, hessian.inverseDiag, start, options.maxSalient, stats));
+  const weight = await compensateColumnBlocks(w, rows, cols, frame, options.blockSize,
+    (block, r, width, start) => Float32Array.from(billmBlock(Float64Array.from(block), r, width, frame.inverseDiag, start, options.maxSalient, stats)), mm);
   return { weight, stats };
 }

@@ -3,6 +3,7 @@
  * the O(n³) and O(rows·n²) work in Matmul products (docs/ALGORITHMS.md §Sign compensation), for weights
  * W [rows, n] acting on inputs with Gram H:
  *
+ *   dead columns (H_jj = 0): H_jj ← 1, W[:, j] ← 0
  *   H ← H + λI, λ = damping · mean(diag H);  U upper, H⁻¹ = UᵀU      (src/linalg/blocked-cholesky.ts)
  *   for each block b = [b0, b1) of columns, left to right, F = [b1, n):
  *     Q_b = quantizeBlock(W[:, b])                                    (the whole block at once)
@@ -24,19 +25,34 @@ const SPAN = 1024;
 
 export interface CompensationFrame {
   cols: number;
-  /** U [cols, cols], upper, H⁻¹ = UᵀU */
+  /** U [cols, cols], upper, H⁻¹ = UᵀU (damped H) */
   u: Float32Array;
+  /** diag(H⁻¹) of the damped H (Σ_i U_ij²): BiLLM's and ARB's salience */
+  inverseDiag: Float64Array;
+  /** 1 for a column whose H_jj was 0 (no calibration signal) */
+  dead: Uint8Array;
 }
 
-/** H + λI with λ = damping · mean(diag H), factored; undefined when H carries no signal (diag H all zero). */
-export async function compensationFrame(h: Float32Array, cols: number, damping: number, mm: Matmul): Promise<CompensationFrame | undefined> {
+/** Dead columns, then H + λI with λ = damping · mean(diag H), factored; undefined when no column has a signal. */
+export async function compensationFrame(h: Float32Array | Float64Array, cols: number, damping: number, mm: Matmul): Promise<CompensationFrame | undefined> {
   if (h.length !== cols * cols) throw new Error(`compensationFrame: ${h.length} elements for [${cols}, ${cols}]`);
-  let mean = 0;
-  for (let j = 0; j < cols; j++) mean += h[j * cols + j]! / cols;
-  if (!(mean > 0)) return undefined;
   const damped = Float32Array.from(h);
+  const dead = new Uint8Array(cols);
+  let live = 0;
+  for (let j = 0; j < cols; j++) {
+    if (damped[j * cols + j] === 0) {
+      dead[j] = 1;
+      damped[j * cols + j] = 1;
+    } else live++;
+  }
+  if (live === 0) return undefined;
+  let mean = 0;
+  for (let j = 0; j < cols; j++) mean += damped[j * cols + j]! / cols;
   for (let j = 0; j < cols; j++) damped[j * cols + j] = damped[j * cols + j]! + damping * mean;
-  return { cols, u: await upperCholeskyOfInverseGemm(damped, cols, mm) };
+  const u = await upperCholeskyOfInverseGemm(damped, cols, mm);
+  const inverseDiag = new Float64Array(cols);
+  for (let i = 0; i < cols; i++) for (let j = i; j < cols; j++) inverseDiag[j] = inverseDiag[j]! + u[i * cols + j]! ** 2;
+  return { cols, u, inverseDiag, dead };
 }
 
 /** What a method does with one block: its quantized values [rows, width] for the block's weights [rows, width]. */
@@ -57,6 +73,7 @@ export async function compensateColumnBlocks(w: Float32Array, rows: number, cols
   if (!(blockSize >= 1)) throw new Error(`compensateColumnBlocks: block size ${blockSize}`);
   const { u } = frame;
   const wt = transposeF32(w, rows, cols); // [cols, rows]: W[:, j] is row j
+  for (let j = 0; j < cols; j++) if (frame.dead[j] === 1) wt.fill(0, j * rows, (j + 1) * rows);
   const q = new Float32Array(rows * cols);
   const span = Math.max(1, Math.round(SPAN / blockSize)) * blockSize;
   for (let s0 = 0; s0 < cols; s0 += span) {

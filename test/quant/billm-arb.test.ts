@@ -8,9 +8,10 @@ import { fileURLToPath } from 'node:url';
 import { SafetensorsFile } from '../../src/safetensors/reader.js';
 import { jsMatmul } from '../../src/linalg/matmul.js';
 import { choleskyLower, inverseSpd, upperCholeskyOfInverse } from '../../src/linalg/cholesky.js';
-import { inputHessian, prepareHessian } from '../../src/quant/hessian-blocks.js';
-import { quantizeBillm, residualBinarize, type BillmOptions } from '../../src/quant/billm.js';
-import { quantizeArb, rcBinarize, type ArbOptions } from '../../src/quant/arb.js';
+import { inputHessian, prepareHessian, quantizeColumnBlocks } from '../../src/quant/hessian-blocks.js';
+import { compensationFrame, type CompensationFrame } from '../../src/quant/column-blocks.js';
+import { billmBlock, quantizeBillm, residualBinarize, type BillmOptions } from '../../src/quant/billm.js';
+import { arbBlock, quantizeArb, rcBinarize, type ArbOptions } from '../../src/quant/arb.js';
 
 const path = fileURLToPath(new URL('../fixtures/quant/billm_arb_reference.safetensors', import.meta.url));
 const ref = new Map<string, { data: Float64Array; shape: number[] }>();
@@ -71,6 +72,22 @@ function hessian(): ReturnType<typeof prepareHessian> {
   return prepareHessian(hessian64(), COLS, BILLM.percdamp);
 }
 
+/** The product's frame: the same damped Hessian factored by the GEMM-blocked Cholesky in float32. */
+async function frame(): Promise<CompensationFrame> {
+  return (await compensationFrame(hessian64(), COLS, BILLM.percdamp, jsMatmul))!;
+}
+
+/** max |x − y| / max |y| */
+function rel(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < y.length; i++) {
+    d = Math.max(d, Math.abs(x[i]! - y[i]!));
+    m = Math.max(m, Math.abs(y[i]!));
+  }
+  return d / m;
+}
+
 describe('Cholesky helpers', () => {
   it('factor, invert and give U with UᵀU = H⁻¹ on an SPD matrix', () => {
     const n = 5;
@@ -110,10 +127,13 @@ describe('BiLLM / ARB-LLM_RC against the numpy reference', () => {
     expect(maxAbsDiff(h, h64)).toBeLessThan(1e-5 * Math.max(...h64));
   });
 
-  it('damped Hessian: diag(H⁻¹) as numpy, the all-zero input channel marked dead', () => {
+  it('damped Hessian: diag(H⁻¹) as numpy, the all-zero input channel marked dead (float64 reference and the GEMM frame)', async () => {
     const h = hessian();
     expect(maxAbsDiff(h.inverseDiag, get('hinv_diag'))).toBeLessThan(1e-9 * Math.max(...get('hinv_diag')));
     expect([...h.dead].map((d, i) => (d === 1 ? i : -1)).filter((i) => i >= 0)).toEqual([7]);
+    const f = await frame();
+    expect(rel(f.inverseDiag, get('hinv_diag'))).toBeLessThan(1e-4);
+    expect([...f.dead]).toEqual([...h.dead]);
   });
 
   it('BiLLM residual binarizer (two planes) on a masked region with an empty row', () => {
@@ -144,9 +164,13 @@ describe('BiLLM / ARB-LLM_RC against the numpy reference', () => {
 
   it('BiLLM on a 24×200 weight (blocks of 64, error compensation) equals the reference', async () => {
     const h = hessian();
-    const { weight, stats } = quantizeBillm(get('w'), ROWS, COLS, h, BILLM);
     const q = get('billm');
-    expect(maxAbsDiff(weight, q)).toBeLessThan(1e-9);
+    // the float64 frame: to 1e-9
+    expect(maxAbsDiff(quantizeColumnBlocks(get('w'), ROWS, COLS, h, BILLM.blockSize,
+      (block, r, width, start) => billmBlock(block, r, width, h.inverseDiag, start, BILLM.maxSalient)), q)).toBeLessThan(1e-9);
+    // the product (float32 GEMM frame): the same structure, float32 rounding
+    const { weight, stats } = await quantizeBillm(Float32Array.from(get('w')), ROWS, COLS, await frame(), BILLM, jsMatmul);
+    expect(rel(weight, q)).toBeLessThan(1e-4);
     // at least one salient column per block (k ≥ 1), fewer than 50 per block
     expect(stats.salientColumns).toBeGreaterThanOrEqual(4);
     expect(stats.salientColumns).toBeLessThan(3 * 49 + 8);
@@ -154,8 +178,10 @@ describe('BiLLM / ARB-LLM_RC against the numpy reference', () => {
 
   it('ARB-LLM_RC on the same weight equals the reference and binarizes it closer than BiLLM', async () => {
     const h = hessian();
-    const { weight } = quantizeArb(get('w'), ROWS, COLS, h, ARB);
-    expect(maxAbsDiff(weight, get('arb'))).toBeLessThan(1e-9);
+    expect(maxAbsDiff(quantizeColumnBlocks(get('w'), ROWS, COLS, h, ARB.blockSize,
+      (block, r, width, start) => arbBlock(block, r, width, h.inverseDiag, start, ARB)), get('arb'))).toBeLessThan(1e-9);
+    const { weight } = await quantizeArb(Float32Array.from(get('w')), ROWS, COLS, await frame(), ARB, jsMatmul);
+    expect(rel(weight, get('arb'))).toBeLessThan(1e-4);
     expect(sqErr(get('w'), weight)).toBeLessThan(sqErr(get('w'), get('billm')));
   });
 });
