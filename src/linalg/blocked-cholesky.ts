@@ -15,16 +15,10 @@
  */
 import type { Matmul } from './matmul.js';
 import { choleskyLower, invertLower } from './cholesky.js';
+import { copyBlock } from './dense.js';
 
 /** matrices up to this order are factorised on the host in float64 */
 const LEAF = 128;
-
-function block(a: Float32Array, n: number, r0: number, r1: number, c0: number, c1: number): Float32Array {
-  const w = c1 - c0;
-  const out = new Float32Array((r1 - r0) * w);
-  for (let r = r0; r < r1; r++) out.set(a.subarray(r * n + c0, r * n + c1), (r - r0) * w);
-  return out;
-}
 
 function place(dst: Float32Array, n: number, src: Float32Array, r0: number, c0: number, rows: number, cols: number, sign = 1): void {
   for (let r = 0; r < rows; r++) {
@@ -42,10 +36,10 @@ export async function inverseCholeskyFactor(a: Float32Array, n: number, mm: Matm
   const h = Math.floor(n / 2 / 64) * 64 || Math.floor(n / 2);
   const m = n - h;
   const out = new Float32Array(n * n);
-  const top = await inverseCholeskyFactor(block(a, n, 0, h, 0, h), h, mm);
+  const top = await inverseCholeskyFactor(copyBlock(a, n, 0, h, 0, h), h, mm);
   place(out, n, top, 0, 0, h, h);
-  const l21 = await mm(block(a, n, h, n, 0, h), top, m, h, h, { transposeB: true }); // A21 · L11⁻ᵀ
-  const schur = block(a, n, h, n, h, n);
+  const l21 = await mm(copyBlock(a, n, h, n, 0, h), top, m, h, h, { transposeB: true }); // A21 · L11⁻ᵀ
+  const schur = copyBlock(a, n, h, n, h, n);
   const outer = await mm(l21, l21, m, h, m, { transposeB: true });
   for (let i = 0; i < schur.length; i++) schur[i] = schur[i]! - outer[i]!;
   const bottom = await inverseCholeskyFactor(schur, m, mm); // L22⁻¹

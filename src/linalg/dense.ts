@@ -88,6 +88,14 @@ export function transposeF32(x: Float32Array, rows: number, cols: number): Float
   return out;
 }
 
+/** Rows [r0, r1) × columns [c0, c1) of a row-major matrix with n columns, as a new [r1 − r0, c1 − c0] matrix. */
+export function copyBlock(a: Float32Array, n: number, r0: number, r1: number, c0: number, c1: number): Float32Array {
+  const w = c1 - c0;
+  const out = new Float32Array((r1 - r0) * w);
+  for (let r = r0; r < r1; r++) out.set(a.subarray(r * n + c0, r * n + c1), (r - r0) * w);
+  return out;
+}
+
 export function identity(n: number): Float64Array {
   const m = new Float64Array(n * n);
   for (let i = 0; i < n; i++) m[i * n + i] = 1;

@@ -17,7 +17,7 @@
  * matrix in one product. W is held transposed so that every update is a contiguous slice.
  */
 import type { Matmul } from '../linalg/matmul.js';
-import { transposeF32 } from '../linalg/dense.js';
+import { copyBlock, transposeF32 } from '../linalg/dense.js';
 import { upperCholeskyOfInverseGemm } from '../linalg/blocked-cholesky.js';
 
 /** columns whose block updates are deferred into one product for the rest of the matrix */
@@ -58,13 +58,6 @@ export async function compensationFrame(h: Float32Array | Float64Array, cols: nu
 /** What a method does with one block: its quantized values [rows, width] for the block's weights [rows, width]. */
 export type BlockQuantizerF32 = (block: Float32Array, rows: number, width: number, start: number) => Float32Array;
 
-function sub(a: Float32Array, n: number, r0: number, r1: number, c0: number, c1: number): Float32Array {
-  const w = c1 - c0;
-  const out = new Float32Array((r1 - r0) * w);
-  for (let r = r0; r < r1; r++) out.set(a.subarray(r * n + c0, r * n + c1), (r - r0) * w);
-  return out;
-}
-
 /** Runs the frame over W [rows, cols] (not modified); returns Q [rows, cols]. */
 export async function compensateColumnBlocks(w: Float32Array, rows: number, cols: number, frame: CompensationFrame, blockSize: number,
   quantizeBlock: BlockQuantizerF32, mm: Matmul): Promise<Float32Array> {
@@ -101,13 +94,13 @@ export async function compensateColumnBlocks(w: Float32Array, rows: number, cols
       }
       spanErrors.set(eT, (b0 - s0) * rows);
       if (b1 < s1) {
-        const upd = await mm(sub(u, cols, b0, b1, b1, s1), eT, s1 - b1, width, rows, { transposeA: true });
+        const upd = await mm(copyBlock(u, cols, b0, b1, b1, s1), eT, s1 - b1, width, rows, { transposeA: true });
         const dst = wt.subarray(b1 * rows, s1 * rows);
         for (let i = 0; i < dst.length; i++) dst[i] = dst[i]! - upd[i]!;
       }
     }
     if (s1 < cols) {
-      const upd = await mm(sub(u, cols, s0, s1, s1, cols), spanErrors, cols - s1, s1 - s0, rows, { transposeA: true });
+      const upd = await mm(copyBlock(u, cols, s0, s1, s1, cols), spanErrors, cols - s1, s1 - s0, rows, { transposeA: true });
       const dst = wt.subarray(s1 * rows);
       for (let i = 0; i < dst.length; i++) dst[i] = dst[i]! - upd[i]!;
     }

@@ -5,6 +5,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
+import { relDiff } from '../helpers/reference-math.js';
 import { SafetensorsFile } from '../../src/safetensors/reader.js';
 import { jsMatmul } from '../../src/linalg/matmul.js';
 import { choleskyLower, inverseSpd, upperCholeskyOfInverse } from '../../src/linalg/cholesky.js';
@@ -77,16 +78,6 @@ async function frame(): Promise<CompensationFrame> {
   return (await compensationFrame(hessian64(), COLS, BILLM.percdamp, jsMatmul))!;
 }
 
-/** max |x − y| / max |y| */
-function rel(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < y.length; i++) {
-    d = Math.max(d, Math.abs(x[i]! - y[i]!));
-    m = Math.max(m, Math.abs(y[i]!));
-  }
-  return d / m;
-}
 
 describe('Cholesky helpers', () => {
   it('factor, invert and give U with UᵀU = H⁻¹ on an SPD matrix', () => {
@@ -132,7 +123,7 @@ describe('BiLLM / ARB-LLM_RC against the numpy reference', () => {
     expect(maxAbsDiff(h.inverseDiag, get('hinv_diag'))).toBeLessThan(1e-9 * Math.max(...get('hinv_diag')));
     expect([...h.dead].map((d, i) => (d === 1 ? i : -1)).filter((i) => i >= 0)).toEqual([7]);
     const f = await frame();
-    expect(rel(f.inverseDiag, get('hinv_diag'))).toBeLessThan(1e-4);
+    expect(relDiff(f.inverseDiag, get('hinv_diag'))).toBeLessThan(1e-4);
     expect([...f.dead]).toEqual([...h.dead]);
   });
 
@@ -170,7 +161,7 @@ describe('BiLLM / ARB-LLM_RC against the numpy reference', () => {
       (block, r, width, start) => billmBlock(block, r, width, h.inverseDiag, start, BILLM.maxSalient)), q)).toBeLessThan(1e-9);
     // the product (float32 GEMM frame): the same structure, float32 rounding
     const { weight, stats } = await quantizeBillm(Float32Array.from(get('w')), ROWS, COLS, await frame(), BILLM, jsMatmul);
-    expect(rel(weight, q)).toBeLessThan(1e-4);
+    expect(relDiff(weight, q)).toBeLessThan(1e-4);
     // at least one salient column per block (k ≥ 1), fewer than 50 per block
     expect(stats.salientColumns).toBeGreaterThanOrEqual(4);
     expect(stats.salientColumns).toBeLessThan(3 * 49 + 8);
@@ -181,7 +172,7 @@ describe('BiLLM / ARB-LLM_RC against the numpy reference', () => {
     expect(maxAbsDiff(quantizeColumnBlocks(get('w'), ROWS, COLS, h, ARB.blockSize,
       (block, r, width, start) => arbBlock(block, r, width, h.inverseDiag, start, ARB)), get('arb'))).toBeLessThan(1e-9);
     const { weight } = await quantizeArb(Float32Array.from(get('w')), ROWS, COLS, await frame(), ARB, jsMatmul);
-    expect(rel(weight, get('arb'))).toBeLessThan(1e-4);
+    expect(relDiff(weight, get('arb'))).toBeLessThan(1e-4);
     expect(sqErr(get('w'), weight)).toBeLessThan(sqErr(get('w'), get('billm')));
   });
 });
