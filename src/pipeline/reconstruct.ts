@@ -194,7 +194,7 @@ export class BlockReconstruction {
         if (recipe.rotation.r3 !== undefined && r3 === undefined) throw new Error(`layer ${layer}: rotation tensor ${recipe.rotation.r3} of ${role} missing`);
         const rot: Rotation = { r1: r1.data, a: r1.shape[0]!, r2: r2.data, b: r2.shape[0]!, ...(r3 === undefined ? {} : { r3: r3.data, r: r3.shape[0]! }) };
         rotations[site] = rot;
-        target = rotationForward(float, q.rows, rot);
+        target = await rotationForward(float, q.rows, rot, this.gemm);
       }
       linears[role] = {
         rows: q.rows, cols: q.cols, target, signs: unpackSignRows(q.qweight, q.rows, q.cols), scales: q.scales,

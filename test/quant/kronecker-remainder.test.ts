@@ -123,10 +123,10 @@ describe('diag(R1 ⊗ R2, R3)', () => {
     expect(maxAbsDiff(native, want)).toBeLessThan(1e-5);
   });
 
-  it('the rotation of block reconstruction (forward, and its transpose as the backward) computes the same', () => {
+  it('the rotation of block reconstruction (forward, and its transpose as the backward) computes the same', async () => {
     const rot = { r1, a, r2, b, r3, r };
-    expect(maxAbsDiff(rotationForward(x, rows, rot), want)).toBeLessThan(1e-12);
-    expect(maxAbsDiff(rotationBackward(rotationForward(x, rows, rot), rows, rot), x)).toBeLessThan(1e-12);
+    expect(maxAbsDiff(await rotationForward(x, rows, rot), want)).toBeLessThan(1e-12);
+    expect(maxAbsDiff(await rotationBackward(await rotationForward(x, rows, rot), rows, rot), x)).toBeLessThan(1e-12);
   });
 
   it('the ONNX rotation op of the simulated graph computes the same', async () => {

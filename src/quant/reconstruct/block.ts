@@ -87,17 +87,17 @@ export interface BlockCache<T extends Arr> {
 export class ReconBlock<T extends Arr> {
   constructor(readonly dims: BlockDims, readonly params: BlockParams<T>, readonly ropeFor: (seq: number) => RopeTables | undefined) {}
 
-  private siteForward(name: SiteName, x: T, rows: number, cols: number, at: StagePoint): SiteStep<T> {
+  private async siteForward(name: SiteName, x: T, rows: number, cols: number, at: StagePoint, gemm: Gemm): Promise<SiteStep<T>> {
     const rot = this.params.rotations[name];
-    const xr = rot === undefined ? x : rotationForward(x, rows, rot);
+    const xr = rot === undefined ? x : await rotationForward(x, rows, rot, gemm);
     const r = this.params.sites[name].forward(xr, rows, cols, at);
     return { x: xr, out: r.out, cache: r.cache };
   }
 
-  private siteBackward(name: SiteName, step: SiteStep<T>, g: T): T {
+  private async siteBackward(name: SiteName, step: SiteStep<T>, g: T, gemm: Gemm): Promise<T> {
     const dxr = this.params.sites[name].backward(step.x, g, step.cache);
     const rot = this.params.rotations[name];
-    return rot === undefined ? dxr : rotationBackward(dxr, step.cache.rows, rot);
+    return rot === undefined ? dxr : rotationBackward(dxr, step.cache.rows, rot, gemm);
   }
 
   async forward(h: T, batch: number, seq: number, at: StagePoint, gemm: Gemm): Promise<{ out: T; cache: BlockCache<T> }> {
@@ -106,7 +106,7 @@ export class ReconBlock<T extends Arr> {
     const T = batch * seq;
     const H = d.hidden;
     const x1 = rmsNormForward(h, T, H, this.params.inputNorm, d.normEps);
-    const attnIn = this.siteForward('attn_in', x1.y, T, H, at);
+    const attnIn = await this.siteForward('attn_in', x1.y, T, H, at, gemm);
     let q = await L.q_proj.forward(attnIn.out, T, gemm);
     let k = await L.k_proj.forward(attnIn.out, T, gemm);
     const v = await L.v_proj.forward(attnIn.out, T, gemm);
@@ -133,16 +133,16 @@ export class ReconBlock<T extends Arr> {
       seq, numHeads: d.numHeads, numKvHeads: d.numKvHeads, headDim: d.headDim, slidingWindow: window,
     }, this.params.attention, at, gemm);
     const qd = d.numHeads * d.headDim;
-    const attnOut = this.siteForward('attn_out', att.ctx, T, qd, at);
+    const attnOut = await this.siteForward('attn_out', att.ctx, T, qd, at, gemm);
     const o = await L.o_proj.forward(attnOut.out, T, gemm);
     const h2 = o;
     addInto(h2, h);
     const x2 = rmsNormForward(h2, T, H, this.params.postNorm, d.normEps);
-    const mlpIn = this.siteForward('mlp_in', x2.y, T, H, at);
+    const mlpIn = await this.siteForward('mlp_in', x2.y, T, H, at, gemm);
     const gate = await L.gate_proj.forward(mlpIn.out, T, gemm);
     const up = await L.up_proj.forward(mlpIn.out, T, gemm);
     const mid = swigluForward(gate, up);
-    const mlpOut = this.siteForward('mlp_out', mid, T, d.intermediate, at);
+    const mlpOut = await this.siteForward('mlp_out', mid, T, d.intermediate, at, gemm);
     const out = await L.down_proj.forward(mlpOut.out, T, gemm);
     addInto(out, h2);
     return {
@@ -160,16 +160,16 @@ export class ReconBlock<T extends Arr> {
     const H = d.hidden;
     // MLP
     const gMlpOut = await L.down_proj.backward(c.mlpOut.out, gOut, T, gemm);
-    const gMid = this.siteBackward('mlp_out', c.mlpOut, gMlpOut);
+    const gMid = await this.siteBackward('mlp_out', c.mlpOut, gMlpOut, gemm);
     const { dGate, dUp } = swigluBackward(c.gate, c.up, gMid);
     const gm = await L.gate_proj.backward(c.mlpIn.out, dGate, T, gemm);
     addInto(gm, await L.up_proj.backward(c.mlpIn.out, dUp, T, gemm));
-    const gx2 = this.siteBackward('mlp_in', c.mlpIn, gm);
+    const gx2 = await this.siteBackward('mlp_in', c.mlpIn, gm, gemm);
     const gh2 = rmsNormBackward(c.h2, gx2, T, H, this.params.postNorm, c.x2inv);
     addInto(gh2, gOut);
     // attention
     const gAttnOut = await L.o_proj.backward(c.attnOut.out, gh2, T, gemm);
-    const gCtx = this.siteBackward('attn_out', c.attnOut, gAttnOut);
+    const gCtx = await this.siteBackward('attn_out', c.attnOut, gAttnOut, gemm);
     const window = d.slidingWindow !== undefined && seq > d.slidingWindow ? d.slidingWindow : undefined;
     const grads = await attentionBackward(gCtx, batch, {
       seq, numHeads: d.numHeads, numKvHeads: d.numKvHeads, headDim: d.headDim, slidingWindow: window,
@@ -186,7 +186,7 @@ export class ReconBlock<T extends Arr> {
     const ga = await L.q_proj.backward(c.attnIn.out, dq, T, gemm);
     addInto(ga, await L.k_proj.backward(c.attnIn.out, dk, T, gemm));
     addInto(ga, await L.v_proj.backward(c.attnIn.out, dv, T, gemm));
-    const gx1 = this.siteBackward('attn_in', c.attnIn, ga);
+    const gx1 = await this.siteBackward('attn_in', c.attnIn, ga, gemm);
     const gh = rmsNormBackward(c.h, gx1, T, H, this.params.inputNorm, c.x1inv);
     addInto(gh, gh2);
     return gh;

@@ -114,8 +114,8 @@ describe('op backward = finite differences (float64)', () => {
     const rot = { r1: randn(rng, a * a), a, r2: randn(rng, b * b), b };
     const x = randn(rng, rows * a * b);
     const R = randn(rng, x.length);
-    const loss = (): number => dot(rotationForward(x, rows, rot), R);
-    const g = rotationBackward(R, rows, rot);
+    const loss = async (): Promise<number> => dot(await rotationForward(x, rows, rot), R);
+    const g = await rotationBackward(R, rows, rot);
     const idx = all(x.length);
     expect(relError(idx.map((i) => g[i]!), await numericGrad(x, idx, loss))).toBeLessThan(1e-8);
   });
