@@ -223,6 +223,20 @@ describe('the native OKT on the CPU backend (okt_cpu.cpp)', () => {
     });
   }
 
+  it('equals the TypeScript reference with the 128-wide R2 of K = 256 (2 × 128, the default factor rule)', async () => {
+    const rng = new Rng(21);
+    const cols = 256;
+    // 96 rows: the M-step matrices have full rank (rows·a ≥ b), so their polar factors are unique
+    const w = { data: Float32Array.from({ length: 96 * cols }, () => rng.normal() * (rng.next() < 0.05 ? 5 : 1)), rows: 96 };
+    const x = { data: Float32Array.from({ length: 32 * cols }, () => rng.normal() ** 3), rows: 32 };
+    const options: OktOptions = { iterations: 6, init: 'random', seed: 9, activations: x, activationWeight: 0.1 };
+    const native = await deviceOkt(rt as unknown as OktAddon, loaded!.handle)([w], cols, options);
+    const reference = await learnOkt([w], cols, options);
+    expect([reference.a, reference.b]).toEqual([2, 128]);
+    expectSameOkt(native, reference);
+    expect(reference.history.at(-1)!).toBeLessThan(reference.history[0]!);
+  });
+
   it('refuses a malformed problem in one line', async () => {
     const okt = deviceOkt(rt as unknown as OktAddon, loaded!.handle);
     const w = { data: new Float32Array(8 * 16), rows: 8 };
