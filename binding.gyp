@@ -50,7 +50,7 @@
             "native/ops/embed/embed.cu", "native/ops/norm/norm.cu", "native/ops/rope/rope.cu",
             "native/ops/rotate/rotate.cu", "native/ops/quantize/quantize.cu", "native/ops/linear/linear.cu",
             "native/ops/attention/attention.cu", "native/ops/elementwise/elementwise.cu", "native/ops/loss/loss.cu",
-            "native/ops/okt/okt.h", "native/ops/okt/okt.cu", "native/ops/okt/okt_host.cpp"
+            "native/ops/okt/okt.h", "native/ops/okt/okt_em.h", "native/ops/okt/okt.cu", "native/ops/okt/okt_host.cpp"
           ],
           "outputs": ["<(PRODUCT_DIR)/bwq_cuda.stamp"],
           "action": ["sh", "native/build-cuda.sh", "<(PRODUCT_DIR)"]

@@ -25,6 +25,7 @@
 #include "../gemm/packed_gemm.cuh"
 #include "../ops_cuda.cuh"
 #include "okt.h"
+#include "okt_em.h"
 
 namespace {
 
@@ -219,12 +220,9 @@ class Okt {
 
     const double weight_before = weight_objective(w_, 0, false);
     const double tail_before = act_ ? tail(x_, false) : NAN;
-    for (int i = 0; i < p_.n_anneal; ++i) {
-      std::vector<double> stage;
-      run_stage(p_.anneal[i], p_.anneal_iterations, stage);
-    }
     std::vector<double> history;
-    const auto exact = run_stage(0, p_.iterations, history);
+    const auto exact = bwq_okt::run_stages(p_, beta_, history, [this](double sigma) { return objective(sigma, false); },
+                                           [this](int f, double sigma, double j) { return factor_step(f, sigma, j); });
     std::copy(r1_.begin(), r1_.end(), r.r1);
     std::copy(r2_.begin(), r2_.end(), r.r2);
     r.history_len = (int)history.size();
@@ -464,8 +462,8 @@ class Okt {
     left_product(w_, f);
     const std::vector<double> mw = coefficient(w_.q, w_.t, (size_t)w_.n * K_ / size, size);
     const double scale_w = energy_ > 0 ? 2 / energy_ : 0;
-    std::vector<double> m(mw.size()), q(mw.size());
     if (!act_) {
+      std::vector<double> m(mw.size()), q(mw.size());
       for (size_t i = 0; i < m.size(); ++i) m[i] = mw[i] * scale_w;
       bwq_okt::polar(m.data(), size, q.data());
       upload_factor(drc_, q, size);
@@ -482,39 +480,17 @@ class Okt {
     const size_t xrows = (size_t)x_.n * K_ / size;
     const std::vector<double> mly = coefficient(x_.q, x_.t, xrows, size);
     const std::vector<double> mg = coefficient(x_.q, x_.g, xrows, size);
-    double bt = std::max(beta_[f] / 2, 1.0 / 64);
-    for (int attempt = 0; attempt < 24; ++attempt, bt *= 2) {
-      for (size_t i = 0; i < m.size(); ++i) m[i] = scale_w * mw[i] + lambda_ * (bt * mly[i] - mg[i]);
-      bwq_okt::polar(m.data(), size, q.data());
-      upload_factor(drc_, q, size);
+    return bwq_okt::backoff(beta_[f], size, mw, mly, mg, scale_w, lambda_, current, [&](const std::vector<double> &cand) {
+      upload_factor(drc_, cand, size);
       candidate(w_, size);
       candidate(x_, size);
-      const double value = objective(sigma, true);
-      if (value <= current) {
-        accept(w_, natural);
-        accept(x_, natural);
-        rf = q;
-        check(cudaMemcpyAsync(drf, drc_, (size_t)size * size * 4, cudaMemcpyDeviceToDevice, st_), "copy");
-        beta_[f] = bt;
-        return value;
-      }
-    }
-    return current;  // no decreasing step found: stay
-  }
-
-  // okt.ts runStage: {iterations, converged}
-  std::pair<int, bool> run_stage(double sigma, int iterations, std::vector<double> &record) {
-    beta_[0] = beta_[1] = 1;
-    double j = objective(sigma, false);
-    record.push_back(j);
-    for (int it = 0; it < iterations; ++it) {
-      const double prev = j;
-      j = factor_step(0, sigma, j);
-      j = factor_step(1, sigma, j);
-      record.push_back(j);
-      if (prev - j <= p_.tolerance * prev) return {it + 1, true};
-    }
-    return {iterations, false};
+      return objective(sigma, true);
+    }, [&](const std::vector<double> &cand) {
+      accept(w_, natural);
+      accept(x_, natural);
+      rf = cand;
+      check(cudaMemcpyAsync(drf, drc_, (size_t)size * size * 4, cudaMemcpyDeviceToDevice, st_), "copy");
+    });
   }
 
   static constexpr int kBatchChunk = 32768;   // rows per strided-batched left product

@@ -21,6 +21,7 @@
 
 #include "../ops_cpu.h"
 #include "okt.h"
+#include "okt_em.h"
 
 namespace bwq {
 namespace cpu {
@@ -72,12 +73,9 @@ class CpuOkt {
 
     const double weight_before = weight_objective(0, false);
     const double tail_before = act_ ? tail(false) : NAN;
-    for (int i = 0; i < p_.n_anneal; ++i) {
-      std::vector<double> stage;
-      run_stage(p_.anneal[i], p_.anneal_iterations, stage);
-    }
     std::vector<double> history;
-    const auto exact = run_stage(0, p_.iterations, history);
+    const auto exact = bwq_okt::run_stages(p_, beta_, history, [this](double sigma) { return objective(sigma, false); },
+                                           [this](int f, double sigma, double j) { return factor_step(f, sigma, j); });
     std::copy(r1_.begin(), r1_.end(), r.r1);
     std::copy(r2_.begin(), r2_.end(), r.r2);
     r.history_len = (int)history.size();
@@ -319,8 +317,8 @@ class CpuOkt {
       }
     }, &mw);
     const double scale_w = energy_ > 0 ? 2 / energy_ : 0;
-    std::vector<double> m(mw.size()), q(mw.size());
     if (!act_) {
+      std::vector<double> m(mw.size()), q(mw.size());
       for (size_t i = 0; i < m.size(); ++i) m[i] = mw[i] * scale_w;
       bwq_okt::polar(m.data(), size, q.data());
       candidate(w_, f, q);
@@ -342,37 +340,15 @@ class CpuOkt {
           out[k] = (float)(4 * c * v * v * v);
         }
     }, mx);
-    double bt = std::max(beta_[f] / 2, 1.0 / 64);
-    for (int attempt = 0; attempt < 24; ++attempt, bt *= 2) {
-      for (size_t i = 0; i < m.size(); ++i) m[i] = scale_w * mw[i] + lambda_ * (bt * mx[0][i] - mx[1][i]);
-      bwq_okt::polar(m.data(), size, q.data());
-      candidate(w_, f, q);
-      candidate(x_, f, q);
-      const double value = objective(sigma, true);
-      if (value <= current) {
-        accept(w_);
-        accept(x_);
-        rf = q;
-        beta_[f] = bt;
-        return value;
-      }
-    }
-    return current;  // no decreasing step found: stay
-  }
-
-  // okt.ts runStage: {iterations, converged}
-  std::pair<int, bool> run_stage(double sigma, int iterations, std::vector<double> &record) {
-    beta_[0] = beta_[1] = 1;
-    double j = objective(sigma, false);
-    record.push_back(j);
-    for (int it = 0; it < iterations; ++it) {
-      const double prev = j;
-      j = factor_step(0, sigma, j);
-      j = factor_step(1, sigma, j);
-      record.push_back(j);
-      if (prev - j <= p_.tolerance * prev) return {it + 1, true};
-    }
-    return {iterations, false};
+    return bwq_okt::backoff(beta_[f], size, mw, mx[0], mx[1], scale_w, lambda_, current, [&](const std::vector<double> &cand) {
+      candidate(w_, f, cand);
+      candidate(x_, f, cand);
+      return objective(sigma, true);
+    }, [&](const std::vector<double> &cand) {
+      accept(w_);
+      accept(x_);
+      rf = cand;
+    });
   }
 
   const bwq_okt_problem &p_;
