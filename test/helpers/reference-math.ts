@@ -25,3 +25,11 @@ export function relDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
   }
   return d / Math.max(m, 1e-30);
 }
+
+/** max |x − y| (the lengths must agree). */
+export function maxAbsDiff(x: ArrayLike<number>, y: ArrayLike<number>): number {
+  expect(x.length).toBe(y.length);
+  let d = 0;
+  for (let i = 0; i < y.length; i++) d = Math.max(d, Math.abs(x[i]! - y[i]!));
+  return d;
+}

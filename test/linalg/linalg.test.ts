@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { gemm, identity, orthogonalityError, qr, randomizedSvd, Rng, svd, procrustes, procrustesAlign } from '../../src/linalg/index.js';
+import { maxAbsDiff } from '../helpers/reference-math.js';
 
 function randomMatrix(rng: Rng, m: number, n: number): Float64Array {
   const a = new Float64Array(m * n);
@@ -7,11 +8,6 @@ function randomMatrix(rng: Rng, m: number, n: number): Float64Array {
   return a;
 }
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
-  return d;
-}
 
 describe('gemm', () => {
   it('matches the naive triple loop in all transpose modes', () => {

@@ -17,6 +17,7 @@ import { createReferenceKernels } from '../../src/native/reference-kernels.js';
 import { loadNativeKernels, type NativeKernels } from '../../src/native/kernels.js';
 import type { ActivationQuantizer } from '../../src/quant/recipe.js';
 import { buildQuantizedModel, type BuildOptions } from './build-quantized.js';
+import { maxAbsDiff } from '../helpers/reference-math.js';
 
 const kernels = createReferenceKernels();
 // D's addon (CPU kernels) when built: `npm install` builds it; without it the comparison is skipped.
@@ -66,11 +67,6 @@ const variants: [string, string, BuildOptions][] = [
     ] }],
 ];
 
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
 describe.each(variants)('%s', (label, src, options) => {
   let dir: string;

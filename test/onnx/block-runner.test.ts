@@ -4,16 +4,11 @@ import { openModelDir, type ModelDir } from '../../src/model/model-dir.js';
 import { createModelRunner } from '../../src/onnx/model-runner.js';
 import { createBlockRunner, type BlockRunner } from '../../src/onnx/block-runner.js';
 import { SafetensorsFile } from '../../src/safetensors/reader.js';
+import { maxAbsDiff } from '../helpers/reference-math.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const FIXTURES = join(ROOT, 'test/fixtures/models');
 
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
 async function referenceIds(name: string, n: number): Promise<Int32Array> {
   const f = await SafetensorsFile.open(join(ROOT, 'test/fixtures/reference', `${name}.logits.safetensors`));

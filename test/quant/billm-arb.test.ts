@@ -5,7 +5,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { relDiff } from '../helpers/reference-math.js';
+import { relDiff, maxAbsDiff } from '../helpers/reference-math.js';
 import { SafetensorsFile } from '../../src/safetensors/reader.js';
 import { jsMatmul } from '../../src/linalg/matmul.js';
 import { choleskyLower, inverseSpd, upperCholeskyOfInverse } from '../../src/linalg/cholesky.js';
@@ -35,12 +35,6 @@ function get(name: string): Float64Array {
   return t.data;
 }
 
-function maxAbsDiff(a: Float64Array, b: Float64Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
 function sqErr(w: Float64Array, q: Float64Array, mask?: Uint8Array): number {
   let e = 0;

@@ -25,6 +25,8 @@ import { SafetensorsFile } from '../../src/safetensors/reader.js';
 import { writeSafetensors, type TensorToWrite } from '../../src/safetensors/writer.js';
 import type { FloatGemm } from '../../src/native/float-gemm.js';
 import { rotationBackward, rotationForward } from '../../src/quant/reconstruct/rotation.js';
+import { maxAbsDiff } from '../helpers/reference-math.js';
+import { orthogonalityError } from '../../src/linalg/dense.js';
 
 const tmp = tempDirs();
 
@@ -47,23 +49,7 @@ function randomRows(rows: number, cols: number, seed: number): Float64Array {
   return x;
 }
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
-  return d;
-}
 
-/** max |QᵀQ − I| of a square [n, n] matrix. */
-function orthogonalityError(q: ArrayLike<number>, n: number): number {
-  let e = 0;
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
-    let s = 0;
-    for (let k = 0; k < n; k++) s += q[k * n + i]! * q[k * n + j]!;
-    e = Math.max(e, Math.abs(s - (i === j ? 1 : 0)));
-  }
-  return e;
-}
 
 describe('kroneckerSplit', () => {
   it('factors the bundled and the 7B–32B widths exactly (r = 0): R2 of 128 up to 128², balanced above', () => {

@@ -21,6 +21,8 @@ import { loadRuntimeModel, type RuntimeModelHandle } from '../../src/runtime/loa
 import { runtimeAddon } from '../../src/runtime/engine.js';
 import { openModelDir, type ModelDir } from '../../src/model/model-dir.js';
 import { DEFAULT_MODEL_DIR } from '../../src/package-paths.js';
+import { maxAbsDiff } from '../helpers/reference-math.js';
+import { orthogonalityError } from '../../src/linalg/dense.js';
 
 const fixture = fileURLToPath(new URL('../fixtures/quant/okt_polar_reference.safetensors', import.meta.url));
 const ref = new Map<string, Float64Array>();
@@ -41,23 +43,7 @@ function get(name: string): Float64Array {
   return t;
 }
 
-function maxAbsDiff(a: Float64Array, b: Float64Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
-/** ‖RᵀR − I‖_max */
-function orthogonality(r: Float64Array, n: number): number {
-  let m = 0;
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
-    let s = 0;
-    for (let k = 0; k < n; k++) s += r[k * n + i]! * r[k * n + j]!;
-    m = Math.max(m, Math.abs(s - (i === j ? 1 : 0)));
-  }
-  return m;
-}
 
 describe('the device OKT\'s polar factor (okt_host.cpp)', () => {
   it('equals numpy\'s U Vᵀ and procrustes.ts on random matrices of the factor sizes', () => {
@@ -66,7 +52,7 @@ describe('the device OKT\'s polar factor (okt_host.cpp)', () => {
       const r = addon.oktPolar(m, n);
       expect(maxAbsDiff(r, get(`r.${n}`))).toBeLessThan(1e-11);
       expect(maxAbsDiff(r, procrustes(m, n))).toBeLessThan(1e-12);
-      expect(orthogonality(r, n)).toBeLessThan(1e-13);
+      expect(orthogonalityError(r, n)).toBeLessThan(1e-13);
     }
   });
 
@@ -75,7 +61,7 @@ describe('the device OKT\'s polar factor (okt_host.cpp)', () => {
     const r = addon.oktPolar(m, 32);
     expect(maxAbsDiff(r, get('r.ill'))).toBeLessThan(1e-6);
     expect(maxAbsDiff(r, procrustes(m, 32))).toBeLessThan(1e-9);
-    expect(orthogonality(r, 32)).toBeLessThan(1e-13);
+    expect(orthogonalityError(r, 32)).toBeLessThan(1e-13);
   });
 
   it('completes U like svd.ts where singular values are zero (zero columns, the zero matrix)', () => {
@@ -85,10 +71,10 @@ describe('the device OKT\'s polar factor (okt_host.cpp)', () => {
     for (let i = 0; i < n; i++) for (let j = 0; j < n - 3; j++) m[i * n + j] = rng.normal();
     const r = addon.oktPolar(m, n);
     expect(maxAbsDiff(r, procrustes(m, n))).toBeLessThan(1e-12);
-    expect(orthogonality(r, n)).toBeLessThan(1e-13);
+    expect(orthogonalityError(r, n)).toBeLessThan(1e-13);
     const zero = addon.oktPolar(new Float64Array(n * n), n);
     expect(maxAbsDiff(zero, procrustes(new Float64Array(n * n), n))).toBe(0);
-    expect(orthogonality(zero, n)).toBe(0);
+    expect(orthogonalityError(zero, n)).toBe(0);
   });
 
   it('refuses a matrix that is not n x n in one line', () => {

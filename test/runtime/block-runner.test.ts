@@ -13,6 +13,7 @@ import { createBlockRunner, type BlockRunner, type TapName } from '../../src/onn
 import type { ActivationQuantizer, LayerRecipe, LinearRole } from '../../src/quant/recipe.js';
 import { createRuntimeBlockEngine, type BlockEngine } from '../../src/runtime/block-runner.js';
 import { GROUP_OF, makeSimulated } from '../onnx/sim-model.js';
+import { relDiff } from '../helpers/reference-math.js';
 
 const ROLES: LinearRole[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 const LINEAR_TAPS: TapName[] = ['attn_input', 'attn_context', 'mlp_input', 'mlp_hidden', 'query', 'key', 'value', 'probs'];
@@ -27,17 +28,6 @@ afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
-/** max |a − b| over max |b| */
-function relErr(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return d / Math.max(m, 1e-30);
-}
 
 async function compare(model: ModelDir, layers: number[], tol: number, options: (r: BlockRunner) => Promise<object> = async () => ({})) {
   const onnx = await createBlockRunner(model, { threads: 1 });
@@ -48,13 +38,13 @@ async function compare(model: ModelDir, layers: number[], tol: number, options: 
     const seq = 12;
     const ids = Int32Array.from({ length: batch * seq }, (_, i) => (i * 37 + 11) % model.config.vocabSize);
     const hidden = await onnx.embed(ids, batch, seq);
-    expect(relErr(await rt.embed(ids, batch, seq), hidden)).toBe(0);
+    expect(relDiff(await rt.embed(ids, batch, seq), hidden)).toBe(0);
     for (const layer of layers) {
       const extra = await options(onnx);
       const a = await onnx.run(layer, hidden, batch, seq, { taps: LINEAR_TAPS, ...extra });
       const b = await rt.run(layer, hidden, batch, seq, { taps: LINEAR_TAPS, ...extra });
-      expect(relErr(b.output, a.output)).toBeLessThan(tol);
-      for (const t of LINEAR_TAPS) expect(relErr(b.taps.get(t)!, a.taps.get(t)!), `${t}`).toBeLessThan(tol);
+      expect(relDiff(b.output, a.output)).toBeLessThan(tol);
+      for (const t of LINEAR_TAPS) expect(relDiff(b.taps.get(t)!, a.taps.get(t)!), `${t}`).toBeLessThan(tol);
     }
   } finally {
     await onnx.close();

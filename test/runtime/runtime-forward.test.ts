@@ -20,6 +20,7 @@ import { createRuntimeRunner } from '../../src/runtime/runner.js';
 import type { ActivationQuantizer } from '../../src/quant/recipe.js';
 import { buildQuantizedModel, type BuildOptions } from '../native-forward/build-quantized.js';
 import { FLOAT_FIXTURES } from '../helpers/float-fixtures.js';
+import { maxAbsDiff } from '../helpers/reference-math.js';
 
 const REF = 'test/fixtures/reference';
 const reference = JSON.parse(readFileSync(`${REF}/reference.json`, 'utf8')) as {
@@ -27,11 +28,6 @@ const reference = JSON.parse(readFileSync(`${REF}/reference.json`, 'utf8')) as {
 };
 const tok = JSON.parse(readFileSync(`${REF}/tokenizer.json`, 'utf8')) as { test_text_ids_head: number[] };
 
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
 describe.each(FLOAT_FIXTURES)('runtime float forward of %s', (name, dir) => {
   it('matches transformers logits; decoding from the cache matches the prefill', async () => {
