@@ -77,20 +77,14 @@ export async function compensateColumnBlocks(w: Float32Array, rows: number, cols
       const width = b1 - b0;
       const blockT = wt.subarray(b0 * rows, b1 * rows); // [width, rows]
       const qb = quantizeBlock(transposeF32(blockT, width, rows), rows, width, b0); // [rows, width]
-      const errT = new Float32Array(width * rows);
+      // E_bᵀ = diag(U_bb)⁻¹ e_bᵀ, e_b = W[:, b] − Q_b (rounded to float32 before the division)
+      const eT = new Float32Array(width * rows);
       for (let r = 0; r < rows; r++) {
         for (let c = 0; c < width; c++) {
           const v = qb[r * width + c]!;
           q[r * cols + b0 + c] = v;
-          errT[c * rows + r] = blockT[c * rows + r]! - v;
+          eT[c * rows + r] = Math.fround(blockT[c * rows + r]! - v) / u[(b0 + c) * cols + b0 + c]!;
         }
-      }
-      // E_bᵀ = U_bb⁻ᵀ e_bᵀ
-      // E_bᵀ = diag(U_bb)⁻¹ e_bᵀ
-      const eT = errT;
-      for (let c = 0; c < width; c++) {
-        const d = u[(b0 + c) * cols + b0 + c]!;
-        for (let r = 0; r < rows; r++) eT[c * rows + r] = eT[c * rows + r]! / d;
       }
       spanErrors.set(eT, (b0 - s0) * rows);
       if (b1 < s1) {
