@@ -509,26 +509,6 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
   return done(env, err);
 }
 
-// rtMatmul(model, a Float32Array [m, k], m, k, w Float32Array [n, k], n, c Float32Array [m, n]): c = a w^T on the
-// model's backend (native/runtime/model.h matmul_on_device)
-napi_value Matmul(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  ModelRef *m = model_args(env, info, 7, argv);
-  if (!m) return nullptr;
-  float *a, *w, *c;
-  size_t na, nw, nc;
-  if (!typed(env, argv[1], napi_float32_array, (void **)&a, &na, "a") ||
-      !typed(env, argv[4], napi_float32_array, (void **)&w, &nw, "w") ||
-      !typed(env, argv[6], napi_float32_array, (void **)&c, &nc, "c"))
-    return nullptr;
-  const int rows = int_of(env, argv[2]), k = int_of(env, argv[3]), n = int_of(env, argv[5]);
-  if (rows < 0 || k < 0 || n < 0 || na < (size_t)rows * k || nw < (size_t)n * k || nc < (size_t)rows * n) {
-    throw_error(env, "bwq runtime: matmul operands are smaller than m x k, n x k and m x n");
-    return nullptr;
-  }
-  return done(env, matmul_on_device(*m->model, a, rows, k, w, n, c));
-}
-
 // rtMatmulT(model, a Float32Array, transA, b Float32Array, transB, m, k, n, c Float32Array [m, n]): c = op(a) op(b) on
 // the model's backend, op(a) [m, k] (transA: a is [k, m]), op(b) [k, n] (transB: b is [n, k]) (model.h
 // matmul_t_on_device: cuBLAS takes the transpositions as flags)
@@ -762,7 +742,6 @@ void register_runtime(napi_env env, napi_value exports) {
       bwq_napi::method("rtDevice", Device),
       bwq_napi::method("rtSetLayerRecipe", SetLayerRecipe),
       bwq_napi::method("rtRunBlock", RunBlock),
-      bwq_napi::method("rtMatmul", Matmul),
       bwq_napi::method("rtOkt", Okt),
       bwq_napi::method("oktPolar", OktPolar),
       bwq_napi::method("rtMatmulT", MatmulT),

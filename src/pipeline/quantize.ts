@@ -395,7 +395,7 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
   const floatRecipe: LayerRecipe = { linears: {} };
   const engine = createOrtEngine(options.threads);
   // large products on the GPU when the blocks run there (src/pipeline/device-matmul.ts)
-  const mm = runner.matmul !== undefined && runner.device.startsWith('cuda') ? deviceMatmul(runner.matmul, engine.matmul) : engine.matmul;
+  const mm = runner.matmulT !== undefined && runner.device.startsWith('cuda') ? deviceMatmul(runner.matmulT, engine.matmul) : engine.matmul;
   // the rotations W R, X R and Rᵀ H R on the engine's device (the runtime's kron_rotate; CPU threads or CUDA)
   // and learnOkt's whole EM in one native call on the engine's device (src/runtime/device-okt.ts; CPU threads or CUDA)
   const numerics: GroupNumerics = {

@@ -13,8 +13,9 @@
  * For blocks of one column this is GPTQ. (The exact least-squares update for a block fixed at once uses the
  * block's whole triangle, E_b = e_b U_bb⁻¹; on the bundled model BWLA measured 204.9 with it against 204.0 with the
  * diagonal, docs/ALGORITHMS.md, so the frame stays BiLLM's.) The updates are linear, so they are deferred as in
- * GPTQ: inside a span of SPAN columns each block updates only the span; the span's errors update the rest of the
- * matrix in one product. W is held transposed so that every update is a contiguous slice.
+ * GPTQ: inside a span of SPAN columns a block receives the updates of the span's earlier blocks in one product just
+ * before it is quantized; the span's errors update the rest of the matrix in one product. W is held transposed so
+ * that every update is a contiguous slice.
  */
 import type { Matmul } from '../linalg/matmul.js';
 import { copyBlock, transposeF32 } from '../linalg/dense.js';
@@ -76,21 +77,22 @@ export async function compensateColumnBlocks(w: Float32Array, rows: number, cols
       const b1 = Math.min(s1, b0 + blockSize);
       const width = b1 - b0;
       const blockT = wt.subarray(b0 * rows, b1 * rows); // [width, rows]
+      // the span's earlier blocks' updates of this block, in one product (left-looking: only the block is written)
+      if (b0 > s0) {
+        const upd = await mm(copyBlock(u, cols, s0, b0, b0, b1), spanErrors.subarray(0, (b0 - s0) * rows), width, b0 - s0, rows, { transposeA: true });
+        for (let i = 0; i < blockT.length; i++) blockT[i] = blockT[i]! - upd[i]!;
+      }
       const qb = quantizeBlock(transposeF32(blockT, width, rows), rows, width, b0); // [rows, width]
       // E_bᵀ = diag(U_bb)⁻¹ e_bᵀ, e_b = W[:, b] − Q_b (rounded to float32 before the division)
-      const eT = new Float32Array(width * rows);
-      for (let r = 0; r < rows; r++) {
-        for (let c = 0; c < width; c++) {
+      const eT = spanErrors.subarray((b0 - s0) * rows, (b1 - s0) * rows);
+      for (let c = 0; c < width; c++) {
+        const diag = u[(b0 + c) * cols + b0 + c]!;
+        const o = c * rows;
+        for (let r = 0; r < rows; r++) {
           const v = qb[r * width + c]!;
           q[r * cols + b0 + c] = v;
-          eT[c * rows + r] = Math.fround(blockT[c * rows + r]! - v) / u[(b0 + c) * cols + b0 + c]!;
+          eT[o + r] = Math.fround(blockT[o + r]! - v) / diag;
         }
-      }
-      spanErrors.set(eT, (b0 - s0) * rows);
-      if (b1 < s1) {
-        const upd = await mm(copyBlock(u, cols, b0, b1, b1, s1), eT, s1 - b1, width, rows, { transposeA: true });
-        const dst = wt.subarray(b1 * rows, s1 * rows);
-        for (let i = 0; i < dst.length; i++) dst[i] = dst[i]! - upd[i]!;
       }
     }
     if (s1 < cols) {

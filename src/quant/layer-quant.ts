@@ -284,13 +284,13 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
       if (scaleGram !== undefined) await refitScales(wr, p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, scaleGram, mm);
       const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols);
       const w = norm(l.weight);
-      const plain = binarizeRows(l.weight, l.rows, cols);
-      const plainSim = dequantizeBinary(plain.signs, plain.scales, l.rows, cols);
+      // ‖W − diag(mean|w_n|)·sign(W)‖ / ‖W‖ = √ε(W): the plain binarization's error without materialising it
+      const plain = relativeBinarizationError(l.weight, l.rows, cols);
       q.push({
         role: l.role, rows: l.rows, cols, simulated: sim, signs: p.signs, scales: p.scales, lrA: p.lrA, lrB: p.lrB, rank: p.rank,
         weightRelError: w > 0 ? diffNorm(wr, sim) / w : 0,
-        plainRelError: w > 0 ? diffNorm(l.weight, plainSim) / w : 0,
-        binarizationError: { plain: relativeBinarizationError(l.weight, l.rows, cols), rotated: relativeBinarizationError(wr, l.rows, cols) },
+        plainRelError: Math.sqrt(plain),
+        binarizationError: { plain, rotated: relativeBinarizationError(wr, l.rows, cols) },
       });
     }
     const targets: LinearTarget[] = q.map((ql, i) => ({ weight: ql.simulated, rows: ql.rows, reference: refs[i]! }));

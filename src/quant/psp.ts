@@ -86,38 +86,42 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
   const tauRatio = options.tauRatio ?? 0.25;
   const d = options.columnWeights;
   const d2 = d === undefined ? undefined : Float64Array.from(d, (x) => x * x);
+  const dw = d === undefined ? new Float64Array(cols).fill(1) : d;
   const signs = new Int8Array(rows * cols);
   const scales = new Float32Array(rows);
   binarizeWeighted(w, rows, cols, d2, signs, scales);
   const n = rows * cols;
-  // E = (W − αB) D
+  // E = (W − αB) D, and ½‖E − M‖² for the current M (`dense`) in the same pass over each row; also ‖W − αB‖²
   const residual = new Float32Array(n);
-  const fillResidual = (): void => {
+  const fillResidual = (dense: Float32Array | undefined): { half: number; plain: number } => {
+    let half = 0;
+    let plain = 0;
     for (let r = 0; r < rows; r++) {
       const s = scales[r]!;
-      for (let c = 0; c < cols; c++) residual[r * cols + c] = (w[r * cols + c]! - s * signs[r * cols + c]!) * (d === undefined ? 1 : d[c]!);
+      const o = r * cols;
+      for (let c = 0; c < cols; c++) {
+        const e = w[o + c]! - s * signs[o + c]!;
+        plain += e * e;
+        const v = Math.fround(e * dw[c]!);
+        residual[o + c] = v;
+        half += (dense === undefined ? v : v - dense[o + c]!) ** 2;
+      }
     }
+    return { half: 0.5 * half, plain };
   };
-  fillResidual();
-  let before = 0;
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) before += (w[r * cols + c]! - scales[r]! * signs[r * cols + c]!) ** 2;
-  const errorBefore = Math.sqrt(before);
-  const half = (x: Float32Array, m: Float32Array): number => {
-    let s = 0;
-    for (let i = 0; i < n; i++) s += (x[i]! - m[i]!) ** 2;
-    return 0.5 * s;
-  };
+  const initial = fillResidual(undefined);
+  const errorBefore = Math.sqrt(initial.plain);
   if (rank <= 0) {
-    return { signs, scales, lrA: new Float32Array(0), lrB: new Float32Array(0), rank: 0, errorBefore, errorAfter: errorBefore, tau: 0, history: [0.5 * before] };
+    return { signs, scales, lrA: new Float32Array(0), lrB: new Float32Array(0), rank: 0, errorBefore, errorAfter: errorBefore, tau: 0, history: [0.5 * initial.plain] };
   }
 
   const seed = options.seed ?? 0;
-  // current M = U diag(σ − τ) Vᵀ (weighted space): factors, dense, nuclear norm
+  // current M = U diag(σ − τ) Vᵀ (weighted space): factors, dense, nuclear norm; F of the current (α, B, M)
   let cur: LowRank = { u: new Float64Array(0), a: new Float32Array(0), v: new Float32Array(0), kept: 0, dense: new Float32Array(n), nuclear: 0 };
-  const objective = (): number => half(residual, cur.dense) + tau * cur.nuclear;
+  let objective = initial.half;
   const first = await randomizedSvd(residual, rows, cols, rank + 1, { seed, oversample: 8, powerIterations: 2, matmul: mm });
   const tau = tauRatio * (first.s[rank] ?? first.sAll[rank] ?? 0);
-  const history = [objective()];
+  const history = [objective];
 
   const lStep = async (stepSeed: number, sketch?: typeof first): Promise<void> => {
     const t = sketch ?? await randomizedSvd(residual, rows, cols, rank, {
@@ -140,18 +144,26 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
       for (let c = 0; c < cols; c++) v[k * cols + c] = t.v[c * t.rank + k]!;
     }
     const dense = kept === 0 ? new Float32Array(n) : await mm(a, v, rows, kept, cols);
-    const value = half(residual, dense) + tau * nuclear;
+    let half = 0;
+    for (let i = 0; i < n; i++) half += (residual[i]! - dense[i]!) ** 2;
+    const value = 0.5 * half + tau * nuclear;
     // exact on the sketch's subspace, which holds the previous M: only rounding can make it worse
-    if (value <= objective()) cur = { u, a, v, kept, dense, nuclear };
-    history.push(objective());
+    if (value <= objective) {
+      cur = { u, a, v, kept, dense, nuclear };
+      objective = value;
+    }
+    history.push(objective);
   };
+  // B = sign⁺(W − L), L = M D⁻¹ (the target rounded to float32 per element), then E and F for the new B, row by row
+  const row = new Float32Array(cols);
   const bStep = (): void => {
-    const target = new Float32Array(n);
-    for (let r = 0; r < rows; r++)
-      for (let c = 0; c < cols; c++) target[r * cols + c] = w[r * cols + c]! - cur.dense[r * cols + c]! / (d === undefined ? 1 : d[c]!);
-    binarizeWeighted(target, rows, cols, d2, signs, scales);
-    fillResidual();
-    history.push(objective());
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      for (let c = 0; c < cols; c++) row[c] = w[o + c]! - cur.dense[o + c]! / dw[c]!;
+      binarizeWeighted(row, 1, cols, d2, signs.subarray(o, o + cols), scales.subarray(r, r + 1));
+    }
+    objective = fillResidual(cur.dense).half + tau * cur.nuclear;
+    history.push(objective);
   };
 
   for (let it = 0; it < iterations; it++) {
@@ -165,11 +177,11 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
 
   const lrA = Float32Array.from(cur.a);
   const lrB = new Float32Array(cur.kept * cols);
-  for (let k = 0; k < cur.kept; k++) for (let c = 0; c < cols; c++) lrB[k * cols + c] = cur.v[k * cols + c]! / (d === undefined ? 1 : d[c]!);
+  for (let k = 0; k < cur.kept; k++) for (let c = 0; c < cols; c++) lrB[k * cols + c] = cur.v[k * cols + c]! / dw[c]!;
   let err = 0;
   for (let r = 0; r < rows; r++)
     for (let c = 0; c < cols; c++) {
-      const low = cur.dense[r * cols + c]! / (d === undefined ? 1 : d[c]!);
+      const low = cur.dense[r * cols + c]! / dw[c]!;
       err += (w[r * cols + c]! - scales[r]! * signs[r * cols + c]! - low) ** 2;
     }
   return { signs, scales, lrA, lrB, rank: cur.kept, errorBefore, errorAfter: Math.sqrt(err), tau, history };

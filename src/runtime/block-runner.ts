@@ -45,10 +45,9 @@ export interface BlockEngine {
     Promise<{ output: Float32Array; taps: Map<TapName, Float32Array> }>;
   embed(ids: Int32Array, batch: number, seq: number): Promise<Float32Array>;
   readonly device: string;
-  /** c [m, n] = a [m, k]·wᵀ (w [n, k]) in float32 on the engine's device (cuBLAS FP32 on a GPU) */
-  readonly matmul?: (a: Float32Array, m: number, k: number, w: Float32Array, n: number) => Float32Array;
   /** c [m, n] = op(a)·op(b) in float32 on the engine's device, op(a) [m, k] (transA: a is [k, m]), op(b) [k, n]
-   *  (transB: b is [n, k]); cuBLAS takes the transpositions as flags (the reconstruction's GEMMs) */
+   *  (transB: b is [n, k]); cuBLAS FP32 on a GPU, taking the transpositions as flags (the quantize numerics' large
+   *  products, src/pipeline/device-matmul.ts, and the reconstruction's GEMMs) */
   readonly matmulT?: (a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number) => Float32Array;
   /** y = x (R1 ⊗ R2) for x [rows, a·b] on the engine's device (the runtime's kron_rotate: CPU threads or CUDA) */
   readonly rotateRows?: RotateRows;
@@ -63,7 +62,6 @@ interface RuntimeBlockAddon extends RuntimeAddon {
   rtSetLayerRecipe(model: RuntimeModelHandle, layer: number, recipe: Float64Array): Int32Array;
   rtRunBlock(session: RuntimeSessionHandle, layer: number, hidden: Float32Array, t: number, out: Float32Array,
     taps: Record<string, Float32Array>, options?: { gram?: Int32Array; rows?: Int32Array }): void;
-  rtMatmul(model: RuntimeModelHandle, a: Float32Array, m: number, k: number, w: Float32Array, n: number, c: Float32Array): void;
   rtMatmulT?(model: RuntimeModelHandle, a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number,
     c: Float32Array): void;
   rtReadGram?(model: RuntimeModelHandle, tap: number, out: Float32Array): void;
@@ -178,15 +176,6 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
   };
 
   const device = addon.rtDevice(handle).device;
-  const matmul = (a: Float32Array, m: number, k: number, w: Float32Array, n: number): Float32Array => {
-    const out = new Float32Array(m * n);
-    try {
-      addon.rtMatmul(handle, a, m, k, w, n, out);
-    } catch (error) {
-      throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error });
-    }
-    return out;
-  };
   const nativeError = (error: unknown): BwqError =>
     new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error });
   const gramWidths: Record<GramTapName, number> = {
@@ -213,7 +202,6 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
   };
   return {
     device,
-    ...(typeof addon.rtMatmul === 'function' ? { matmul } : {}),
     ...(typeof addon.rtMatmulT === 'function' ? {
       matmulT: (a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number): Float32Array => {
         const out = new Float32Array(m * n);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { gemm, identity, orthogonalityError, qr, randomizedSvd, Rng, svd, procrustes, procrustesAlign } from '../../src/linalg/index.js';
+import { transposeF32 } from '../../src/linalg/dense.js';
 import { maxAbsDiff } from '../helpers/reference-math.js';
 
 function randomMatrix(rng: Rng, m: number, n: number): Float64Array {
@@ -25,6 +26,19 @@ describe('gemm', () => {
     for (let i = 0; i < m; i++) for (let p = 0; p < k; p++) at[p * m + i] = a[i * k + p]!;
     expect(maxAbsDiff(gemm(at, b, m, k, n, { transposeA: true }), naive)).toBeLessThan(1e-12);
     expect(maxAbsDiff(gemm(at, bt, m, k, n, { transposeA: true, transposeB: true }), naive)).toBeLessThan(1e-12);
+  });
+});
+
+describe('transposeF32', () => {
+  it('moves every element [r, c] to [c, r] for shapes that are not multiples of its tiles', () => {
+    for (const [rows, cols] of [[1, 1], [37, 53], [64, 33], [5, 100]] as const) {
+      const x = Float32Array.from({ length: rows * cols }, (_, i) => i + 0.5);
+      const t = transposeF32(x, rows, cols);
+      expect(t.length).toBe(rows * cols);
+      let wrong = 0;
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) if (t[c * rows + r] !== x[r * cols + c]) wrong++;
+      expect(wrong).toBe(0);
+    }
   });
 });
 

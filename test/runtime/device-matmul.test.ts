@@ -25,15 +25,15 @@ describe('the quantize numerics\' matmul on the block engine\'s device', () => {
     { options: { transposeA: true, transposeB: true }, a: transposeF32(a, m, k), b: transposeF32(b, k, n) },
   ];
 
-  it('rearranges every transposition case into a·wᵀ for the device and agrees with a float64 product', async () => {
+  it('passes every transposition case to the device as flags and agrees with a float64 product', async () => {
     const reference = float64Product(a, b, m, k, n);
-    let deviceCalls = 0;
-    const onDevice = (x: Float32Array, rows: number, kk: number, w: Float32Array, cols: number): Float32Array => {
-      deviceCalls++;
+    const deviceCalls: string[] = [];
+    const onDevice = (x: Float32Array, ta: boolean, y: Float32Array, tb: boolean, rows: number, kk: number, cols: number): Float32Array => {
+      deviceCalls.push(`${ta}/${tb}`);
       const out = new Float32Array(rows * cols);
       for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
         let s = 0;
-        for (let p = 0; p < kk; p++) s += x[i * kk + p]! * w[j * kk + p]!;
+        for (let p = 0; p < kk; p++) s += x[ta ? p * rows + i : i * kk + p]! * y[tb ? j * kk + p : p * cols + j]!;
         out[i * cols + j] = s;
       }
       return out;
@@ -44,24 +44,25 @@ describe('the quantize numerics\' matmul on the block engine\'s device', () => {
       const got = await deviceMatmul(onDevice, host, 0)(c.a, c.b, m, k, n, c.options);
       expect(relDiff(got, reference)).toBeLessThan(1e-6);
     }
-    expect(deviceCalls).toBe(4);
+    // the operands reach the device as given (no host transposition), with the flags
+    expect(deviceCalls).toEqual(['false/false', 'true/false', 'false/true', 'true/true']);
     expect(hostCalls).toHaveLength(0);
     // below the threshold the host GEMM answers
     await deviceMatmul(onDevice, host)(a, b, m, k, n);
-    expect([deviceCalls, hostCalls.length]).toEqual([4, 1]);
+    expect([deviceCalls.length, hostCalls.length]).toEqual([4, 1]);
   });
 
   it.runIf(runtimeAvailable())('the runtime\'s native matmul (CPU backend) equals a float64 product to float32 rounding', async () => {
     const model = await openModelDir(DEFAULT_MODEL_DIR);
     const engine = await createRuntimeBlockEngine(model, { device: 'cpu' });
     try {
-      expect(engine.matmul).toBeDefined();
+      expect(engine.matmulT).toBeDefined();
       const reference = float64Product(a, b, m, k, n);
       for (const c of cases) {
-        const got = await deviceMatmul(engine.matmul!, jsMatmul, 0)(c.a, c.b, m, k, n, c.options);
+        const got = await deviceMatmul(engine.matmulT!, jsMatmul, 0)(c.a, c.b, m, k, n, c.options);
         expect(relDiff(got, reference)).toBeLessThan(1e-5);
       }
-      expect(() => engine.matmul!(new Float32Array(3), 2, 2, new Float32Array(4), 2)).toThrow(/smaller than m x k/);
+      expect(() => engine.matmulT!(new Float32Array(3), false, new Float32Array(4), true, 2, 2, 2)).toThrow(/smaller than m x k/);
     } finally {
       await engine.close();
       await model.checkpoint.close();

@@ -106,8 +106,8 @@ for (const [name, N, K, count] of want !== 'cuda' ? [] : [['q/k/v/o', 4096, 4096
   const nt = time(() => engine.matmulT(x, false, w, true, T, K, N));
   const nn = time(() => engine.matmulT(g, false, w, false, T, N, K));
   const tn = time(() => engine.matmulT(g, true, x, false, N, T, K));
-  const nnHost = time(() => engine.matmul(g, T, N, transposeF32(w, N, K), K));
-  const tnHost = time(() => engine.matmul(transposeF32(g, T, N), N, T, transposeF32(x, T, K), K));
+  const nnHost = time(() => engine.matmulT(g, false, transposeF32(w, N, K), true, T, N, K));
+  const tnHost = time(() => engine.matmulT(transposeF32(g, T, N), false, transposeF32(x, T, K), true, N, T, K));
   total += count * (nt + nn + tn);
   totalHost += count * (nt + nnHost + tnHost);
   console.log(`${name} [${N}, ${K}] x ${count}: nt ${nt.toFixed(1)} ms, nn ${nn.toFixed(1)} ms (host-transposed ${nnHost.toFixed(1)}), `
