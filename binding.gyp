@@ -23,14 +23,14 @@
     },
     {
       "target_name": "bwq",
-      "sources": ["native/src/addon.cpp", "native/src/addon_runtime.cpp", "native/src/cpu.cpp",
+      "sources": ["native/src/addon.cpp", "native/src/addon_runtime.cpp", "native/src/addon_weight_passes.cpp", "native/src/cpu.cpp",
                   "native/src/kernels_scalar.cpp", "native/runtime/cpu_backend.cpp", "native/runtime/model.cpp",
                   "native/runtime/forward.cpp", "native/ops/embed/embed_cpu.cpp", "native/ops/norm/norm_cpu.cpp",
                   "native/ops/rope/rope_cpu.cpp", "native/ops/rotate/rotate_cpu.cpp",
                   "native/ops/quantize/quantize_cpu.cpp", "native/ops/linear/linear_cpu.cpp",
                   "native/ops/attention/attention_cpu.cpp", "native/ops/elementwise/elementwise_cpu.cpp",
                   "native/ops/loss/loss_cpu.cpp", "native/ops/okt/okt_host.cpp",
-                  "native/ops/okt/okt_cpu.cpp"],
+                  "native/ops/okt/okt_cpu.cpp", "native/ops/binarize/binarize_cpu.cpp"],
       "dependencies": ["bwq_kernels_avx2", "bwq_kernels_avx512"],
       "cflags_cc": ["-O3", "-fPIC"],
       "libraries": ["-ldl", "-lpthread"]

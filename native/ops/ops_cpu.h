@@ -62,6 +62,20 @@ void attention(const float *q, const KvLayer &kv, const AttentionShape &shape, c
 
 void nll_rows(const float *logits, int rows, int vocab, const int32_t *targets, double *nll);
 
+// PSP's passes over a binarized weight W [rows, cols] (native/ops/binarize/binarize_cpu.cpp; reference
+// src/quant/psp.ts jsWeightPasses, equal bit for bit). dw: the column weights d (1 for D = I), d2 = d².
+//   psp_b_step:     t = fl(w − dense/dw); signs = sign⁺(t); scales[r] = fl(Σ d2|t| / Σ d2)
+//   psp_residual:   e = w − s·b; residual = fl(e·dw); row_half[r] = Σ (residual − dense)², row_plain[r] = Σ e²
+//   row_sq_dist:    row_sum[r] = Σ_c (a − b)²
+//   binary_lowrank_weight: out = fl(s·b + Σ_k a_rk·b_kc), the sum in float64 in k order
+void psp_b_step(const float *w, const float *dense, const double *dw, const double *d2, int rows, int cols, int8_t *signs,
+                float *scales);
+void psp_residual(const float *w, const int8_t *signs, const float *scales, const double *dw, const float *dense, int rows,
+                  int cols, float *residual, double *row_half, double *row_plain);
+void row_sq_dist(const float *a, const float *b, int rows, int cols, double *row_sum);
+void binary_lowrank_weight(const int8_t *signs, const float *scales, const float *lr_a, const float *lr_b, int rank,
+                           int rows, int cols, float *out);
+
 // The OKT of BWLA (native/ops/okt/okt_cpu.cpp, Backend::learn_okt): "" on success, else a one-line message.
 std::string learn_okt(const bwq_okt_problem &p, bwq_okt_result &r);
 }  // namespace cpu

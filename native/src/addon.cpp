@@ -13,6 +13,7 @@
 #include "../include/bwq.h"
 #include "../runtime/backend.h"
 #include "addon_runtime.h"
+#include "addon_weight_passes.h"
 #include "napi_values.h"
 
 namespace {
@@ -475,6 +476,7 @@ napi_value Init(napi_env env, napi_value exports) {
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   register_runtime(env, exports);
+  register_weight_passes(env, exports);
   return exports;
 }
 

@@ -431,7 +431,12 @@ bool optional_int32(napi_env env, napi_value obj, const char *name, int32_t **da
   napi_valuetype vt;
   napi_typeof(env, v, &vt);
   if (vt == napi_undefined) return true;
-  return typed(env, v, napi_int32_array, (void **)data, length, name);
+  if (!typed(env, v, napi_int32_array, (void **)data, length, name)) return false;
+  // a given but empty array is not an absent one (an empty typed array may have no data pointer): e.g. no row of
+  // a batch among the sampled rows
+  static int32_t empty = 0;
+  if (*length == 0) *data = &empty;
+  return true;
 }
 
 // rtRunBlock(session, layer, hidden Float32Array [batch, t, H], t, out Float32Array, taps { attnInput?, attnContext?,

@@ -48,6 +48,7 @@ import { Checkpoint, inputDigests, runFingerprint, type CheckpointLinear, type C
 import { resolvedRecipe, type Recipe } from './recipe-file.js';
 import { createOrtEngine } from './ort-engine.js';
 import { deviceMatmul } from './device-matmul.js';
+import { nativeWeightPasses } from '../native/weight-passes.js';
 import type { Matmul, Numerics } from '../linalg/matmul.js';
 import { checkOutputDirectory, COPIED_MODEL_FILES } from './output-dir.js';
 import { describeOutputSize, estimateOutputSize, outputSizeInput, type OutputSize } from './output-size.js';
@@ -398,8 +399,11 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
   const mm = runner.matmulT !== undefined && runner.device.startsWith('cuda') ? deviceMatmul(runner.matmulT, engine.matmul) : engine.matmul;
   // the rotations W R, X R and Rᵀ H R on the engine's device (the runtime's kron_rotate; CPU threads or CUDA)
   // and learnOkt's whole EM in one native call on the engine's device (src/runtime/device-okt.ts; CPU threads or CUDA)
+  // and PSP's passes over the weights on the CPU kernels' threads (src/quant/weight-passes.ts)
+  const weightPasses = nativeWeightPasses();
   const numerics: GroupNumerics = {
     matmul: mm, ...(runner.rotateRows === undefined ? {} : { rotateRows: runner.rotateRows }),
+    ...(weightPasses === undefined ? {} : { weightPasses }),
     ...(runner.learnOkt !== undefined ? { okt: runner.learnOkt } : {}),
   };
   // Gram matrices over every calibration token: accumulated in the runtime on a GPU, else from the taps per batch

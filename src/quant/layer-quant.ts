@@ -13,6 +13,7 @@ import type { OktDevice } from './okt.js';
 import { activationTail, crestFactor, relativeBinarizationError } from './okt-stats.js';
 import { rotateRowsWith } from './kronecker.js';
 import { psp, reconstructWeight, type PspResult } from './psp.js';
+import type { WeightPasses } from './weight-passes.js';
 import { compensateColumnBlocks, compensationFrame, type CompensationFrame } from './column-blocks.js';
 import type { Matmul, Numerics } from '../linalg/matmul.js';
 import { transposeF32 } from '../linalg/dense.js';
@@ -209,6 +210,8 @@ function columnWeightsOf(gram: Float32Array, cols: number, tokens: number): Floa
 /** The numerics a group is quantized with: the products, and optionally learnOkt on a device (the block engine's GPU). */
 export interface GroupNumerics extends Numerics {
   okt?: OktDevice;
+  /** PSP's passes over the weights on the engine's threads (src/quant/weight-passes.ts); default the TypeScript loops */
+  weightPasses?: WeightPasses;
 }
 
 /**
@@ -219,6 +222,7 @@ export interface GroupNumerics extends Numerics {
  */
 export async function quantizeGroup(group: GroupName, linears: readonly GroupLinear[], cols: number, x: Float32Array, tokens: number, s: GroupSettings, seed: number, numerics: GroupNumerics, gram?: InputGram): Promise<QuantizedGroup> {
   const mm = numerics.matmul;
+  const passes = numerics.weightPasses;
   // the peer baselines: their own weight binarization, no rotation, bwla's int activation search (src/quant/baseline-group.ts)
   if (s.method === 'billm' || s.method === 'arb') {
     if (s.aBits === 'ternary') throw new Error(`quantizeGroup: --method ${s.method} takes integer activation bits`);
@@ -279,10 +283,10 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
     for (let li = 0; li < linears.length; li++) {
       const l = linears[li]!;
       const wr = await rotateRowsWith(numerics, l.weight, l.rows, okt);
-      const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tolerance: s.pspTolerance ?? BWLA_DEFAULTS.pspTolerance, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, ...(columnWeights === undefined ? {} : { columnWeights }) });
+      const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tolerance: s.pspTolerance ?? BWLA_DEFAULTS.pspTolerance, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, ...(columnWeights === undefined ? {} : { columnWeights }), ...(passes === undefined ? {} : { passes }) });
       if (frame !== undefined) p.signs = await compensateSigns(wr, p, l.rows, cols, frame, mm);
       if (scaleGram !== undefined) await refitScales(wr, p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, scaleGram, mm);
-      const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols);
+      const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, passes);
       const w = norm(l.weight);
       // ‖W − diag(mean|w_n|)·sign(W)‖ / ‖W‖ = √ε(W): the plain binarization's error without materialising it
       const plain = relativeBinarizationError(l.weight, l.rows, cols);

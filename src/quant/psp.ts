@@ -16,6 +16,7 @@
  * A final L-step follows the last B-step. `history` records F after every step.
  */
 import { jsMatmul, randomizedSvd, type Matmul } from '../linalg/index.js';
+import { jsWeightPasses, type WeightPasses } from './weight-passes.js';
 
 export interface PspOptions {
   rank: number;
@@ -29,6 +30,8 @@ export interface PspOptions {
   columnWeights?: Float64Array;
   seed?: number;
   matmul?: Matmul;
+  /** the passes over the weight (default the TypeScript reference; the engine's threads in the pipeline) */
+  passes?: WeightPasses;
 }
 
 export interface PspResult {
@@ -59,66 +62,43 @@ interface LowRank {
   nuclear: number;
 }
 
-/** sign⁺ and the D²-weighted optimal scale per row. */
-function binarizeWeighted(v: Float64Array | Float32Array, rows: number, cols: number, d2: Float64Array | undefined, signs: Int8Array, scales: Float32Array): void {
-  let d2sum = cols;
-  if (d2 !== undefined) {
-    d2sum = 0;
-    for (let c = 0; c < cols; c++) d2sum += d2[c]!;
-  }
-  for (let r = 0; r < rows; r++) {
-    const o = r * cols;
-    let acc = 0;
-    for (let c = 0; c < cols; c++) {
-      const x = v[o + c]!;
-      signs[o + c] = x >= 0 ? 1 : -1;
-      acc += (d2 === undefined ? 1 : d2[c]!) * Math.abs(x);
-    }
-    scales[r] = acc / d2sum;
-  }
-}
-
-export async function psp(w: Float32Array | Float64Array, rows: number, cols: number, options: PspOptions): Promise<PspResult> {
+export async function psp(w: Float32Array, rows: number, cols: number, options: PspOptions): Promise<PspResult> {
   const mm = options.matmul ?? jsMatmul;
+  const passes = options.passes ?? jsWeightPasses;
   const rank = Math.min(options.rank, rows, cols);
   const iterations = options.iterations ?? 3;
   const tolerance = options.tolerance ?? 0;
   const tauRatio = options.tauRatio ?? 0.25;
   const d = options.columnWeights;
-  const d2 = d === undefined ? undefined : Float64Array.from(d, (x) => x * x);
-  const dw = d === undefined ? new Float64Array(cols).fill(1) : d;
+  const dw = d === undefined ? new Float64Array(cols).fill(1) : Float64Array.from(d);
+  const d2 = Float64Array.from(dw, (x) => x * x);
+  const n = rows * cols;
   const signs = new Int8Array(rows * cols);
   const scales = new Float32Array(rows);
-  binarizeWeighted(w, rows, cols, d2, signs, scales);
-  const n = rows * cols;
-  // E = (W − αB) D, and ½‖E − M‖² for the current M (`dense`) in the same pass over each row; also ‖W − αB‖²
+  // current M = U diag(σ − τ) Vᵀ (weighted space): factors, dense, nuclear norm (M = 0 at the start)
+  let cur: LowRank = { u: new Float64Array(0), a: new Float32Array(0), v: new Float32Array(0), kept: 0, dense: new Float32Array(n), nuclear: 0 };
+  // E = (W − αB) D with ½‖E − M‖² and ‖W − αB‖², summed per row, the rows in order
   const residual = new Float32Array(n);
-  const fillResidual = (dense: Float32Array | undefined): { half: number; plain: number } => {
-    let half = 0;
-    let plain = 0;
-    for (let r = 0; r < rows; r++) {
-      const s = scales[r]!;
-      const o = r * cols;
-      for (let c = 0; c < cols; c++) {
-        const e = w[o + c]! - s * signs[o + c]!;
-        plain += e * e;
-        const v = Math.fround(e * dw[c]!);
-        residual[o + c] = v;
-        half += (dense === undefined ? v : v - dense[o + c]!) ** 2;
-      }
-    }
-    return { half: 0.5 * half, plain };
+  const rowHalf = new Float64Array(rows);
+  const rowPlain = new Float64Array(rows);
+  const sum = (x: Float64Array): number => {
+    let t = 0;
+    for (let r = 0; r < rows; r++) t += x[r]!;
+    return t;
   };
-  const initial = fillResidual(undefined);
-  const errorBefore = Math.sqrt(initial.plain);
+  const fillResidual = (): number => {
+    passes.residual(w, signs, scales, dw, cur.dense, rows, cols, residual, rowHalf, rowPlain);
+    return 0.5 * sum(rowHalf);
+  };
+  // B = sign⁺(W − L), L = M D⁻¹, α the D²-weighted scales (the initial binarization: M = 0)
+  passes.bStep(w, cur.dense, dw, d2, rows, cols, signs, scales);
+  let objective = fillResidual();
+  const errorBefore = Math.sqrt(sum(rowPlain));
   if (rank <= 0) {
-    return { signs, scales, lrA: new Float32Array(0), lrB: new Float32Array(0), rank: 0, errorBefore, errorAfter: errorBefore, tau: 0, history: [0.5 * initial.plain] };
+    return { signs, scales, lrA: new Float32Array(0), lrB: new Float32Array(0), rank: 0, errorBefore, errorAfter: errorBefore, tau: 0, history: [0.5 * sum(rowPlain)] };
   }
 
   const seed = options.seed ?? 0;
-  // current M = U diag(σ − τ) Vᵀ (weighted space): factors, dense, nuclear norm; F of the current (α, B, M)
-  let cur: LowRank = { u: new Float64Array(0), a: new Float32Array(0), v: new Float32Array(0), kept: 0, dense: new Float32Array(n), nuclear: 0 };
-  let objective = initial.half;
   const first = await randomizedSvd(residual, rows, cols, rank + 1, { seed, oversample: 8, powerIterations: 2, matmul: mm });
   const tau = tauRatio * (first.s[rank] ?? first.sAll[rank] ?? 0);
   const history = [objective];
@@ -144,9 +124,8 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
       for (let c = 0; c < cols; c++) v[k * cols + c] = t.v[c * t.rank + k]!;
     }
     const dense = kept === 0 ? new Float32Array(n) : await mm(a, v, rows, kept, cols);
-    let half = 0;
-    for (let i = 0; i < n; i++) half += (residual[i]! - dense[i]!) ** 2;
-    const value = 0.5 * half + tau * nuclear;
+    passes.distance(residual, dense, rows, cols, rowHalf);
+    const value = 0.5 * sum(rowHalf) + tau * nuclear;
     // exact on the sketch's subspace, which holds the previous M: only rounding can make it worse
     if (value <= objective) {
       cur = { u, a, v, kept, dense, nuclear };
@@ -154,15 +133,9 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
     }
     history.push(objective);
   };
-  // B = sign⁺(W − L), L = M D⁻¹ (the target rounded to float32 per element), then E and F for the new B, row by row
-  const row = new Float32Array(cols);
   const bStep = (): void => {
-    for (let r = 0; r < rows; r++) {
-      const o = r * cols;
-      for (let c = 0; c < cols; c++) row[c] = w[o + c]! - cur.dense[o + c]! / dw[c]!;
-      binarizeWeighted(row, 1, cols, d2, signs.subarray(o, o + cols), scales.subarray(r, r + 1));
-    }
-    objective = fillResidual(cur.dense).half + tau * cur.nuclear;
+    passes.bStep(w, cur.dense, dw, d2, rows, cols, signs, scales);
+    objective = fillResidual() + tau * cur.nuclear;
     history.push(objective);
   };
 
@@ -178,25 +151,17 @@ export async function psp(w: Float32Array | Float64Array, rows: number, cols: nu
   const lrA = Float32Array.from(cur.a);
   const lrB = new Float32Array(cur.kept * cols);
   for (let k = 0; k < cur.kept; k++) for (let c = 0; c < cols; c++) lrB[k * cols + c] = cur.v[k * cols + c]! / dw[c]!;
-  let err = 0;
-  for (let r = 0; r < rows; r++)
-    for (let c = 0; c < cols; c++) {
-      const low = cur.dense[r * cols + c]! / dw[c]!;
-      err += (w[r * cols + c]! - scales[r]! * signs[r * cols + c]! - low) ** 2;
-    }
-  return { signs, scales, lrA, lrB, rank: cur.kept, errorBefore, errorAfter: Math.sqrt(err), tau, history };
+  // ‖W − αB − L‖ with L = lrA·lrB as the simulated weight holds it
+  const simulated = new Float32Array(n);
+  passes.weight(signs, scales, lrA, lrB, cur.kept, rows, cols, simulated);
+  passes.distance(w, simulated, rows, cols, rowHalf);
+  return { signs, scales, lrA, lrB, rank: cur.kept, errorBefore, errorAfter: Math.sqrt(sum(rowHalf)), tau, history };
 }
 
 /** Dense diag(scales)·signs + lrA·lrB as Float32 [rows, cols] (the simulated weight). */
-export function reconstructWeight(signs: Int8Array, scales: Float32Array, lrA: Float32Array, lrB: Float32Array, rank: number, rows: number, cols: number): Float32Array {
+export function reconstructWeight(signs: Int8Array, scales: Float32Array, lrA: Float32Array, lrB: Float32Array, rank: number, rows: number, cols: number,
+  passes: WeightPasses = jsWeightPasses): Float32Array {
   const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    const s = scales[r]!;
-    for (let c = 0; c < cols; c++) {
-      let v = s * signs[r * cols + c]!;
-      for (let k = 0; k < rank; k++) v += lrA[r * rank + k]! * lrB[k * cols + c]!;
-      out[r * cols + c] = v;
-    }
-  }
+  passes.weight(signs, scales, lrA, lrB, rank, rows, cols, out);
   return out;
 }

@@ -42,7 +42,7 @@ describe('PSP: one fixed proximal objective, monotone', () => {
   it('random matrix, D = I and activation weighting: F never increases, τ is fixed, the result is what F says', async () => {
     const rng = new Rng(5);
     const rows = 48, cols = 80;
-    const w = gaussian(rng, rows * cols, 0.02);
+    const w = Float32Array.from(gaussian(rng, rows * cols, 0.02));
     const d = Float64Array.from({ length: cols }, () => Math.exp(0.7 * rng.normal()));
     for (const columnWeights of [undefined, d]) {
       const res = await psp(w, rows, cols, { rank: 6, iterations: 8, seed: 3, ...(columnWeights === undefined ? {} : { columnWeights }) });
@@ -82,7 +82,7 @@ describe('PSP: one fixed proximal objective, monotone', () => {
 
   it('the tolerance stops the alternation early', async () => {
     const rng = new Rng(6);
-    const w = gaussian(rng, 30 * 40);
+    const w = Float32Array.from(gaussian(rng, 30 * 40));
     const res = await psp(w, 30, 40, { rank: 3, iterations: 50, tolerance: 1e-2, seed: 2 });
     expect(res.history.length).toBeLessThan(2 * 50 + 2);
     expectNonIncreasing(res.history);

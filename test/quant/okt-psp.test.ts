@@ -115,7 +115,7 @@ describe('OKT and PSP vs an independent PyTorch implementation (make_quant_refer
         if (t === undefined) throw new Error(`test/fixtures/quant/quant_reference.safetensors lacks "${name}": regenerate it with test/fixtures/generate/make_quant_reference.py (torch)`);
         return t.data;
       };
-      const w = need('psp_w');
+      const w = Float32Array.from(need('psp_w')); // psp takes float32 weights: the fixture's float64 values, rounded
       const d = variant === 'psp_weighted' ? need('psp_d') : undefined;
       // 12 rows: the randomized sketch (rank + 1 + 8 ≥ 12 columns) spans the whole range → exact SVD
       const res = await psp(w, 12, 24, { rank: 4, iterations: 2, tauRatio: 0.25, ...(d === undefined ? {} : { columnWeights: d }) });

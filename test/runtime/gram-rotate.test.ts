@@ -82,6 +82,10 @@ describe.runIf(runtimeAvailable())('the runtime block engine\'s Gram matrices an
       const rows = chosen.filter((r) => r < n * seq);
       const withGram = await engine.run(1, x, n, seq, { weights, recipe: { linears: {} }, taps: GRAM_TAPS, gramTaps: GRAM_TAPS, tapRows: rows });
       expect(relDiff(withGram.output, plain.output)).toBe(0);
+      // a batch with none of the sampled rows (likely at 128 × 2048 tokens with 512 sampled): empty taps, same output
+      const none = await engine.run(1, x, n, seq, { weights, recipe: { linears: {} }, taps: GRAM_TAPS, tapRows: new Int32Array(0) });
+      expect(relDiff(none.output, plain.output)).toBe(0);
+      for (const t of GRAM_TAPS) expect(none.taps.get(t)!.length).toBe(0);
       for (const t of GRAM_TAPS) {
         const whole = plain.taps.get(t)!;
         const width = whole.length / (n * seq);

@@ -1,0 +1,132 @@
+// N-API binding of PSP's passes over a binarized weight (native/ops/binarize/binarize_cpu.cpp) on the CPU threads:
+// host typed arrays in and out, lengths checked here (a short array throws a RangeError naming it).
+#include <node_api.h>
+#include <stdint.h>
+
+#include <string>
+
+#include "../ops/ops_cpu.h"
+#include "addon_weight_passes.h"
+#include "napi_values.h"
+
+namespace {
+
+bool args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < want) {
+    napi_throw_type_error(env, "BWQ_ARGS", ("bwq native: expected " + std::to_string(want) + " arguments").c_str());
+    return false;
+  }
+  return true;
+}
+
+bool dim(napi_env env, napi_value v, int *out, const char *what) {
+  int32_t x = -1;
+  if (napi_get_value_int32(env, v, &x) != napi_ok || x < 0) {
+    napi_throw_range_error(env, "BWQ_ARGS", (std::string("bwq native: ") + what + " must be a non-negative integer").c_str());
+    return false;
+  }
+  *out = x;
+  return true;
+}
+
+template <typename T>
+bool array(napi_env env, napi_value v, napi_typedarray_type want, size_t need, T **data, const char *what) {
+  bool is = false;
+  napi_is_typedarray(env, v, &is);
+  napi_typedarray_type type;
+  size_t length = 0, offset = 0;
+  napi_value buffer;
+  void *p = nullptr;
+  if (!is || napi_get_typedarray_info(env, v, &type, &length, &p, &buffer, &offset) != napi_ok || type != want) {
+    napi_throw_type_error(env, "BWQ_ARGS", (std::string("bwq native: ") + what + " has the wrong array type").c_str());
+    return false;
+  }
+  if (length < need) {
+    napi_throw_range_error(env, "BWQ_ARGS", (std::string("bwq native: ") + what + " has " + std::to_string(length) +
+                                             " elements, needs " + std::to_string(need)).c_str());
+    return false;
+  }
+  *data = (T *)p;
+  return true;
+}
+
+// pspBStep(w f32 [rows, cols], dense f32, dw f64 [cols], d2 f64 [cols], rows, cols, signs i8 (out), scales f32 [rows] (out))
+napi_value PspBStep(napi_env env, napi_callback_info info) {
+  napi_value a[8];
+  int rows = 0, cols = 0;
+  if (!args(env, info, 8, a) || !dim(env, a[4], &rows, "rows") || !dim(env, a[5], &cols, "cols")) return nullptr;
+  const size_t n = (size_t)rows * cols;
+  float *w, *dense, *scales;
+  double *dw, *d2;
+  int8_t *signs;
+  if (!array(env, a[0], napi_float32_array, n, &w, "w") || !array(env, a[1], napi_float32_array, n, &dense, "dense") ||
+      !array(env, a[2], napi_float64_array, cols, &dw, "dw") || !array(env, a[3], napi_float64_array, cols, &d2, "d2") ||
+      !array(env, a[6], napi_int8_array, n, &signs, "signs") || !array(env, a[7], napi_float32_array, rows, &scales, "scales"))
+    return nullptr;
+  bwq::cpu::psp_b_step(w, dense, dw, d2, rows, cols, signs, scales);
+  return nullptr;
+}
+
+// pspResidual(w, signs, scales, dw, dense, rows, cols, residual f32 (out), rowHalf f64 [rows] (out), rowPlain f64 (out))
+napi_value PspResidual(napi_env env, napi_callback_info info) {
+  napi_value a[10];
+  int rows = 0, cols = 0;
+  if (!args(env, info, 10, a) || !dim(env, a[5], &rows, "rows") || !dim(env, a[6], &cols, "cols")) return nullptr;
+  const size_t n = (size_t)rows * cols;
+  float *w, *scales, *dense, *residual;
+  int8_t *signs;
+  double *dw, *half, *plain;
+  if (!array(env, a[0], napi_float32_array, n, &w, "w") || !array(env, a[1], napi_int8_array, n, &signs, "signs") ||
+      !array(env, a[2], napi_float32_array, rows, &scales, "scales") || !array(env, a[3], napi_float64_array, cols, &dw, "dw") ||
+      !array(env, a[4], napi_float32_array, n, &dense, "dense") || !array(env, a[7], napi_float32_array, n, &residual, "residual") ||
+      !array(env, a[8], napi_float64_array, rows, &half, "rowHalf") || !array(env, a[9], napi_float64_array, rows, &plain, "rowPlain"))
+    return nullptr;
+  bwq::cpu::psp_residual(w, signs, scales, dw, dense, rows, cols, residual, half, plain);
+  return nullptr;
+}
+
+// rowSquaredDistance(a f32 [rows, cols], b f32, rows, cols, rowSum f64 [rows] (out))
+napi_value RowSquaredDistance(napi_env env, napi_callback_info info) {
+  napi_value a[5];
+  int rows = 0, cols = 0;
+  if (!args(env, info, 5, a) || !dim(env, a[2], &rows, "rows") || !dim(env, a[3], &cols, "cols")) return nullptr;
+  const size_t n = (size_t)rows * cols;
+  float *x, *y;
+  double *sum;
+  if (!array(env, a[0], napi_float32_array, n, &x, "a") || !array(env, a[1], napi_float32_array, n, &y, "b") ||
+      !array(env, a[4], napi_float64_array, rows, &sum, "rowSum"))
+    return nullptr;
+  bwq::cpu::row_sq_dist(x, y, rows, cols, sum);
+  return nullptr;
+}
+
+// binaryLowRankWeight(signs i8 [rows, cols], scales f32 [rows], lrA f32 [rows, rank], lrB f32 [rank, cols], rank, rows,
+// cols, out f32 [rows, cols])
+napi_value BinaryLowRankWeight(napi_env env, napi_callback_info info) {
+  napi_value a[8];
+  int rank = 0, rows = 0, cols = 0;
+  if (!args(env, info, 8, a) || !dim(env, a[4], &rank, "rank") || !dim(env, a[5], &rows, "rows") || !dim(env, a[6], &cols, "cols"))
+    return nullptr;
+  const size_t n = (size_t)rows * cols;
+  int8_t *signs;
+  float *scales, *lra, *lrb, *out;
+  if (!array(env, a[0], napi_int8_array, n, &signs, "signs") || !array(env, a[1], napi_float32_array, rows, &scales, "scales") ||
+      !array(env, a[2], napi_float32_array, (size_t)rows * rank, &lra, "lrA") ||
+      !array(env, a[3], napi_float32_array, (size_t)rank * cols, &lrb, "lrB") || !array(env, a[7], napi_float32_array, n, &out, "out"))
+    return nullptr;
+  bwq::cpu::binary_lowrank_weight(signs, scales, lra, lrb, rank, rows, cols, out);
+  return nullptr;
+}
+
+}  // namespace
+
+void register_weight_passes(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+      bwq_napi::method("pspBStep", PspBStep),
+      bwq_napi::method("pspResidual", PspResidual),
+      bwq_napi::method("rowSquaredDistance", RowSquaredDistance),
+      bwq_napi::method("binaryLowRankWeight", BinaryLowRankWeight),
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

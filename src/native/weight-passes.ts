@@ -1,0 +1,24 @@
+/** The native addon's PSP passes (native/ops/binarize/binarize_cpu.cpp) as src/quant/weight-passes.ts's WeightPasses. */
+import type { WeightPasses } from '../quant/weight-passes.js';
+import { loadAddon } from './loader.js';
+
+interface WeightPassesAddon {
+  pspBStep(w: Float32Array, dense: Float32Array, dw: Float64Array, d2: Float64Array, rows: number, cols: number, signs: Int8Array, scales: Float32Array): void;
+  pspResidual(w: Float32Array, signs: Int8Array, scales: Float32Array, dw: Float64Array, dense: Float32Array, rows: number, cols: number,
+    residual: Float32Array, rowHalf: Float64Array, rowPlain: Float64Array): void;
+  rowSquaredDistance(a: Float32Array, b: Float32Array, rows: number, cols: number, rowSum: Float64Array): void;
+  binaryLowRankWeight(signs: Int8Array, scales: Float32Array, lrA: Float32Array, lrB: Float32Array, rank: number, rows: number, cols: number, out: Float32Array): void;
+}
+
+/** The addon's passes on the CPU kernels' threads, or undefined when the addon is not built (or predates them). */
+export function nativeWeightPasses(): WeightPasses | undefined {
+  let addon: Partial<WeightPassesAddon>;
+  try {
+    addon = loadAddon() as unknown as Partial<WeightPassesAddon>;
+  } catch {
+    return undefined;
+  }
+  const { pspBStep, pspResidual, rowSquaredDistance, binaryLowRankWeight } = addon;
+  if (pspBStep === undefined || pspResidual === undefined || rowSquaredDistance === undefined || binaryLowRankWeight === undefined) return undefined;
+  return { bStep: pspBStep, residual: pspResidual, distance: rowSquaredDistance, weight: binaryLowRankWeight };
+}

@@ -1,0 +1,81 @@
+/**
+ * PSP's passes over a binarized weight W [rows, cols] (docs/ALGORITHMS.md §PSP): the O(rows·cols) loops of
+ * src/quant/psp.ts and the simulated weight, behind one interface so that an engine can run them on its threads.
+ * `jsWeightPasses` is the reference; the native addon's (src/native/weight-passes.ts → native/ops/binarize/binarize_cpu.cpp,
+ * on the CPU kernels' thread pool) computes the same float64 expressions in the same order per row and is equal to it bit for bit
+ * (test/quant/weight-passes.test.ts). Sums are per row; callers add the rows in order.
+ *
+ *   bStep:      t = fl(w − dense/dw); signs = sign⁺(t); scales_r = fl(Σ_c d2_c |t_c| / Σ_c d2_c)
+ *   residual:   e = w − s_r b; residual = fl(e·dw); rowHalf_r = Σ_c (residual − dense)², rowPlain_r = Σ_c e²
+ *   distance:   rowSum_r = Σ_c (a − b)²
+ *   weight:     out = fl(s_r b + Σ_k lrA_rk lrB_kc)   (float64, k in order)
+ */
+export interface WeightPasses {
+  bStep(w: Float32Array, dense: Float32Array, dw: Float64Array, d2: Float64Array, rows: number, cols: number, signs: Int8Array, scales: Float32Array): void;
+  residual(w: Float32Array, signs: Int8Array, scales: Float32Array, dw: Float64Array, dense: Float32Array, rows: number, cols: number,
+    residual: Float32Array, rowHalf: Float64Array, rowPlain: Float64Array): void;
+  distance(a: Float32Array, b: Float32Array, rows: number, cols: number, rowSum: Float64Array): void;
+  weight(signs: Int8Array, scales: Float32Array, lrA: Float32Array, lrB: Float32Array, rank: number, rows: number, cols: number, out: Float32Array): void;
+}
+
+export const jsWeightPasses: WeightPasses = {
+  bStep(w, dense, dw, d2, rows, cols, signs, scales) {
+    let d2sum = 0;
+    for (let c = 0; c < cols; c++) d2sum += d2[c]!;
+    const t = new Float32Array(cols);
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      for (let c = 0; c < cols; c++) t[c] = w[o + c]! - dense[o + c]! / dw[c]!;
+      let acc = 0;
+      for (let c = 0; c < cols; c++) {
+        const x = t[c]!;
+        signs[o + c] = x >= 0 ? 1 : -1;
+        acc += d2[c]! * Math.abs(x);
+      }
+      scales[r] = acc / d2sum;
+    }
+  },
+  residual(w, signs, scales, dw, dense, rows, cols, residual, rowHalf, rowPlain) {
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      const s = scales[r]!;
+      let half = 0;
+      let plain = 0;
+      for (let c = 0; c < cols; c++) {
+        const e = w[o + c]! - s * signs[o + c]!;
+        plain += e * e;
+        const v = Math.fround(e * dw[c]!);
+        residual[o + c] = v;
+        const m = v - dense[o + c]!;
+        half += m * m;
+      }
+      rowHalf[r] = half;
+      rowPlain[r] = plain;
+    }
+  },
+  distance(a, b, rows, cols, rowSum) {
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      let s = 0;
+      for (let c = 0; c < cols; c++) {
+        const m = a[o + c]! - b[o + c]!;
+        s += m * m;
+      }
+      rowSum[r] = s;
+    }
+  },
+  weight(signs, scales, lrA, lrB, rank, rows, cols, out) {
+    const row = new Float64Array(cols);
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      const s = scales[r]!;
+      for (let c = 0; c < cols; c++) row[c] = s * signs[o + c]!;
+      for (let k = 0; k < rank; k++) {
+        const a = lrA[r * rank + k]!;
+        const b0 = k * cols;
+        for (let c = 0; c < cols; c++) row[c] = row[c]! + a * lrB[b0 + c]!;
+      }
+      out.set(row, o);
+    }
+  },
+};

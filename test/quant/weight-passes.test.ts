@@ -1,0 +1,90 @@
+import { describe, expect, it } from 'vitest';
+import { Rng } from '../../src/linalg/random.js';
+import { nativeWeightPasses } from '../../src/native/weight-passes.js';
+import { psp } from '../../src/quant/psp.js';
+import { jsWeightPasses } from '../../src/quant/weight-passes.js';
+import { runtimeAvailable } from '../../src/eval/backend.js';
+
+const rows = 37;
+const cols = 301;
+const rng = new Rng(11);
+const gaussian = (n: number, scale = 1): Float32Array => Float32Array.from({ length: n }, () => scale * rng.normal());
+const w = gaussian(rows * cols);
+const dense = gaussian(rows * cols, 0.1);
+const dw = Float64Array.from({ length: cols }, () => Math.exp(0.5 * rng.normal()));
+const d2 = Float64Array.from(dw, (x) => x * x);
+const rank = 5;
+const lrA = gaussian(rows * rank, 0.2);
+const lrB = gaussian(rank * cols, 0.2);
+
+/** Every output of the four passes for one implementation. */
+function runAll(p: typeof jsWeightPasses) {
+  const signs = new Int8Array(rows * cols);
+  const scales = new Float32Array(rows);
+  p.bStep(w, dense, dw, d2, rows, cols, signs, scales);
+  const residual = new Float32Array(rows * cols);
+  const half = new Float64Array(rows);
+  const plain = new Float64Array(rows);
+  p.residual(w, signs, scales, dw, dense, rows, cols, residual, half, plain);
+  const dist = new Float64Array(rows);
+  p.distance(w, dense, rows, cols, dist);
+  const weight = new Float32Array(rows * cols);
+  p.weight(signs, scales, lrA, lrB, rank, rows, cols, weight);
+  return { signs, scales, residual, half, plain, dist, weight };
+}
+
+describe('PSP\'s passes over the weight', () => {
+  it('the TypeScript reference computes what its equations say', () => {
+    const r = runAll(jsWeightPasses);
+    let d2sum = 0;
+    for (let c = 0; c < cols; c++) d2sum += d2[c]!;
+    for (const row of [0, 17, rows - 1]) {
+      let acc = 0;
+      let half = 0;
+      let plain = 0;
+      let dist = 0;
+      for (let c = 0; c < cols; c++) {
+        const i = row * cols + c;
+        const t = Math.fround(w[i]! - dense[i]! / dw[c]!);
+        expect(r.signs[i]).toBe(t >= 0 ? 1 : -1);
+        acc += d2[c]! * Math.abs(t);
+        const e = w[i]! - r.scales[row]! * r.signs[i]!;
+        plain += e * e;
+        expect(r.residual[i]).toBe(Math.fround(e * dw[c]!));
+        half += (r.residual[i]! - dense[i]!) ** 2;
+        dist += (w[i]! - dense[i]!) ** 2;
+        let v = r.scales[row]! * r.signs[i]!;
+        for (let k = 0; k < rank; k++) v += lrA[row * rank + k]! * lrB[k * cols + c]!;
+        expect(r.weight[i]).toBe(Math.fround(v));
+      }
+      expect(r.scales[row]).toBe(Math.fround(acc / d2sum));
+      expect(r.half[row]).toBe(half);
+      expect(r.plain[row]).toBe(plain);
+      expect(r.dist[row]).toBe(dist);
+    }
+  });
+
+  it.runIf(runtimeAvailable())('the native passes (CPU threads) equal the reference bit for bit, and so does PSP with them', async () => {
+    const native = nativeWeightPasses();
+    expect(native).toBeDefined();
+    const a = runAll(jsWeightPasses);
+    const b = runAll(native!);
+    for (const key of Object.keys(a) as Array<keyof typeof a>) expect(Array.from(b[key]), key).toEqual(Array.from(a[key]));
+    const options = { rank: 4, iterations: 3, seed: 5, columnWeights: dw };
+    const ref = await psp(w, rows, cols, options);
+    const got = await psp(w, rows, cols, { ...options, passes: native! });
+    expect(got.history).toEqual(ref.history);
+    expect(Array.from(got.signs)).toEqual(Array.from(ref.signs));
+    expect(Array.from(got.scales)).toEqual(Array.from(ref.scales));
+    expect(Array.from(got.lrB)).toEqual(Array.from(ref.lrB));
+    expect(got.errorAfter).toBe(ref.errorAfter);
+  });
+
+  it.runIf(runtimeAvailable())('the native passes refuse short arrays with a message naming the array', () => {
+    const native = nativeWeightPasses()!;
+    expect(() => native.bStep(w, dense.subarray(0, 10), dw, d2, rows, cols, new Int8Array(rows * cols), new Float32Array(rows)))
+      .toThrow(/dense has 10 elements, needs 11137/);
+    expect(() => native.weight(new Int8Array(rows * cols), new Float32Array(rows), lrA, lrB, rank + 1, rows, cols, new Float32Array(rows * cols)))
+      .toThrow(/lrA has 185 elements, needs 222/);
+  });
+});
