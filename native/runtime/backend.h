@@ -127,6 +127,7 @@ struct Backend {
   virtual void free(void *p) = 0;
   virtual void upload(void *dst, const void *src, size_t bytes) = 0;
   virtual void download(void *dst, const void *src, size_t bytes) = 0;  // waits for the copy
+  virtual void copy(void *dst, const void *src, size_t bytes) = 0;      // within the backend's memory, in stream order
   virtual void fill_zero(void *p, size_t bytes) = 0;
   virtual void sync() = 0;
   virtual size_t free_memory() = 0;  // bytes this backend can still allocate (best estimate)

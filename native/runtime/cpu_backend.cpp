@@ -33,6 +33,7 @@ class CpuBackend : public Backend {
   void free(void *p) override { ::free(p); }
   void upload(void *dst, const void *src, size_t bytes) override { memcpy(dst, src, bytes); }
   void download(void *dst, const void *src, size_t bytes) override { memcpy(dst, src, bytes); }
+  void copy(void *dst, const void *src, size_t bytes) override { memmove(dst, src, bytes); }
   void fill_zero(void *p, size_t bytes) override { memset(p, 0, bytes); }
   void sync() override {}
   size_t free_memory() override {

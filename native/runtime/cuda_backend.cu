@@ -89,6 +89,9 @@ class CudaBackend final : public Backend {
     if (check("download", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, st_)))
       check("download", cudaStreamSynchronize(st_));
   }
+  void copy(void *dst, const void *src, size_t bytes) override {
+    if (bytes) check("copy", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, st_));
+  }
   void fill_zero(void *p, size_t bytes) override {
     if (bytes) check("fill_zero", cudaMemsetAsync(p, 0, bytes, st_));
   }

@@ -155,8 +155,9 @@ class Session {
   std::string forward(const int32_t *ids, int t, int logits, float *logits_out, double *nll_out);
 
   // One decoder layer on given hidden states (batch sequences of t tokens from position 0; the cache is reset):
-  // out = layer l (hidden), both [batch, t, hidden] host buffers, with the taps asked for. "" or an error.
-  std::string run_block(int l, const float *hidden, int t, float *out, const BlockTaps &taps);
+  // out = layer l (hidden), both [batch, t, hidden], with the taps asked for. "" or an error. hidden and out are
+  // host buffers, or with on_device the backend's memory (calibration states kept there; out may equal hidden).
+  std::string run_block(int l, const float *hidden, int t, float *out, const BlockTaps &taps, bool on_device = false);
 
   size_t bytes() const { return bytes_; }
   // True once decoding steps returning the last logits run from a recording (CUDA graph).

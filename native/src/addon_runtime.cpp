@@ -31,9 +31,22 @@ struct SessionRef {
   std::unique_ptr<Session> session;
   napi_ref model_ref = nullptr;  // keeps the model alive while the session is
 };
+// Float32 calibration hidden states in a model's backend memory (rtStateAlloc): the quantize pipeline's stream kept
+// on the GPU between blocks.
+struct StateRef {
+  Backend *be = nullptr;
+  float *data = nullptr;
+  size_t floats = 0;
+  napi_ref model_ref = nullptr;  // keeps the model (and its backend) alive while the state is
+  void release() {
+    if (data) be->free(data);
+    data = nullptr;
+  }
+};
 
 const napi_type_tag kModelTag = {0x6277712d6d6f64ULL, 0x656c2d72756e7401ULL};
 const napi_type_tag kSessionTag = {0x6277712d736573ULL, 0x73696f6e2d727401ULL};
+const napi_type_tag kStateTag = {0x6277712d737461ULL, 0x74652d7275677401ULL};
 
 void throw_error(napi_env env, const std::string &msg) { napi_throw_error(env, "BWQ_RUNTIME", msg.c_str()); }
 
@@ -456,15 +469,44 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
   if (argc >= 7 && (!optional_int32(env, all[6], "gram", &gram_codes, &n_gram) ||
                     !optional_int32(env, all[6], "rows", &sel, &n_sel)))
     return nullptr;
-  float *hidden, *out;
-  size_t nh, no;
-  if (!typed(env, argv[2], napi_float32_array, (void **)&hidden, &nh, "hidden") ||
-      !typed(env, argv[4], napi_float32_array, (void **)&out, &no, "out"))
-    return nullptr;
   const int t = int_of(env, argv[3]);
   const ModelConfig &c = s->session->config();
   const size_t rows = (size_t)s->session->batch() * (t > 0 ? t : 0);
-  if (nh < rows * c.hidden || no < rows * c.hidden) {
+  // options.state (rtStateAlloc) with stateOffset (floats): the input rows are read there; with inPlace the output
+  // replaces them (out is then not written), else it goes to out
+  StateRef *state = nullptr;
+  size_t state_offset = 0;
+  bool in_place = false;
+  if (argc >= 7) {
+    napi_valuetype ot;
+    bool has = false;
+    if (napi_typeof(env, all[6], &ot) == napi_ok && ot == napi_object && napi_has_named_property(env, all[6], "state", &has) == napi_ok && has) {
+      napi_value v, off, ip;
+      napi_get_named_property(env, all[6], "state", &v);
+      state = unwrap<StateRef>(env, v, kStateTag, "calibration state");
+      if (!state) return nullptr;
+      if (!state->data) {
+        throw_error(env, "bwq runtime: calibration state was freed");
+        return nullptr;
+      }
+      double o = 0;
+      napi_get_named_property(env, all[6], "stateOffset", &off);
+      napi_get_value_double(env, off, &o);
+      napi_get_named_property(env, all[6], "inPlace", &ip);
+      napi_get_value_bool(env, ip, &in_place);
+      if (!(o >= 0) || (size_t)o + rows * c.hidden > state->floats) {
+        throw_error(env, "bwq runtime: the block's rows lie outside the calibration state");
+        return nullptr;
+      }
+      state_offset = (size_t)o;
+    }
+  }
+  float *hidden, *out;
+  size_t nh, no;
+  if ((!state && !typed(env, argv[2], napi_float32_array, (void **)&hidden, &nh, "hidden")) ||
+      !typed(env, argv[4], napi_float32_array, (void **)&out, &no, "out"))
+    return nullptr;
+  if ((!state && nh < rows * c.hidden) || (!in_place && no < rows * c.hidden)) {
     throw_error(env, "bwq runtime: hidden and out need batch x t x hidden values");
     return nullptr;
   }
@@ -510,9 +552,89 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
       return nullptr;
     }
   }
+  if (state && !in_place) {  // the output through a scratch of the backend, then to the host
+    float *scratch = (float *)state->be->alloc(4 * rows * c.hidden);
+    if (!scratch) return done(env, state->be->error() ? state->be->error() : "allocation failed");
+    std::string err = s->session->run_block(int_of(env, argv[1]), state->data + state_offset, t, scratch, taps, true);
+    if (err.empty()) state->be->download(out, scratch, 4 * rows * c.hidden);
+    state->be->free(scratch);
+    if (err.empty() && state->be->error()) err = state->be->error();
+    return done(env, err);
+  }
+  if (state) {
+    float *x = state->data + state_offset;
+    return done(env, s->session->run_block(int_of(env, argv[1]), x, t, x, taps, true));
+  }
   const std::string err = s->session->run_block(int_of(env, argv[1]), hidden, t, out, taps);
   return done(env, err);
 }
+
+// rtStateAlloc(model, floats) -> state: float32 calibration hidden states in the model's backend memory (zeroed);
+// a one-line error when the backend has not that much free.
+napi_value StateAlloc(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  ModelRef *m = model_args(env, info, 2, argv);
+  if (!m) return nullptr;
+  double floats = 0;
+  napi_get_value_double(env, argv[1], &floats);
+  if (!(floats >= 1) || floats > 1e15) {
+    throw_error(env, "bwq runtime: a calibration state needs a positive size");
+    return nullptr;
+  }
+  Backend *be = m->model->be;
+  const size_t bytes = 4 * (size_t)floats, have = be->free_memory();
+  if (bytes > have) {
+    throw_error(env, "not enough memory on " + std::string(be->name()) + " for the calibration states: " +
+                         std::to_string(bytes >> 20) + " MiB needed, " + std::to_string(have >> 20) + " MiB free");
+    return nullptr;
+  }
+  float *data = (float *)be->alloc(bytes);
+  if (!data) {
+    const std::string msg = be->error() ? be->error() : "allocation failed";
+    be->clear_error();
+    throw_error(env, "bwq runtime: calibration states: " + msg);
+    return nullptr;
+  }
+  StateRef *st = new StateRef{be, data, (size_t)floats, nullptr};
+  napi_create_reference(env, argv[0], 1, &st->model_ref);
+  return wrap(env, st, kStateTag, [](napi_env e, void *p, void *) {
+    StateRef *r = static_cast<StateRef *>(p);
+    r->release();
+    if (r->model_ref) napi_delete_reference(e, r->model_ref);
+    delete r;
+  });
+}
+
+// rtStateWrite(state, offset, data Float32Array) / rtStateRead(state, offset, out Float32Array): floats
+// [offset, offset + length) of the state from / to the host.
+napi_value StateCopy(napi_env env, napi_callback_info info, bool write) {
+  napi_value argv[3];
+  if (!args(env, info, 3, argv)) return nullptr;
+  StateRef *st = unwrap<StateRef>(env, argv[0], kStateTag, "calibration state");
+  if (!st) return nullptr;
+  if (!st->data) {
+    throw_error(env, "bwq runtime: calibration state was freed");
+    return nullptr;
+  }
+  double o = -1;
+  napi_get_value_double(env, argv[1], &o);
+  float *host;
+  size_t n;
+  if (!typed(env, argv[2], napi_float32_array, (void **)&host, &n, write ? "data" : "out")) return nullptr;
+  if (!(o >= 0) || (size_t)o + n > st->floats) {
+    throw_error(env, "bwq runtime: the rows lie outside the calibration state");
+    return nullptr;
+  }
+  if (write) st->be->upload(st->data + (size_t)o, host, 4 * n);
+  else st->be->download(host, st->data + (size_t)o, 4 * n);
+  st->be->sync();
+  const char *e = st->be->error();
+  const std::string msg = e ? std::string("calibration state copy: ") + e : "";
+  if (e) st->be->clear_error();
+  return done(env, msg);
+}
+napi_value StateWrite(napi_env env, napi_callback_info info) { return StateCopy(env, info, true); }
+napi_value StateRead(napi_env env, napi_callback_info info) { return StateCopy(env, info, false); }
 
 // rtMatmulT(model, a Float32Array, transA, b Float32Array, transB, m, k, n, c Float32Array [m, n]): c = op(a) op(b) on
 // the model's backend, op(a) [m, k] (transA: a is [k, m]), op(b) [k, n] (transB: b is [n, k]) (model.h
@@ -718,6 +840,13 @@ napi_value OktPolar(napi_env env, napi_callback_info info) {
 napi_value Free(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!args(env, info, 1, argv)) return nullptr;
+  bool is_state = false;
+  napi_check_object_type_tag(env, argv[0], &kStateTag, &is_state);
+  if (is_state) {
+    StateRef *st = unwrap<StateRef>(env, argv[0], kStateTag, "calibration state");
+    if (st) st->release();
+    return nullptr;
+  }
   bool is_session = false;
   napi_check_object_type_tag(env, argv[0], &kSessionTag, &is_session);
   if (is_session) {
@@ -738,6 +867,9 @@ void register_runtime(napi_env env, napi_value exports) {
       bwq_napi::method("rtSetTensor", SetTensor),
       bwq_napi::method("rtMissing", Missing),
       bwq_napi::method("rtSession", NewSession),
+      bwq_napi::method("rtStateAlloc", StateAlloc),
+      bwq_napi::method("rtStateWrite", StateWrite),
+      bwq_napi::method("rtStateRead", StateRead),
       bwq_napi::method("rtForward", Forward),
       bwq_napi::method("rtNll", Nll),
       bwq_napi::method("rtReset", Reset),

@@ -20,7 +20,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { BwqError } from '../errors.js';
 import { makeDirectories } from '../fs/mkdir.js';
@@ -29,6 +29,21 @@ import { writeSafetensors } from '../safetensors/writer.js';
 import { VERSION } from '../version.js';
 import type { LayerRecipe } from '../quant/recipe.js';
 import { corpusDigest } from '../data/corpus-digest.js';
+
+/** Calibration hidden states [windows, seqlen, hidden] read and written window by window: the pipeline's stream,
+ *  on the host or on the GPU (src/pipeline/calibration-stream.ts). */
+export interface HiddenWindows {
+  readonly windows: number;
+  readonly seqlen: number;
+  readonly hidden: number;
+  read(w0: number, n: number): Float32Array;
+  write(w0: number, data: Float32Array): void;
+}
+
+/** Windows per read or write of the hidden-states file: about 64 MiB (at least one window). */
+function windowsPerChunk(window: number): number {
+  return Math.max(1, Math.floor((64 << 20) / (4 * window)));
+}
 
 const FINGERPRINT = 'fingerprint.json';
 const STATE = 'state.json';
@@ -139,14 +154,28 @@ export class Checkpoint<Report> {
     return { checkpoint: new Checkpoint<R>(dir, fingerprint), state: undefined };
   }
 
-  /** The hidden states after `completed` blocks, into `out`. */
-  async readHidden(completed: number, out: Float32Array): Promise<void> {
+  /** The hidden states after `completed` blocks, into `out` window by window (host or device stream). */
+  async readHidden(completed: number, out: HiddenWindows): Promise<void> {
     const path = join(this.dir, `hidden-after-${completed}.f32`);
-    const bytes = await readFile(path).catch((error: unknown) => {
+    const window = out.seqlen * out.hidden;
+    const expected = 4 * out.windows * window;
+    const file = await open(path, 'r').catch((error: unknown) => {
       throw new BwqError(`checkpoint is missing ${basename(path)}: ${(error as Error).message}`, { file: this.dir });
     });
-    if (bytes.byteLength !== out.byteLength) throw new BwqError(`${basename(path)} has ${bytes.byteLength} bytes, expected ${out.byteLength}`, { file: this.dir });
-    new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(bytes);
+    try {
+      const { size } = await file.stat();
+      if (size !== expected) throw new BwqError(`${basename(path)} has ${size} bytes, expected ${expected}`, { file: this.dir });
+      const per = windowsPerChunk(window);
+      for (let w0 = 0; w0 < out.windows; w0 += per) {
+        const n = Math.min(per, out.windows - w0);
+        const chunk = new Float32Array(n * window);
+        const { bytesRead } = await file.read(new Uint8Array(chunk.buffer), 0, chunk.byteLength, 4 * w0 * window);
+        if (bytesRead !== chunk.byteLength) throw new BwqError(`${basename(path)} ended early`, { file: this.dir });
+        out.write(w0, chunk);
+      }
+    } finally {
+      await file.close();
+    }
   }
 
   /** The rotation tensors the finished blocks added. */
@@ -168,14 +197,24 @@ export class Checkpoint<Report> {
    * Records block `layer` as finished: its rotations and the hidden states after it, then state.json (the
    * commit point, written aside and renamed). The block's spill file must already be written.
    */
-  async commitBlock(layer: number, hidden: Float32Array, rotations: ReadonlyMap<string, { data: Float32Array; shape: number[] }>,
+  async commitBlock(layer: number, hidden: HiddenWindows, rotations: ReadonlyMap<string, { data: Float32Array; shape: number[] }>,
     state: CheckpointState<Report>): Promise<void> {
     if (rotations.size > 0) {
       await writeSafetensors(join(this.dir, `rotations-${layer}.safetensors`),
         [...rotations].map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape, data: t.data })));
     }
     const hiddenPath = join(this.dir, `hidden-after-${layer + 1}.f32`);
-    await writeFile(`${hiddenPath}.tmp`, new Uint8Array(hidden.buffer, hidden.byteOffset, hidden.byteLength));
+    const file = await open(`${hiddenPath}.tmp`, 'w');
+    try {
+      const per = windowsPerChunk(hidden.seqlen * hidden.hidden);
+      for (let w0 = 0; w0 < hidden.windows; w0 += per) {
+        const x = hidden.read(w0, Math.min(per, hidden.windows - w0));
+        const bytes = new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+        for (let done = 0; done < bytes.byteLength;) done += (await file.write(bytes, done, bytes.byteLength - done)).bytesWritten;
+      }
+    } finally {
+      await file.close();
+    }
     await rename(`${hiddenPath}.tmp`, hiddenPath);
     await writeFile(join(this.dir, `${STATE}.tmp`), `${JSON.stringify(state)}\n`);
     await rename(join(this.dir, `${STATE}.tmp`), join(this.dir, STATE));

@@ -7,7 +7,8 @@
  * V vocabulary, W = Σ rows·cols of one block's seven linears, R = rows of one block batch (≤ 8192 tokens),
  * ΣK = H + QD + H + I (the four linear-input widths), ΣK² their squares, s = statistics rows:
  *   runtime       256 MiB                             Node, onnxruntime, the addon, tokenizer, calibration text
- *   calibration   4·T·H + 8·T  (+ 4·T·H + reconstruction step and parameters with --reconstruct; calib-memory.ts)
+ *   calibration   4·T·H + 8·T  (+ 4·T·H + reconstruction step and parameters with --reconstruct; calib-memory.ts);
+ *                 8·T + 64 MiB when the hidden states are on the GPU (the checkpoint's reads and writes of them)
  *   embeddings    4·V·H                               the block engine's float32 embedding table
  *   block         k·4·W, k = 7 (rtn) or 10            the block's float32 weights, the runtime's copy, the simulated
  *                                                     weights, the method's temporaries (OKT, PSP, searches) and the
@@ -23,12 +24,14 @@
  *                                                     the blocked Cholesky's quarter blocks: column-blocks.ts);
  *                                                     methods that read H
  * Device (CUDA): 4·W (the block, float32) + the session's scratch (the batch term's first and third lines) +
- * 4·ΣK² (Gram accumulators) + the numerics' transient buffers (one product's operands, ≤ 3 × 256 MiB of
+ * 4·ΣK² (Gram accumulators) + 4·T·H (the hidden states, when they are kept there) + the numerics' transient buffers (one product's operands, ≤ 3 × 256 MiB of
  * kron_rotate chunks).
  */
 import { blockWeightCount, calibrationMemory, type ReconstructionShape } from './calib-memory.js';
 
 export const RUNTIME_BASE_BYTES = 256 * 2 ** 20;
+/** the host chunk through which device-resident hidden states reach the checkpoint file (checkpoint.ts) */
+const STATE_CHUNK_BYTES = 64 * 2 ** 20;
 
 export interface MemoryModelShape {
   hiddenSize: number;
@@ -51,6 +54,8 @@ export interface MemoryRun {
   grams: boolean;
   /** the block forwards' device: the session's scratch is in host memory only on the CPU */
   device: 'cpu' | 'cuda';
+  /** the calibration hidden states live on the GPU (src/pipeline/calibration-stream.ts) */
+  statesOnDevice?: boolean;
   reconstruction?: ReconstructionShape;
 }
 
@@ -87,7 +92,7 @@ export function hostMemoryBound(s: MemoryModelShape, run: MemoryRun): MemoryBoun
   const session = run.device === 'cpu' ? sessionBytes(s, rows, windows, run.seqlen) : 0;
   const parts = {
     runtime: RUNTIME_BASE_BYTES,
-    calibration: calibrationMemory(run.nsamples, run.seqlen, h, run.reconstruction).bytes,
+    calibration: run.statesOnDevice === true ? 8 * tokens + STATE_CHUNK_BYTES : calibrationMemory(run.nsamples, run.seqlen, h, run.reconstruction).bytes,
     embeddings: 4 * s.vocabSize * h,
     block: blockCopies(run.method) * 4 * w,
     batch: session + 4 * rows * (4 * h + qd + i),
@@ -104,7 +109,8 @@ export function deviceMemoryBound(s: MemoryModelShape, run: MemoryRun): number {
   const { h, i, sumSquares } = widths(s);
   const windows = Math.min(run.batch, run.nsamples);
   const w = blockWeightCount(h, { batch: 1, intermediateSize: i, numHeads: s.numHeads, numKvHeads: s.numKvHeads, headDim: s.headDim });
-  return 4 * w + sessionBytes(s, windows * run.seqlen, windows, run.seqlen) + (run.grams ? 4 * sumSquares : 0);
+  return 4 * w + sessionBytes(s, windows * run.seqlen, windows, run.seqlen) + (run.grams ? 4 * sumSquares : 0)
+    + (run.statesOnDevice === true ? 4 * run.nsamples * run.seqlen * h : 0);
 }
 
 /** quantize-report.json's `memory`: the peak RSS of the run so far (getrusage) and the bounds above. */

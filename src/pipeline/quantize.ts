@@ -30,7 +30,7 @@ import type { ModelConfig } from '../model/config.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { linearByRole } from '../model/weights.js';
 import type { BlockWeights, TapName } from '../onnx/block-runner.js';
-import { createRuntimeBlockEngine, isGramTap, type BlockEngine } from '../runtime/block-runner.js';
+import { createRuntimeBlockEngine, isGramTap, type BlockEngine, type GramTapName } from '../runtime/block-runner.js';
 import type { RuntimeDevice } from '../runtime/session.js';
 import { loadCalibrationWindows } from '../data/calibration.js';
 import { Rng } from '../linalg/random.js';
@@ -48,6 +48,7 @@ import { Checkpoint, inputDigests, runFingerprint, type CheckpointLinear, type C
 import { resolvedRecipe, type Recipe } from './recipe-file.js';
 import { createOrtEngine } from './ort-engine.js';
 import { deviceMatmul } from './device-matmul.js';
+import { createCalibrationStream, type CalibrationStream } from './calibration-stream.js';
 import { nativeWeightPasses } from '../native/weight-passes.js';
 import type { Matmul, Numerics } from '../linalg/matmul.js';
 import { checkOutputDirectory, COPIED_MODEL_FILES } from './output-dir.js';
@@ -342,6 +343,8 @@ interface PipelineResult {
   rotations: Map<string, { data: Float32Array; shape: number[] }>;
   recipes: LayerRecipe[];
   reports: LayerReport[];
+  /** the calibration hidden states were kept on the GPU */
+  statesOnDevice: boolean;
 }
 
 async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array, options: QuantizeOptions, seqlen: number,
@@ -363,8 +366,10 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
     ...bwlaSettings(options),
   };
 
-  const hidden = new Float32Array(ns * seqlen * h);
-  const result: PipelineResult = { linears: new Map(), rotations: new Map(), recipes: [], reports: [] };
+  // the calibration hidden states: on the GPU when the blocks run there and they fit (not with --reconstruct, whose
+  // training steps read host windows), else on the host (src/pipeline/calibration-stream.ts)
+  const hidden = createCalibrationStream(runner, ns, seqlen, h, options.reconstruct === undefined, (line) => progress.info(line));
+  const result: PipelineResult = { linears: new Map(), rotations: new Map(), recipes: [], reports: [], statesOnDevice: hidden.onDevice };
   const rng = new Rng(options.seed ^ 0x5bd1e995);
   const { checkpoint, state } = resume;
   const done: CheckpointLinear[] = [];
@@ -388,7 +393,7 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
     for (let b = 0; b < nBatches; b++) {
       const n = Math.min(bs, ns - b * bs);
       const emb = await runner.embed(ids.subarray(b * bs * seqlen, (b * bs + n) * seqlen), n, seqlen);
-      hidden.set(emb, b * bs * seqlen * h);
+      hidden.write(b * bs, emb);
       progress.update(b + 1, nBatches);
     }
     progress.succeed(`embedded ${ns} windows of ${seqlen} tokens`);
@@ -438,7 +443,7 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
         //    of earlier phases already quantized (phase 0: the float block)
         const taps = [...new Set(phase.map((g) => g.tap))];
         progress.start(`${tag}: statistics pass ${pi + 1}/${phases.length} (${taps.join(', ')})`);
-        const st = await collectStats(runner, layer, hidden, h, ns, seqlen, bs, currentWeights(), pi === 0 ? floatRecipe : currentRecipe(), taps, picked, progress, { mode: gramMode, mm });
+        const st = await collectStats(hidden, layer, bs, currentWeights(), pi === 0 ? floatRecipe : currentRecipe(), taps, picked, progress, { mode: gramMode, mm, ...(runner.readGram === undefined ? {} : { readGram: runner.readGram }) });
         if (pi === 0) firstFloatOut = st.firstOutput;
         progress.succeed(`${tag}: statistics pass ${pi + 1}/${phases.length} on ${statTokens} sampled tokens${gramMode === 'none' ? '' : `, Gram matrices over ${ns * seqlen} tokens`}`);
 
@@ -500,7 +505,7 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
       }
       // block-wise reconstruction: replaces the calibrated linears and quantizers of this block in place
       if (reconstruction !== undefined) {
-        const rec = await reconstruction.reconstruct(layer, hidden, { weights, newLinears, recipeLinears, extra, layerLinears, names }, attention, progress, tag);
+        const rec = await reconstruction.reconstruct(layer, hidden.hostArray!, { weights, newLinears, recipeLinears, extra, layerLinears, names }, attention, progress, tag);
         attention = rec.attention;
         report.reconstruction = rec.report;
       }
@@ -512,19 +517,17 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
       const qWeights = currentWeights();
       for (let b = 0; b < nBatches; b++) {
         const n = Math.min(bs, ns - b * bs);
-        const lo = b * bs * seqlen * h;
-        const hi = lo + n * seqlen * h;
-        const out = await runner.run(layer, hidden.subarray(lo, hi), n, seqlen, { weights: qWeights, recipe });
+        await hidden.run(layer, b * bs, n, { weights: qWeights, recipe }, true);
         if (b === 0 && firstFloatOut !== undefined) {
+          const out = hidden.read(0, n);
           let num = 0;
           let den = 0;
-          for (let i = 0; i < out.output.length; i++) {
-            num += (out.output[i]! - firstFloatOut[i]!) ** 2;
+          for (let i = 0; i < out.length; i++) {
+            num += (out[i]! - firstFloatOut[i]!) ** 2;
             den += firstFloatOut[i]! ** 2;
           }
           report.blockOutputRelError = den > 0 ? Math.sqrt(num / den) : 0;
         }
-        hidden.set(out.output, lo);
         progress.update(b + 1, nBatches);
       }
       // e. move this layer's quantized linears out of memory
@@ -550,6 +553,7 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
   } finally {
     await engine.close();
     await reconstruction?.close();
+    hidden.free();
   }
   return result;
 }
@@ -578,10 +582,11 @@ export type GramMode = 'none' | 'device' | 'host';
  * and, unless mode 'none', accumulating each tap's Gram matrix H = Σ_t x_t x_tᵀ over every token (float32).
  */
 export async function collectStats(
-  runner: BlockEngine, layer: number, hidden: Float32Array, h: number, ns: number, seqlen: number, bs: number,
+  hidden: CalibrationStream, layer: number, bs: number,
   weights: BlockWeights, recipe: LayerRecipe, taps: readonly TapName[], picked: Int32Array, progress: Progress,
-  gram: { mode: GramMode; mm: Matmul },
+  gram: { mode: GramMode; mm: Matmul; readGram?: (tap: GramTapName) => Float32Array },
 ): Promise<{ stats: Map<TapName, Float32Array>; widths: Map<TapName, number>; grams: Map<TapName, InputGram>; firstOutput: Float32Array | undefined }> {
+  const { windows: ns, seqlen } = hidden;
   const nBatches = Math.ceil(ns / bs);
   const stats = new Map<TapName, Float32Array>();
   const widths = new Map<TapName, number>();
@@ -599,9 +604,9 @@ export async function collectStats(
     // on the device only the sampled rows of this batch come back (their indices within the batch)
     const onDevice = gram.mode === 'device';
     const rows = onDevice ? Int32Array.from(picked.subarray(first, last), (g) => g - lo) : undefined;
-    const out = await runner.run(layer, hidden.subarray(lo * h, hi * h), n, seqlen, {
+    const out = await hidden.run(layer, b * bs, n, {
       weights, recipe, taps, ...(onDevice ? { gramTaps, tapRows: rows } : {}),
-    });
+    }, false);
     if (b === 0) firstOutput = out.output;
     const tapRows = onDevice ? last - first : n * seqlen;
     for (const t of taps) {
@@ -627,14 +632,14 @@ export async function collectStats(
   }
   const grams = new Map<TapName, InputGram>();
   const tokens = ns * seqlen;
-  if (gram.mode === 'device') for (const t of gramTaps) grams.set(t, { data: runner.readGram!(t), tokens });
+  if (gram.mode === 'device') for (const t of gramTaps) grams.set(t, { data: gram.readGram!(t), tokens });
   else for (const [t, data] of hostGrams) grams.set(t, { data, tokens });
   return { stats, widths, grams, firstOutput };
 }
 
 /** Attention taps of one window (truncated so the [heads, S, S] probs stay ≤ 64 MiB). */
 async function calibrateAttention(
-  runner: BlockEngine, layer: number, hidden: Float32Array, seqlen: number, weights: BlockWeights, recipe: LayerRecipe,
+  runner: BlockEngine, layer: number, hidden: CalibrationStream, seqlen: number, weights: BlockWeights, recipe: LayerRecipe,
   config: ModelConfig, rows: number, rng: Rng, mm: Matmul,
 ): Promise<AttentionSearchResult> {
   const { numHeads: heads, numKvHeads: kvHeads, headDim, slidingWindow } = config;
@@ -643,7 +648,7 @@ async function calibrateAttention(
   const hiddenSize = weights.inputNorm.weight.length;
   // the first `seq` positions of window 0 (causal: identical to the full window's prefix)
   const x = new Float32Array(seq * hiddenSize);
-  x.set(hidden.subarray(0, seq * hiddenSize));
+  x.set(hidden.read(0, 1).subarray(0, seq * hiddenSize));
   const out = await runner.run(layer, x, 1, seq, { weights, recipe, taps: ['query', 'key', 'value', 'probs'] });
   const picked = rng.sample(seq, Math.min(rows, seq));
   return searchAttentionTernary({
@@ -733,6 +738,7 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
     memory: memoryReport(config, {
       method: options.method, nsamples: options.nsamples, seqlen, batch: batchSize(options.nsamples, seqlen, config.numHeads),
       statTokens: options.statTokens ?? 512, grams: usesInputGram(options), device: device.startsWith('cuda') ? 'cuda' : 'cpu',
+      statesOnDevice: result.statesOnDevice,
       ...(options.reconstruct === undefined ? {} : { reconstruction: reconstructionShape(options, config) }),
     }),
     layers: result.reports,

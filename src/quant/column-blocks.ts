@@ -70,6 +70,7 @@ export async function compensateColumnBlocks(w: Float32Array, rows: number, cols
   for (let j = 0; j < cols; j++) if (frame.dead[j] === 1) wt.fill(0, j * rows, (j + 1) * rows);
   const q = new Float32Array(rows * cols);
   const span = Math.max(1, Math.round(SPAN / blockSize)) * blockSize;
+  const diag = new Float64Array(blockSize);
   for (let s0 = 0; s0 < cols; s0 += span) {
     const s1 = Math.min(cols, s0 + span);
     const spanErrors = new Float32Array((s1 - s0) * rows); // E_b of the span's blocks, transposed [s1 − s0, rows]
@@ -85,14 +86,11 @@ export async function compensateColumnBlocks(w: Float32Array, rows: number, cols
       const qb = quantizeBlock(transposeF32(blockT, width, rows), rows, width, b0); // [rows, width]
       // E_bᵀ = diag(U_bb)⁻¹ e_bᵀ, e_b = W[:, b] − Q_b (rounded to float32 before the division)
       const eT = spanErrors.subarray((b0 - s0) * rows, (b1 - s0) * rows);
-      for (let c = 0; c < width; c++) {
-        const diag = u[(b0 + c) * cols + b0 + c]!;
-        const o = c * rows;
-        for (let r = 0; r < rows; r++) {
-          const v = qb[r * width + c]!;
-          q[r * cols + b0 + c] = v;
-          eT[o + r] = Math.fround(blockT[o + r]! - v) / diag;
-        }
+      for (let c = 0; c < width; c++) diag[c] = u[(b0 + c) * cols + b0 + c]!;
+      for (let r = 0; r < rows; r++) {
+        const oq = r * width;
+        q.set(qb.subarray(oq, oq + width), r * cols + b0);
+        for (let c = 0; c < width; c++) eT[c * rows + r] = Math.fround(blockT[c * rows + r]! - qb[oq + c]!) / diag[c]!;
       }
     }
     if (s1 < cols) {

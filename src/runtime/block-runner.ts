@@ -14,7 +14,7 @@ import type { BlockRunOptions, TapName } from '../onnx/block-runner.js';
 import type { LayerRecipe } from '../quant/recipe.js';
 import type { Tensor } from '../tensor.js';
 import { loadAddon } from '../native/loader.js';
-import { linearDims, loadRuntimeModelFrom, storeOf, type RuntimeAddon, type RuntimeModelHandle, type RuntimeSessionHandle } from './load.js';
+import { linearDims, loadRuntimeModelFrom, storeOf, type RuntimeAddon, type RuntimeModelHandle, type RuntimeSessionHandle, type RuntimeStateHandle } from './load.js';
 import { probsRowCode, quantizerCodes } from './descriptor.js';
 import { chunkPositions, loadOnDevice } from './engine.js';
 import { deviceOkt, hasOktBinding } from './device-okt.js';
@@ -36,6 +36,19 @@ export interface EngineRunOptions extends BlockRunOptions {
   gramTaps?: readonly GramTapName[];
   /** only these rows (ascending indices b·seq + i) of the linear-input taps come back: [tapRows.length, width] */
   tapRows?: Int32Array;
+  /** the input rows are the state's floats [offset, offset + batch·seq·hidden) (the `hidden` argument is then
+   *  ignored); with inPlace the output replaces them and the returned output is empty */
+  fromState?: { state: CalibrationState; offset: number; inPlace: boolean };
+}
+
+/** Float32 calibration hidden states in the engine's device memory (BlockEngine.createState). */
+export interface CalibrationState {
+  readonly floats: number;
+  /** floats [offset, offset + data.length) from the host */
+  write(offset: number, data: Float32Array): void;
+  /** floats [offset, offset + count) to the host */
+  read(offset: number, count: number): Float32Array;
+  free(): void;
 }
 
 /** The part of the block-runner contract the quantize pipeline uses. */
@@ -53,6 +66,9 @@ export interface BlockEngine {
   readonly rotateRows?: RotateRows;
   /** the Gram matrix [width, width] accumulated by runs with gramTaps (its accumulator is freed) */
   readonly readGram?: (tap: GramTapName) => Float32Array;
+  /** `floats` zeroed float32 values in the engine's memory for the calibration hidden states (a one-line error when
+   *  the device has not that much free); freed by free() or with the engine */
+  readonly createState?: (floats: number) => CalibrationState;
   /** learnOkt (src/quant/okt.ts) in one native call on the engine's device (src/runtime/device-okt.ts): CPU threads, or CUDA with cuBLAS */
   readonly learnOkt?: OktDevice;
   close(): Promise<void>;
@@ -61,10 +77,13 @@ export interface BlockEngine {
 interface RuntimeBlockAddon extends RuntimeAddon {
   rtSetLayerRecipe(model: RuntimeModelHandle, layer: number, recipe: Float64Array): Int32Array;
   rtRunBlock(session: RuntimeSessionHandle, layer: number, hidden: Float32Array, t: number, out: Float32Array,
-    taps: Record<string, Float32Array>, options?: { gram?: Int32Array; rows?: Int32Array }): void;
+    taps: Record<string, Float32Array>, options?: { gram?: Int32Array; rows?: Int32Array; state?: RuntimeStateHandle; stateOffset?: number; inPlace?: boolean }): void;
   rtMatmulT?(model: RuntimeModelHandle, a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number,
     c: Float32Array): void;
   rtReadGram?(model: RuntimeModelHandle, tap: number, out: Float32Array): void;
+  rtStateAlloc?(model: RuntimeModelHandle, floats: number): RuntimeStateHandle;
+  rtStateWrite?(state: RuntimeStateHandle, offset: number, data: Float32Array): void;
+  rtStateRead?(state: RuntimeStateHandle, offset: number, out: Float32Array): void;
   rtKronRotate?(model: RuntimeModelHandle, x: Float32Array, rows: number, a: number, b: number, r1: Float32Array, r2: Float32Array,
     y: Float32Array): void;
 }
@@ -191,6 +210,42 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     }
     return out;
   };
+  // calibration states: freed before the model (their memory is the model's backend's)
+  const states = new Set<RuntimeStateHandle>();
+  const handles = new WeakMap<CalibrationState, RuntimeStateHandle>();
+  const createState = (floats: number): CalibrationState => {
+    let st: RuntimeStateHandle;
+    try {
+      st = addon.rtStateAlloc!(handle, floats);
+    } catch (error) {
+      throw nativeError(error);
+    }
+    states.add(st);
+    const state: CalibrationState = {
+      floats,
+      write(offset, data) {
+        try {
+          addon.rtStateWrite!(st, offset, data);
+        } catch (error) {
+          throw nativeError(error);
+        }
+      },
+      read(offset, count) {
+        const out = new Float32Array(count);
+        try {
+          addon.rtStateRead!(st, offset, out);
+        } catch (error) {
+          throw nativeError(error);
+        }
+        return out;
+      },
+      free() {
+        if (states.delete(st)) addon.rtFree(st);
+      },
+    };
+    handles.set(state, st);
+    return state;
+  };
   const rotateRows: RotateRows = async (x, rows, r1, a, r2, b) => {
     const y = new Float32Array(rows * a * b);
     try {
@@ -215,12 +270,16 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     } : {}),
     ...(typeof addon.rtKronRotate === 'function' ? { rotateRows } : {}),
     ...(typeof addon.rtReadGram === 'function' ? { readGram } : {}),
+    ...(typeof addon.rtStateAlloc === 'function' ? { createState } : {}),
     ...((device.startsWith('cpu') || (device.startsWith('cuda') && !device.includes('no cuBLAS'))) && hasOktBinding(addon) ? { learnOkt: deviceOkt(addon, handle) } : {}),
     loadBlockWeights: (layer) => loadBlockWeights(model, layer),
     async run(layer, hidden, batch, seq, runOptions = {}) {
       if (layer < 0 || layer >= c.numLayers) throw new BwqError(`layer ${layer} out of range (model has ${c.numLayers})`, { file: model.dir });
       const h = c.hiddenSize;
-      if (hidden.length !== batch * seq * h) throw new Error(`hidden has ${hidden.length} values, expected ${batch}x${seq}x${h}`);
+      const from = runOptions.fromState;
+      if (from === undefined && hidden.length !== batch * seq * h) throw new Error(`hidden has ${hidden.length} values, expected ${batch}x${seq}x${h}`);
+      const stateHandle = from === undefined ? undefined : handles.get(from.state);
+      if (from !== undefined && (stateHandle === undefined || !states.has(stateHandle))) throw new Error('run: the calibration state is not one of this engine\'s live states');
       let weights = runOptions.weights;
       if (weights === undefined) {
         if (cached?.layer !== layer) cached = { layer, weights: await loadBlockWeights(model, layer) };
@@ -237,12 +296,13 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
       const selected = runOptions.tapRows;
       const rowsOf = (t: TapName): number => (selected !== undefined && t in GRAM_TAP_CODES ? selected.length : batch * seq);
       for (const t of wanted) tapArrays[TAP_FIELDS[t]] = new Float32Array(rowsOf(t) * widths[t]);
-      const output = new Float32Array(batch * seq * h);
+      const output = new Float32Array(from?.inPlace === true ? 0 : batch * seq * h);
       const gramTaps = runOptions.gramTaps ?? [];
       if (gramTaps.length > 0 && typeof addon.rtReadGram !== 'function') throw new BwqError('the native addon has no Gram accumulation (rebuild with npm rebuild)');
-      const extra = gramTaps.length === 0 && selected === undefined ? undefined : {
+      const extra = gramTaps.length === 0 && selected === undefined && from === undefined ? undefined : {
         ...(gramTaps.length === 0 ? {} : { gram: Int32Array.from(gramTaps, (t) => GRAM_TAP_CODES[t]) }),
         ...(selected === undefined ? {} : { rows: selected }),
+        ...(from === undefined ? {} : { state: stateHandle, stateOffset: from.offset, inPlace: from.inPlace }),
       };
       try {
         if (extra === undefined) addon.rtRunBlock(s, 0, hidden, seq, output, tapArrays);
@@ -272,6 +332,8 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
       return out;
     },
     async close() {
+      for (const st of states) addon.rtFree(st);
+      states.clear();
       if (session !== undefined) addon.rtFree(session.handle);
       session = undefined;
       addon.rtFree(handle);

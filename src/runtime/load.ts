@@ -28,12 +28,14 @@ export interface RuntimeAddon {
   rtReset(session: RuntimeSessionHandle): void;
   rtInfo(session: RuntimeSessionHandle): { position: number; device: string; sessionBytes: number; modelBytes: number;
     replaying: boolean };
-  rtFree(handle: RuntimeModelHandle | RuntimeSessionHandle): void;
+  rtFree(handle: RuntimeModelHandle | RuntimeSessionHandle | RuntimeStateHandle): void;
   rtModelBytes(model: RuntimeModelHandle): number;
   rtDevice(model: RuntimeModelHandle): { device: string; freeBytes: number };
 }
 export interface RuntimeModelHandle { readonly __runtimeModel: unique symbol }
 export interface RuntimeSessionHandle { readonly __runtimeSession: unique symbol }
+/** Opaque N-API external: calibration hidden states in a model's backend memory (rtStateAlloc). */
+export interface RuntimeStateHandle { readonly __runtimeState: unique symbol }
 
 /** A read-only tensor store (a safetensors file, a checkpoint, or synthetic tensors). */
 export interface TensorStore {

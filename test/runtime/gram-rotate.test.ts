@@ -5,6 +5,7 @@ import { openModelDir, type ModelDir } from '../../src/model/model-dir.js';
 import type { Progress } from '../../src/progress.js';
 import { DEFAULT_MODEL_DIR } from '../../src/package-paths.js';
 import { collectStats } from '../../src/pipeline/quantize.js';
+import { deviceStream, hostStream } from '../../src/pipeline/calibration-stream.js';
 import { rotateRows } from '../../src/quant/kronecker.js';
 import { randomOrthogonal } from '../../src/quant/okt.js';
 import { createRuntimeBlockEngine, type BlockEngine, type GramTapName } from '../../src/runtime/block-runner.js';
@@ -119,11 +120,24 @@ describe.runIf(runtimeAvailable())('the runtime block engine\'s Gram matrices an
     const recipe = { linears: {} };
     const picked = new Rng(3).sample(total * seq, 20);
     const bs = 2; // batches of 2 and 1 windows
-    const host = await collectStats(engine, 0, hidden, h, total, seq, bs, weights, recipe, GRAM_TAPS, picked, silent, { mode: 'host', mm: jsMatmul });
+    const stream = hostStream(engine, hidden, total, seq, h);
+    const readGram = engine.readGram!;
+    const host = await collectStats(stream, 0, bs, weights, recipe, GRAM_TAPS, picked, silent, { mode: 'host', mm: jsMatmul });
     // the runtime's accumulation (the GPU path; here on the CPU backend), sampled rows selected in the runtime
-    const device = await collectStats(engine, 0, hidden, h, total, seq, bs, weights, recipe, GRAM_TAPS, picked, silent, { mode: 'device', mm: jsMatmul });
-    const none = await collectStats(engine, 0, hidden, h, total, seq, bs, weights, recipe, GRAM_TAPS, picked, silent, { mode: 'none', mm: jsMatmul });
+    const device = await collectStats(stream, 0, bs, weights, recipe, GRAM_TAPS, picked, silent, { mode: 'device', mm: jsMatmul, readGram });
+    const none = await collectStats(stream, 0, bs, weights, recipe, GRAM_TAPS, picked, silent, { mode: 'none', mm: jsMatmul });
     expect(none.grams.size).toBe(0);
+    // the hidden states in the engine's memory (the GPU path; here the CPU backend's): the same statistics
+    const state = deviceStream(engine, engine.createState!(hidden.length), total, seq, h);
+    state.write(0, hidden);
+    const fromState = await collectStats(state, 0, bs, weights, recipe, GRAM_TAPS, picked, silent, { mode: 'device', mm: jsMatmul, readGram });
+    expect(Array.from(state.read(0, total))).toEqual(Array.from(hidden)); // the statistics pass leaves the states
+    state.free();
+    expect(Array.from(fromState.firstOutput!)).toEqual(Array.from(device.firstOutput!));
+    for (const t of GRAM_TAPS) {
+      expect(Array.from(fromState.stats.get(t)!)).toEqual(Array.from(device.stats.get(t)!));
+      expect(Array.from(fromState.grams.get(t)!.data)).toEqual(Array.from(device.grams.get(t)!.data));
+    }
     const whole = await engine.run(0, hidden, total, seq, { weights, recipe, taps: GRAM_TAPS });
     for (const t of GRAM_TAPS) {
       const x = whole.taps.get(t)!;
