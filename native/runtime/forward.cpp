@@ -290,7 +290,7 @@ std::string Session::run_block(int l, const float *hidden, int t, float *out, co
     be_->upload(positions_, chunk_pos.data(), 4 * (size_t)rows);
     layer(l, rows, ct, c0, t, &taps, t);
     if (!on_device) scatter_rows(h_, c.hidden, ct, c0, t, out);
-    else  // the chunk's rows of each sequence (the next chunk reads later rows only: out may be hidden)
+    else if (out)  // the chunk's rows of each sequence (the next chunk reads later rows only: out may be hidden)
       for (int b = 0; b < batch_; ++b)
         be_->copy(out + ((size_t)b * t + c0) * c.hidden, h_ + (size_t)b * ct * c.hidden, 4 * (size_t)ct * c.hidden);
     if (const char *e = be_->error()) return e;

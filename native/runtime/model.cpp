@@ -43,6 +43,19 @@ Model::~Model() {
   for (auto &o : owned) be->free(o.first);
   for (float *g : gram)
     if (g) be->free(g);
+  for (void *p : product_buf)
+    if (p) be->free(p);
+}
+
+// Buffer `slot` of the products' operands with room for `bytes` (the old one freed when it is too small).
+static void *product_buffer(Model &m, int slot, size_t bytes) {
+  if (m.product_bytes[slot] < bytes) {
+    if (m.product_buf[slot]) m.be->free(m.product_buf[slot]);
+    m.product_bytes[slot] = 0;
+    m.product_buf[slot] = m.be->alloc(bytes);
+    if (m.product_buf[slot]) m.product_bytes[slot] = bytes;
+  }
+  return m.product_buf[slot];
 }
 
 void *Model::take(size_t n) {
@@ -283,16 +296,13 @@ std::string matmul_on_device(Model &m, const float *a, int rows, int k, const fl
     be->gemm(a, rows, k, FloatWeights{n, k, DType::F32, w}, c, n, false);
     be->sync();
   } else {
-    void *da = be->alloc(na), *dw = be->alloc(nw), *dc = be->alloc(nc);
+    void *da = product_buffer(m, 0, na), *dw = product_buffer(m, 1, nw), *dc = product_buffer(m, 2, nc);
     if (da && dw && dc) {
       be->upload(da, a, na);
       be->upload(dw, w, nw);
       be->gemm((const float *)da, rows, k, FloatWeights{n, k, DType::F32, dw}, (float *)dc, n, false);
       be->download(c, dc, nc);
     }
-    if (da) be->free(da);
-    if (dw) be->free(dw);
-    if (dc) be->free(dc);
   }
   return take_error(be, "matmul");
 }
@@ -312,7 +322,7 @@ std::string matmul_t_on_device(Model &m, bool trans_a, bool trans_b, const float
   Backend *be = m.be;
   if (be->is_device()) {
     const size_t na = (size_t)rows * k * 4, nb = (size_t)k * n * 4, nc = (size_t)rows * n * 4;
-    void *da = be->alloc(na), *db = be->alloc(nb), *dc = be->alloc(nc);
+    void *da = product_buffer(m, 0, na), *db = product_buffer(m, 1, nb), *dc = product_buffer(m, 2, nc);
     bool ran = false;
     if (da && db && dc) {
       be->upload(da, a, na);
@@ -320,8 +330,6 @@ std::string matmul_t_on_device(Model &m, bool trans_a, bool trans_b, const float
       ran = be->gemm_t(trans_a, trans_b, (const float *)da, (const float *)db, rows, k, n, (float *)dc);
       if (ran) be->download(c, dc, nc);
     }
-    for (void *p : {da, db, dc})
-      if (p) be->free(p);
     if (std::string msg = take_error(be, "matmul"); !msg.empty()) return msg;
     if (ran) return "";
   }
@@ -345,8 +353,8 @@ std::string kron_rotate_on_device(Model &m, const float *x, int rows, int a, int
     // chunks of at most 2^26 floats (256 MiB) per buffer (at least one row)
     const int chunk = (int)std::max<size_t>(1, std::min<size_t>((size_t)rows, ((size_t)1 << 26) / k));
     const size_t nb = (size_t)chunk * k * 4;
-    void *dx = be->alloc(nb), *dt = be->alloc(nb), *dy = be->alloc(nb), *d1 = be->alloc((size_t)a * a * 4),
-         *d2 = be->alloc((size_t)b * b * 4);
+    void *dx = product_buffer(m, 0, nb), *dt = product_buffer(m, 1, nb), *dy = product_buffer(m, 2, nb),
+         *d1 = be->alloc((size_t)a * a * 4), *d2 = be->alloc((size_t)b * b * 4);
     if (dx && dt && dy && d1 && d2) {
       be->upload(d1, r1, (size_t)a * a * 4);
       be->upload(d2, r2, (size_t)b * b * 4);
@@ -358,7 +366,7 @@ std::string kron_rotate_on_device(Model &m, const float *x, int rows, int a, int
         be->download(y + (size_t)r0 * k, dy, (size_t)n * k * 4);
       }
     }
-    for (void *p : {dx, dt, dy, d1, d2})
+    for (void *p : {d1, d2})
       if (p) be->free(p);
   }
   return take_error(be, "kron_rotate");

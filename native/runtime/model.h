@@ -71,6 +71,11 @@ struct Model {
   // read_gram; they outlive sessions (the quantize pipeline's last batch may be smaller, a new session).
   float *gram[4] = {nullptr, nullptr, nullptr, nullptr};
   int gram_width[4] = {0, 0, 0, 0};
+  // Operand buffers of matmul_on_device / matmul_t_on_device / kron_rotate_on_device on a device backend (a, b, c),
+  // grown as needed and kept between calls: the quantize numerics make hundreds of products per block, and a
+  // cudaMalloc / cudaFree pair per operand and call cost more than the transfers.
+  void *product_buf[3] = {nullptr, nullptr, nullptr};
+  size_t product_bytes[3] = {0, 0, 0};
 
   ~Model();
   void *take(size_t bytes);     // backend allocation owned by the model (nullptr on failure)
@@ -156,7 +161,8 @@ class Session {
 
   // One decoder layer on given hidden states (batch sequences of t tokens from position 0; the cache is reset):
   // out = layer l (hidden), both [batch, t, hidden], with the taps asked for. "" or an error. hidden and out are
-  // host buffers, or with on_device the backend's memory (calibration states kept there; out may equal hidden).
+  // host buffers, or with on_device the backend's memory (calibration states kept there; out may equal hidden, or be
+  // null: the output is not wanted, only the taps).
   std::string run_block(int l, const float *hidden, int t, float *out, const BlockTaps &taps, bool on_device = false);
 
   size_t bytes() const { return bytes_; }

@@ -473,15 +473,15 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
   const ModelConfig &c = s->session->config();
   const size_t rows = (size_t)s->session->batch() * (t > 0 ? t : 0);
   // options.state (rtStateAlloc) with stateOffset (floats): the input rows are read there; with inPlace the output
-  // replaces them (out is then not written), else it goes to out
+  // replaces them, with discard it is dropped (out is then not written either way), else it goes to out
   StateRef *state = nullptr;
   size_t state_offset = 0;
-  bool in_place = false;
+  bool in_place = false, discard = false;
   if (argc >= 7) {
     napi_valuetype ot;
     bool has = false;
     if (napi_typeof(env, all[6], &ot) == napi_ok && ot == napi_object && napi_has_named_property(env, all[6], "state", &has) == napi_ok && has) {
-      napi_value v, off, ip;
+      napi_value v, off, ip, dc;
       napi_get_named_property(env, all[6], "state", &v);
       state = unwrap<StateRef>(env, v, kStateTag, "calibration state");
       if (!state) return nullptr;
@@ -494,6 +494,8 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
       napi_get_value_double(env, off, &o);
       napi_get_named_property(env, all[6], "inPlace", &ip);
       napi_get_value_bool(env, ip, &in_place);
+      napi_get_named_property(env, all[6], "discard", &dc);
+      napi_get_value_bool(env, dc, &discard);
       if (!(o >= 0) || (size_t)o + rows * c.hidden > state->floats) {
         throw_error(env, "bwq runtime: the block's rows lie outside the calibration state");
         return nullptr;
@@ -506,7 +508,7 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
   if ((!state && !typed(env, argv[2], napi_float32_array, (void **)&hidden, &nh, "hidden")) ||
       !typed(env, argv[4], napi_float32_array, (void **)&out, &no, "out"))
     return nullptr;
-  if ((!state && nh < rows * c.hidden) || (!in_place && no < rows * c.hidden)) {
+  if ((!state && nh < rows * c.hidden) || (!in_place && !discard && no < rows * c.hidden)) {
     throw_error(env, "bwq runtime: hidden and out need batch x t x hidden values");
     return nullptr;
   }
@@ -552,6 +554,8 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
       return nullptr;
     }
   }
+  if (state && discard && !in_place)
+    return done(env, s->session->run_block(int_of(env, argv[1]), state->data + state_offset, t, nullptr, taps, true));
   if (state && !in_place) {  // the output through a scratch of the backend, then to the host
     float *scratch = (float *)state->be->alloc(4 * rows * c.hidden);
     if (!scratch) return done(env, state->be->error() ? state->be->error() : "allocation failed");

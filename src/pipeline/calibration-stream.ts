@@ -5,7 +5,7 @@
  * interface: the block runs (statistics with the input rows left in place, propagation in place), host copies of
  * windows (attention calibration, the checkpoint) and writes (embeddings, resume).
  */
-import type { BlockEngine, CalibrationState, EngineRunOptions } from '../runtime/block-runner.js';
+import type { BlockEngine, CalibrationState, EngineRunOptions, StateOutput } from '../runtime/block-runner.js';
 import type { TapName } from '../onnx/block-runner.js';
 
 export interface CalibrationStream {
@@ -18,9 +18,10 @@ export interface CalibrationStream {
   write(w0: number, data: Float32Array): void;
   /** windows [w0, w0 + n) on the host (a view of the host stream: do not modify) */
   read(w0: number, n: number): Float32Array;
-  /** runs block `layer` on windows [w0, w0 + n) as one batch; inPlace: its output replaces them (then `output` is
-   *  only returned on the host stream) */
-  run(layer: number, w0: number, n: number, options: EngineRunOptions, inPlace: boolean):
+  /** runs block `layer` on windows [w0, w0 + n) as one batch: its output replaces them ('replace'), comes back
+   *  ('return') or is not wanted ('discard'); `output` is complete only for 'return' (the host stream returns it
+   *  always) */
+  run(layer: number, w0: number, n: number, options: EngineRunOptions, output: StateOutput):
     Promise<{ output: Float32Array; taps: Map<TapName, Float32Array> }>;
   /** the whole stream as a host array when it lives there (the block-wise reconstruction needs it), else undefined */
   readonly hostArray: Float32Array | undefined;
@@ -34,9 +35,9 @@ export function hostStream(runner: BlockEngine, data: Float32Array, windows: num
     windows, seqlen, hidden, onDevice: false, hostArray: data,
     write: (w0, x) => data.set(x, w0 * span),
     read: (w0, n) => data.subarray(w0 * span, (w0 + n) * span),
-    async run(layer, w0, n, options, inPlace) {
+    async run(layer, w0, n, options, output) {
       const out = await runner.run(layer, data.subarray(w0 * span, (w0 + n) * span), n, seqlen, options);
-      if (inPlace) data.set(out.output, w0 * span);
+      if (output === 'replace') data.set(out.output, w0 * span);
       return out;
     },
     free: () => {},
@@ -51,7 +52,7 @@ export function deviceStream(runner: BlockEngine, state: CalibrationState, windo
     windows, seqlen, hidden, onDevice: true, hostArray: undefined,
     write: (w0, x) => state.write(w0 * span, x),
     read: (w0, n) => state.read(w0 * span, n * span),
-    run: (layer, w0, n, options, inPlace) => runner.run(layer, none, n, seqlen, { ...options, fromState: { state, offset: w0 * span, inPlace } }),
+    run: (layer, w0, n, options, output) => runner.run(layer, none, n, seqlen, { ...options, fromState: { state, offset: w0 * span, output } }),
     free: () => state.free(),
   };
 }

@@ -517,7 +517,7 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
       const qWeights = currentWeights();
       for (let b = 0; b < nBatches; b++) {
         const n = Math.min(bs, ns - b * bs);
-        await hidden.run(layer, b * bs, n, { weights: qWeights, recipe }, true);
+        await hidden.run(layer, b * bs, n, { weights: qWeights, recipe }, 'replace');
         if (b === 0 && firstFloatOut !== undefined) {
           const out = hidden.read(0, n);
           let num = 0;
@@ -606,7 +606,7 @@ export async function collectStats(
     const rows = onDevice ? Int32Array.from(picked.subarray(first, last), (g) => g - lo) : undefined;
     const out = await hidden.run(layer, b * bs, n, {
       weights, recipe, taps, ...(onDevice ? { gramTaps, tapRows: rows } : {}),
-    }, false);
+    }, b === 0 ? 'return' : 'discard'); // the first batch's output: the block's error figure
     if (b === 0) firstOutput = out.output;
     const tapRows = onDevice ? last - first : n * seqlen;
     for (const t of taps) {

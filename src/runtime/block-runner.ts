@@ -37,9 +37,12 @@ export interface EngineRunOptions extends BlockRunOptions {
   /** only these rows (ascending indices b·seq + i) of the linear-input taps come back: [tapRows.length, width] */
   tapRows?: Int32Array;
   /** the input rows are the state's floats [offset, offset + batch·seq·hidden) (the `hidden` argument is then
-   *  ignored); with inPlace the output replaces them and the returned output is empty */
-  fromState?: { state: CalibrationState; offset: number; inPlace: boolean };
+   *  ignored); the output replaces them ('replace'), comes back to the host ('return') or is dropped ('discard': a
+   *  statistics pass wants only the taps); the returned output is empty unless 'return' */
+  fromState?: { state: CalibrationState; offset: number; output: StateOutput };
 }
+
+export type StateOutput = 'replace' | 'return' | 'discard';
 
 /** Float32 calibration hidden states in the engine's device memory (BlockEngine.createState). */
 export interface CalibrationState {
@@ -77,7 +80,8 @@ export interface BlockEngine {
 interface RuntimeBlockAddon extends RuntimeAddon {
   rtSetLayerRecipe(model: RuntimeModelHandle, layer: number, recipe: Float64Array): Int32Array;
   rtRunBlock(session: RuntimeSessionHandle, layer: number, hidden: Float32Array, t: number, out: Float32Array,
-    taps: Record<string, Float32Array>, options?: { gram?: Int32Array; rows?: Int32Array; state?: RuntimeStateHandle; stateOffset?: number; inPlace?: boolean }): void;
+    taps: Record<string, Float32Array>, options?: { gram?: Int32Array; rows?: Int32Array; state?: RuntimeStateHandle; stateOffset?: number; inPlace?: boolean;
+      discard?: boolean }): void;
   rtMatmulT?(model: RuntimeModelHandle, a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number,
     c: Float32Array): void;
   rtReadGram?(model: RuntimeModelHandle, tap: number, out: Float32Array): void;
@@ -296,13 +300,13 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
       const selected = runOptions.tapRows;
       const rowsOf = (t: TapName): number => (selected !== undefined && t in GRAM_TAP_CODES ? selected.length : batch * seq);
       for (const t of wanted) tapArrays[TAP_FIELDS[t]] = new Float32Array(rowsOf(t) * widths[t]);
-      const output = new Float32Array(from?.inPlace === true ? 0 : batch * seq * h);
+      const output = new Float32Array(from !== undefined && from.output !== 'return' ? 0 : batch * seq * h);
       const gramTaps = runOptions.gramTaps ?? [];
       if (gramTaps.length > 0 && typeof addon.rtReadGram !== 'function') throw new BwqError('the native addon has no Gram accumulation (rebuild with npm rebuild)');
       const extra = gramTaps.length === 0 && selected === undefined && from === undefined ? undefined : {
         ...(gramTaps.length === 0 ? {} : { gram: Int32Array.from(gramTaps, (t) => GRAM_TAP_CODES[t]) }),
         ...(selected === undefined ? {} : { rows: selected }),
-        ...(from === undefined ? {} : { state: stateHandle, stateOffset: from.offset, inPlace: from.inPlace }),
+        ...(from === undefined ? {} : { state: stateHandle, stateOffset: from.offset, inPlace: from.output === 'replace', discard: from.output === 'discard' }),
       };
       try {
         if (extra === undefined) addon.rtRunBlock(s, 0, hidden, seq, output, tapArrays);

@@ -25,7 +25,7 @@ describe.runIf(runtimeAvailable())('calibration hidden states in the engine\'s m
     await model.checkpoint.close();
   });
 
-  it('a block run from the state equals the run from host rows; in place it replaces the rows and nothing else', async () => {
+  it('a block run from the state equals the run from host rows (output returned, dropped or in place, where it replaces the rows and nothing else)', async () => {
     expect(engine.createState).toBeDefined();
     const state = engine.createState!(hidden.length);
     state.write(0, hidden);
@@ -35,24 +35,28 @@ describe.runIf(runtimeAvailable())('calibration hidden states in the engine\'s m
     // windows 1..2 as one batch of 2 (the offset is in floats)
     const lo = seq * h;
     const host = await engine.run(0, hidden.subarray(lo), 2, seq, options);
-    const fromState = await engine.run(0, new Float32Array(0), 2, seq, { ...options, fromState: { state, offset: lo, inPlace: false } });
+    const fromState = await engine.run(0, new Float32Array(0), 2, seq, { ...options, fromState: { state, offset: lo, output: 'return' } });
     expect(Array.from(fromState.output)).toEqual(Array.from(host.output));
     expect(Array.from(fromState.taps.get('mlp_hidden')!)).toEqual(Array.from(host.taps.get('mlp_hidden')!));
     expect(Array.from(state.read(0, hidden.length))).toEqual(Array.from(hidden)); // not in place: unchanged
-    const inPlace = await engine.run(0, new Float32Array(0), 2, seq, { ...options, fromState: { state, offset: lo, inPlace: true } });
+    const discarded = await engine.run(0, new Float32Array(0), 2, seq, { ...options, fromState: { state, offset: lo, output: 'discard' } });
+    expect(discarded.output.length).toBe(0);
+    expect(Array.from(discarded.taps.get('mlp_hidden')!)).toEqual(Array.from(host.taps.get('mlp_hidden')!));
+    expect(Array.from(state.read(0, hidden.length))).toEqual(Array.from(hidden));
+    const inPlace = await engine.run(0, new Float32Array(0), 2, seq, { ...options, fromState: { state, offset: lo, output: 'replace' } });
     expect(inPlace.output.length).toBe(0);
     expect(Array.from(state.read(lo, 2 * seq * h))).toEqual(Array.from(host.output));
     expect(Array.from(state.read(0, lo))).toEqual(Array.from(hidden.subarray(0, lo))); // window 0 untouched
     state.free();
     state.free(); // twice is harmless
-    await expect(engine.run(0, new Float32Array(0), 1, seq, { ...options, fromState: { state, offset: 0, inPlace: true } }))
+    await expect(engine.run(0, new Float32Array(0), 1, seq, { ...options, fromState: { state, offset: 0, output: 'replace' } }))
       .rejects.toThrow(/not one of this engine's live states/);
   });
 
   it('refuses rows outside the state and a size the device has not, in one line', async () => {
     const state = engine.createState!(seq * h);
     const weights = await engine.loadBlockWeights(0);
-    await expect(engine.run(0, new Float32Array(0), 1, seq, { weights, recipe: { linears: {} }, fromState: { state, offset: 1, inPlace: true } }))
+    await expect(engine.run(0, new Float32Array(0), 1, seq, { weights, recipe: { linears: {} }, fromState: { state, offset: 1, output: 'replace' } }))
       .rejects.toThrow(/outside the calibration state/);
     expect(() => state.write(seq * h - 1, new Float32Array(2))).toThrow(/outside the calibration state/);
     expect(() => state.read(0, seq * h + 1)).toThrow(/outside the calibration state/);
