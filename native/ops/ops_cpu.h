@@ -75,6 +75,13 @@ void psp_residual(const float *w, const int8_t *signs, const float *scales, cons
 void row_sq_dist(const float *a, const float *b, int rows, int cols, double *row_sum);
 void binary_lowrank_weight(const int8_t *signs, const float *scales, const float *lr_a, const float *lr_b, int rank,
                            int rows, int cols, float *out);
+// The column-block compensation's passes (src/quant/column-blocks.ts):
+//   subtract_f32:  dst = fl(dst − src)
+//   transpose_f32: out [cols, rows] = x [rows, cols]ᵀ
+//   block_errors:  q[r·ldq + c] = qb[r·width + c]; et[c·rows + r] = fl(fl(bt[c·rows + r] − qb[r·width + c]) / diag[c])
+void subtract_f32(float *dst, const float *src, size_t n);
+void transpose_f32(const float *x, int rows, int cols, float *out);
+void block_errors(const float *bt, const float *qb, const double *diag, int rows, int width, float *q, int ldq, float *et);
 
 // The OKT of BWLA (native/ops/okt/okt_cpu.cpp, Backend::learn_okt): "" on success, else a one-line message.
 std::string learn_okt(const bwq_okt_problem &p, bwq_okt_result &r);

@@ -1,4 +1,5 @@
-// N-API binding of PSP's passes over a binarized weight (native/ops/binarize/binarize_cpu.cpp) on the CPU threads:
+// N-API binding of PSP's and the column-block compensation's passes over a weight (native/ops/binarize/binarize_cpu.cpp)
+// on the CPU threads:
 // host typed arrays in and out, lengths checked here (a short array throws a RangeError naming it).
 #include <node_api.h>
 #include <stdint.h>
@@ -119,6 +120,52 @@ napi_value BinaryLowRankWeight(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// subtractF32(dst f32, src f32, count): dst[i] = fl(dst[i] − src[i]) for i < count
+napi_value SubtractF32(napi_env env, napi_callback_info info) {
+  napi_value a[3];
+  int count = 0;
+  if (!args(env, info, 3, a) || !dim(env, a[2], &count, "count")) return nullptr;
+  float *dst, *src;
+  if (!array(env, a[0], napi_float32_array, count, &dst, "dst") || !array(env, a[1], napi_float32_array, count, &src, "src")) return nullptr;
+  bwq::cpu::subtract_f32(dst, src, (size_t)count);
+  return nullptr;
+}
+
+// transposeF32(x f32 [rows, cols], rows, cols, out f32 [cols, rows])
+napi_value TransposeF32(napi_env env, napi_callback_info info) {
+  napi_value a[4];
+  int rows = 0, cols = 0;
+  if (!args(env, info, 4, a) || !dim(env, a[1], &rows, "rows") || !dim(env, a[2], &cols, "cols")) return nullptr;
+  const size_t n = (size_t)rows * cols;
+  float *x, *out;
+  if (!array(env, a[0], napi_float32_array, n, &x, "x") || !array(env, a[3], napi_float32_array, n, &out, "out")) return nullptr;
+  bwq::cpu::transpose_f32(x, rows, cols, out);
+  return nullptr;
+}
+
+// blockErrors(bt f32 [width, rows], qb f32 [rows, width], diag f64 [width], rows, width, q f32 (row stride ldq), ldq,
+// et f32 [width, rows] (out))
+napi_value BlockErrors(napi_env env, napi_callback_info info) {
+  napi_value a[8];
+  int rows = 0, width = 0, ldq = 0;
+  if (!args(env, info, 8, a) || !dim(env, a[3], &rows, "rows") || !dim(env, a[4], &width, "width") || !dim(env, a[6], &ldq, "ldq"))
+    return nullptr;
+  if (width > ldq) {
+    napi_throw_range_error(env, "BWQ_ARGS", "bwq native: width exceeds ldq");
+    return nullptr;
+  }
+  const size_t n = (size_t)rows * width;
+  float *bt, *qb, *q, *et;
+  double *diag;
+  if (!array(env, a[0], napi_float32_array, n, &bt, "bt") || !array(env, a[1], napi_float32_array, n, &qb, "qb") ||
+      !array(env, a[2], napi_float64_array, width, &diag, "diag") ||
+      !array(env, a[5], napi_float32_array, rows == 0 ? 0 : (size_t)(rows - 1) * ldq + width, &q, "q") ||
+      !array(env, a[7], napi_float32_array, n, &et, "et"))
+    return nullptr;
+  bwq::cpu::block_errors(bt, qb, diag, rows, width, q, ldq, et);
+  return nullptr;
+}
+
 }  // namespace
 
 void register_weight_passes(napi_env env, napi_value exports) {
@@ -127,6 +174,9 @@ void register_weight_passes(napi_env env, napi_value exports) {
       bwq_napi::method("pspResidual", PspResidual),
       bwq_napi::method("rowSquaredDistance", RowSquaredDistance),
       bwq_napi::method("binaryLowRankWeight", BinaryLowRankWeight),
+      bwq_napi::method("subtractF32", SubtractF32),
+      bwq_napi::method("transposeF32", TransposeF32),
+      bwq_napi::method("blockErrors", BlockErrors),
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -8,6 +8,9 @@ interface WeightPassesAddon {
     residual: Float32Array, rowHalf: Float64Array, rowPlain: Float64Array): void;
   rowSquaredDistance(a: Float32Array, b: Float32Array, rows: number, cols: number, rowSum: Float64Array): void;
   binaryLowRankWeight(signs: Int8Array, scales: Float32Array, lrA: Float32Array, lrB: Float32Array, rank: number, rows: number, cols: number, out: Float32Array): void;
+  subtractF32(dst: Float32Array, src: Float32Array, count: number): void;
+  transposeF32(x: Float32Array, rows: number, cols: number, out: Float32Array): void;
+  blockErrors(bt: Float32Array, qb: Float32Array, diag: Float64Array, rows: number, width: number, q: Float32Array, ldq: number, et: Float32Array): void;
 }
 
 /** The addon's passes on the CPU kernels' threads, or undefined when the addon is not built (or predates them). */
@@ -18,7 +21,15 @@ export function nativeWeightPasses(): WeightPasses | undefined {
   } catch {
     return undefined;
   }
-  const { pspBStep, pspResidual, rowSquaredDistance, binaryLowRankWeight } = addon;
-  if (pspBStep === undefined || pspResidual === undefined || rowSquaredDistance === undefined || binaryLowRankWeight === undefined) return undefined;
-  return { bStep: pspBStep, residual: pspResidual, distance: rowSquaredDistance, weight: binaryLowRankWeight };
+  const { pspBStep, pspResidual, rowSquaredDistance, binaryLowRankWeight, subtractF32, transposeF32, blockErrors } = addon;
+  if (pspBStep === undefined || pspResidual === undefined || rowSquaredDistance === undefined || binaryLowRankWeight === undefined
+    || subtractF32 === undefined || transposeF32 === undefined || blockErrors === undefined) return undefined;
+  return {
+    bStep: pspBStep, residual: pspResidual, distance: rowSquaredDistance, weight: binaryLowRankWeight, subtract: subtractF32, blockErrors,
+    transpose: (x, rows, cols) => {
+      const out = new Float32Array(rows * cols);
+      transposeF32(x, rows, cols, out);
+      return out;
+    },
+  };
 }

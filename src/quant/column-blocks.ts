@@ -18,7 +18,8 @@
  * that every update is a contiguous slice.
  */
 import type { Matmul } from '../linalg/matmul.js';
-import { copyBlock, transposeF32 } from '../linalg/dense.js';
+import { copyBlock } from '../linalg/dense.js';
+import { jsWeightPasses, type WeightPasses } from './weight-passes.js';
 import { upperCholeskyOfInverseGemm } from '../linalg/blocked-cholesky.js';
 
 /** columns whose block updates are deferred into one product for the rest of the matrix */
@@ -61,12 +62,12 @@ export type BlockQuantizerF32 = (block: Float32Array, rows: number, width: numbe
 
 /** Runs the frame over W [rows, cols] (not modified); returns Q [rows, cols]. */
 export async function compensateColumnBlocks(w: Float32Array, rows: number, cols: number, frame: CompensationFrame, blockSize: number,
-  quantizeBlock: BlockQuantizerF32, mm: Matmul): Promise<Float32Array> {
+  quantizeBlock: BlockQuantizerF32, mm: Matmul, passes: WeightPasses = jsWeightPasses): Promise<Float32Array> {
   if (w.length !== rows * cols) throw new Error(`compensateColumnBlocks: ${w.length} elements for [${rows}, ${cols}]`);
   if (frame.cols !== cols) throw new Error(`compensateColumnBlocks: frame of ${frame.cols} columns for ${cols}`);
   if (!(blockSize >= 1)) throw new Error(`compensateColumnBlocks: block size ${blockSize}`);
   const { u } = frame;
-  const wt = transposeF32(w, rows, cols); // [cols, rows]: W[:, j] is row j
+  const wt = passes.transpose(w, rows, cols); // [cols, rows]: W[:, j] is row j
   for (let j = 0; j < cols; j++) if (frame.dead[j] === 1) wt.fill(0, j * rows, (j + 1) * rows);
   const q = new Float32Array(rows * cols);
   const span = Math.max(1, Math.round(SPAN / blockSize)) * blockSize;
@@ -81,22 +82,18 @@ export async function compensateColumnBlocks(w: Float32Array, rows: number, cols
       // the span's earlier blocks' updates of this block, in one product (left-looking: only the block is written)
       if (b0 > s0) {
         const upd = await mm(copyBlock(u, cols, s0, b0, b0, b1), spanErrors.subarray(0, (b0 - s0) * rows), width, b0 - s0, rows, { transposeA: true });
-        for (let i = 0; i < blockT.length; i++) blockT[i] = blockT[i]! - upd[i]!;
+        passes.subtract(blockT, upd, blockT.length);
       }
-      const qb = quantizeBlock(transposeF32(blockT, width, rows), rows, width, b0); // [rows, width]
+      const qb = quantizeBlock(passes.transpose(blockT, width, rows), rows, width, b0); // [rows, width]
       // E_bᵀ = diag(U_bb)⁻¹ e_bᵀ, e_b = W[:, b] − Q_b (rounded to float32 before the division)
       const eT = spanErrors.subarray((b0 - s0) * rows, (b1 - s0) * rows);
       for (let c = 0; c < width; c++) diag[c] = u[(b0 + c) * cols + b0 + c]!;
-      for (let r = 0; r < rows; r++) {
-        const oq = r * width;
-        q.set(qb.subarray(oq, oq + width), r * cols + b0);
-        for (let c = 0; c < width; c++) eT[c * rows + r] = Math.fround(blockT[c * rows + r]! - qb[oq + c]!) / diag[c]!;
-      }
+      passes.blockErrors(blockT, qb, diag, rows, width, q.subarray(b0), cols, eT);
     }
     if (s1 < cols) {
       const upd = await mm(copyBlock(u, cols, s0, s1, s1, cols), spanErrors, cols - s1, s1 - s0, rows, { transposeA: true });
       const dst = wt.subarray(s1 * rows);
-      for (let i = 0; i < dst.length; i++) dst[i] = dst[i]! - upd[i]!;
+      passes.subtract(dst, upd, dst.length);
     }
   }
   return q;

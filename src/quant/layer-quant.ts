@@ -158,7 +158,8 @@ async function refitScales(
 }
 
 /** PSP's signs re-chosen with error compensation: the target W R − A·B, each block α_n · sign (α from PSP). */
-async function compensateSigns(wr: Float32Array, p: PspResult, rows: number, cols: number, frame: CompensationFrame, mm: Matmul): Promise<Int8Array> {
+async function compensateSigns(wr: Float32Array, p: PspResult, rows: number, cols: number, frame: CompensationFrame, mm: Matmul,
+  passes: WeightPasses | undefined): Promise<Int8Array> {
   const target = Float32Array.from(wr);
   if (p.rank > 0) {
     const low = await mm(p.lrA, p.lrB, rows, p.rank, cols);
@@ -176,7 +177,7 @@ async function compensateSigns(wr: Float32Array, p: PspResult, rows: number, col
       }
     }
     return out;
-  }, mm);
+  }, mm, passes);
   return signs;
 }
 
@@ -284,7 +285,7 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
       const l = linears[li]!;
       const wr = await rotateRowsWith(numerics, l.weight, l.rows, okt);
       const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tolerance: s.pspTolerance ?? BWLA_DEFAULTS.pspTolerance, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, ...(columnWeights === undefined ? {} : { columnWeights }), ...(passes === undefined ? {} : { passes }) });
-      if (frame !== undefined) p.signs = await compensateSigns(wr, p, l.rows, cols, frame, mm);
+      if (frame !== undefined) p.signs = await compensateSigns(wr, p, l.rows, cols, frame, mm, passes);
       if (scaleGram !== undefined) await refitScales(wr, p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, scaleGram, mm);
       const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, passes);
       const w = norm(l.weight);

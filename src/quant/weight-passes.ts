@@ -9,13 +9,21 @@
  *   residual:   e = w − s_r b; residual = fl(e·dw); rowHalf_r = Σ_c (residual − dense)², rowPlain_r = Σ_c e²
  *   distance:   rowSum_r = Σ_c (a − b)²
  *   weight:     out = fl(s_r b + Σ_k lrA_rk lrB_kc)   (float64, k in order)
+ * and the column-block compensation's (src/quant/column-blocks.ts):
+ *   subtract:    dst = fl(dst − src)
+ *   transpose:   out [cols, rows] = xᵀ
+ *   blockErrors: q[r·ldq + c] = qb[r·width + c];  et[c·rows + r] = fl(fl(bt[c·rows + r] − qb[r·width + c]) / diag_c)
  */
+import { transposeF32 } from '../linalg/dense.js';
 export interface WeightPasses {
   bStep(w: Float32Array, dense: Float32Array, dw: Float64Array, d2: Float64Array, rows: number, cols: number, signs: Int8Array, scales: Float32Array): void;
   residual(w: Float32Array, signs: Int8Array, scales: Float32Array, dw: Float64Array, dense: Float32Array, rows: number, cols: number,
     residual: Float32Array, rowHalf: Float64Array, rowPlain: Float64Array): void;
   distance(a: Float32Array, b: Float32Array, rows: number, cols: number, rowSum: Float64Array): void;
   weight(signs: Int8Array, scales: Float32Array, lrA: Float32Array, lrB: Float32Array, rank: number, rows: number, cols: number, out: Float32Array): void;
+  subtract(dst: Float32Array, src: Float32Array, count: number): void;
+  transpose(x: Float32Array, rows: number, cols: number): Float32Array;
+  blockErrors(bt: Float32Array, qb: Float32Array, diag: Float64Array, rows: number, width: number, q: Float32Array, ldq: number, et: Float32Array): void;
 }
 
 export const jsWeightPasses: WeightPasses = {
@@ -76,6 +84,17 @@ export const jsWeightPasses: WeightPasses = {
         for (let c = 0; c < cols; c++) row[c] = row[c]! + a * lrB[b0 + c]!;
       }
       out.set(row, o);
+    }
+  },
+  subtract(dst, src, count) {
+    for (let i = 0; i < count; i++) dst[i] = dst[i]! - src[i]!;
+  },
+  transpose: transposeF32,
+  blockErrors(bt, qb, diag, rows, width, q, ldq, et) {
+    for (let r = 0; r < rows; r++) {
+      const oq = r * width;
+      q.set(qb.subarray(oq, oq + width), r * ldq);
+      for (let c = 0; c < width; c++) et[c * rows + r] = Math.fround(bt[c * rows + r]! - qb[oq + c]!) / diag[c]!;
     }
   },
 };

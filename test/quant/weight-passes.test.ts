@@ -3,6 +3,8 @@ import { Rng } from '../../src/linalg/random.js';
 import { nativeWeightPasses } from '../../src/native/weight-passes.js';
 import { psp } from '../../src/quant/psp.js';
 import { jsWeightPasses } from '../../src/quant/weight-passes.js';
+import { compensateColumnBlocks, compensationFrame } from '../../src/quant/column-blocks.js';
+import { jsMatmul } from '../../src/linalg/matmul.js';
 import { runtimeAvailable } from '../../src/eval/backend.js';
 
 const rows = 37;
@@ -30,10 +32,21 @@ function runAll(p: typeof jsWeightPasses) {
   p.distance(w, dense, rows, cols, dist);
   const weight = new Float32Array(rows * cols);
   p.weight(signs, scales, lrA, lrB, rank, rows, cols, weight);
-  return { signs, scales, residual, half, plain, dist, weight };
+  const difference = Float32Array.from(w);
+  p.subtract(difference, dense, rows * cols - 3); // the last three stay
+  const transposed = p.transpose(w, rows, cols);
+  // a compensation block of 7 columns at column 5 of a [rows, cols] result
+  const width = 7;
+  const bt = transposed.subarray(5 * rows, (5 + width) * rows);
+  const qb = dense.subarray(0, rows * width);
+  const diag = dw.subarray(0, width);
+  const q = new Float32Array(rows * cols);
+  const et = new Float32Array(width * rows);
+  p.blockErrors(bt, qb, diag, rows, width, q.subarray(5), cols, et);
+  return { signs, scales, residual, half, plain, dist, weight, difference, transposed, q, et };
 }
 
-describe('PSP\'s passes over the weight', () => {
+describe('PSP\'s and the column-block compensation\'s passes over the weight', () => {
   it('the TypeScript reference computes what its equations say', () => {
     const r = runAll(jsWeightPasses);
     let d2sum = 0;
@@ -56,6 +69,12 @@ describe('PSP\'s passes over the weight', () => {
         let v = r.scales[row]! * r.signs[i]!;
         for (let k = 0; k < rank; k++) v += lrA[row * rank + k]! * lrB[k * cols + c]!;
         expect(r.weight[i]).toBe(Math.fround(v));
+        expect(r.transposed[c * rows + row]).toBe(w[i]);
+        if (i < rows * cols - 3) expect(r.difference[i]).toBe(Math.fround(w[i]! - dense[i]!));
+      }
+      for (let c = 0; c < 7; c++) {
+        expect(r.q[row * cols + 5 + c]).toBe(dense[row * 7 + c]);
+        expect(r.et[c * rows + row]).toBe(Math.fround(Math.fround(w[row * cols + 5 + c]! - dense[row * 7 + c]!) / dw[c]!));
       }
       expect(r.scales[row]).toBe(Math.fround(acc / d2sum));
       expect(r.half[row]).toBe(half);
@@ -78,6 +97,13 @@ describe('PSP\'s passes over the weight', () => {
     expect(Array.from(got.scales)).toEqual(Array.from(ref.scales));
     expect(Array.from(got.lrB)).toEqual(Array.from(ref.lrB));
     expect(got.errorAfter).toBe(ref.errorAfter);
+    // the column-block compensation through either set of passes
+    const h = Float32Array.from({ length: cols * cols }, (_, i) => (i % (cols + 1) === 0 ? 2 + (i % 7) : 0.01 * Math.sin(i)));
+    const frame = (await compensationFrame(h, cols, 0.1, jsMatmul))!;
+    const sign = (block: Float32Array): Float32Array => block.map((v) => (v >= 0 ? 0.25 : -0.25));
+    const qRef = await compensateColumnBlocks(w, rows, cols, frame, 64, sign, jsMatmul);
+    const qNative = await compensateColumnBlocks(w, rows, cols, frame, 64, sign, jsMatmul, native!);
+    expect(Array.from(qNative)).toEqual(Array.from(qRef));
   });
 
   it.runIf(runtimeAvailable())('the native passes refuse short arrays with a message naming the array', () => {

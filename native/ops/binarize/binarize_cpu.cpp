@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "../ops_cpu.h"
@@ -91,6 +92,37 @@ void binary_lowrank_weight(const int8_t *signs, const float *scales, const float
         for (int c = 0; c < cols; ++c) row[c] += a * (double)b[c];
       }
       for (int c = 0; c < cols; ++c) out[o + c] = (float)row[c];
+    }
+  });
+}
+
+void subtract_f32(float *dst, const float *src, size_t n) {
+  const int chunks = (int)std::min<size_t>(64, (n + 65535) / 65536);
+  parallel_rows(chunks, 1, [&](int c0, int c1) {
+    const size_t i0 = n * c0 / chunks, i1 = n * c1 / chunks;
+    for (size_t i = i0; i < i1; ++i) dst[i] = (float)((double)dst[i] - (double)src[i]);
+  });
+}
+
+void transpose_f32(const float *x, int rows, int cols, float *out) {
+  const int tile = 32, tiles = (rows + tile - 1) / tile;
+  parallel_rows(tiles, 1, [&](int t0, int t1) {
+    for (int r0 = t0 * tile; r0 < std::min(rows, t1 * tile); r0 += tile)
+      for (int c0 = 0; c0 < cols; c0 += tile)
+        for (int r = r0; r < std::min(rows, r0 + tile); ++r)
+          for (int c = c0; c < std::min(cols, c0 + tile); ++c) out[(size_t)c * rows + r] = x[(size_t)r * cols + c];
+  });
+}
+
+void block_errors(const float *bt, const float *qb, const double *diag, int rows, int width, float *q, int ldq, float *et) {
+  parallel_rows(rows, 64, [&](int r0, int r1) {
+    for (int r = r0; r < r1; ++r) {
+      const float *qr = qb + (size_t)r * width;
+      for (int c = 0; c < width; ++c) {
+        q[(size_t)r * ldq + c] = qr[c];
+        const float e = (float)((double)bt[(size_t)c * rows + r] - (double)qr[c]);
+        et[(size_t)c * rows + r] = (float)((double)e / diag[c]);
+      }
     }
   });
 }
