@@ -312,6 +312,16 @@ napi_value NewSession(napi_env env, napi_callback_info info) {
   });
 }
 
+// A live calibration state (nullptr and a JS error otherwise).
+StateRef *state_of(napi_env env, napi_value v) {
+  StateRef *st = unwrap<StateRef>(env, v, kStateTag, "calibration state");
+  if (st && !st->data) {
+    throw_error(env, "bwq runtime: calibration state was freed");
+    return nullptr;
+  }
+  return st;
+}
+
 SessionRef *session_of(napi_env env, napi_value v) {
   SessionRef *s = unwrap<SessionRef>(env, v, kSessionTag, "runtime session");
   if (s && !s->session) {
@@ -483,12 +493,8 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
     if (napi_typeof(env, all[6], &ot) == napi_ok && ot == napi_object && napi_has_named_property(env, all[6], "state", &has) == napi_ok && has) {
       napi_value v, off, ip, dc;
       napi_get_named_property(env, all[6], "state", &v);
-      state = unwrap<StateRef>(env, v, kStateTag, "calibration state");
+      state = state_of(env, v);
       if (!state) return nullptr;
-      if (!state->data) {
-        throw_error(env, "bwq runtime: calibration state was freed");
-        return nullptr;
-      }
       double o = 0;
       napi_get_named_property(env, all[6], "stateOffset", &off);
       napi_get_value_double(env, off, &o);
@@ -614,12 +620,8 @@ napi_value StateAlloc(napi_env env, napi_callback_info info) {
 napi_value StateCopy(napi_env env, napi_callback_info info, bool write) {
   napi_value argv[3];
   if (!args(env, info, 3, argv)) return nullptr;
-  StateRef *st = unwrap<StateRef>(env, argv[0], kStateTag, "calibration state");
+  StateRef *st = state_of(env, argv[0]);
   if (!st) return nullptr;
-  if (!st->data) {
-    throw_error(env, "bwq runtime: calibration state was freed");
-    return nullptr;
-  }
   double o = -1;
   napi_get_value_double(env, argv[1], &o);
   float *host;
