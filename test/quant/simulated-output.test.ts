@@ -253,10 +253,38 @@ describe('shard plan', () => {
 });
 
 describe('resume after the write-out began', () => {
+  it('the hidden states go to the checkpoint and back window by window, across its 64 MiB chunks', async () => {
+    const out = join(work, 'chunks');
+    const { checkpoint } = await RunCheckpoint.open(out, 'f', { resume: false, force: false });
+    const seqlen = 256;
+    const width = 1024; // windows of 1 MiB: 70 of them are two chunks
+    const windows = 70;
+    const data = Float32Array.from({ length: windows * seqlen * width }, (_, i) => (i % 9973) * 0.5 - 7);
+    const span = seqlen * width;
+    const reads: number[] = [];
+    const source = { windows, seqlen, hidden: width, read: (w0: number, n: number) => { reads.push(n); return data.subarray(w0 * span, (w0 + n) * span); }, write: () => {} };
+    await checkpoint.commitBlock(0, source, new Map(), { completed: 1, rng: [], recipes: [], reports: [], linears: [], rotations: [] });
+    expect(reads).toEqual([64, 6]);
+    const back = new Float32Array(data.length);
+    const writes: number[] = [];
+    const sink = { windows, seqlen, hidden: width, read: () => back, write: (w0: number, x: Float32Array) => { writes.push(w0); back.set(x, w0 * span); } };
+    await checkpoint.readHidden(1, sink);
+    expect(writes).toEqual([0, 64]);
+    let differing = 0;
+    for (let i = 0; i < data.length; i++) if (back[i] !== data[i]) differing++;
+    expect(differing).toBe(0);
+    // a stream of another size is refused in one line
+    const wrong = { ...sink, windows: windows - 1 };
+    await expect(checkpoint.readHidden(1, wrong)).rejects.toThrow(/hidden-after-1\.f32 has 73400320 bytes, expected 72351744/);
+    await checkpoint.remove();
+  });
+
   it('is refused in one line (the layer files are partly gone)', async () => {
     const out = join(work, 'marked');
     const { checkpoint } = await RunCheckpoint.open(out, 'f', { resume: false, force: false });
-    await checkpoint.commitBlock(0, new Float32Array(4), new Map(), { completed: 1, rng: [], recipes: [], reports: [], linears: [], rotations: [] });
+    const states = new Float32Array(4);
+    const hidden = { windows: 1, seqlen: 1, hidden: 4, read: () => states, write: () => {} };
+    await checkpoint.commitBlock(0, hidden, new Map(), { completed: 1, rng: [], recipes: [], reports: [], linears: [], rotations: [] });
     await checkpoint.markWriteOut();
     const error = await RunCheckpoint.open(out, 'f', { resume: true, force: false }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(BwqError);
