@@ -83,6 +83,27 @@ void subtract_f32(float *dst, const float *src, size_t n);
 void transpose_f32(const float *x, int rows, int cols, float *out);
 void block_errors(const float *bt, const float *qb, const double *diag, int rows, int width, float *q, int ldq, float *et);
 
+// The block-wise reconstruction's activation quantizers (native/ops/actquant/actquant_cpu.cpp; reference
+// src/quant/reconstruct/act-quant.ts quantForward / quantBackward, equal bit for bit), per row of `cols`:
+struct ActQuant {
+  enum Kind : int32_t { INT = 1, TERNARY = 2, LEVELS = 3 } kind = TERNARY;
+  int32_t bits = 0;    // INT
+  int32_t levels = 0;  // LEVELS (odd, >= 3)
+};
+// Causal softmax rows: row r is query i = r mod period with the unmasked keys lo_i..i (lo_i = max(0, i - window + 1)
+// for window > 0, else 0); the means divide by the unmasked count (unmasked) or by cols. period 0: dense rows.
+struct ActRows {
+  int32_t period = 0, window = 0;
+  bool unmasked = false;
+};
+// out (zeroed by the caller) = q(x); stat / scale [rows] the per-row constants the backward takes.
+void act_quant_forward(const ActQuant &q, double param, const float *x, int rows, int cols, const ActRows &causal,
+                       float *out, double *stat, double *scale);
+// dx += weight·∂L/∂x (straight-through) for g = ∂L/∂q; row_grad[r] = row r's share of ∂L/∂param before `weight`.
+void act_quant_backward(const ActQuant &q, double param, const float *x, const float *g, int rows, int cols,
+                        const ActRows &causal, const double *stat, const double *scale, double weight, float *dx,
+                        double *row_grad);
+
 // The OKT of BWLA (native/ops/okt/okt_cpu.cpp, Backend::learn_okt): "" on success, else a one-line message.
 std::string learn_okt(const bwq_okt_problem &p, bwq_okt_result &r);
 }  // namespace cpu

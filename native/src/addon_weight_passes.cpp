@@ -1,5 +1,6 @@
-// N-API binding of PSP's and the column-block compensation's passes over a weight (native/ops/binarize/binarize_cpu.cpp)
-// on the CPU threads:
+// N-API binding of the quantize numerics' passes on the CPU threads: PSP's and the column-block compensation's passes
+// over a weight (native/ops/binarize/binarize_cpu.cpp) and the reconstruction's activation quantizers
+// (native/ops/actquant/actquant_cpu.cpp):
 // host typed arrays in and out, lengths checked here (a short array throws a RangeError naming it).
 #include <node_api.h>
 #include <stdint.h>
@@ -166,6 +167,71 @@ napi_value BlockErrors(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// The act-quant calls' common arguments: kind (1 int, 2 ternary, 3 levels), bits or levels, param, x f32 [rows, cols],
+// rows, cols, period, window, unmasked.
+bool act_args(napi_env env, const napi_value *a, bwq::cpu::ActQuant *q, double *param, float **x, int *rows, int *cols,
+              bwq::cpu::ActRows *causal) {
+  int kind = 0, bl = 0, period = 0, window = 0;
+  if (!dim(env, a[0], &kind, "kind") || !dim(env, a[1], &bl, "bits") || !dim(env, a[4], rows, "rows") ||
+      !dim(env, a[5], cols, "cols") || !dim(env, a[6], &period, "period") || !dim(env, a[7], &window, "window"))
+    return false;
+  if (kind < 1 || kind > 3) {
+    napi_throw_range_error(env, "BWQ_ARGS", "bwq native: act-quant kind must be 1 (int), 2 (ternary) or 3 (levels)");
+    return false;
+  }
+  q->kind = (bwq::cpu::ActQuant::Kind)kind;
+  q->bits = kind == 1 ? bl : 0;
+  q->levels = kind == 3 ? bl : 0;
+  napi_get_value_double(env, a[2], param);
+  bool unmasked = false;
+  napi_get_value_bool(env, a[8], &unmasked);
+  causal->period = period;
+  causal->window = window;
+  causal->unmasked = unmasked;
+  return array(env, a[3], napi_float32_array, (size_t)*rows * *cols, x, "x");
+}
+
+// actQuantForward(kind, bits, param, x, rows, cols, period, window, unmasked, out f32 (zeroed), stat f64 [rows],
+// scale f64 [rows])
+napi_value ActQuantForward(napi_env env, napi_callback_info info) {
+  napi_value a[12];
+  if (!args(env, info, 12, a)) return nullptr;
+  bwq::cpu::ActQuant q;
+  bwq::cpu::ActRows causal;
+  double param = 0;
+  float *x, *out;
+  double *stat, *scale;
+  int rows = 0, cols = 0;
+  if (!act_args(env, a, &q, &param, &x, &rows, &cols, &causal) ||
+      !array(env, a[9], napi_float32_array, (size_t)rows * cols, &out, "out") ||
+      !array(env, a[10], napi_float64_array, rows, &stat, "stat") || !array(env, a[11], napi_float64_array, rows, &scale, "scale"))
+    return nullptr;
+  bwq::cpu::act_quant_forward(q, param, x, rows, cols, causal, out, stat, scale);
+  return nullptr;
+}
+
+// actQuantBackward(kind, bits, param, x, rows, cols, period, window, unmasked, g f32, stat, scale, weight, dx f32,
+// rowGrad f64 [rows] (out))
+napi_value ActQuantBackward(napi_env env, napi_callback_info info) {
+  napi_value a[15];
+  if (!args(env, info, 15, a)) return nullptr;
+  bwq::cpu::ActQuant q;
+  bwq::cpu::ActRows causal;
+  double param = 0, weight = 0;
+  float *x, *g, *dx;
+  double *stat, *scale, *row_grad;
+  int rows = 0, cols = 0;
+  if (!act_args(env, a, &q, &param, &x, &rows, &cols, &causal) ||
+      !array(env, a[9], napi_float32_array, (size_t)rows * cols, &g, "g") ||
+      !array(env, a[10], napi_float64_array, rows, &stat, "stat") || !array(env, a[11], napi_float64_array, rows, &scale, "scale") ||
+      !array(env, a[13], napi_float32_array, (size_t)rows * cols, &dx, "dx") ||
+      !array(env, a[14], napi_float64_array, rows, &row_grad, "rowGrad"))
+    return nullptr;
+  napi_get_value_double(env, a[12], &weight);
+  bwq::cpu::act_quant_backward(q, param, x, g, rows, cols, causal, stat, scale, weight, dx, row_grad);
+  return nullptr;
+}
+
 }  // namespace
 
 void register_weight_passes(napi_env env, napi_value exports) {
@@ -177,6 +243,8 @@ void register_weight_passes(napi_env env, napi_value exports) {
       bwq_napi::method("subtractF32", SubtractF32),
       bwq_napi::method("transposeF32", TransposeF32),
       bwq_napi::method("blockErrors", BlockErrors),
+      bwq_napi::method("actQuantForward", ActQuantForward),
+      bwq_napi::method("actQuantBackward", ActQuantBackward),
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

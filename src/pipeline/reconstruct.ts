@@ -11,6 +11,7 @@
  * which went through the quantized blocks 0 … i−1), so each block also learns to undo the error of
  * the blocks before it.
  */
+import { nativeActQuant } from '../native/act-quant.js';
 import { BwqError } from '../errors.js';
 import type { ModelDir } from '../model/model-dir.js';
 import { linearByRole } from '../model/weights.js';
@@ -92,6 +93,8 @@ const SITE_OF_ROLE: Record<LinearRole, SiteName> = {
 export class BlockReconstruction {
   private readonly ropes = new Map<number, RopeTables>();
   private layer: number;
+  /** the activation quantizers on the CPU kernels' threads (src/native/act-quant.ts) */
+  private readonly actQuant = nativeActQuant();
 
   private constructor(
     private readonly model: ModelDir,
@@ -209,7 +212,7 @@ export class BlockReconstruction {
       ropeFor: this.ropeFor, inputNorm: state.weights.inputNorm.weight, postNorm: state.weights.postAttentionNorm.weight,
       qNorm: state.weights.qNorm, kNorm: state.weights.kNorm,
       linears, quantizers, attention, rotations,
-    }, { levels: this.options.levels, align: this.options.align });
+    }, { levels: this.options.levels, align: this.options.align, ...(this.actQuant === undefined ? {} : { actQuant: this.actQuant }) });
     const o = this.options;
     progress.start(`${tag}: reconstructing (${o.iterations} steps)`);
     const every = Math.max(1, Math.floor(o.iterations / 50));

@@ -227,6 +227,42 @@ export function quantBackward(q: TrainQuantizer, param: number, x: Arr, g: Arr, 
   }
 }
 
+/**
+ * quantForward / quantBackward on float32 rows by an engine (the native addon's, on the CPU kernels' threads:
+ * src/native/act-quant.ts); the functions above are their reference, equal bit for bit. `backward` returns the
+ * parameter gradient's per-row shares (before the weight); the caller adds them in row order, as the reference does.
+ */
+export interface ActQuantKernels {
+  forward(q: Exclude<TrainQuantizer, { kind: 'none' }>, param: number, x: Float32Array, rows: number, cols: number,
+    causal: CausalRows | undefined, out: Float32Array, stat: Float64Array, scale: Float64Array): void;
+  backward(q: Exclude<TrainQuantizer, { kind: 'none' }>, param: number, x: Float32Array, g: Float32Array, rows: number, cols: number,
+    causal: CausalRows | undefined, info: QuantRows, weight: number, dx: Float32Array, rowGrad: Float64Array): void;
+}
+
+/** quantForward through `kernels` when given and the rows are float32 (else the reference). */
+export function quantForwardWith<T extends Arr>(kernels: ActQuantKernels | undefined, q: TrainQuantizer, param: number, x: T, rows: number,
+  cols: number, causal?: CausalRows): { out: T; rowsInfo: QuantRows } {
+  if (kernels === undefined || q.kind === 'none' || !(x instanceof Float32Array)) return quantForward(q, param, x, rows, cols, causal);
+  const out = new Float32Array(rows * cols);
+  const stat = new Float64Array(rows);
+  const scale = new Float64Array(rows);
+  kernels.forward(q, param, x, rows, cols, causal, out, stat, scale);
+  return { out: out as T, rowsInfo: { stat, scale } };
+}
+
+/** quantBackward through `kernels` when given and every array is float32 (else the reference). */
+export function quantBackwardWith(kernels: ActQuantKernels | undefined, q: TrainQuantizer, param: number, x: Arr, g: Arr, rows: number,
+  cols: number, info: QuantRows, dx: Arr, weight: number, causal?: CausalRows): number {
+  if (kernels === undefined || q.kind === 'none' || !(x instanceof Float32Array) || !(g instanceof Float32Array) || !(dx instanceof Float32Array)) {
+    return quantBackward(q, param, x, g, rows, cols, info, dx, weight, causal);
+  }
+  const rowGrad = new Float64Array(rows);
+  kernels.backward(q, param, x, g, rows, cols, causal, info, weight, dx, rowGrad);
+  let dparam = 0;
+  for (let r = 0; r < rows; r++) dparam += rowGrad[r]!;
+  return weight * dparam;
+}
+
 /** Σ|x| over all elements. */
 export function sumAbs(x: Arr, n = x.length): number {
   let s = 0;

@@ -13,7 +13,7 @@
  * site outputs p_i·q_i(x), blended with p_{i−1}·q_{i−1}(x) during a hand-over; the last stage's output
  * is the recipe quantizer's own, so the frozen block needs no factor.
  */
-import { quantBackward, quantForward, sumAbs, type CausalRows, type QuantRows, type TrainQuantizer } from './act-quant.js';
+import { quantBackwardWith, quantForwardWith, sumAbs, type ActQuantKernels, type CausalRows, type QuantRows, type TrainQuantizer } from './act-quant.js';
 import { alloc, type Arr } from './gemm.js';
 import type { StagePoint } from './schedule.js';
 
@@ -36,7 +36,9 @@ export class QuantSite {
   /** whether the magnitude-alignment factors are used (else p ≡ 1) */
   align: boolean;
 
-  constructor(readonly name: string, readonly stages: readonly TrainQuantizer[], param: number, align: boolean) {
+  /** kernels: the engine's quantizers for float32 rows (the reference functions without them) */
+  constructor(readonly name: string, readonly stages: readonly TrainQuantizer[], param: number, align: boolean,
+    private readonly kernels?: ActQuantKernels) {
     if (stages.length === 0) throw new Error(`site ${name}: no stage`);
     this.param = param;
     this.align = align;
@@ -54,8 +56,8 @@ export class QuantSite {
     if (Number.isNaN(this.p[stage]!)) {
       if (stage === last) this.p[stage] = 1;
       else {
-        const anchor = sumAbs(quantForward(this.stages[last]!, this.param, x, rows, cols, causal).out);
-        const cur = sumAbs(quantForward(this.stages[stage]!, this.param, x, rows, cols, causal).out);
+        const anchor = sumAbs(quantForwardWith(this.kernels, this.stages[last]!, this.param, x, rows, cols, causal).out);
+        const cur = sumAbs(quantForwardWith(this.kernels, this.stages[stage]!, this.param, x, rows, cols, causal).out);
         this.p[stage] = cur > 0 && anchor > 0 ? anchor / cur : 1;
       }
     }
@@ -72,13 +74,13 @@ export class QuantSite {
     const point = this.local(at);
     const cur = this.stages[point.stage]!;
     const pc = this.factor(point.stage, x, rows, cols, causal);
-    const a = quantForward(cur, this.param, x, rows, cols, causal);
+    const a = quantForwardWith(this.kernels, cur, this.param, x, rows, cols, causal);
     const out = a.out;
     if (pc !== 1) for (let i = 0; i < out.length; i++) out[i] = out[i]! * pc;
     let prev: QuantRows | undefined;
     if (point.lambda < 1 && point.stage > 0) {
       const pp = this.factor(point.stage - 1, x, rows, cols, causal);
-      const b = quantForward(this.stages[point.stage - 1]!, this.param, x, rows, cols, causal);
+      const b = quantForwardWith(this.kernels, this.stages[point.stage - 1]!, this.param, x, rows, cols, causal);
       const l = point.lambda;
       for (let i = 0; i < out.length; i++) out[i] = l * out[i]! + (1 - l) * pp * b.out[i]!;
       prev = b.rowsInfo;
@@ -93,10 +95,10 @@ export class QuantSite {
     const blend = cache.prev !== undefined;
     const l = blend ? point.lambda : 1;
     const pc = this.align ? this.p[point.stage]! : 1;
-    this.grad += quantBackward(this.stages[point.stage]!, this.param, x, g, rows, cols, cache.cur, dx, l * pc, causal);
+    this.grad += quantBackwardWith(this.kernels, this.stages[point.stage]!, this.param, x, g, rows, cols, cache.cur, dx, l * pc, causal);
     if (blend) {
       const pp = this.align ? this.p[point.stage - 1]! : 1;
-      this.grad += quantBackward(this.stages[point.stage - 1]!, this.param, x, g, rows, cols, cache.prev!, dx, (1 - l) * pp, causal);
+      this.grad += quantBackwardWith(this.kernels, this.stages[point.stage - 1]!, this.param, x, g, rows, cols, cache.prev!, dx, (1 - l) * pp, causal);
     }
     return dx;
   }

@@ -8,7 +8,7 @@
  */
 import type { RopeTables } from '../../native/rope.js';
 import type { ActivationQuantizer, AttentionRecipe, LinearRole } from '../recipe.js';
-import type { TrainQuantizer } from './act-quant.js';
+import type { ActQuantKernels, TrainQuantizer } from './act-quant.js';
 import { BinaryLinear } from './binary-linear.js';
 import { ReconBlock, type BlockDims, type SiteName } from './block.js';
 import { QuantSite } from './quant-site.js';
@@ -49,14 +49,16 @@ export interface StudentSettings {
   levels: readonly number[];
   /** magnitude-alignment projection factors */
   align: boolean;
+  /** the activation quantizers on an engine's threads (src/native/act-quant.ts); default the TypeScript reference */
+  actQuant?: ActQuantKernels;
 }
 
 function siteFor(name: string, q: ActivationQuantizer, s: StudentSettings): QuantSite {
   switch (q.kind) {
     case 'ternary':
-      return new QuantSite(name, ternaryStages(s.levels), q.thresholdRatio, s.align);
+      return new QuantSite(name, ternaryStages(s.levels), q.thresholdRatio, s.align, s.actQuant);
     case 'int':
-      return new QuantSite(name, [{ kind: 'int', bits: q.bits }], q.clipRatio, s.align);
+      return new QuantSite(name, [{ kind: 'int', bits: q.bits }], q.clipRatio, s.align, s.actQuant);
     case 'none':
       return new QuantSite(name, [{ kind: 'none' }], 0, false);
     case 'binary':
