@@ -1,6 +1,6 @@
 /** The native addon's activation quantizers (native/ops/actquant/actquant_cpu.cpp) as act-quant.ts's ActQuantKernels. */
 import type { ActQuantKernels, CausalRows, TrainQuantizer } from '../quant/reconstruct/act-quant.js';
-import { loadAddon } from './loader.js';
+import { optionalAddonFunctions } from './loader.js';
 
 interface ActQuantAddon {
   actQuantForward(kind: number, bits: number, param: number, x: Float32Array, rows: number, cols: number, period: number, window: number,
@@ -25,14 +25,9 @@ function rowCodes(c: CausalRows | undefined): [number, number, boolean] {
 
 /** The addon's quantizers on the CPU kernels' threads, or undefined when the addon is not built (or predates them). */
 export function nativeActQuant(): ActQuantKernels | undefined {
-  let addon: Partial<ActQuantAddon>;
-  try {
-    addon = loadAddon() as unknown as Partial<ActQuantAddon>;
-  } catch {
-    return undefined;
-  }
+  const addon = optionalAddonFunctions<ActQuantAddon>(['actQuantForward', 'actQuantBackward']);
+  if (addon === undefined) return undefined;
   const { actQuantForward, actQuantBackward } = addon;
-  if (actQuantForward === undefined || actQuantBackward === undefined) return undefined;
   return {
     forward(q, param, x, rows, cols, causal, out, stat, scale) {
       const [kind, bits] = codes(q);

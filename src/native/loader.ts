@@ -50,6 +50,18 @@ export function addonCandidates(): string[] {
 let cached: NativeAddon | undefined;
 
 /** Loads the addon once; BwqError naming the expected path when it is missing or broken. */
+/** The addon's optional functions `names` (a feature of the quantize numerics), or undefined when the addon is not
+ *  built or predates them: the caller then runs its TypeScript reference. */
+export function optionalAddonFunctions<T extends object>(names: ReadonlyArray<keyof T>): T | undefined {
+  let addon: Record<string, unknown>;
+  try {
+    addon = loadAddon() as unknown as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+  return names.every((n) => typeof addon[n as string] === 'function') ? addon as T : undefined;
+}
+
 export function loadAddon(): NativeAddon {
   if (cached !== undefined) return cached;
   const candidates = addonCandidates();

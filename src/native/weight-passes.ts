@@ -1,6 +1,6 @@
 /** The native addon's PSP passes (native/ops/binarize/binarize_cpu.cpp) as src/quant/weight-passes.ts's WeightPasses. */
 import type { WeightPasses } from '../quant/weight-passes.js';
-import { loadAddon } from './loader.js';
+import { optionalAddonFunctions } from './loader.js';
 
 interface WeightPassesAddon {
   pspBStep(w: Float32Array, dense: Float32Array, dw: Float64Array, d2: Float64Array, rows: number, cols: number, signs: Int8Array, scales: Float32Array): void;
@@ -15,15 +15,10 @@ interface WeightPassesAddon {
 
 /** The addon's passes on the CPU kernels' threads, or undefined when the addon is not built (or predates them). */
 export function nativeWeightPasses(): WeightPasses | undefined {
-  let addon: Partial<WeightPassesAddon>;
-  try {
-    addon = loadAddon() as unknown as Partial<WeightPassesAddon>;
-  } catch {
-    return undefined;
-  }
+  const addon = optionalAddonFunctions<WeightPassesAddon>(['pspBStep', 'pspResidual', 'rowSquaredDistance', 'binaryLowRankWeight',
+    'subtractF32', 'transposeF32', 'blockErrors']);
+  if (addon === undefined) return undefined;
   const { pspBStep, pspResidual, rowSquaredDistance, binaryLowRankWeight, subtractF32, transposeF32, blockErrors } = addon;
-  if (pspBStep === undefined || pspResidual === undefined || rowSquaredDistance === undefined || binaryLowRankWeight === undefined
-    || subtractF32 === undefined || transposeF32 === undefined || blockErrors === undefined) return undefined;
   return {
     bStep: pspBStep, residual: pspResidual, distance: rowSquaredDistance, weight: binaryLowRankWeight, subtract: subtractF32, blockErrors,
     transpose: (x, rows, cols) => {
