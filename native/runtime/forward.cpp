@@ -247,7 +247,8 @@ void Session::scatter_rows(const float *src, int width, int chunk_t, int c0, int
     be_->download(dst + ((size_t)b * t + c0) * width, src + (size_t)b * chunk_t * width, 4 * (size_t)chunk_t * width);
 }
 
-std::string Session::run_block(int l, const float *hidden, int t, float *out, const BlockTaps &taps, bool on_device) {
+std::string Session::run_block(int l, const float *hidden, int t, float *out, const BlockTaps &taps, bool hidden_on_device,
+                               bool out_on_device) {
   const ModelConfig &c = m_.cfg;
   if (l < 0 || l >= c.n_layers) return "no layer " + std::to_string(l);
   if (t < 1 || t > max_t_) return "block run of " + std::to_string(t) + " positions, the cache holds " + std::to_string(max_t_);
@@ -284,12 +285,12 @@ std::string Session::run_block(int l, const float *hidden, int t, float *out, co
       for (int i = 0; i < ct; ++i) chunk_pos[b * ct + i] = c0 + i;
       float *dst = h_ + (size_t)b * ct * c.hidden;
       const float *src = hidden + ((size_t)b * t + c0) * c.hidden;
-      if (on_device) be_->copy(dst, src, 4 * (size_t)ct * c.hidden);
+      if (hidden_on_device) be_->copy(dst, src, 4 * (size_t)ct * c.hidden);
       else be_->upload(dst, src, 4 * (size_t)ct * c.hidden);
     }
     be_->upload(positions_, chunk_pos.data(), 4 * (size_t)rows);
     layer(l, rows, ct, c0, t, &taps, t);
-    if (!on_device) scatter_rows(h_, c.hidden, ct, c0, t, out);
+    if (out && !out_on_device) scatter_rows(h_, c.hidden, ct, c0, t, out);
     else if (out)  // the chunk's rows of each sequence (the next chunk reads later rows only: out may be hidden)
       for (int b = 0; b < batch_; ++b)
         be_->copy(out + ((size_t)b * t + c0) * c.hidden, h_ + (size_t)b * ct * c.hidden, 4 * (size_t)ct * c.hidden);

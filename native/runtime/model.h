@@ -161,9 +161,10 @@ class Session {
 
   // One decoder layer on given hidden states (batch sequences of t tokens from position 0; the cache is reset):
   // out = layer l (hidden), both [batch, t, hidden], with the taps asked for. "" or an error. hidden and out are
-  // host buffers, or with on_device the backend's memory (calibration states kept there; out may equal hidden, or be
-  // null: the output is not wanted, only the taps).
-  std::string run_block(int l, const float *hidden, int t, float *out, const BlockTaps &taps, bool on_device = false);
+  // host buffers, or the backend's memory with hidden_on_device / out_on_device (calibration states kept there; out
+  // may then equal hidden). out may be null: the output is not wanted, only the taps.
+  std::string run_block(int l, const float *hidden, int t, float *out, const BlockTaps &taps, bool hidden_on_device = false,
+                        bool out_on_device = false);
 
   size_t bytes() const { return bytes_; }
   // True once decoding steps returning the last logits run from a recording (CUDA graph).

@@ -560,23 +560,11 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
       return nullptr;
     }
   }
-  if (state && discard && !in_place)
-    return done(env, s->session->run_block(int_of(env, argv[1]), state->data + state_offset, t, nullptr, taps, true));
-  if (state && !in_place) {  // the output through a scratch of the backend, then to the host
-    float *scratch = (float *)state->be->alloc(4 * rows * c.hidden);
-    if (!scratch) return done(env, state->be->error() ? state->be->error() : "allocation failed");
-    std::string err = s->session->run_block(int_of(env, argv[1]), state->data + state_offset, t, scratch, taps, true);
-    if (err.empty()) state->be->download(out, scratch, 4 * rows * c.hidden);
-    state->be->free(scratch);
-    if (err.empty() && state->be->error()) err = state->be->error();
-    return done(env, err);
-  }
-  if (state) {
+  if (state) {  // the output in place, dropped, or to the host array
     float *x = state->data + state_offset;
-    return done(env, s->session->run_block(int_of(env, argv[1]), x, t, x, taps, true));
+    return done(env, s->session->run_block(int_of(env, argv[1]), x, t, in_place ? x : discard ? nullptr : out, taps, true, in_place));
   }
-  const std::string err = s->session->run_block(int_of(env, argv[1]), hidden, t, out, taps);
-  return done(env, err);
+  return done(env, s->session->run_block(int_of(env, argv[1]), hidden, t, out, taps));
 }
 
 // rtStateAlloc(model, floats) -> state: float32 calibration hidden states in the model's backend memory (zeroed);
