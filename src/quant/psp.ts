@@ -151,10 +151,9 @@ export async function psp(w: Float32Array, rows: number, cols: number, options: 
   const lrA = Float32Array.from(cur.a);
   const lrB = new Float32Array(cur.kept * cols);
   for (let k = 0; k < cur.kept; k++) for (let c = 0; c < cols; c++) lrB[k * cols + c] = cur.v[k * cols + c]! / dw[c]!;
-  // ‖W − αB − L‖ with L = lrA·lrB as the simulated weight holds it
-  const simulated = new Float32Array(n);
-  passes.weight(signs, scales, lrA, lrB, cur.kept, rows, cols, simulated);
-  passes.distance(w, simulated, rows, cols, rowHalf);
+  // ‖W − αB − L‖ with L = lrA·lrB as the simulated weight holds it (built in the residual's buffer, unused from here)
+  passes.weight(signs, scales, lrA, lrB, cur.kept, rows, cols, residual);
+  passes.distance(w, residual, rows, cols, rowHalf);
   return { signs, scales, lrA, lrB, rank: cur.kept, errorBefore, errorAfter: Math.sqrt(sum(rowHalf)), tau, history };
 }
 
