@@ -49,7 +49,6 @@ export function addonCandidates(): string[] {
 
 let cached: NativeAddon | undefined;
 
-/** Loads the addon once; BwqError naming the expected path when it is missing or broken. */
 /** The addon's optional functions `names` (a feature of the quantize numerics), or undefined when the addon is not
  *  built or predates them: the caller then runs its TypeScript reference. */
 export function optionalAddonFunctions<T extends object>(names: ReadonlyArray<keyof T>): T | undefined {
@@ -62,6 +61,7 @@ export function optionalAddonFunctions<T extends object>(names: ReadonlyArray<ke
   return names.every((n) => typeof addon[n as string] === 'function') ? addon as T : undefined;
 }
 
+/** Loads the addon once; BwqError naming the expected path when it is missing or broken. */
 export function loadAddon(): NativeAddon {
   if (cached !== undefined) return cached;
   const candidates = addonCandidates();

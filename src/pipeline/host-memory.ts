@@ -24,8 +24,8 @@
  *                                                     the blocked Cholesky's quarter blocks: column-blocks.ts);
  *                                                     methods that read H
  * Device (CUDA): 4·W (the block, float32) + the session's scratch (the batch term's first and third lines) +
- * 4·ΣK² (Gram accumulators) + 4·T·H (the hidden states, when they are kept there) + the numerics' transient buffers (one product's operands, ≤ 3 × 256 MiB of
- * kron_rotate chunks).
+ * 4·ΣK² (Gram accumulators) + 4·T·H (the hidden states, when they are kept there) + the numerics' operand buffers,
+ * kept between products (the largest product's three operands, or ≤ 3 × 256 MiB of kron_rotate chunks).
  */
 import { blockWeightCount, calibrationMemory, type ReconstructionShape } from './calib-memory.js';
 

@@ -1,7 +1,7 @@
-// PSP's passes over a binarized weight W [rows, cols] (BWLA, docs/ALGORITHMS.md §PSP) on the CPU threads, one row
-// per task. The reference is src/quant/psp.ts (jsWeightPasses): the same float64 expressions in the same order per
-// row, float32 rounding where the reference stores a Float32Array, no FMA contraction, so the results are equal bit
-// for bit (test/quant/weight-passes.test.ts).
+// PSP's passes over a binarized weight W [rows, cols] (BWLA, docs/ALGORITHMS.md §PSP) and the column-block
+// compensation's (src/quant/column-blocks.ts) on the CPU threads. The reference is src/quant/weight-passes.ts
+// (jsWeightPasses): the same float64 expressions in the same order per row, float32 rounding where the reference
+// stores a Float32Array, no FMA contraction, so the results are equal bit for bit (test/quant/weight-passes.test.ts).
 #pragma GCC optimize("fp-contract=off")
 #include <math.h>
 #include <stdint.h>
