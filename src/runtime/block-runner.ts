@@ -199,64 +199,47 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
   };
 
   const device = addon.rtDevice(handle).device;
-  const nativeError = (error: unknown): BwqError =>
-    new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error });
+  /** An addon call, its error as a one-line BwqError. */
+  const native = <R>(call: () => R): R => {
+    try {
+      return call();
+    } catch (error) {
+      throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error });
+    }
+  };
   const gramWidths: Record<GramTapName, number> = {
     attn_input: c.hiddenSize, attn_context: c.numHeads * c.headDim, mlp_input: c.hiddenSize, mlp_hidden: c.intermediateSize,
   };
   const readGram = (tap: GramTapName): Float32Array => {
     const w = gramWidths[tap];
     const out = new Float32Array(w * w);
-    try {
-      addon.rtReadGram!(handle, GRAM_TAP_CODES[tap], out);
-    } catch (error) {
-      throw nativeError(error);
-    }
+    native(() => addon.rtReadGram!(handle, GRAM_TAP_CODES[tap], out));
     return out;
   };
-  // calibration states: freed before the model (their memory is the model's backend's)
-  const states = new Set<RuntimeStateHandle>();
-  const handles = new WeakMap<CalibrationState, RuntimeStateHandle>();
+  // the live calibration states and their handles: freed before the model (their memory is the model's backend's)
+  const states = new Map<CalibrationState, RuntimeStateHandle>();
   const createState = (floats: number): CalibrationState => {
-    let st: RuntimeStateHandle;
-    try {
-      st = addon.rtStateAlloc!(handle, floats);
-    } catch (error) {
-      throw nativeError(error);
-    }
-    states.add(st);
+    const st = native(() => addon.rtStateAlloc!(handle, floats));
     const state: CalibrationState = {
       floats,
       write(offset, data) {
-        try {
-          addon.rtStateWrite!(st, offset, data);
-        } catch (error) {
-          throw nativeError(error);
-        }
+        native(() => addon.rtStateWrite!(st, offset, data));
       },
       read(offset, count) {
         const out = new Float32Array(count);
-        try {
-          addon.rtStateRead!(st, offset, out);
-        } catch (error) {
-          throw nativeError(error);
-        }
+        native(() => addon.rtStateRead!(st, offset, out));
         return out;
       },
       free() {
-        if (states.delete(st)) addon.rtFree(st);
+        if (states.delete(state)) addon.rtFree(st);
       },
     };
-    handles.set(state, st);
+    states.set(state, st);
     return state;
   };
   const rotateRows: RotateRows = async (x, rows, r1, a, r2, b) => {
     const y = new Float32Array(rows * a * b);
-    try {
-      addon.rtKronRotate!(handle, x, rows, a, b, r1, r2, y);
-    } catch (error) {
-      throw nativeError(error);
-    }
+    native(() => addon.rtKronRotate!(handle, x, rows, a, b, r1, r2, y));
     return y;
   };
   return {
@@ -264,11 +247,7 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     ...(typeof addon.rtMatmulT === 'function' ? {
       matmulT: (a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number): Float32Array => {
         const out = new Float32Array(m * n);
-        try {
-          addon.rtMatmulT!(handle, a, transA, b, transB, m, k, n, out);
-        } catch (error) {
-          throw nativeError(error);
-        }
+        native(() => addon.rtMatmulT!(handle, a, transA, b, transB, m, k, n, out));
         return out;
       },
     } : {}),
@@ -282,8 +261,8 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
       const h = c.hiddenSize;
       const from = runOptions.fromState;
       if (from === undefined && hidden.length !== batch * seq * h) throw new Error(`hidden has ${hidden.length} values, expected ${batch}x${seq}x${h}`);
-      const stateHandle = from === undefined ? undefined : handles.get(from.state);
-      if (from !== undefined && (stateHandle === undefined || !states.has(stateHandle))) throw new Error('run: the calibration state is not one of this engine\'s live states');
+      const stateHandle = from === undefined ? undefined : states.get(from.state);
+      if (from !== undefined && stateHandle === undefined) throw new Error('run: the calibration state is not one of this engine\'s live states');
       let weights = runOptions.weights;
       if (weights === undefined) {
         if (cached?.layer !== layer) cached = { layer, weights: await loadBlockWeights(model, layer) };
@@ -336,7 +315,7 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
       return out;
     },
     async close() {
-      for (const st of states) addon.rtFree(st);
+      for (const st of states.values()) addon.rtFree(st);
       states.clear();
       if (session !== undefined) addon.rtFree(session.handle);
       session = undefined;
