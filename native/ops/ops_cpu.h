@@ -82,6 +82,16 @@ void binary_lowrank_weight(const int8_t *signs, const float *scales, const float
 void subtract_f32(float *dst, const float *src, size_t n);
 void transpose_f32(const float *x, int rows, int cols, float *out);
 void block_errors(const float *bt, const float *qb, const double *diag, int rows, int width, float *q, int ldq, float *et);
+//   sign_block:    b = sign⁺(block[r·width + c]); signs[r·ld + start + c] = b; out[r·width + c] = b·scales[r]
+void sign_block(const float *block, int rows, int width, const float *scales, int8_t *signs, int ld, int start, float *out);
+// The group's per-row statistics (src/quant/layer-quant.ts), float64 sums in column order:
+//   scale_fit:     num[r] = Σ_c bh·(w − low) (low null: w), den[r] = Σ_c bh·b
+//   binarization_rows: err[r] = max(0, Σ w² − cols·(Σ|w|/cols)²), energy[r] = Σ w²
+//   pack_signs:    bit j of word u of row r = 1 iff signs[r, 32u + j] > 0 (bwq-packed-v1)
+void scale_fit(const float *bh, const float *w, const float *low, const int8_t *signs, int rows, int cols, double *num,
+               double *den);
+void binarization_rows(const float *w, int rows, int cols, double *err, double *energy);
+void pack_signs(const int8_t *signs, int rows, int cols, uint32_t *out);
 
 // The block-wise reconstruction's activation quantizers (native/ops/actquant/actquant_cpu.cpp; reference
 // src/quant/reconstruct/act-quant.ts quantForward / quantBackward, equal bit for bit), per row of `cols`:

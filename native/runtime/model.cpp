@@ -316,24 +316,41 @@ static std::vector<float> transposed(const float *x, int rows, int cols) {
 }
 
 std::string matmul_t_on_device(Model &m, bool trans_a, bool trans_b, const float *a, const float *b, int rows, int k,
-                               int n, float *c) {
+                               int n, float *c, Resident resident) {
   if (rows <= 0 || k <= 0 || n <= 0) return "";
-  if (!trans_a && trans_b) return matmul_on_device(m, a, rows, k, b, n, c);  // c = a b^T: the plain form
+  const bool a_res = resident == Resident::A || resident == Resident::Both;
+  const bool b_res = resident == Resident::B || resident == Resident::Both;
   Backend *be = m.be;
   if (be->is_device()) {
     const size_t na = (size_t)rows * k * 4, nb = (size_t)k * n * 4, nc = (size_t)rows * n * 4;
-    void *da = product_buffer(m, 0, na), *db = product_buffer(m, 1, nb), *dc = product_buffer(m, 2, nc);
+    void *da = a_res ? (void *)a : product_buffer(m, 0, na), *db = b_res ? (void *)b : product_buffer(m, 1, nb),
+         *dc = product_buffer(m, 2, nc);
     bool ran = false;
     if (da && db && dc) {
-      be->upload(da, a, na);
-      be->upload(db, b, nb);
+      if (!a_res) be->upload(da, a, na);
+      if (!b_res) be->upload(db, b, nb);
       ran = be->gemm_t(trans_a, trans_b, (const float *)da, (const float *)db, rows, k, n, (float *)dc);
       if (ran) be->download(c, dc, nc);
     }
     if (std::string msg = take_error(be, "matmul"); !msg.empty()) return msg;
     if (ran) return "";
+    // no device gemm_t (CUDA without cuBLAS): resident operands come back to the host for the plain form below
+    std::vector<float> ha, hb;
+    if (a_res) {
+      ha.resize((size_t)rows * k);
+      be->download(ha.data(), a, na);
+      a = ha.data();
+    }
+    if (b_res) {
+      hb.resize((size_t)k * n);
+      be->download(hb.data(), b, nb);
+      b = hb.data();
+    }
+    if (std::string msg = take_error(be, "matmul"); !msg.empty()) return msg;
+    return matmul_t_on_device(m, trans_a, trans_b, a, b, rows, k, n, c, Resident::None);
   }
-  // c = a' w^T with a' = op(A) [rows, k] and w = op(B)^T [n, k]
+  // host memory (resident operands are host arrays too): c = a' w^T with a' = op(A) [rows, k], w = op(B)^T [n, k]
+  if (!trans_a && trans_b) return matmul_on_device(m, a, rows, k, b, n, c);
   std::vector<float> at, bt;
   if (trans_a) at = transposed(a, k, rows);
   if (!trans_b) bt = transposed(b, k, n);

@@ -93,12 +93,15 @@ std::string matmul_on_device(Model &m, const float *a, int rows, int k, const fl
 // cuBLAS handle: "" on success, else a one-line message (also when the backend has no device OKT: the CPU's).
 std::string okt_on_device(Model &m, const bwq_okt_problem &p, bwq_okt_result &r);
 
-// c [rows, n] = op(A) op(B) for float32 host arrays (the reconstruction's three layouts): op(A) = a [rows, k] or, with
+// c [rows, n] = op(A) op(B) for float32 host arrays (the reconstruction's three layouts, the quantize numerics): op(A) = a [rows, k] or, with
 // trans_a, a^T (a stored [k, rows]); op(B) = b [k, n] or, with trans_b, b^T (b stored [n, k]). On a device whose
 // backend has gemm_t (cuBLAS) the flags go to it; elsewhere the operands are rearranged on the host for
-// matmul_on_device. "" on success, else a one-line message (nothing stays allocated).
+// matmul_on_device. An operand named by `resident` is already in the backend's memory (a state buffer, rtStateAlloc:
+// a matrix the quantize numerics multiply by many times) and is used in place. "" on success, else a one-line
+// message (nothing stays allocated).
+enum class Resident { None, A, B, Both };
 std::string matmul_t_on_device(Model &m, bool trans_a, bool trans_b, const float *a, const float *b, int rows, int k,
-                               int n, float *c);
+                               int n, float *c, Resident resident = Resident::None);
 
 // y [rows, a*b] = x (R1 (x) R2) for float32 host arrays, on the model's backend (Backend::kron_rotate: threads on
 // the CPU, kernels on CUDA with the operands uploaded in chunks of rows): the quantize numerics' rotations of

@@ -6,6 +6,10 @@
 //            attention's query, key, probs, value, and the probs row (1 unmasked keys, 0 whole window).
 #include "addon_runtime.h"
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 #include <string.h>
 
 #include <memory>
@@ -31,8 +35,8 @@ struct SessionRef {
   std::unique_ptr<Session> session;
   napi_ref model_ref = nullptr;  // keeps the model alive while the session is
 };
-// Float32 calibration hidden states in a model's backend memory (rtStateAlloc): the quantize pipeline's stream kept
-// on the GPU between blocks.
+// Float32 values in a model's backend memory (rtStateAlloc): the quantize pipeline's calibration hidden states kept
+// on the GPU between blocks, and matrices its numerics multiply by many times (rtMatmulT operands).
 struct StateRef {
   Backend *be = nullptr;
   float *data = nullptr;
@@ -83,6 +87,21 @@ bool typed(napi_env env, napi_value v, napi_typedarray_type want, void **data, s
     return false;
   }
   return true;
+}
+
+// A large output array that is about to be written for the first time: its fresh pages fault in 2 MiB at a time
+// instead of 4 KiB (Linux transparent huge pages where the system leaves them to madvise). A fresh Float32Array's
+// first write ran at 1.8 GB/s against 16.5 GB/s into a reused one on the H100 machine (docs/PERFORMANCE.md).
+void huge_pages_for_output(void *p, size_t bytes) {
+#ifdef __linux__
+  constexpr uintptr_t kHuge = (uintptr_t)2 << 20;
+  if (bytes < 4 * kHuge) return;
+  const uintptr_t begin = ((uintptr_t)p + kHuge - 1) & ~(kHuge - 1), end = ((uintptr_t)p + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise((void *)begin, end - begin, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 int int_of(napi_env env, napi_value v) {
@@ -619,8 +638,12 @@ napi_value StateCopy(napi_env env, napi_callback_info info, bool write) {
     throw_error(env, "bwq runtime: the rows lie outside the calibration state");
     return nullptr;
   }
-  if (write) st->be->upload(st->data + (size_t)o, host, 4 * n);
-  else st->be->download(host, st->data + (size_t)o, 4 * n);
+  if (write) {
+    st->be->upload(st->data + (size_t)o, host, 4 * n);
+  } else {
+    huge_pages_for_output(host, 4 * n);
+    st->be->download(host, st->data + (size_t)o, 4 * n);
+  }
   st->be->sync();
   const char *e = st->be->error();
   const std::string msg = e ? std::string("calibration state copy: ") + e : "";
@@ -630,17 +653,40 @@ napi_value StateCopy(napi_env env, napi_callback_info info, bool write) {
 napi_value StateWrite(napi_env env, napi_callback_info info) { return StateCopy(env, info, true); }
 napi_value StateRead(napi_env env, napi_callback_info info) { return StateCopy(env, info, false); }
 
-// rtMatmulT(model, a Float32Array, transA, b Float32Array, transB, m, k, n, c Float32Array [m, n]): c = op(a) op(b) on
-// the model's backend, op(a) [m, k] (transA: a is [k, m]), op(b) [k, n] (transB: b is [n, k]) (model.h
-// matmul_t_on_device: cuBLAS takes the transpositions as flags)
+// A product operand: a Float32Array on the host, or a state (rtStateAlloc) already in the model's backend memory.
+struct Operand {
+  const float *p = nullptr;
+  size_t n = 0;
+  bool resident = false;
+  const Backend *be = nullptr;  // a state's backend
+};
+bool operand_of(napi_env env, napi_value v, const char *what, Operand &out) {
+  bool is_typed = false;
+  napi_is_typedarray(env, v, &is_typed);
+  if (is_typed) {
+    float *p;
+    if (!typed(env, v, napi_float32_array, (void **)&p, &out.n, what)) return false;
+    out.p = p;
+    return true;
+  }
+  StateRef *st = state_of(env, v);
+  if (!st) return false;
+  out = Operand{st->data, st->floats, true, st->be};
+  return true;
+}
+
+// rtMatmulT(model, a, transA, b, transB, m, k, n, c Float32Array [m, n]): c = op(a) op(b) on the model's backend,
+// op(a) [m, k] (transA: a is [k, m]), op(b) [k, n] (transB: b is [n, k]); a and b are Float32Arrays or states of the
+// model (rtStateAlloc: operands kept in the backend's memory across products) (model.h matmul_t_on_device: cuBLAS
+// takes the transpositions as flags)
 napi_value MatmulT(napi_env env, napi_callback_info info) {
   napi_value argv[9];
   ModelRef *m = model_args(env, info, 9, argv);
   if (!m) return nullptr;
-  float *a, *b, *c;
-  size_t na, nb, nc;
-  if (!typed(env, argv[1], napi_float32_array, (void **)&a, &na, "a") ||
-      !typed(env, argv[3], napi_float32_array, (void **)&b, &nb, "b") ||
+  Operand a, b;
+  float *c;
+  size_t nc;
+  if (!operand_of(env, argv[1], "a", a) || !operand_of(env, argv[3], "b", b) ||
       !typed(env, argv[8], napi_float32_array, (void **)&c, &nc, "c"))
     return nullptr;
   bool ta = false, tb = false;
@@ -649,15 +695,21 @@ napi_value MatmulT(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   const int rows = int_of(env, argv[5]), k = int_of(env, argv[6]), n = int_of(env, argv[7]);
-  if (rows < 0 || k < 0 || n < 0 || na < (size_t)rows * k || nb < (size_t)k * n || nc < (size_t)rows * n) {
+  if (rows < 0 || k < 0 || n < 0 || a.n < (size_t)rows * k || b.n < (size_t)k * n || nc < (size_t)rows * n) {
     throw_error(env, "bwq runtime: matmul operands are smaller than m x k, k x n and m x n");
     return nullptr;
   }
-  if ((c == a && rows * k > 0) || (c == b && k * n > 0)) {
+  if ((c == a.p && rows * k > 0) || (c == b.p && k * n > 0)) {
     throw_error(env, "bwq runtime: matmul needs c distinct from a and b");
     return nullptr;
   }
-  return done(env, matmul_t_on_device(*m->model, ta, tb, a, b, rows, k, n, c));
+  if ((a.resident && a.be != m->model->be) || (b.resident && b.be != m->model->be)) {
+    throw_error(env, "bwq runtime: a matmul operand is a state of another model");
+    return nullptr;
+  }
+  huge_pages_for_output(c, 4 * nc);
+  const Resident resident = a.resident ? (b.resident ? Resident::Both : Resident::A) : (b.resident ? Resident::B : Resident::None);
+  return done(env, matmul_t_on_device(*m->model, ta, tb, a.p, b.p, rows, k, n, c, resident));
 }
 
 // rtReadGram(model, tap, out Float32Array [w, w]): the Gram matrix accumulated by block runs with options.gram
@@ -669,6 +721,7 @@ napi_value ReadGram(napi_env env, napi_callback_info info) {
   float *out;
   size_t n;
   if (!typed(env, argv[2], napi_float32_array, (void **)&out, &n, "out")) return nullptr;
+  huge_pages_for_output(out, 4 * n);
   return done(env, read_gram(*m->model, int_of(env, argv[1]), out, n));
 }
 
@@ -695,6 +748,7 @@ napi_value KronRotate(napi_env env, napi_callback_info info) {
     throw_error(env, "bwq runtime: kron_rotate needs distinct x and y");
     return nullptr;
   }
+  huge_pages_for_output(y, 4 * ny);
   return done(env, kron_rotate_on_device(*m->model, x, rows, a, b, r1, r2, y));
 }
 

@@ -167,6 +167,82 @@ napi_value BlockErrors(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// signBlock(block f32 [rows, width], rows, width, scales f32 [rows], signs i8 (row stride ld, out), ld, start,
+// out f32 [rows, width] (out))
+napi_value SignBlock(napi_env env, napi_callback_info info) {
+  napi_value a[8];
+  int rows = 0, width = 0, ld = 0, start = 0;
+  if (!args(env, info, 8, a) || !dim(env, a[1], &rows, "rows") || !dim(env, a[2], &width, "width") ||
+      !dim(env, a[5], &ld, "ld") || !dim(env, a[6], &start, "start"))
+    return nullptr;
+  if (start + width > ld) {
+    napi_throw_range_error(env, "BWQ_ARGS", "bwq native: start + width exceeds ld");
+    return nullptr;
+  }
+  const size_t n = (size_t)rows * width;
+  float *block, *scales, *out;
+  int8_t *signs;
+  if (!array(env, a[0], napi_float32_array, n, &block, "block") || !array(env, a[3], napi_float32_array, rows, &scales, "scales") ||
+      !array(env, a[4], napi_int8_array, rows == 0 ? 0 : (size_t)(rows - 1) * ld + start + width, &signs, "signs") ||
+      !array(env, a[7], napi_float32_array, n, &out, "out"))
+    return nullptr;
+  bwq::cpu::sign_block(block, rows, width, scales, signs, ld, start, out);
+  return nullptr;
+}
+
+// scaleFit(bh f32 [rows, cols], w f32, low f32 (empty: none), signs i8, rows, cols, num f64 [rows] (out), den f64 (out))
+napi_value ScaleFit(napi_env env, napi_callback_info info) {
+  napi_value a[8];
+  int rows = 0, cols = 0;
+  if (!args(env, info, 8, a) || !dim(env, a[4], &rows, "rows") || !dim(env, a[5], &cols, "cols")) return nullptr;
+  const size_t n = (size_t)rows * cols;
+  float *bh, *w, *low;
+  int8_t *signs;
+  double *num, *den;
+  if (!array(env, a[2], napi_float32_array, 0, &low, "low")) return nullptr;
+  size_t low_len = 0;
+  napi_get_typedarray_info(env, a[2], nullptr, &low_len, nullptr, nullptr, nullptr);
+  if (!array(env, a[0], napi_float32_array, n, &bh, "bh") || !array(env, a[1], napi_float32_array, n, &w, "w") ||
+      (low_len > 0 && !array(env, a[2], napi_float32_array, n, &low, "low")) ||
+      !array(env, a[3], napi_int8_array, n, &signs, "signs") || !array(env, a[6], napi_float64_array, rows, &num, "num") ||
+      !array(env, a[7], napi_float64_array, rows, &den, "den"))
+    return nullptr;
+  bwq::cpu::scale_fit(bh, w, low_len > 0 ? low : nullptr, signs, rows, cols, num, den);
+  return nullptr;
+}
+
+// binarizationRows(w f32 [rows, cols], rows, cols, err f64 [rows] (out), energy f64 [rows] (out))
+napi_value BinarizationRows(napi_env env, napi_callback_info info) {
+  napi_value a[5];
+  int rows = 0, cols = 0;
+  if (!args(env, info, 5, a) || !dim(env, a[1], &rows, "rows") || !dim(env, a[2], &cols, "cols")) return nullptr;
+  float *w;
+  double *err, *energy;
+  if (!array(env, a[0], napi_float32_array, (size_t)rows * cols, &w, "w") ||
+      !array(env, a[3], napi_float64_array, rows, &err, "err") || !array(env, a[4], napi_float64_array, rows, &energy, "energy"))
+    return nullptr;
+  if (cols == 0) {
+    napi_throw_range_error(env, "BWQ_ARGS", "bwq native: binarization of rows with no columns");
+    return nullptr;
+  }
+  bwq::cpu::binarization_rows(w, rows, cols, err, energy);
+  return nullptr;
+}
+
+// packSigns(signs i8 [rows, cols], rows, cols, out u32 [rows, ceil(cols / 32)] (out))
+napi_value PackSigns(napi_env env, napi_callback_info info) {
+  napi_value a[4];
+  int rows = 0, cols = 0;
+  if (!args(env, info, 4, a) || !dim(env, a[1], &rows, "rows") || !dim(env, a[2], &cols, "cols")) return nullptr;
+  int8_t *signs;
+  uint32_t *out;
+  if (!array(env, a[0], napi_int8_array, (size_t)rows * cols, &signs, "signs") ||
+      !array(env, a[3], napi_uint32_array, (size_t)rows * ((cols + 31) / 32), &out, "out"))
+    return nullptr;
+  bwq::cpu::pack_signs(signs, rows, cols, out);
+  return nullptr;
+}
+
 // The act-quant calls' common arguments: kind (1 int, 2 ternary, 3 levels), bits or levels, param, x f32 [rows, cols],
 // rows, cols, period, window, unmasked.
 bool act_args(napi_env env, const napi_value *a, bwq::cpu::ActQuant *q, double *param, float **x, int *rows, int *cols,
@@ -243,6 +319,10 @@ void register_weight_passes(napi_env env, napi_value exports) {
       bwq_napi::method("subtractF32", SubtractF32),
       bwq_napi::method("transposeF32", TransposeF32),
       bwq_napi::method("blockErrors", BlockErrors),
+      bwq_napi::method("signBlock", SignBlock),
+      bwq_napi::method("scaleFit", ScaleFit),
+      bwq_napi::method("binarizationRows", BinarizationRows),
+      bwq_napi::method("packSigns", PackSigns),
       bwq_napi::method("actQuantForward", ActQuantForward),
       bwq_napi::method("actQuantBackward", ActQuantBackward),
   };

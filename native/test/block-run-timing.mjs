@@ -31,7 +31,7 @@ const hidden = Float32Array.from({ length: seq * h }, (_, i) => Math.sin(i * 0.3
 const weights = await engine.loadBlockWeights(0);
 const recipe = { linears: {} };
 const taps = ['attn_input', 'attn_context', 'mlp_input', 'mlp_hidden'];
-const state = engine.createState(seq * h);
+const state = engine.createArray(seq * h);
 state.write(0, hidden);
 const variants = {
   plain: { weights, recipe },

@@ -15,7 +15,8 @@ import { loadRuntimeFromSource } from '../runtime/engine.js';
 import { randomModelSource, type RandomVariant } from '../runtime/random-model.js';
 import type { RuntimeDevice } from '../runtime/session.js';
 
-export const E2E_CONFIGS = ['llama-2-7b', 'llama-3-8b', 'qwen3-8b'] as const;
+/** bench/configs/*.json by name (llama-2-70b for --quantize: its FP16 weights do not fit one GPU for --e2e) */
+export const BENCH_CONFIGS = ['llama-2-7b', 'llama-3-8b', 'qwen3-8b', 'llama-2-70b'] as const;
 
 export interface E2eOptions {
   device: RuntimeDevice;
@@ -46,7 +47,7 @@ export interface E2eReport { config: string; rows: E2eRow[]; ratios: { name: str
 
 /** A config by name (bench/configs/NAME.json) or path. */
 export function loadBenchConfig(nameOrPath: string): { name: string; config: ModelConfig; raw: Record<string, unknown> } {
-  const path = (E2E_CONFIGS as readonly string[]).includes(nameOrPath)
+  const path = (BENCH_CONFIGS as readonly string[]).includes(nameOrPath)
     ? join(PACKAGE_ROOT, 'bench', 'configs', `${nameOrPath}.json`) : nameOrPath;
   let json: unknown;
   try {

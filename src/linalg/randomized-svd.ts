@@ -12,7 +12,7 @@
  * orthonormalised in float64 and handed to the products in float32.
  */
 import { toFloat32 } from './dense.js';
-import { jsMatmul, type Matmul } from './matmul.js';
+import { jsMatmul, withKept, type Matmul } from './matmul.js';
 import { qr } from './qr.js';
 import { Rng } from './random.js';
 import { svd } from './svd.js';
@@ -35,6 +35,12 @@ export async function randomizedSvd(
 ): Promise<TruncatedSvd> {
   const mm = options.matmul ?? jsMatmul;
   const a32 = toFloat32(a);
+  // A is the operand of every product: copied to the products' device once (Matmul.keep)
+  return withKept(mm, [a32], () => sketchedSvd(a32, m, n, rank, mm, options));
+}
+
+async function sketchedSvd(a32: Float32Array, m: number, n: number, rank: number, mm: Matmul,
+  options: { oversample?: number; powerIterations?: number; seed?: number; basis?: { data: Float64Array; cols: number } }): Promise<TruncatedSvd> {
   const p = options.oversample ?? 8;
   const iters = options.powerIterations ?? 2;
   const extra = options.basis?.cols ?? 0;

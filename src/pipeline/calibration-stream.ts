@@ -5,7 +5,7 @@
  * interface: the block runs (statistics with the input rows left in place, propagation in place), host copies of
  * windows (attention calibration, the checkpoint) and writes (embeddings, resume).
  */
-import type { BlockEngine, CalibrationState, EngineRunOptions, StateOutput } from '../runtime/block-runner.js';
+import type { BlockEngine, DeviceArray, EngineRunOptions, StateOutput } from '../runtime/block-runner.js';
 import type { TapName } from '../onnx/block-runner.js';
 
 export interface CalibrationStream {
@@ -16,8 +16,9 @@ export interface CalibrationStream {
   readonly onDevice: boolean;
   /** windows [w0, w0 + data.length / (seqlen·hidden)) from the host */
   write(w0: number, data: Float32Array): void;
-  /** windows [w0, w0 + n) on the host (a view of the host stream: do not modify) */
-  read(w0: number, n: number): Float32Array;
+  /** windows [w0, w0 + n) on the host (a view of the host stream: do not modify); a device stream copies them into the
+   *  front of `into` when given (a buffer reused across reads: fresh host pages cost more than the copy) */
+  read(w0: number, n: number, into?: Float32Array): Float32Array;
   /** runs block `layer` on windows [w0, w0 + n) as one batch: its output replaces them ('replace'), comes back
    *  ('return') or is not wanted ('discard'); `output` is complete only for 'return' (the host stream returns it
    *  always) */
@@ -44,14 +45,14 @@ export function hostStream(runner: BlockEngine, data: Float32Array, windows: num
   };
 }
 
-export function deviceStream(runner: BlockEngine, state: CalibrationState, windows: number, seqlen: number, hidden: number): CalibrationStream {
+export function deviceStream(runner: BlockEngine, state: DeviceArray, windows: number, seqlen: number, hidden: number): CalibrationStream {
   const span = seqlen * hidden;
   if (state.floats !== windows * span) throw new Error(`deviceStream: a state of ${state.floats} values for ${windows} x ${seqlen} x ${hidden}`);
   const none = new Float32Array(0);
   return {
     windows, seqlen, hidden, onDevice: true, hostArray: undefined,
     write: (w0, x) => state.write(w0 * span, x),
-    read: (w0, n) => state.read(w0 * span, n * span),
+    read: (w0, n, into) => state.read(w0 * span, n * span, into),
     run: (layer, w0, n, options, output) => runner.run(layer, none, n, seqlen, { ...options, fromState: { state, offset: w0 * span, output } }),
     free: () => state.free(),
   };
@@ -64,9 +65,9 @@ export function deviceStream(runner: BlockEngine, state: CalibrationState, windo
 export function createCalibrationStream(runner: BlockEngine, windows: number, seqlen: number, hidden: number, allowDevice: boolean,
   info: (line: string) => void): CalibrationStream {
   const floats = windows * seqlen * hidden;
-  if (allowDevice && runner.device.startsWith('cuda') && runner.createState !== undefined) {
+  if (allowDevice && runner.device.startsWith('cuda') && runner.createArray !== undefined) {
     try {
-      return deviceStream(runner, runner.createState(floats), windows, seqlen, hidden);
+      return deviceStream(runner, runner.createArray(floats), windows, seqlen, hidden);
     } catch (error) {
       info(`calibration hidden states stay on the host: ${(error as Error).message}`);
     }

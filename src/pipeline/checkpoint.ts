@@ -36,7 +36,8 @@ export interface HiddenWindows {
   readonly windows: number;
   readonly seqlen: number;
   readonly hidden: number;
-  read(w0: number, n: number): Float32Array;
+  /** `into`: a buffer the windows may be copied into (reused across reads) */
+  read(w0: number, n: number, into?: Float32Array): Float32Array;
   write(w0: number, data: Float32Array): void;
 }
 
@@ -207,8 +208,9 @@ export class Checkpoint<Report> {
     const file = await open(`${hiddenPath}.tmp`, 'w');
     try {
       const per = windowsPerChunk(hidden.seqlen * hidden.hidden);
+      const chunk = new Float32Array(Math.min(per, hidden.windows) * hidden.seqlen * hidden.hidden);
       for (let w0 = 0; w0 < hidden.windows; w0 += per) {
-        const x = hidden.read(w0, Math.min(per, hidden.windows - w0));
+        const x = hidden.read(w0, Math.min(per, hidden.windows - w0), chunk);
         const bytes = new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
         for (let done = 0; done < bytes.byteLength;) done += (await file.write(bytes, done, bytes.byteLength - done)).bytesWritten;
       }

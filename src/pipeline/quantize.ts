@@ -40,7 +40,6 @@ import { baselineConfigSettings } from '../quant/baseline-group.js';
 import { BWLA_DEFAULTS, quantizeGroup, type GroupName, type GroupLinear, type GroupNumerics, type GroupSettings, type InputGram, type QuantizedGroup } from '../quant/layer-quant.js';
 import { binarizationReport, bwlaConfigSettings, bwlaSettings, rotationReport } from '../quant/bwla-report.js';
 import { searchAttentionTernary, type AttentionSearchResult } from '../quant/act-calib.js';
-import { packSignRows } from '../quant/pack.js';
 import { describeQuantizer } from '../quant/quantizers.js';
 import { VERSION } from '../version.js';
 import { LayerSpillStore, type QuantizedLinearArrays, type SimulatedDtype, type SpilledLinear } from './layer-spill.js';
@@ -50,6 +49,7 @@ import { createOrtEngine } from './ort-engine.js';
 import { deviceMatmul } from './device-matmul.js';
 import { createCalibrationStream, type CalibrationStream } from './calibration-stream.js';
 import { nativeWeightPasses } from '../native/weight-passes.js';
+import { jsWeightPasses } from '../quant/weight-passes.js';
 import type { Matmul, Numerics } from '../linalg/matmul.js';
 import { checkOutputDirectory, COPIED_MODEL_FILES } from './output-dir.js';
 import { describeOutputSize, estimateOutputSize, outputSizeInput, type OutputSize } from './output-size.js';
@@ -401,7 +401,7 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
   const floatRecipe: LayerRecipe = { linears: {} };
   const engine = createOrtEngine(options.threads);
   // large products on the GPU when the blocks run there (src/pipeline/device-matmul.ts)
-  const mm = runner.matmulT !== undefined && runner.device.startsWith('cuda') ? deviceMatmul(runner.matmulT, engine.matmul) : engine.matmul;
+  const mm = runner.matmulT !== undefined && runner.device.startsWith('cuda') ? deviceMatmul({ matmulT: runner.matmulT, ...(runner.createArray === undefined ? {} : { createArray: runner.createArray }) }, engine.matmul) : engine.matmul;
   // the rotations W R, X R and Rᵀ H R on the engine's device (the runtime's kron_rotate; CPU threads or CUDA)
   // and learnOkt's whole EM in one native call on the engine's device (src/runtime/device-okt.ts; CPU threads or CUDA)
   // and PSP's passes over the weights on the CPU kernels' threads (src/quant/weight-passes.ts)
@@ -474,7 +474,7 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
             const ln = linearByRole(names, ql.role)!;
             // keep packed signs (1 bit per weight) rather than the Int8 signs until the outputs are written
             const stored: QuantizedLinearArrays = {
-              rows: ql.rows, cols: ql.cols, simulated: ql.simulated, qweight: packSignRows(ql.signs, ql.rows, ql.cols),
+              rows: ql.rows, cols: ql.cols, simulated: ql.simulated, qweight: (weightPasses ?? jsWeightPasses).packSigns(ql.signs, ql.rows, ql.cols),
               scales: ql.scales, lrA: ql.lrA, lrB: ql.lrB, rank: ql.rank,
             };
             layerLinears.set(ln.weight, { q: stored, prefix: ln.weight.replace(/\.weight$/, ''), bias: ln.bias });

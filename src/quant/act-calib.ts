@@ -8,7 +8,7 @@
  *   P·V operands:    Σ_h ‖P_h V_h − P̂_h V̂_h‖²               (sampled query rows; P̂ quantized over each
  *                                                             row's unmasked keys, src/quant/attention-probs.ts)
  */
-import { jsMatmul, type Matmul } from '../linalg/matmul.js';
+import { jsMatmul, withKept, type Matmul } from '../linalg/matmul.js';
 import { quantizeProbRows } from './attention-probs.js';
 import type { ActivationQuantizer, ProbsRow } from './recipe.js';
 import { quantizeRows } from './quantizers.js';
@@ -40,11 +40,12 @@ export function candidateQuantizers(kind: 'int' | 'ternary', bits: number, grid?
 }
 
 /** Output squared error Σ_l ‖ref_l − Q(X) Ŵ_lᵀ‖² for one quantizer. */
-export async function linearOutputError(x: Float32Array, tokens: number, cols: number, q: ActivationQuantizer, targets: readonly LinearTarget[], mm: Matmul = jsMatmul): Promise<number> {
+export async function linearOutputError(x: Float32Array, tokens: number, cols: number, q: ActivationQuantizer, targets: readonly LinearTarget[], mm: Matmul = jsMatmul,
+  scratch?: Float32Array): Promise<number> {
   const xq = quantizeRows(x, cols, q);
   let err = 0;
   for (const t of targets) {
-    const y = await mm(xq, t.weight, tokens, cols, t.rows, { transposeB: true });
+    const y = await mm(xq, t.weight, tokens, cols, t.rows, { transposeB: true, ...(scratch === undefined ? {} : { into: scratch }) });
     for (let i = 0; i < y.length; i++) {
       const d = y[i]! - t.reference[i]!;
       err += d * d;
@@ -72,14 +73,18 @@ export async function searchLinearQuantizer(
   const curve: Array<{ value: number; error: number }> = [];
   let best = candidates[0]!;
   let bestErr = Infinity;
-  for (const c of candidates) {
-    const e = await linearOutputError(x, tokens, cols, c.quantizer, targets, mm);
-    curve.push({ value: c.value, error: e });
-    if (e < bestErr) {
-      bestErr = e;
-      best = c;
+  // every candidate multiplies by the same weights: they stay on the products' device for the search (Matmul.keep)
+  const scratch = new Float32Array(tokens * Math.max(0, ...targets.map((t) => t.rows)));
+  await withKept(mm, targets.map((t) => t.weight), async () => {
+    for (const c of candidates) {
+      const e = await linearOutputError(x, tokens, cols, c.quantizer, targets, mm, scratch);
+      curve.push({ value: c.value, error: e });
+      if (e < bestErr) {
+        bestErr = e;
+        best = c;
+      }
     }
-  }
+  });
   return { quantizer: best.quantizer, error: bestErr, referenceEnergy, curve };
 }
 

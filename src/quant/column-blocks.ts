@@ -17,7 +17,7 @@
  * before it is quantized; the span's errors update the rest of the matrix in one product. W is held transposed so
  * that every update is a contiguous slice.
  */
-import type { Matmul } from '../linalg/matmul.js';
+import { withKeptUpdated, type Matmul } from '../linalg/matmul.js';
 import { copyBlock } from '../linalg/dense.js';
 import { jsWeightPasses, type WeightPasses } from './weight-passes.js';
 import { upperCholeskyOfInverseGemm } from '../linalg/blocked-cholesky.js';
@@ -72,29 +72,37 @@ export async function compensateColumnBlocks(w: Float32Array, rows: number, cols
   const q = new Float32Array(rows * cols);
   const span = Math.max(1, Math.round(SPAN / blockSize)) * blockSize;
   const diag = new Float64Array(blockSize);
-  for (let s0 = 0; s0 < cols; s0 += span) {
-    const s1 = Math.min(cols, s0 + span);
-    const spanErrors = new Float32Array((s1 - s0) * rows); // E_b of the span's blocks, transposed [s1 − s0, rows]
-    for (let b0 = s0; b0 < s1; b0 += blockSize) {
-      const b1 = Math.min(s1, b0 + blockSize);
-      const width = b1 - b0;
-      const blockT = wt.subarray(b0 * rows, b1 * rows); // [width, rows]
-      // the span's earlier blocks' updates of this block, in one product (left-looking: only the block is written)
-      if (b0 > s0) {
-        const upd = await mm(copyBlock(u, cols, s0, b0, b0, b1), spanErrors.subarray(0, (b0 - s0) * rows), width, b0 - s0, rows, { transposeA: true });
-        passes.subtract(blockT, upd, blockT.length);
+  // E_b of a span's blocks, transposed [s1 − s0, rows]: the operand of every update, kept on the products' device
+  // (Matmul.keep) with each block's errors copied there once
+  const errors = new Float32Array(Math.min(span, cols) * rows);
+  // the updates' products, one scratch for all (Matmul's `into`)
+  const updates = new Float32Array(Math.max(Math.min(span, cols), cols - span) * rows);
+  await withKeptUpdated(mm, errors, async (updateErrors) => {
+    for (let s0 = 0; s0 < cols; s0 += span) {
+      const s1 = Math.min(cols, s0 + span);
+      const spanErrors = errors.subarray(0, (s1 - s0) * rows);
+      for (let b0 = s0; b0 < s1; b0 += blockSize) {
+        const b1 = Math.min(s1, b0 + blockSize);
+        const width = b1 - b0;
+        const blockT = wt.subarray(b0 * rows, b1 * rows); // [width, rows]
+        // the span's earlier blocks' updates of this block, in one product (left-looking: only the block is written)
+        if (b0 > s0) {
+          const upd = await mm(copyBlock(u, cols, s0, b0, b0, b1), spanErrors.subarray(0, (b0 - s0) * rows), width, b0 - s0, rows, { transposeA: true, into: updates });
+          passes.subtract(blockT, upd, blockT.length);
+        }
+        const qb = quantizeBlock(passes.transpose(blockT, width, rows), rows, width, b0); // [rows, width]
+        // E_bᵀ = diag(U_bb)⁻¹ e_bᵀ, e_b = W[:, b] − Q_b (rounded to float32 before the division)
+        const eT = spanErrors.subarray((b0 - s0) * rows, (b1 - s0) * rows);
+        for (let c = 0; c < width; c++) diag[c] = u[(b0 + c) * cols + b0 + c]!;
+        passes.blockErrors(blockT, qb, diag, rows, width, q.subarray(b0), cols, eT);
+        updateErrors((b0 - s0) * rows, width * rows);
       }
-      const qb = quantizeBlock(passes.transpose(blockT, width, rows), rows, width, b0); // [rows, width]
-      // E_bᵀ = diag(U_bb)⁻¹ e_bᵀ, e_b = W[:, b] − Q_b (rounded to float32 before the division)
-      const eT = spanErrors.subarray((b0 - s0) * rows, (b1 - s0) * rows);
-      for (let c = 0; c < width; c++) diag[c] = u[(b0 + c) * cols + b0 + c]!;
-      passes.blockErrors(blockT, qb, diag, rows, width, q.subarray(b0), cols, eT);
+      if (s1 < cols) {
+        const upd = await mm(copyBlock(u, cols, s0, s1, s1, cols), spanErrors, cols - s1, s1 - s0, rows, { transposeA: true, into: updates });
+        const dst = wt.subarray(s1 * rows);
+        passes.subtract(dst, upd, dst.length);
+      }
     }
-    if (s1 < cols) {
-      const upd = await mm(copyBlock(u, cols, s0, s1, s1, cols), spanErrors, cols - s1, s1 - s0, rows, { transposeA: true });
-      const dst = wt.subarray(s1 * rows);
-      passes.subtract(dst, upd, dst.length);
-    }
-  }
+  });
   return q;
 }

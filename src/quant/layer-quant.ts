@@ -10,13 +10,12 @@ import type { ActivationQuantizer, LinearRole } from './recipe.js';
 import { binarizeRows, dequantizeBinary } from './binarize.js';
 import { learnSplitOkt } from './okt-split.js';
 import type { OktDevice } from './okt.js';
-import { activationTail, crestFactor, relativeBinarizationError } from './okt-stats.js';
+import { activationTail, crestFactor } from './okt-stats.js';
 import { rotateRowsWith } from './kronecker.js';
 import { psp, reconstructWeight, type PspResult } from './psp.js';
-import type { WeightPasses } from './weight-passes.js';
+import { jsWeightPasses, type WeightPasses } from './weight-passes.js';
 import { compensateColumnBlocks, compensationFrame, type CompensationFrame } from './column-blocks.js';
-import type { Matmul, Numerics } from '../linalg/matmul.js';
-import { transposeF32 } from '../linalg/dense.js';
+import { withKept, type Matmul, type Numerics } from '../linalg/matmul.js';
 import { candidateQuantizers, linearOutputError, referenceOutputs, searchLinearQuantizer, type LinearTarget } from './act-calib.js';
 import { quantizeBaselineGroup } from './baseline-group.js';
 
@@ -139,43 +138,42 @@ function diffNorm(a: Float32Array | Float64Array, b: Float32Array | Float64Array
  */
 async function refitScales(
   w: Float32Array, signs: Int8Array, scales: Float32Array, lrA: Float32Array, lrB: Float32Array, rank: number,
-  rows: number, cols: number, gram: Float32Array, mm: Matmul,
+  rows: number, cols: number, gram: Float32Array, mm: Matmul, passes: WeightPasses = jsWeightPasses,
 ): Promise<void> {
-  const low = rank > 0 ? await mm(lrA, lrB, rows, rank, cols) : undefined;
+  const low = rank > 0 ? await mm(lrA, lrB, rows, rank, cols) : new Float32Array(0);
   const bh = await mm(Float32Array.from(signs), gram, rows, cols, cols); // B H  [rows, cols]
+  const num = new Float64Array(rows);
+  const den = new Float64Array(rows);
+  passes.scaleFit(bh, w, low, signs, rows, cols, num, den);
   for (let r = 0; r < rows; r++) {
-    let num = 0;
-    let den = 0;
-    for (let c = 0; c < cols; c++) {
-      const v = bh[r * cols + c]!;
-      const i = r * cols + c;
-      num += v * (low === undefined ? w[i]! : w[i]! - low[i]!);
-      den += v * signs[r * cols + c]!;
-    }
-    const alpha = num / den;
-    if (den > 0 && Number.isFinite(alpha) && alpha > 0) scales[r] = alpha;
+    const alpha = num[r]! / den[r]!;
+    if (den[r]! > 0 && Number.isFinite(alpha) && alpha > 0) scales[r] = alpha;
   }
+}
+
+/** ε(W) = Σ_n err_n / Σ_n ‖w_n‖² (src/quant/okt-stats.ts relativeBinarizationError) from the passes' per-row sums, added in row order. */
+function relativeBinarizationErrorWith(passes: WeightPasses, w: Float32Array, rows: number, cols: number): number {
+  const err = new Float64Array(rows);
+  const energy = new Float64Array(rows);
+  passes.binarization(w, rows, cols, err, energy);
+  let e = 0;
+  let total = 0;
+  for (let r = 0; r < rows; r++) {
+    e += err[r]!;
+    total += energy[r]!;
+  }
+  return total > 0 ? e / total : 0;
 }
 
 /** PSP's signs re-chosen with error compensation: the target W R − A·B, each block α_n · sign (α from PSP). */
 async function compensateSigns(wr: Float32Array, p: PspResult, rows: number, cols: number, frame: CompensationFrame, mm: Matmul,
-  passes: WeightPasses | undefined): Promise<Int8Array> {
+  passes: WeightPasses): Promise<Int8Array> {
   const target = Float32Array.from(wr);
-  if (p.rank > 0) {
-    const low = await mm(p.lrA, p.lrB, rows, p.rank, cols);
-    for (let i = 0; i < target.length; i++) target[i] = target[i]! - low[i]!;
-  }
+  if (p.rank > 0) passes.subtract(target, await mm(p.lrA, p.lrB, rows, p.rank, cols), target.length);
   const signs = new Int8Array(rows * cols);
   await compensateColumnBlocks(target, rows, cols, frame, BWLA_DEFAULTS.compensationBlock, (block, r, width, start) => {
     const out = new Float32Array(r * width);
-    for (let n = 0; n < r; n++) {
-      const a = p.scales[n]!;
-      for (let c = 0; c < width; c++) {
-        const positive = block[n * width + c]! >= 0;
-        signs[n * cols + start + c] = positive ? 1 : -1;
-        out[n * width + c] = positive ? a : -a;
-      }
-    }
+    passes.signBlock(block, r, width, p.scales, signs, cols, start, out);
     return out;
   }, mm, passes);
   return signs;
@@ -223,7 +221,7 @@ export interface GroupNumerics extends Numerics {
  */
 export async function quantizeGroup(group: GroupName, linears: readonly GroupLinear[], cols: number, x: Float32Array, tokens: number, s: GroupSettings, seed: number, numerics: GroupNumerics, gram?: InputGram): Promise<QuantizedGroup> {
   const mm = numerics.matmul;
-  const passes = numerics.weightPasses;
+  const passes = numerics.weightPasses ?? jsWeightPasses;
   // the peer baselines: their own weight binarization, no rotation, bwla's int activation search (src/quant/baseline-group.ts)
   if (s.method === 'billm' || s.method === 'arb') {
     if (s.aBits === 'ternary') throw new Error(`quantizeGroup: --method ${s.method} takes integer activation bits`);
@@ -275,29 +273,32 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
     // H' = Rᵀ H R: rows of H R, transposed (Rᵀ H, H symmetric), rotated again; or x'ᵀx' of the sampled rows
     const damping = s.compensationDamping ?? BWLA_DEFAULTS.compensationDamping;
     const rotatedGram = !s.dataAwareScale && !s.weightedPsp && !(damping > 0) ? undefined : gram !== undefined
-      ? { data: await rotateRowsWith(numerics, transposeF32(await rotateRowsWith(numerics, gram.data, cols, okt), cols, cols), cols, okt), tokens: gram.tokens }
+      ? { data: await rotateRowsWith(numerics, passes.transpose(await rotateRowsWith(numerics, gram.data, cols, okt), cols, cols), cols, okt), tokens: gram.tokens }
       : { data: await mm(xr, xr, cols, tokens, cols, { transposeA: true }), tokens };
     const columnWeights = s.weightedPsp && rotatedGram !== undefined ? columnWeightsOf(rotatedGram.data, cols, rotatedGram.tokens) : undefined;
     const scaleGram = s.dataAwareScale ? rotatedGram?.data : undefined;
     const frame = damping > 0 && rotatedGram !== undefined ? await compensationFrame(rotatedGram.data, cols, damping, mm) : undefined;
-    const q: QuantizedLinear[] = [];
-    for (let li = 0; li < linears.length; li++) {
-      const l = linears[li]!;
+    const quantizeLinear = async (l: GroupLinear, li: number): Promise<QuantizedLinear> => {
       const wr = await rotateRowsWith(numerics, l.weight, l.rows, okt);
-      const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tolerance: s.pspTolerance ?? BWLA_DEFAULTS.pspTolerance, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, ...(columnWeights === undefined ? {} : { columnWeights }), ...(passes === undefined ? {} : { passes }) });
+      const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tolerance: s.pspTolerance ?? BWLA_DEFAULTS.pspTolerance, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, passes, ...(columnWeights === undefined ? {} : { columnWeights }) });
       if (frame !== undefined) p.signs = await compensateSigns(wr, p, l.rows, cols, frame, mm, passes);
-      if (scaleGram !== undefined) await refitScales(wr, p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, scaleGram, mm);
+      if (scaleGram !== undefined) await refitScales(wr, p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, scaleGram, mm, passes);
       const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, passes);
       const w = norm(l.weight);
       // ‖W − diag(mean|w_n|)·sign(W)‖ / ‖W‖ = √ε(W): the plain binarization's error without materialising it
-      const plain = relativeBinarizationError(l.weight, l.rows, cols);
-      q.push({
+      const plain = relativeBinarizationErrorWith(passes, l.weight, l.rows, cols);
+      return {
         role: l.role, rows: l.rows, cols, simulated: sim, signs: p.signs, scales: p.scales, lrA: p.lrA, lrB: p.lrB, rank: p.rank,
         weightRelError: w > 0 ? diffNorm(wr, sim) / w : 0,
         plainRelError: Math.sqrt(plain),
-        binarizationError: { plain, rotated: relativeBinarizationError(wr, l.rows, cols) },
-      });
-    }
+        binarizationError: { plain, rotated: relativeBinarizationErrorWith(passes, wr, l.rows, cols) },
+      };
+    };
+    const q: QuantizedLinear[] = [];
+    // every linear's output-optimal scales multiply by H': it stays on the products' device for the loop (Matmul.keep)
+    await withKept(mm, scaleGram === undefined ? [] : [scaleGram], async () => {
+      for (let li = 0; li < linears.length; li++) q.push(await quantizeLinear(linears[li]!, li));
+    });
     const targets: LinearTarget[] = q.map((ql, i) => ({ weight: ql.simulated, rows: ql.rows, reference: refs[i]! }));
     let quantizer: ActivationQuantizer;
     let err: number;

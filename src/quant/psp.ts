@@ -103,6 +103,8 @@ export async function psp(w: Float32Array, rows: number, cols: number, options: 
   const tau = tauRatio * (first.s[rank] ?? first.sAll[rank] ?? 0);
   const history = [objective];
 
+  // the buffer of the low-rank term not held by `cur`: the next L-step's product is written there (Matmul's `into`)
+  let spare: Float32Array | undefined;
   const lStep = async (stepSeed: number, sketch?: typeof first): Promise<void> => {
     const t = sketch ?? await randomizedSvd(residual, rows, cols, rank, {
       seed: stepSeed, oversample: 8, powerIterations: 2, matmul: mm,
@@ -123,14 +125,15 @@ export async function psp(w: Float32Array, rows: number, cols: number, options: 
       }
       for (let c = 0; c < cols; c++) v[k * cols + c] = t.v[c * t.rank + k]!;
     }
-    const dense = kept === 0 ? new Float32Array(n) : await mm(a, v, rows, kept, cols);
+    const dense = kept === 0 ? new Float32Array(n) : await mm(a, v, rows, kept, cols, spare === undefined ? {} : { into: spare });
     passes.distance(residual, dense, rows, cols, rowHalf);
     const value = 0.5 * sum(rowHalf) + tau * nuclear;
     // exact on the sketch's subspace, which holds the previous M: only rounding can make it worse
     if (value <= objective) {
+      spare = cur.dense.length === n ? cur.dense : undefined;
       cur = { u, a, v, kept, dense, nuclear };
       objective = value;
-    }
+    } else spare = dense;
     history.push(objective);
   };
   const bStep = (): void => {

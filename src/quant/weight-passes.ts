@@ -13,8 +13,14 @@
  *   subtract:    dst = fl(dst − src)
  *   transpose:   out [cols, rows] = xᵀ
  *   blockErrors: q[r·ldq + c] = qb[r·width + c];  et[c·rows + r] = fl(fl(bt[c·rows + r] − qb[r·width + c]) / diag_c)
+ *   signBlock:   b = sign⁺(block[r·width + c]); signs[r·ld + start + c] = b; out[r·width + c] = b·scales_r
+ * and the group's per-row statistics (src/quant/layer-quant.ts):
+ *   scaleFit:    num_r = Σ_c bh_rc (w − low)_rc, den_r = Σ_c bh_rc b_rc   (low empty: 0)
+ *   binarization: err_r = max(0, Σ_c w² − cols·(Σ_c |w| / cols)²), energy_r = Σ_c w²
+ *   packSigns:   bit j of word u of row r = 1 iff b[r, 32u + j] > 0 (bwq-packed-v1, src/quant/pack.ts)
  */
 import { transposeF32 } from '../linalg/dense.js';
+import { packSignRows } from './pack.js';
 export interface WeightPasses {
   bStep(w: Float32Array, dense: Float32Array, dw: Float64Array, d2: Float64Array, rows: number, cols: number, signs: Int8Array, scales: Float32Array): void;
   residual(w: Float32Array, signs: Int8Array, scales: Float32Array, dw: Float64Array, dense: Float32Array, rows: number, cols: number,
@@ -24,6 +30,10 @@ export interface WeightPasses {
   subtract(dst: Float32Array, src: Float32Array, count: number): void;
   transpose(x: Float32Array, rows: number, cols: number): Float32Array;
   blockErrors(bt: Float32Array, qb: Float32Array, diag: Float64Array, rows: number, width: number, q: Float32Array, ldq: number, et: Float32Array): void;
+  signBlock(block: Float32Array, rows: number, width: number, scales: Float32Array, signs: Int8Array, ld: number, start: number, out: Float32Array): void;
+  scaleFit(bh: Float32Array, w: Float32Array, low: Float32Array, signs: Int8Array, rows: number, cols: number, num: Float64Array, den: Float64Array): void;
+  binarization(w: Float32Array, rows: number, cols: number, err: Float64Array, energy: Float64Array): void;
+  packSigns(signs: Int8Array, rows: number, cols: number): Uint32Array;
 }
 
 export const jsWeightPasses: WeightPasses = {
@@ -97,4 +107,45 @@ export const jsWeightPasses: WeightPasses = {
       for (let c = 0; c < width; c++) et[c * rows + r] = Math.fround(bt[c * rows + r]! - qb[oq + c]!) / diag[c]!;
     }
   },
+  signBlock(block, rows, width, scales, signs, ld, start, out) {
+    for (let r = 0; r < rows; r++) {
+      const a = scales[r]!;
+      for (let c = 0; c < width; c++) {
+        const positive = block[r * width + c]! >= 0;
+        signs[r * ld + start + c] = positive ? 1 : -1;
+        out[r * width + c] = positive ? a : -a;
+      }
+    }
+  },
+  scaleFit(bh, w, low, signs, rows, cols, num, den) {
+    const hasLow = low.length > 0;
+    for (let r = 0; r < rows; r++) {
+      let nr = 0;
+      let dr = 0;
+      for (let c = 0; c < cols; c++) {
+        const i = r * cols + c;
+        const v = bh[i]!;
+        nr += v * (hasLow ? w[i]! - low[i]! : w[i]!);
+        dr += v * signs[i]!;
+      }
+      num[r] = nr;
+      den[r] = dr;
+    }
+  },
+  binarization(w, rows, cols, err, energy) {
+    for (let r = 0; r < rows; r++) {
+      const o = r * cols;
+      let sumAbs = 0;
+      let sumSq = 0;
+      for (let c = 0; c < cols; c++) {
+        const v = w[o + c]!;
+        sumAbs += Math.abs(v);
+        sumSq += v * v;
+      }
+      const alpha = sumAbs / cols;
+      err[r] = Math.max(0, sumSq - cols * alpha * alpha);
+      energy[r] = sumSq;
+    }
+  },
+  packSigns: packSignRows,
 };

@@ -39,18 +39,19 @@ export interface EngineRunOptions extends BlockRunOptions {
   /** the input rows are the state's floats [offset, offset + batch·seq·hidden) (the `hidden` argument is then
    *  ignored); the output replaces them ('replace'), comes back to the host ('return') or is dropped ('discard': a
    *  statistics pass wants only the taps); the returned output is empty unless 'return' */
-  fromState?: { state: CalibrationState; offset: number; output: StateOutput };
+  fromState?: { state: DeviceArray; offset: number; output: StateOutput };
 }
 
 export type StateOutput = 'replace' | 'return' | 'discard';
 
-/** Float32 calibration hidden states in the engine's device memory (BlockEngine.createState). */
-export interface CalibrationState {
+/** Float32 values in the engine's device memory (BlockEngine.createArray): the calibration hidden states kept there
+ *  between blocks, or a matrix the quantize numerics multiply by many times (a matmulT operand). */
+export interface DeviceArray {
   readonly floats: number;
   /** floats [offset, offset + data.length) from the host */
   write(offset: number, data: Float32Array): void;
-  /** floats [offset, offset + count) to the host */
-  read(offset: number, count: number): Float32Array;
+  /** floats [offset, offset + count) to the host (into the front of `into` when given: a buffer reused across reads) */
+  read(offset: number, count: number, into?: Float32Array): Float32Array;
   free(): void;
 }
 
@@ -63,15 +64,17 @@ export interface BlockEngine {
   readonly device: string;
   /** c [m, n] = op(a)·op(b) in float32 on the engine's device, op(a) [m, k] (transA: a is [k, m]), op(b) [k, n]
    *  (transB: b is [n, k]); cuBLAS FP32 on a GPU, taking the transpositions as flags (the quantize numerics' large
-   *  products, src/pipeline/device-matmul.ts, and the reconstruction's GEMMs) */
-  readonly matmulT?: (a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number) => Float32Array;
+   *  products, src/pipeline/device-matmul.ts, and the reconstruction's GEMMs); a and b may be device arrays of this
+   *  engine (createArray); into: written there (a view of its front returned) when it holds m·n values */
+  readonly matmulT?: (a: Float32Array | DeviceArray, transA: boolean, b: Float32Array | DeviceArray, transB: boolean, m: number, k: number, n: number,
+    into?: Float32Array) => Float32Array;
   /** y = x (R1 ⊗ R2) for x [rows, a·b] on the engine's device (the runtime's kron_rotate: CPU threads or CUDA) */
   readonly rotateRows?: RotateRows;
   /** the Gram matrix [width, width] accumulated by runs with gramTaps (its accumulator is freed) */
   readonly readGram?: (tap: GramTapName) => Float32Array;
-  /** `floats` zeroed float32 values in the engine's memory for the calibration hidden states (a one-line error when
-   *  the device has not that much free); freed by free() or with the engine */
-  readonly createState?: (floats: number) => CalibrationState;
+  /** `floats` zeroed float32 values in the engine's memory (calibration hidden states, resident product operands; a
+   *  one-line error when the device has not that much free); freed by free() or with the engine */
+  readonly createArray?: (floats: number) => DeviceArray;
   /** learnOkt (src/quant/okt.ts) in one native call on the engine's device (src/runtime/device-okt.ts): CPU threads, or CUDA with cuBLAS */
   readonly learnOkt?: OktDevice;
   close(): Promise<void>;
@@ -82,8 +85,8 @@ interface RuntimeBlockAddon extends RuntimeAddon {
   rtRunBlock(session: RuntimeSessionHandle, layer: number, hidden: Float32Array, t: number, out: Float32Array,
     taps: Record<string, Float32Array>, options?: { gram?: Int32Array; rows?: Int32Array; state?: RuntimeStateHandle; stateOffset?: number; inPlace?: boolean;
       discard?: boolean }): void;
-  rtMatmulT?(model: RuntimeModelHandle, a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number,
-    c: Float32Array): void;
+  rtMatmulT?(model: RuntimeModelHandle, a: Float32Array | RuntimeStateHandle, transA: boolean, b: Float32Array | RuntimeStateHandle, transB: boolean,
+    m: number, k: number, n: number, c: Float32Array): void;
   rtReadGram?(model: RuntimeModelHandle, tap: number, out: Float32Array): void;
   rtStateAlloc?(model: RuntimeModelHandle, floats: number): RuntimeStateHandle;
   rtStateWrite?(state: RuntimeStateHandle, offset: number, data: Float32Array): void;
@@ -217,16 +220,16 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     return out;
   };
   // the live calibration states and their handles: freed before the model (their memory is the model's backend's)
-  const states = new Map<CalibrationState, RuntimeStateHandle>();
-  const createState = (floats: number): CalibrationState => {
+  const states = new Map<DeviceArray, RuntimeStateHandle>();
+  const createArray = (floats: number): DeviceArray => {
     const st = native(() => addon.rtStateAlloc!(handle, floats));
-    const state: CalibrationState = {
+    const state: DeviceArray = {
       floats,
       write(offset, data) {
         native(() => addon.rtStateWrite!(st, offset, data));
       },
-      read(offset, count) {
-        const out = new Float32Array(count);
+      read(offset, count, into) {
+        const out = into === undefined ? new Float32Array(count) : into.subarray(0, count);
         native(() => addon.rtStateRead!(st, offset, out));
         return out;
       },
@@ -237,6 +240,12 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     states.set(state, st);
     return state;
   };
+  const operand = (x: Float32Array | DeviceArray): Float32Array | RuntimeStateHandle => {
+    if (x instanceof Float32Array) return x;
+    const st = states.get(x);
+    if (st === undefined) throw new Error('matmulT: the device array was freed or belongs to another engine');
+    return st;
+  };
   const rotateRows: RotateRows = async (x, rows, r1, a, r2, b) => {
     const y = new Float32Array(rows * a * b);
     native(() => addon.rtKronRotate!(handle, x, rows, a, b, r1, r2, y));
@@ -245,15 +254,16 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
   return {
     device,
     ...(typeof addon.rtMatmulT === 'function' ? {
-      matmulT: (a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number): Float32Array => {
-        const out = new Float32Array(m * n);
-        native(() => addon.rtMatmulT!(handle, a, transA, b, transB, m, k, n, out));
+      matmulT: (a: Float32Array | DeviceArray, transA: boolean, b: Float32Array | DeviceArray, transB: boolean, m: number, k: number, n: number,
+        into?: Float32Array): Float32Array => {
+        const out = into !== undefined && into.length >= m * n ? into.subarray(0, m * n) : new Float32Array(m * n);
+        native(() => addon.rtMatmulT!(handle, operand(a), transA, operand(b), transB, m, k, n, out));
         return out;
       },
     } : {}),
     ...(typeof addon.rtKronRotate === 'function' ? { rotateRows } : {}),
     ...(typeof addon.rtReadGram === 'function' ? { readGram } : {}),
-    ...(typeof addon.rtStateAlloc === 'function' ? { createState } : {}),
+    ...(typeof addon.rtStateAlloc === 'function' ? { createArray } : {}),
     ...((device.startsWith('cpu') || (device.startsWith('cuda') && !device.includes('no cuBLAS'))) && hasOktBinding(addon) ? { learnOkt: deviceOkt(addon, handle) } : {}),
     loadBlockWeights: (layer) => loadBlockWeights(model, layer),
     async run(layer, hidden, batch, seq, runOptions = {}) {

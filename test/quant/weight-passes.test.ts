@@ -6,6 +6,7 @@ import { jsWeightPasses } from '../../src/quant/weight-passes.js';
 import { compensateColumnBlocks, compensationFrame } from '../../src/quant/column-blocks.js';
 import { jsMatmul } from '../../src/linalg/matmul.js';
 import { runtimeAvailable } from '../../src/eval/backend.js';
+import { transposeF32 } from '../../src/linalg/dense.js';
 
 const rows = 37;
 const cols = 301;
@@ -43,7 +44,19 @@ function runAll(p: typeof jsWeightPasses) {
   const q = new Float32Array(rows * cols);
   const et = new Float32Array(width * rows);
   p.blockErrors(bt, qb, diag, rows, width, q.subarray(5), cols, et);
-  return { signs, scales, residual, half, plain, dist, weight, difference, transposed, q, et };
+  // the compensation's sign quantizer on the same block, written at column 5
+  const blockSigns = new Int8Array(rows * cols);
+  const blockOut = new Float32Array(rows * width);
+  p.signBlock(transposeF32(bt, width, rows), rows, width, scales, blockSigns, cols, 5, blockOut);
+  // the scale fit's sums with and without a low-rank term, the binarization sums, the bit packing
+  const [num, den, numLow, denLow] = [0, 1, 2, 3].map(() => new Float64Array(rows));
+  p.scaleFit(dense, w, new Float32Array(0), signs, rows, cols, num!, den!);
+  p.scaleFit(dense, w, weight, signs, rows, cols, numLow!, denLow!);
+  const binErr = new Float64Array(rows);
+  const binEnergy = new Float64Array(rows);
+  p.binarization(w, rows, cols, binErr, binEnergy);
+  const packed = p.packSigns(signs, rows, cols);
+  return { signs, scales, residual, half, plain, dist, weight, difference, transposed, q, et, blockSigns, blockOut, num, den, numLow, denLow, binErr, binEnergy, packed };
 }
 
 describe('PSP\'s and the column-block compensation\'s passes over the weight', () => {
@@ -75,6 +88,32 @@ describe('PSP\'s and the column-block compensation\'s passes over the weight', (
       for (let c = 0; c < 7; c++) {
         expect(r.q[row * cols + 5 + c]).toBe(dense[row * 7 + c]);
         expect(r.et[c * rows + row]).toBe(Math.fround(Math.fround(w[row * cols + 5 + c]! - dense[row * 7 + c]!) / dw[c]!));
+      }
+      for (let c = 0; c < 7; c++) {
+        const positive = w[row * cols + 5 + c]! >= 0;
+        expect(r.blockSigns[row * cols + 5 + c]).toBe(positive ? 1 : -1);
+        expect(r.blockOut[row * 7 + c]).toBe(positive ? r.scales[row] : -r.scales[row]!);
+      }
+      let num = 0;
+      let den = 0;
+      let numLow = 0;
+      let sumAbs = 0;
+      let sumSq = 0;
+      for (let c = 0; c < cols; c++) {
+        const i = row * cols + c;
+        num += dense[i]! * w[i]!;
+        den += dense[i]! * r.signs[i]!;
+        numLow += dense[i]! * (w[i]! - r.weight[i]!);
+        sumAbs += Math.abs(w[i]!);
+        sumSq += w[i]! * w[i]!;
+      }
+      expect([r.num[row], r.den[row], r.numLow[row], r.denLow[row]]).toEqual([num, den, numLow, den]);
+      const alpha = sumAbs / cols;
+      expect([r.binErr[row], r.binEnergy[row]]).toEqual([Math.max(0, sumSq - cols * alpha * alpha), sumSq]);
+      for (let u = 0; u < Math.ceil(cols / 32); u++) {
+        let word = 0;
+        for (let j = 0; j < 32 && 32 * u + j < cols; j++) if (r.signs[row * cols + 32 * u + j]! > 0) word += 2 ** j;
+        expect(r.packed[row * Math.ceil(cols / 32) + u]).toBe(word);
       }
       expect(r.scales[row]).toBe(Math.fround(acc / d2sum));
       expect(r.half[row]).toBe(half);

@@ -26,8 +26,8 @@ describe.runIf(runtimeAvailable())('calibration hidden states in the engine\'s m
   });
 
   it('a block run from the state equals the run from host rows (output returned, dropped or in place, where it replaces the rows and nothing else)', async () => {
-    expect(engine.createState).toBeDefined();
-    const state = engine.createState!(hidden.length);
+    expect(engine.createArray).toBeDefined();
+    const state = engine.createArray!(hidden.length);
     state.write(0, hidden);
     expect(Array.from(state.read(0, hidden.length))).toEqual(Array.from(hidden));
     const weights = await engine.loadBlockWeights(0);
@@ -54,13 +54,13 @@ describe.runIf(runtimeAvailable())('calibration hidden states in the engine\'s m
   });
 
   it('refuses rows outside the state and a size the device has not, in one line', async () => {
-    const state = engine.createState!(seq * h);
+    const state = engine.createArray!(seq * h);
     const weights = await engine.loadBlockWeights(0);
     await expect(engine.run(0, new Float32Array(0), 1, seq, { weights, recipe: { linears: {} }, fromState: { state, offset: 1, output: 'replace' } }))
       .rejects.toThrow(/outside the calibration state/);
     expect(() => state.write(seq * h - 1, new Float32Array(2))).toThrow(/outside the calibration state/);
     expect(() => state.read(0, seq * h + 1)).toThrow(/outside the calibration state/);
     state.free();
-    expect(() => engine.createState!(1e14)).toThrow(/^not enough memory on cpu.*for the calibration states: \d+ MiB needed, \d+ MiB free$/);
+    expect(() => engine.createArray!(1e14)).toThrow(/^not enough memory on cpu.*for the calibration states: \d+ MiB needed, \d+ MiB free$/);
   });
 });

@@ -128,7 +128,7 @@ describe.runIf(runtimeAvailable())('the runtime block engine\'s Gram matrices an
     const none = await collectStats(stream, 0, bs, weights, recipe, GRAM_TAPS, picked, silent, { mode: 'none', mm: jsMatmul });
     expect(none.grams.size).toBe(0);
     // the hidden states in the engine's memory (the GPU path; here the CPU backend's): the same statistics
-    const state = deviceStream(engine, engine.createState!(hidden.length), total, seq, h);
+    const state = deviceStream(engine, engine.createArray!(hidden.length), total, seq, h);
     state.write(0, hidden);
     const fromState = await collectStats(state, 0, bs, weights, recipe, GRAM_TAPS, picked, silent, { mode: 'device', mm: jsMatmul, readGram });
     expect(Array.from(state.read(0, total))).toEqual(Array.from(hidden)); // the statistics pass leaves the states

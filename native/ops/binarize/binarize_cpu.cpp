@@ -127,5 +127,67 @@ void block_errors(const float *bt, const float *qb, const double *diag, int rows
   });
 }
 
+void sign_block(const float *block, int rows, int width, const float *scales, int8_t *signs, int ld, int start, float *out) {
+  parallel_rows(rows, 64, [&](int r0, int r1) {
+    for (int r = r0; r < r1; ++r) {
+      const float a = scales[r];
+      for (int c = 0; c < width; ++c) {
+        const bool positive = block[(size_t)r * width + c] >= 0;
+        signs[(size_t)r * ld + start + c] = positive ? 1 : -1;
+        out[(size_t)r * width + c] = positive ? a : -a;
+      }
+    }
+  });
+}
+
+void scale_fit(const float *bh, const float *w, const float *low, const int8_t *signs, int rows, int cols, double *num,
+               double *den) {
+  parallel_rows(rows, 8, [&](int r0, int r1) {
+    for (int r = r0; r < r1; ++r) {
+      const size_t o = (size_t)r * cols;
+      double nr = 0, dr = 0;
+      for (int c = 0; c < cols; ++c) {
+        const double v = bh[o + c];
+        nr += v * (low ? (double)w[o + c] - (double)low[o + c] : (double)w[o + c]);
+        dr += v * signs[o + c];
+      }
+      num[r] = nr;
+      den[r] = dr;
+    }
+  });
+}
+
+void binarization_rows(const float *w, int rows, int cols, double *err, double *energy) {
+  parallel_rows(rows, 8, [&](int r0, int r1) {
+    for (int r = r0; r < r1; ++r) {
+      const float *x = w + (size_t)r * cols;
+      double sum_abs = 0, sum_sq = 0;
+      for (int c = 0; c < cols; ++c) {
+        const double v = x[c];
+        sum_abs += fabs(v);
+        sum_sq += v * v;
+      }
+      const double alpha = sum_abs / cols;
+      err[r] = std::max(0.0, sum_sq - cols * alpha * alpha);
+      energy[r] = sum_sq;
+    }
+  });
+}
+
+void pack_signs(const int8_t *signs, int rows, int cols, uint32_t *out) {
+  const int words = (cols + 31) / 32;
+  parallel_rows(rows, 64, [&](int r0, int r1) {
+    for (int r = r0; r < r1; ++r) {
+      const int8_t *s = signs + (size_t)r * cols;
+      for (int u = 0; u < words; ++u) {
+        uint32_t word = 0;
+        const int end = std::min(32, cols - 32 * u);
+        for (int j = 0; j < end; ++j) word |= (uint32_t)(s[32 * u + j] > 0) << j;
+        out[(size_t)r * words + u] = word;
+      }
+    }
+  });
+}
+
 }  // namespace cpu
 }  // namespace bwq

@@ -12,7 +12,7 @@ import { loadNativeKernels, nativeCpuInfo, nativeCudaBench, setNativeThreads } f
 import { loadAddon } from '../../native/loader.js';
 import { Rng } from '../../linalg/random.js';
 import { packSignRows, packTernaryRows } from '../../quant/pack.js';
-import { E2E_CONFIGS, formatE2e, runE2eBench, type E2eOptions } from '../../bench/e2e.js';
+import { BENCH_CONFIGS, formatE2e, runE2eBench, type E2eOptions } from '../../bench/e2e.js';
 import { formatQuantizeBench, runQuantizeBench, type QuantizeBenchOptions } from '../../bench/quantize.js';
 import { createProgress } from '../progress.js';
 import { parseQuantizeOptions } from './quantize.js';
@@ -278,7 +278,7 @@ export function registerBench(program: Command): void {
     .option('--no-cpu', 'skip the CPU benchmark')
     .option('--no-eval', 'skip the eval tokens/s benchmark')
     .option('--e2e', 'end-to-end forwards in the runtime instead: FP16 against BWLA W1A6 and BWTA packed, random weights')
-    .option('--config <NAME|PATH>', `for --e2e and --quantize: ${E2E_CONFIGS.join(', ')} or a config.json (default llama-2-7b)`)
+    .option('--config <NAME|PATH>', `for --e2e and --quantize: ${BENCH_CONFIGS.join(', ')} or a config.json (default llama-2-7b)`)
     .option('--device <NAME>', 'for --e2e and --quantize: auto (default), cuda or cpu')
     .option('--variants <list>', `for --e2e: comma-separated of ${RANDOM_VARIANTS.join(', ')} (default all)`)
     .option('--prefill <n>', 'for --e2e: prefill tokens at batch 1 (default 2048)')
