@@ -31,7 +31,7 @@
                   "native/ops/attention/attention_cpu.cpp", "native/ops/elementwise/elementwise_cpu.cpp",
                   "native/ops/loss/loss_cpu.cpp", "native/ops/okt/okt_host.cpp",
                   "native/ops/okt/okt_cpu.cpp", "native/ops/binarize/binarize_cpu.cpp",
-                  "native/ops/actquant/actquant_cpu.cpp"],
+                  "native/ops/actquant/actquant_cpu.cpp", "native/ops/linalg/qr_cpu.cpp"],
       "dependencies": ["bwq_kernels_avx2", "bwq_kernels_avx512"],
       "cflags_cc": ["-O3", "-fPIC"],
       "libraries": ["-ldl", "-lpthread"]

@@ -114,6 +114,15 @@ void act_quant_backward(const ActQuant &q, double param, const float *x, const f
                         const ActRows &causal, const double *stat, const double *scale, double weight, float *dx,
                         double *row_grad);
 
+// Householder QR of a [m, n] row-major (m ≥ n): q [m, n] with orthonormal columns, r [n, n] upper with a non-negative
+// diagonal (native/ops/linalg/qr_cpu.cpp; reference src/linalg/qr.ts, equal bit for bit).
+void householder_qr(const double *a, int m, int n, double *q, double *r);
+
+// The calibration's fake activation quantizers (reference src/quant/quantizers.ts quantizeRowsInto, equal bit for
+// bit): kind 0 none, 1 int (bits, param = clip ratio), 2 ternary (param = threshold ratio), 3 binary; out = q(x) per
+// row of `cols` (out may be x).
+void quantize_rows(int kind, int bits, double param, const float *x, int rows, int cols, float *out);
+
 // The OKT of BWLA (native/ops/okt/okt_cpu.cpp, Backend::learn_okt): "" on success, else a one-line message.
 std::string learn_okt(const bwq_okt_problem &p, bwq_okt_result &r);
 }  // namespace cpu

@@ -1,6 +1,7 @@
-// N-API binding of the quantize numerics' passes on the CPU threads: PSP's and the column-block compensation's passes
-// over a weight (native/ops/binarize/binarize_cpu.cpp) and the reconstruction's activation quantizers
-// (native/ops/actquant/actquant_cpu.cpp):
+// N-API binding of the quantize numerics' passes on the CPU threads: PSP's, the column-block compensation's and the
+// group statistics' passes over a weight (native/ops/binarize/binarize_cpu.cpp), the calibration's and the
+// reconstruction's activation quantizers (native/ops/actquant/actquant_cpu.cpp) and the sketches' Householder QR
+// (native/ops/linalg/qr_cpu.cpp):
 // host typed arrays in and out, lengths checked here (a short array throws a RangeError naming it).
 #include <node_api.h>
 #include <stdint.h>
@@ -243,6 +244,44 @@ napi_value PackSigns(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// quantizeRows(kind 0 none | 1 int | 2 ternary | 3 binary, bits, param, x f32 [rows, cols], rows, cols, out f32 (out,
+// may be x)): the calibration's fake activation quantizers
+napi_value QuantizeRows(napi_env env, napi_callback_info info) {
+  napi_value a[7];
+  int kind = 0, bits = 0, rows = 0, cols = 0;
+  if (!args(env, info, 7, a) || !dim(env, a[0], &kind, "kind") || !dim(env, a[1], &bits, "bits") ||
+      !dim(env, a[4], &rows, "rows") || !dim(env, a[5], &cols, "cols"))
+    return nullptr;
+  if (kind > 3 || (kind == 1 && (bits < 2 || bits > 24))) {
+    napi_throw_range_error(env, "BWQ_ARGS", "bwq native: quantizeRows takes kind 0..3 and int bits 2..24");
+    return nullptr;
+  }
+  double param = 0;
+  napi_get_value_double(env, a[2], &param);
+  float *x, *out;
+  const size_t n = (size_t)rows * cols;
+  if (!array(env, a[3], napi_float32_array, n, &x, "x") || !array(env, a[6], napi_float32_array, n, &out, "out")) return nullptr;
+  bwq::cpu::quantize_rows(kind, bits, param, x, rows, cols, out);
+  return nullptr;
+}
+
+// householderQr(a f64 [m, n], m, n, q f64 [m, n] (out), r f64 [n, n] (out)), m ≥ n
+napi_value HouseholderQr(napi_env env, napi_callback_info info) {
+  napi_value a[5];
+  int m = 0, n = 0;
+  if (!args(env, info, 5, a) || !dim(env, a[1], &m, "m") || !dim(env, a[2], &n, "n")) return nullptr;
+  if (m < n) {
+    napi_throw_range_error(env, "BWQ_ARGS", ("bwq native: qr needs rows >= cols, got " + std::to_string(m) + "x" + std::to_string(n)).c_str());
+    return nullptr;
+  }
+  double *x, *q, *r;
+  if (!array(env, a[0], napi_float64_array, (size_t)m * n, &x, "a") || !array(env, a[3], napi_float64_array, (size_t)m * n, &q, "q") ||
+      !array(env, a[4], napi_float64_array, (size_t)n * n, &r, "r"))
+    return nullptr;
+  bwq::cpu::householder_qr(x, m, n, q, r);
+  return nullptr;
+}
+
 // The act-quant calls' common arguments: kind (1 int, 2 ternary, 3 levels), bits or levels, param, x f32 [rows, cols],
 // rows, cols, period, window, unmasked.
 bool act_args(napi_env env, const napi_value *a, bwq::cpu::ActQuant *q, double *param, float **x, int *rows, int *cols,
@@ -323,6 +362,8 @@ void register_weight_passes(napi_env env, napi_value exports) {
       bwq_napi::method("scaleFit", ScaleFit),
       bwq_napi::method("binarizationRows", BinarizationRows),
       bwq_napi::method("packSigns", PackSigns),
+      bwq_napi::method("quantizeRows", QuantizeRows),
+      bwq_napi::method("householderQr", HouseholderQr),
       bwq_napi::method("actQuantForward", ActQuantForward),
       bwq_napi::method("actQuantBackward", ActQuantBackward),
   };

@@ -7,6 +7,7 @@
  */
 import { gemmNN, gemmNT, gemmTN } from './js-gemm.js';
 import { transposeF32 } from './dense.js';
+import type { Qr } from './qr.js';
 
 export interface MatmulOptions {
   transposeA?: boolean;
@@ -51,6 +52,8 @@ export type RotateRows = (x: Float32Array, rows: number, r1: Float32Array, a: nu
 export interface Numerics {
   matmul: Matmul;
   rotateRows?: RotateRows;
+  /** the randomized SVD's QR of its sketches (src/linalg/qr.ts; the addon's on the CPU threads, equal bit for bit) */
+  qr?: Qr;
 }
 
 export const jsMatmul: Matmul = async (a, b, m, k, n, options = {}) => {

@@ -3,6 +3,9 @@
  * columns and upper-triangular R [n, n], with R's diagonal made non-negative (so Q is unique
  * for full-rank A, matching LAPACK up to those signs).
  */
+/** qr's signature: this reference, or the native addon's (src/native/qr.ts). */
+export type Qr = (a: Float64Array | Float32Array, m: number, n: number) => { q: Float64Array; r: Float64Array };
+
 export function qr(a: Float64Array | Float32Array, m: number, n: number): { q: Float64Array; r: Float64Array } {
   if (m < n) throw new Error(`qr: need rows >= cols, got ${m}x${n}`);
   const w = Float64Array.from(a); // working copy, becomes R in its upper triangle

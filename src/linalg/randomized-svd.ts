@@ -13,7 +13,7 @@
  */
 import { toFloat32 } from './dense.js';
 import { jsMatmul, withKept, type Matmul } from './matmul.js';
-import { qr } from './qr.js';
+import { qr, type Qr } from './qr.js';
 import { Rng } from './random.js';
 import { svd } from './svd.js';
 
@@ -26,21 +26,24 @@ export interface TruncatedSvd {
   sAll: Float64Array;
 }
 
-export async function randomizedSvd(
-  a: Float64Array | Float32Array,
-  m: number,
-  n: number,
-  rank: number,
-  options: { oversample?: number; powerIterations?: number; seed?: number; matmul?: Matmul; basis?: { data: Float64Array; cols: number } } = {},
-): Promise<TruncatedSvd> {
+export interface RandomizedSvdOptions {
+  oversample?: number;
+  powerIterations?: number;
+  seed?: number;
+  matmul?: Matmul;
+  /** the QR of the sketches (default src/linalg/qr.ts; the engine's native one gives the same bits) */
+  qr?: Qr;
+  basis?: { data: Float64Array; cols: number };
+}
+
+export async function randomizedSvd(a: Float64Array | Float32Array, m: number, n: number, rank: number, options: RandomizedSvdOptions = {}): Promise<TruncatedSvd> {
   const mm = options.matmul ?? jsMatmul;
   const a32 = toFloat32(a);
   // A is the operand of every product: copied to the products' device once (Matmul.keep)
-  return withKept(mm, [a32], () => sketchedSvd(a32, m, n, rank, mm, options));
+  return withKept(mm, [a32], () => sketchedSvd(a32, m, n, rank, mm, options.qr ?? qr, options));
 }
 
-async function sketchedSvd(a32: Float32Array, m: number, n: number, rank: number, mm: Matmul,
-  options: { oversample?: number; powerIterations?: number; seed?: number; basis?: { data: Float64Array; cols: number } }): Promise<TruncatedSvd> {
+async function sketchedSvd(a32: Float32Array, m: number, n: number, rank: number, mm: Matmul, qr: Qr, options: RandomizedSvdOptions): Promise<TruncatedSvd> {
   const p = options.oversample ?? 8;
   const iters = options.powerIterations ?? 2;
   const extra = options.basis?.cols ?? 0;

@@ -1,6 +1,25 @@
 /** The native addon's activation quantizers (native/ops/actquant/actquant_cpu.cpp) as act-quant.ts's ActQuantKernels. */
 import type { ActQuantKernels, CausalRows, TrainQuantizer } from '../quant/reconstruct/act-quant.js';
 import { optionalAddonFunctions } from './loader.js';
+import type { QuantizeRowsInto } from '../quant/quantizers.js';
+
+interface QuantizeRowsAddon {
+  quantizeRows(kind: number, bits: number, param: number, x: Float32Array, rows: number, cols: number, out: Float32Array): void;
+}
+
+/** The calibration's fake quantizers (src/quant/quantizers.ts quantizeRowsInto) on the CPU kernels' threads, equal bit for
+ *  bit (native/ops/actquant/actquant_cpu.cpp quantize_rows); undefined when the addon is not built (or predates it). */
+export function nativeQuantizeRows(): QuantizeRowsInto | undefined {
+  const addon = optionalAddonFunctions<QuantizeRowsAddon>(['quantizeRows']);
+  if (addon === undefined) return undefined;
+  const { quantizeRows } = addon;
+  return (x, cols, q, out) => {
+    if (cols <= 0 || x.length % cols !== 0) throw new Error(`quantizeRows: length ${x.length} is not a multiple of ${cols}`);
+    const [kind, bits, param] = q.kind === 'none' ? [0, 0, 0] : q.kind === 'int' ? [1, q.bits, q.clipRatio]
+      : q.kind === 'ternary' ? [2, 0, q.thresholdRatio] : [3, 0, 0];
+    quantizeRows(kind, bits, param, x, x.length / cols, cols, out);
+  };
+}
 
 interface ActQuantAddon {
   actQuantForward(kind: number, bits: number, param: number, x: Float32Array, rows: number, cols: number, period: number, window: number,

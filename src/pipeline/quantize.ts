@@ -49,6 +49,8 @@ import { createOrtEngine } from './ort-engine.js';
 import { deviceMatmul } from './device-matmul.js';
 import { createCalibrationStream, type CalibrationStream } from './calibration-stream.js';
 import { nativeWeightPasses } from '../native/weight-passes.js';
+import { nativeQuantizeRows } from '../native/act-quant.js';
+import { nativeQr } from '../native/qr.js';
 import { jsWeightPasses } from '../quant/weight-passes.js';
 import type { Matmul, Numerics } from '../linalg/matmul.js';
 import { checkOutputDirectory, COPIED_MODEL_FILES } from './output-dir.js';
@@ -404,11 +406,15 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
   const mm = runner.matmulT !== undefined && runner.device.startsWith('cuda') ? deviceMatmul({ matmulT: runner.matmulT, ...(runner.createArray === undefined ? {} : { createArray: runner.createArray }) }, engine.matmul) : engine.matmul;
   // the rotations W R, X R and Rᵀ H R on the engine's device (the runtime's kron_rotate; CPU threads or CUDA)
   // and learnOkt's whole EM in one native call on the engine's device (src/runtime/device-okt.ts; CPU threads or CUDA)
-  // and PSP's passes over the weights on the CPU kernels' threads (src/quant/weight-passes.ts)
+  // and PSP's passes over the weights, the activation searches' quantizers and the sketches' QR on the CPU kernels'
+  // threads (src/quant/weight-passes.ts, src/quant/quantizers.ts, src/linalg/qr.ts)
   const weightPasses = nativeWeightPasses();
+  const quantizeRows = nativeQuantizeRows();
+  const qr = nativeQr();
   const numerics: GroupNumerics = {
-    matmul: mm, ...(runner.rotateRows === undefined ? {} : { rotateRows: runner.rotateRows }),
+    matmul: mm, ...(runner.rotateRows === undefined ? {} : { rotateRows: runner.rotateRows }), ...(qr === undefined ? {} : { qr }),
     ...(weightPasses === undefined ? {} : { weightPasses }),
+    ...(quantizeRows === undefined ? {} : { quantizeRows }),
     ...(runner.learnOkt !== undefined ? { okt: runner.learnOkt } : {}),
   };
   // Gram matrices over every calibration token: accumulated in the runtime on a GPU, else from the taps per batch

@@ -11,7 +11,7 @@
 import { jsMatmul, withKept, type Matmul } from '../linalg/matmul.js';
 import { quantizeProbRows } from './attention-probs.js';
 import type { ActivationQuantizer, ProbsRow } from './recipe.js';
-import { quantizeRows } from './quantizers.js';
+import { quantizeRows, quantizeRowsInto, type QuantizeRowsInto } from './quantizers.js';
 
 export const INT_CLIP_GRID: readonly number[] = [1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6];
 export const TERNARY_GRID: readonly number[] = [0, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.1, 1.3, 1.5, 1.75, 2, 2.5, 3];
@@ -40,12 +40,15 @@ export function candidateQuantizers(kind: 'int' | 'ternary', bits: number, grid?
 }
 
 /** Output squared error Σ_l ‖ref_l − Q(X) Ŵ_lᵀ‖² for one quantizer. */
+/** `quantize`: the row quantizer (the reference, or the engine's native one); `scratch`: buffers reused across calls,
+ *  xq [tokens, cols] for Q(X) and out [tokens, max rows] for the products (Matmul's `into`). */
 export async function linearOutputError(x: Float32Array, tokens: number, cols: number, q: ActivationQuantizer, targets: readonly LinearTarget[], mm: Matmul = jsMatmul,
-  scratch?: Float32Array): Promise<number> {
-  const xq = quantizeRows(x, cols, q);
+  quantize: QuantizeRowsInto = quantizeRowsInto, scratch?: { xq: Float32Array; out: Float32Array }): Promise<number> {
+  const xq = scratch?.xq ?? new Float32Array(x.length);
+  quantize(x, cols, q, xq);
   let err = 0;
   for (const t of targets) {
-    const y = await mm(xq, t.weight, tokens, cols, t.rows, { transposeB: true, ...(scratch === undefined ? {} : { into: scratch }) });
+    const y = await mm(xq, t.weight, tokens, cols, t.rows, { transposeB: true, ...(scratch === undefined ? {} : { into: scratch.out }) });
     for (let i = 0; i < y.length; i++) {
       const d = y[i]! - t.reference[i]!;
       err += d * d;
@@ -67,6 +70,7 @@ export async function searchLinearQuantizer(
   candidates: ReadonlyArray<{ value: number; quantizer: ActivationQuantizer }>,
   targets: readonly LinearTarget[],
   mm: Matmul = jsMatmul,
+  quantize: QuantizeRowsInto = quantizeRowsInto,
 ): Promise<SearchResult> {
   let referenceEnergy = 0;
   for (const t of targets) for (let i = 0; i < t.reference.length; i++) referenceEnergy += t.reference[i]! ** 2;
@@ -74,10 +78,10 @@ export async function searchLinearQuantizer(
   let best = candidates[0]!;
   let bestErr = Infinity;
   // every candidate multiplies by the same weights: they stay on the products' device for the search (Matmul.keep)
-  const scratch = new Float32Array(tokens * Math.max(0, ...targets.map((t) => t.rows)));
+  const scratch = { xq: new Float32Array(x.length), out: new Float32Array(tokens * Math.max(0, ...targets.map((t) => t.rows))) };
   await withKept(mm, targets.map((t) => t.weight), async () => {
     for (const c of candidates) {
-      const e = await linearOutputError(x, tokens, cols, c.quantizer, targets, mm, scratch);
+      const e = await linearOutputError(x, tokens, cols, c.quantizer, targets, mm, quantize, scratch);
       curve.push({ value: c.value, error: e });
       if (e < bestErr) {
         bestErr = e;

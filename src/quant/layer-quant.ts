@@ -14,6 +14,7 @@ import { activationTail, crestFactor } from './okt-stats.js';
 import { rotateRowsWith } from './kronecker.js';
 import { psp, reconstructWeight, type PspResult } from './psp.js';
 import { jsWeightPasses, type WeightPasses } from './weight-passes.js';
+import { quantizeRowsInto, type QuantizeRowsInto } from './quantizers.js';
 import { compensateColumnBlocks, compensationFrame, type CompensationFrame } from './column-blocks.js';
 import { withKept, type Matmul, type Numerics } from '../linalg/matmul.js';
 import { candidateQuantizers, linearOutputError, referenceOutputs, searchLinearQuantizer, type LinearTarget } from './act-calib.js';
@@ -211,6 +212,8 @@ export interface GroupNumerics extends Numerics {
   okt?: OktDevice;
   /** PSP's passes over the weights on the engine's threads (src/quant/weight-passes.ts); default the TypeScript loops */
   weightPasses?: WeightPasses;
+  /** the activation searches' row quantizer on the engine's threads (src/quant/quantizers.ts); default the reference */
+  quantizeRows?: QuantizeRowsInto;
 }
 
 /**
@@ -222,6 +225,7 @@ export interface GroupNumerics extends Numerics {
 export async function quantizeGroup(group: GroupName, linears: readonly GroupLinear[], cols: number, x: Float32Array, tokens: number, s: GroupSettings, seed: number, numerics: GroupNumerics, gram?: InputGram): Promise<QuantizedGroup> {
   const mm = numerics.matmul;
   const passes = numerics.weightPasses ?? jsWeightPasses;
+  const quantize = numerics.quantizeRows ?? quantizeRowsInto;
   // the peer baselines: their own weight binarization, no rotation, bwla's int activation search (src/quant/baseline-group.ts)
   if (s.method === 'billm' || s.method === 'arb') {
     if (s.aBits === 'ternary') throw new Error(`quantizeGroup: --method ${s.method} takes integer activation bits`);
@@ -248,11 +252,11 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
     }
     const targets: LinearTarget[] = q.map((ql, i) => ({ weight: ql.simulated, rows: ql.rows, reference: refs[i]! }));
     if (s.method === 'bwta') {
-      const res = await searchLinearQuantizer(x, tokens, cols, candidateQuantizers('ternary', 0), targets, mm);
+      const res = await searchLinearQuantizer(x, tokens, cols, candidateQuantizers('ternary', 0), targets, mm, quantize);
       return { linears: q, quantizer: res.quantizer, rotation: undefined, outputRelError: rel(res.error), candidates: [], curve: res.curve };
     }
     const quantizer = fixedQuantizer(s.aBits);
-    const err = await linearOutputError(x, tokens, cols, quantizer, targets, mm);
+    const err = await linearOutputError(x, tokens, cols, quantizer, targets, mm, quantize);
     return { linears: q, quantizer, rotation: undefined, outputRelError: rel(err), candidates: [], curve: [] };
   }
 
@@ -280,7 +284,7 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
     const frame = damping > 0 && rotatedGram !== undefined ? await compensationFrame(rotatedGram.data, cols, damping, mm) : undefined;
     const quantizeLinear = async (l: GroupLinear, li: number): Promise<QuantizedLinear> => {
       const wr = await rotateRowsWith(numerics, l.weight, l.rows, okt);
-      const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tolerance: s.pspTolerance ?? BWLA_DEFAULTS.pspTolerance, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, passes, ...(columnWeights === undefined ? {} : { columnWeights }) });
+      const p = await psp(wr, l.rows, cols, { rank: s.rank, iterations: s.pspIterations, tolerance: s.pspTolerance ?? BWLA_DEFAULTS.pspTolerance, tauRatio: s.pspTauRatio, seed: seed + 101 * (li + 1), matmul: mm, passes, ...(numerics.qr === undefined ? {} : { qr: numerics.qr }), ...(columnWeights === undefined ? {} : { columnWeights }) });
       if (frame !== undefined) p.signs = await compensateSigns(wr, p, l.rows, cols, frame, mm, passes);
       if (scaleGram !== undefined) await refitScales(wr, p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, scaleGram, mm, passes);
       const sim = reconstructWeight(p.signs, p.scales, p.lrA, p.lrB, p.rank, l.rows, cols, passes);
@@ -305,9 +309,9 @@ export async function quantizeGroup(group: GroupName, linears: readonly GroupLin
     let curve: Array<{ value: number; error: number }> = [];
     if (s.aBits === 'ternary' || s.aBits >= 16) {
       quantizer = fixedQuantizer(s.aBits);
-      err = await linearOutputError(xr, tokens, cols, quantizer, targets, mm);
+      err = await linearOutputError(xr, tokens, cols, quantizer, targets, mm, quantize);
     } else {
-      const res = await searchLinearQuantizer(xr, tokens, cols, candidateQuantizers('int', s.aBits), targets, mm);
+      const res = await searchLinearQuantizer(xr, tokens, cols, candidateQuantizers('int', s.aBits), targets, mm, quantize);
       quantizer = res.quantizer;
       err = res.error;
       curve = res.curve;

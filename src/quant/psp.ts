@@ -16,6 +16,7 @@
  * A final L-step follows the last B-step. `history` records F after every step.
  */
 import { jsMatmul, randomizedSvd, type Matmul } from '../linalg/index.js';
+import type { Qr } from '../linalg/qr.js';
 import { jsWeightPasses, type WeightPasses } from './weight-passes.js';
 
 export interface PspOptions {
@@ -32,6 +33,8 @@ export interface PspOptions {
   matmul?: Matmul;
   /** the passes over the weight (default the TypeScript reference; the engine's threads in the pipeline) */
   passes?: WeightPasses;
+  /** the randomized SVD's QR (default src/linalg/qr.ts) */
+  qr?: Qr;
 }
 
 export interface PspResult {
@@ -99,7 +102,7 @@ export async function psp(w: Float32Array, rows: number, cols: number, options: 
   }
 
   const seed = options.seed ?? 0;
-  const first = await randomizedSvd(residual, rows, cols, rank + 1, { seed, oversample: 8, powerIterations: 2, matmul: mm });
+  const first = await randomizedSvd(residual, rows, cols, rank + 1, { seed, oversample: 8, powerIterations: 2, matmul: mm, ...(options.qr === undefined ? {} : { qr: options.qr }) });
   const tau = tauRatio * (first.s[rank] ?? first.sAll[rank] ?? 0);
   const history = [objective];
 
@@ -107,7 +110,7 @@ export async function psp(w: Float32Array, rows: number, cols: number, options: 
   let spare: Float32Array | undefined;
   const lStep = async (stepSeed: number, sketch?: typeof first): Promise<void> => {
     const t = sketch ?? await randomizedSvd(residual, rows, cols, rank, {
-      seed: stepSeed, oversample: 8, powerIterations: 2, matmul: mm,
+      seed: stepSeed, oversample: 8, powerIterations: 2, matmul: mm, ...(options.qr === undefined ? {} : { qr: options.qr }),
       ...(cur.kept > 0 ? { basis: { data: cur.u, cols: cur.kept } } : {}),
     });
     let kept = 0;

@@ -40,6 +40,9 @@ export function quantizeRows(x: Float32Array, cols: number, q: ActivationQuantiz
   return out;
 }
 
+/** quantizeRowsInto's signature: the reference below, or the native addon's (src/native/act-quant.ts nativeQuantizeRows). */
+export type QuantizeRowsInto = (x: Float32Array, cols: number, q: ActivationQuantizer, out: Float32Array) => void;
+
 /** Same as quantizeRows, writing into `out` (may alias `x`). */
 export function quantizeRowsInto(x: Float32Array, cols: number, q: ActivationQuantizer, out: Float32Array): void {
   if (cols <= 0 || x.length % cols !== 0) throw new Error(`quantizeRows: length ${x.length} is not a multiple of ${cols}`);

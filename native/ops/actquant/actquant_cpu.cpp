@@ -157,5 +157,54 @@ void act_quant_backward(const ActQuant &q, double param, const float *x, const f
   });
 }
 
+void quantize_rows(int kind, int bits, double param, const float *x, int rows, int cols, float *out) {
+  const double f_param = (float)param;
+  parallel_rows(rows, 16, [&](int r0, int r1) {
+    for (int r = r0; r < r1; ++r) {
+      const float *xr = x + (size_t)r * cols;
+      float *o = out + (size_t)r * cols;
+      if (kind == 0) {
+        if (o != xr) std::copy(xr, xr + cols, o);
+      } else if (kind == 1) {
+        const double qmax = ldexp(1.0, bits - 1) - 1;
+        double amax = 0;
+        for (int j = 0; j < cols; ++j) amax = std::max(amax, fabs((double)xr[j]));
+        // quantizers.ts intStep: fl(fl(fl(clip)·max|x|) / qmax), 1 for an all-zero row
+        const double s = amax == 0 ? 1.0 : (double)(float)((double)(float)(f_param * amax) / qmax);
+        for (int j = 0; j < cols; ++j) {
+          double v = round_half_even((double)(float)((double)xr[j] / s));
+          if (v > qmax) v = qmax;
+          else if (v < -qmax) v = -qmax;
+          o[j] = (float)(v * s);
+        }
+      } else if (kind == 2) {
+        double sum_abs = 0;
+        for (int j = 0; j < cols; ++j) sum_abs += fabs((double)xr[j]);
+        // ternaryThreshold: fl(fl(t) · fl(fl(Σ|x|) / cols)); meanMagnitude: fl(fl(Σ kept) / kept)
+        const double delta = (float)(f_param * (double)(float)((double)(float)sum_abs / cols));
+        int kept = 0;
+        double kept_sum = 0;
+        for (int j = 0; j < cols; ++j) {
+          const double a = fabs((double)xr[j]);
+          if (a > delta) {
+            kept++;
+            kept_sum += a;
+          }
+        }
+        const float s = kept == 0 ? 0.0f : (float)((double)(float)kept_sum / kept);
+        for (int j = 0; j < cols; ++j) {
+          const float v = xr[j];
+          o[j] = fabs((double)v) > delta ? (v > 0 ? s : -s) : 0.0f;
+        }
+      } else {
+        double sum_abs = 0;
+        for (int j = 0; j < cols; ++j) sum_abs += fabs((double)xr[j]);
+        const float s = (float)((double)(float)sum_abs / cols);
+        for (int j = 0; j < cols; ++j) o[j] = xr[j] >= 0 ? s : -s;
+      }
+    }
+  });
+}
+
 }  // namespace cpu
 }  // namespace bwq
