@@ -31,20 +31,23 @@ export function dequantizeBinary(signs: Int8Array, scales: Float32Array | Float6
   return out;
 }
 
+/** Row r of W [·, cols]: ‖w_r − α sign(w_r)‖² with the optimal α = mean|w_r| (= ‖w_r‖² − K·α²), and ‖w_r‖². */
+export function rowBinarization(w: Float32Array | Float64Array, r: number, cols: number): { err: number; energy: number } {
+  const o = r * cols;
+  let sumAbs = 0;
+  let sumSq = 0;
+  for (let c = 0; c < cols; c++) {
+    const v = w[o + c]!;
+    sumAbs += Math.abs(v);
+    sumSq += v * v;
+  }
+  const alpha = sumAbs / cols;
+  return { err: Math.max(0, sumSq - cols * alpha * alpha), energy: sumSq };
+}
+
 /** ‖W − diag(α)·sign(W)‖_F² with the row-wise optimal α (= Σ‖w_n‖² − K·Σ α_n²). */
 export function binarizationError(w: Float32Array | Float64Array, rows: number, cols: number): number {
   let err = 0;
-  for (let r = 0; r < rows; r++) {
-    const o = r * cols;
-    let sumAbs = 0;
-    let sumSq = 0;
-    for (let c = 0; c < cols; c++) {
-      const v = w[o + c]!;
-      sumAbs += Math.abs(v);
-      sumSq += v * v;
-    }
-    const alpha = sumAbs / cols;
-    err += Math.max(0, sumSq - cols * alpha * alpha);
-  }
+  for (let r = 0; r < rows; r++) err += rowBinarization(w, r, cols).err;
   return err;
 }

@@ -21,6 +21,7 @@
  */
 import { transposeF32 } from '../linalg/dense.js';
 import { packSignRows } from './pack.js';
+import { rowBinarization } from './binarize.js';
 export interface WeightPasses {
   bStep(w: Float32Array, dense: Float32Array, dw: Float64Array, d2: Float64Array, rows: number, cols: number, signs: Int8Array, scales: Float32Array): void;
   residual(w: Float32Array, signs: Int8Array, scales: Float32Array, dw: Float64Array, dense: Float32Array, rows: number, cols: number,
@@ -134,17 +135,9 @@ export const jsWeightPasses: WeightPasses = {
   },
   binarization(w, rows, cols, err, energy) {
     for (let r = 0; r < rows; r++) {
-      const o = r * cols;
-      let sumAbs = 0;
-      let sumSq = 0;
-      for (let c = 0; c < cols; c++) {
-        const v = w[o + c]!;
-        sumAbs += Math.abs(v);
-        sumSq += v * v;
-      }
-      const alpha = sumAbs / cols;
-      err[r] = Math.max(0, sumSq - cols * alpha * alpha);
-      energy[r] = sumSq;
+      const row = rowBinarization(w, r, cols);
+      err[r] = row.err;
+      energy[r] = row.energy;
     }
   },
   packSigns: packSignRows,

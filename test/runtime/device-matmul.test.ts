@@ -41,13 +41,7 @@ describe('the quantize numerics\' matmul on the block engine\'s device', () => {
     const deviceCalls: string[] = [];
     const onDevice = (x: Float32Array, ta: boolean, y: Float32Array, tb: boolean, rows: number, kk: number, cols: number): Float32Array => {
       deviceCalls.push(`${ta}/${tb}`);
-      const out = new Float32Array(rows * cols);
-      for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
-        let s = 0;
-        for (let p = 0; p < kk; p++) s += x[ta ? p * rows + i : i * kk + p]! * y[tb ? j * kk + p : p * cols + j]!;
-        out[i * cols + j] = s;
-      }
-      return out;
+      return float64ProductT(x, ta, y, tb, rows, kk, cols);
     };
     const hostCalls: string[] = [];
     const host = async (...args: Parameters<typeof jsMatmul>) => { hostCalls.push('host'); return jsMatmul(...args); };
