@@ -206,15 +206,24 @@ export class Checkpoint<Report> {
     }
     const hiddenPath = join(this.dir, `hidden-after-${layer + 1}.f32`);
     const file = await open(`${hiddenPath}.tmp`, 'w');
+    const writeAt = async (x: Float32Array, position: number): Promise<void> => {
+      const bytes = new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+      for (let done = 0; done < bytes.byteLength;) done += (await file.write(bytes, done, bytes.byteLength - done, position + done)).bytesWritten;
+    };
+    let pending: Promise<void> = Promise.resolve();
     try {
-      const per = windowsPerChunk(hidden.seqlen * hidden.hidden);
-      const chunk = new Float32Array(Math.min(per, hidden.windows) * hidden.seqlen * hidden.hidden);
-      for (let w0 = 0; w0 < hidden.windows; w0 += per) {
-        const x = hidden.read(w0, Math.min(per, hidden.windows - w0), chunk);
-        const bytes = new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
-        for (let done = 0; done < bytes.byteLength;) done += (await file.write(bytes, done, bytes.byteLength - done)).bytesWritten;
+      const window = hidden.seqlen * hidden.hidden;
+      const per = windowsPerChunk(window);
+      // two chunk buffers: a chunk comes off the device while the one before it is written
+      const chunks = [0, 1].map(() => new Float32Array(Math.min(per, hidden.windows) * window));
+      for (let w0 = 0, k = 0; w0 < hidden.windows; w0 += per, k ^= 1) {
+        const x = hidden.read(w0, Math.min(per, hidden.windows - w0), chunks[k]);
+        await pending;
+        pending = writeAt(x, 4 * w0 * window);
       }
+      await pending;
     } finally {
+      await pending.catch(() => undefined);
       await file.close();
     }
     await rename(`${hiddenPath}.tmp`, hiddenPath);
