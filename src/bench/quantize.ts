@@ -22,7 +22,7 @@ import { DEFAULT_MODEL_DIR } from '../package-paths.js';
 import { quantizeModel, type QuantizeOptions } from '../pipeline/quantize.js';
 import type { Progress } from '../progress.js';
 import { randomModelSource } from '../runtime/random-model.js';
-import { dtypeByteSize, type SafetensorsDtype } from '../safetensors/dtypes.js';
+import type { SafetensorsDtype } from '../safetensors/dtypes.js';
 import { writeSafetensors, type TensorToWrite } from '../safetensors/writer.js';
 import { loadBenchConfig } from './e2e.js';
 
@@ -54,7 +54,10 @@ export interface QuantizeBenchReport {
   /** wall time of the quantize call, and the part outside the blocks */
   totalSeconds: number;
   otherSeconds: number;
-  /** (total − Σ block) + mean(block) · configLayers */
+  /** the write-out of OUT_DIR (part of otherSeconds), and that time scaled to the whole model by its bytes */
+  writeSeconds: number;
+  projectedWriteSeconds: number;
+  /** (total − Σ block − write) + projected write + mean(block) · configLayers */
   projectedSeconds: number;
   /** the process's peak resident set (bytes), including the checkpoint's generation */
   peakRssBytes: number;
@@ -71,6 +74,13 @@ export interface QuantizeBenchReport {
   };
 }
 
+/** Bytes of a random checkpoint of `config` (src/runtime/random-model.ts: matrices bf16, the 1-D norms float32). */
+function checkpointBytesOf(config: ReturnType<typeof loadBenchConfig>['config']): number {
+  let bytes = 0;
+  for (const shape of expectedShapes(config, modelWeightNames(config)).values()) bytes += shape.reduce((a, b) => a * b, 1) * (shape.length === 1 ? 4 : 2);
+  return bytes;
+}
+
 /** Writes a model directory with random bf16 weights for `config` cut to `layers` blocks. */
 async function writeRandomCheckpoint(dir: string, raw: Record<string, unknown>, name: string, layers: number,
   base: ReturnType<typeof loadBenchConfig>['config']): Promise<number> {
@@ -78,12 +88,11 @@ async function writeRandomCheckpoint(dir: string, raw: Record<string, unknown>, 
   const source = randomModelSource(config, 'fp16', `random:${name}`);
   const store = source.stores[0]!;
   const tensors: TensorToWrite[] = [];
-  let bytes = 0;
   for (const [tensor, shape] of expectedShapes(config, modelWeightNames(config))) {
     const dtype = store.info(tensor).dtype as SafetensorsDtype & TensorToWrite['dtype'];
-    bytes += shape.reduce((a, b) => a * b, 1) * dtypeByteSize(dtype);
     tensors.push({ name: tensor, dtype, shape, data: () => store.readBytes(tensor) });
   }
+  const bytes = checkpointBytesOf(config);
   await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
   await writeFile(join(dir, 'config.json'), `${JSON.stringify({ ...raw, num_hidden_layers: layers, dtype: 'bfloat16' }, null, 2)}\n`);
   for (const file of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(DEFAULT_MODEL_DIR, file), join(dir, file));
@@ -111,6 +120,9 @@ export async function runQuantizeBench(configName: string, o: QuantizeBenchOptio
     const sum = blockSeconds.reduce((a, b) => a + b, 0);
     const mean = sum / Math.max(1, blockSeconds.length);
     const otherSeconds = Math.max(0, summary.seconds - sum);
+    // the outputs grow with the blocks: the write-out scaled by the whole model's checkpoint bytes over the cut one's
+    const fullBytes = checkpointBytesOf({ ...config });
+    const projectedWriteSeconds = summary.writeSeconds * fullBytes / checkpointBytes;
     const rec = o.quantize.reconstruct;
     const recSeconds = summary.layers.map((l) => l.reconstruction?.seconds ?? 0);
     const recMean = recSeconds.reduce((a, b) => a + b, 0) / Math.max(1, recSeconds.length);
@@ -123,7 +135,8 @@ export async function runQuantizeBench(configName: string, o: QuantizeBenchOptio
       }),
       config: name, method: summary.method, device: summary.device, nsamples: summary.nsamples, seqlen: summary.seqlen,
       layers: o.layers, configLayers: config.numLayers, checkpointBytes, blockSeconds, meanBlockSeconds: mean,
-      totalSeconds: summary.seconds, otherSeconds, projectedSeconds: otherSeconds + mean * config.numLayers,
+      totalSeconds: summary.seconds, otherSeconds, writeSeconds: summary.writeSeconds, projectedWriteSeconds,
+      projectedSeconds: Math.max(0, otherSeconds - summary.writeSeconds) + projectedWriteSeconds + mean * config.numLayers,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
     };
   } finally {
@@ -144,8 +157,8 @@ export function formatQuantizeBench(r: QuantizeBenchReport): string {
       + `${r.reconstruction.blockSeconds.map((s) => s.toFixed(1)).join(', ')} s (mean ${r.reconstruction.meanBlockSeconds.toFixed(1)} s, `
       + `${(1000 * r.reconstruction.secondsPerStep).toFixed(0)} ms per step)`,
     ]),
-    `total ${minutes(r.totalSeconds)} (outside the blocks ${minutes(r.otherSeconds)})`,
-    `projected for ${r.configLayers} blocks: ${minutes(r.projectedSeconds)}`,
+    `total ${minutes(r.totalSeconds)} (outside the blocks ${minutes(r.otherSeconds)}, of which the write-out ${minutes(r.writeSeconds)})`,
+    `projected for ${r.configLayers} blocks: ${minutes(r.projectedSeconds)} (the write-out ${minutes(r.projectedWriteSeconds)})`,
     `peak RSS ${(r.peakRssBytes / 2 ** 30).toFixed(2)} GiB`,
   ].join('\n');
 }

@@ -137,6 +137,7 @@ export interface LinearReport {
 
 export interface LayerReport {
   layer: number;
+  /** the block's wall time: statistics, transforms, propagation, spill and its checkpoint commit */
   seconds: number;
   groups: Record<string, {
     quantizer: string;
@@ -165,6 +166,8 @@ export interface QuantizeSummary {
   device: string;
   layers: LayerReport[];
   seconds: number;
+  /** the write-out of OUT_DIR (simulated and packed models, report), part of `seconds` */
+  writeSeconds: number;
   files: string[];
 }
 
@@ -250,12 +253,13 @@ export async function quantizeModel(options: QuantizeOptions, progress: Progress
             { simulatedDtype: (name) => (options.simulated === false ? undefined : simulatedLinearDtype(model, options, name)) });
           const result = await runPipeline(model, runner, windows.ids, run, seqlen, progress, spill,
             { checkpoint, state: opened.state });
+          const tw = performance.now();
           const files = await writeOutputs(model, temp, run, seqlen, result, (performance.now() - t0) / 1000, runner.device, digests,
             { spill, checkpoint, size, progress });
           return {
             outDir: options.outDir, method: options.method, aBits: options.aBits, nsamples, seqlen,
             device: runner.device,
-            layers: result.reports, seconds: (performance.now() - t0) / 1000, files,
+            layers: result.reports, seconds: (performance.now() - t0) / 1000, writeSeconds: (performance.now() - tw) / 1000, files,
           };
         } finally {
           // the spill files stay in the checkpoint until OUT_DIR is in place
@@ -551,6 +555,8 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
         completed: layer + 1, rng: rng.getState(), recipes: result.recipes, reports: result.reports, linears: done,
         rotations: rotationsByLayer,
       });
+      // the block's time with its commit (the checkpoint's copy of the report was written without it)
+      report.seconds = (performance.now() - tl) / 1000;
       const timed = result.reports.slice(state?.completed ?? 0);
       const remaining = config.numLayers - layer - 1;
       const eta = remaining === 0 ? '' : `; about ${formatDuration(remaining * timed.reduce((a, r) => a + r.seconds, 0) / timed.length)} to go`;

@@ -41,7 +41,12 @@ describe('bwq bench --quantize', () => {
     expect(r.checkpointBytes).toBe(2 * block + 2 * 2 * 4096 * h + 4 * h);
     expect(r.meanBlockSeconds).toBeCloseTo((r.blockSeconds[0]! + r.blockSeconds[1]!) / 2, 12);
     expect(r.otherSeconds).toBeCloseTo(r.totalSeconds - r.blockSeconds[0]! - r.blockSeconds[1]!, 12);
-    expect(r.projectedSeconds).toBeCloseTo(r.otherSeconds + 6 * r.meanBlockSeconds, 12);
+    // the write-out scales with the model's bytes: 6 blocks against 2
+    const fullBytes = 6 * block + 2 * 2 * 4096 * h + 4 * h;
+    expect(r.writeSeconds).toBeGreaterThan(0);
+    expect(r.writeSeconds).toBeLessThan(r.otherSeconds);
+    expect(r.projectedWriteSeconds).toBeCloseTo(r.writeSeconds * fullBytes / r.checkpointBytes, 12);
+    expect(r.projectedSeconds).toBeCloseTo(r.otherSeconds - r.writeSeconds + r.projectedWriteSeconds + 6 * r.meanBlockSeconds, 12);
     expect(r.peakRssBytes).toBeGreaterThan(0);
     // the random checkpoint and its output are gone
     expect(benchDirs()).toEqual(before);
