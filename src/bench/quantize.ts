@@ -36,6 +36,8 @@ export interface QuantizeBenchOptions {
   /** blocks quantized (the first `layers` of the config) */
   layers: number;
   progress: Progress;
+  /** where the bench makes (and removes) its temporary directory; default the system's */
+  tempRoot?: string;
 }
 
 export interface QuantizeBenchReport {
@@ -108,7 +110,7 @@ export async function runQuantizeBench(configName: string, o: QuantizeBenchOptio
   if (o.layers > config.numLayers) {
     throw new BwqError(`--layers ${o.layers} exceeds the config's num_hidden_layers ${config.numLayers}`, { exitCode: 2 });
   }
-  const work = await mkdtemp(join(tmpdir(), 'bwq-bench-quantize-'));
+  const work = await mkdtemp(join(o.tempRoot ?? tmpdir(), 'bwq-bench-quantize-'));
   try {
     const modelDir = join(work, 'model');
     await mkdir(modelDir);

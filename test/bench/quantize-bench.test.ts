@@ -1,5 +1,4 @@
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runQuantizeBench } from '../../src/bench/quantize.js';
@@ -24,12 +23,11 @@ function smallConfig(overrides: Record<string, unknown> = {}): string {
 const run = (method: string, extra: { nsamples?: string; seqlen?: string } = {}) =>
   parseQuantizeOptions(undefined, { output: 'unused', method, device: 'cpu', ...extra });
 
-const benchDirs = (): string[] => readdirSync(tmpdir()).filter((d) => d.startsWith('bwq-bench-quantize-'));
 
 describe('bwq bench --quantize', () => {
   it('times the first blocks of a random checkpoint and projects the whole model from them', async () => {
-    const before = benchDirs();
-    const r = await runQuantizeBench(smallConfig(), { quantize: run('bwla', { nsamples: '2', seqlen: '32' }), layers: 2, progress: quiet });
+    const root = temp(); // its own temporary root: other test files' benches come and go in the system's
+    const r = await runQuantizeBench(smallConfig(), { quantize: run('bwla', { nsamples: '2', seqlen: '32' }), layers: 2, progress: quiet, tempRoot: root });
     expect(r.config).toBe('small-llama');
     expect([r.nsamples, r.seqlen, r.layers, r.configLayers]).toEqual([2, 32, 2, 6]);
     expect(r.device).toMatch(/^cpu/);
@@ -49,7 +47,7 @@ describe('bwq bench --quantize', () => {
     expect(r.projectedSeconds).toBeCloseTo(r.otherSeconds - r.writeSeconds + r.projectedWriteSeconds + 6 * r.meanBlockSeconds, 12);
     expect(r.peakRssBytes).toBeGreaterThan(0);
     // the random checkpoint and its output are gone
-    expect(benchDirs()).toEqual(before);
+    expect(readdirSync(root)).toEqual([]);
   }, 120_000);
 
   it('refuses more layers than the config has, and a vocabulary smaller than the bundled tokenizer\'s', async () => {
