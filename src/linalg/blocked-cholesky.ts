@@ -20,12 +20,20 @@ import { copyBlock } from './dense.js';
 /** matrices up to this order are factorised on the host in float64 */
 const LEAF = 128;
 
-function place(dst: Float32Array, n: number, src: Float32Array, r0: number, c0: number, rows: number, cols: number, sign = 1): void {
-  for (let r = 0; r < rows; r++) {
-    const o = (r0 + r) * n + c0;
-    if (sign === 1) dst.set(src.subarray(r * cols, (r + 1) * cols), o);
-    else for (let c = 0; c < cols; c++) dst[o + c] = -src[r * cols + c]!;
+function place(dst: Float32Array, n: number, src: Float32Array, r0: number, c0: number, rows: number, cols: number): void {
+  for (let r = 0; r < rows; r++) dst.set(src.subarray(r * cols, (r + 1) * cols), (r0 + r) * n + c0);
+}
+
+/** −A[r0:r1, c0:c1] of a row-major n-column matrix, as its own array. */
+function negatedBlock(a: Float32Array, n: number, r0: number, r1: number, c0: number, c1: number): Float32Array {
+  const w = c1 - c0;
+  const out = new Float32Array((r1 - r0) * w);
+  for (let r = r0; r < r1; r++) {
+    const o = (r - r0) * w;
+    const i = r * n + c0;
+    for (let c = 0; c < w; c++) out[o + c] = -a[i + c]!;
   }
+  return out;
 }
 
 /** L⁻¹ of the lower-triangular Cholesky factor L of A (A = L Lᵀ; row-major n × n, zero above the diagonal).
@@ -38,13 +46,15 @@ export async function inverseCholeskyFactor(a: Float32Array, n: number, mm: Matm
   const out = new Float32Array(n * n);
   const top = await inverseCholeskyFactor(copyBlock(a, n, 0, h, 0, h), h, mm);
   place(out, n, top, 0, 0, h, h);
-  const l21 = await mm(copyBlock(a, n, h, n, 0, h), top, m, h, h, { transposeB: true }); // A21 · L11⁻ᵀ
+  // −L21 = −A21 · L11⁻ᵀ: negated once here (IEEE rounding is symmetric: every product below is the exact negation
+  // of the unnegated one), so the outer product needs no sign and the last block comes out with its own
+  const negL21 = await mm(negatedBlock(a, n, h, n, 0, h), top, m, h, h, { transposeB: true });
   const schur = copyBlock(a, n, h, n, h, n);
-  const outer = await mm(l21, l21, m, h, m, { transposeB: true });
+  const outer = await mm(negL21, negL21, m, h, m, { transposeB: true }); // L21 L21ᵀ
   for (let i = 0; i < schur.length; i++) schur[i] = schur[i]! - outer[i]!;
   const bottom = await inverseCholeskyFactor(schur, m, mm); // L22⁻¹
   place(out, n, bottom, h, h, m, m);
-  place(out, n, await mm(bottom, await mm(l21, top, m, h, h), m, m, h), h, 0, m, h, -1); // −L22⁻¹ · L21 · L11⁻¹
+  place(out, n, await mm(bottom, await mm(negL21, top, m, h, h), m, m, h), h, 0, m, h); // −L22⁻¹ · L21 · L11⁻¹
   return out;
 }
 
