@@ -33,8 +33,10 @@ bool dim(napi_env env, napi_value v, int *out, const char *what) {
   return true;
 }
 
+// A typed array of type `want` with at least `need` elements (its length into *length_out when given).
 template <typename T>
-bool array(napi_env env, napi_value v, napi_typedarray_type want, size_t need, T **data, const char *what) {
+bool array(napi_env env, napi_value v, napi_typedarray_type want, size_t need, T **data, const char *what,
+           size_t *length_out = nullptr) {
   bool is = false;
   napi_is_typedarray(env, v, &is);
   napi_typedarray_type type;
@@ -51,6 +53,7 @@ bool array(napi_env env, napi_value v, napi_typedarray_type want, size_t need, T
     return false;
   }
   *data = (T *)p;
+  if (length_out) *length_out = length;
   return true;
 }
 
@@ -200,9 +203,8 @@ napi_value ScaleFit(napi_env env, napi_callback_info info) {
   float *bh, *w, *low;
   int8_t *signs;
   double *num, *den;
-  if (!array(env, a[2], napi_float32_array, 0, &low, "low")) return nullptr;
-  size_t low_len = 0;
-  napi_get_typedarray_info(env, a[2], nullptr, &low_len, nullptr, nullptr, nullptr);
+  size_t low_len = 0;  // empty: no low-rank term
+  if (!array(env, a[2], napi_float32_array, 0, &low, "low", &low_len)) return nullptr;
   if (!array(env, a[0], napi_float32_array, n, &bh, "bh") || !array(env, a[1], napi_float32_array, n, &w, "w") ||
       (low_len > 0 && !array(env, a[2], napi_float32_array, n, &low, "low")) ||
       !array(env, a[3], napi_int8_array, n, &signs, "signs") || !array(env, a[6], napi_float64_array, rows, &num, "num") ||

@@ -22,7 +22,7 @@ import { DEFAULT_MODEL_DIR } from '../package-paths.js';
 import { quantizeModel, type QuantizeOptions } from '../pipeline/quantize.js';
 import type { Progress } from '../progress.js';
 import { randomModelSource } from '../runtime/random-model.js';
-import type { SafetensorsDtype } from '../safetensors/dtypes.js';
+import { dtypeByteSize, type SafetensorsDtype } from '../safetensors/dtypes.js';
 import { writeSafetensors, type TensorToWrite } from '../safetensors/writer.js';
 import { loadBenchConfig } from './e2e.js';
 
@@ -76,25 +76,23 @@ export interface QuantizeBenchReport {
   };
 }
 
-/** Bytes of a random checkpoint of `config` (src/runtime/random-model.ts: matrices bf16, the 1-D norms float32). */
-function checkpointBytesOf(config: ReturnType<typeof loadBenchConfig>['config']): number {
+/** The tensors of a random checkpoint of `config` (src/runtime/random-model.ts), with its dtypes and its size in bytes. */
+function randomCheckpoint(config: ReturnType<typeof loadBenchConfig>['config'], name: string): { tensors: TensorToWrite[]; bytes: number } {
+  const store = randomModelSource(config, 'fp16', `random:${name}`).stores[0]!;
+  const tensors: TensorToWrite[] = [];
   let bytes = 0;
-  for (const shape of expectedShapes(config, modelWeightNames(config)).values()) bytes += shape.reduce((a, b) => a * b, 1) * (shape.length === 1 ? 4 : 2);
-  return bytes;
+  for (const [tensor, shape] of expectedShapes(config, modelWeightNames(config))) {
+    const dtype = store.info(tensor).dtype as SafetensorsDtype & TensorToWrite['dtype'];
+    bytes += shape.reduce((a, b) => a * b, 1) * dtypeByteSize(dtype);
+    tensors.push({ name: tensor, dtype, shape, data: () => store.readBytes(tensor) });
+  }
+  return { tensors, bytes };
 }
 
 /** Writes a model directory with random bf16 weights for `config` cut to `layers` blocks. */
 async function writeRandomCheckpoint(dir: string, raw: Record<string, unknown>, name: string, layers: number,
   base: ReturnType<typeof loadBenchConfig>['config']): Promise<number> {
-  const config = { ...base, numLayers: layers };
-  const source = randomModelSource(config, 'fp16', `random:${name}`);
-  const store = source.stores[0]!;
-  const tensors: TensorToWrite[] = [];
-  for (const [tensor, shape] of expectedShapes(config, modelWeightNames(config))) {
-    const dtype = store.info(tensor).dtype as SafetensorsDtype & TensorToWrite['dtype'];
-    tensors.push({ name: tensor, dtype, shape, data: () => store.readBytes(tensor) });
-  }
-  const bytes = checkpointBytesOf(config);
+  const { tensors, bytes } = randomCheckpoint({ ...base, numLayers: layers }, name);
   await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
   await writeFile(join(dir, 'config.json'), `${JSON.stringify({ ...raw, num_hidden_layers: layers, dtype: 'bfloat16' }, null, 2)}\n`);
   for (const file of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(DEFAULT_MODEL_DIR, file), join(dir, file));
@@ -123,7 +121,7 @@ export async function runQuantizeBench(configName: string, o: QuantizeBenchOptio
     const mean = sum / Math.max(1, blockSeconds.length);
     const otherSeconds = Math.max(0, summary.seconds - sum);
     // the outputs grow with the blocks: the write-out scaled by the whole model's checkpoint bytes over the cut one's
-    const fullBytes = checkpointBytesOf({ ...config });
+    const fullBytes = randomCheckpoint(config, name).bytes;
     const projectedWriteSeconds = summary.writeSeconds * fullBytes / checkpointBytes;
     const rec = o.quantize.reconstruct;
     const recSeconds = summary.layers.map((l) => l.reconstruction?.seconds ?? 0);

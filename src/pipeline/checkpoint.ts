@@ -167,10 +167,10 @@ export class Checkpoint<Report> {
       const { size } = await file.stat();
       if (size !== expected) throw new BwqError(`${basename(path)} has ${size} bytes, expected ${expected}`, { file: this.dir });
       const per = windowsPerChunk(window);
+      const buffer = new Float32Array(Math.min(per, out.windows) * window); // one chunk buffer for all reads
       for (let w0 = 0; w0 < out.windows; w0 += per) {
-        const n = Math.min(per, out.windows - w0);
-        const chunk = new Float32Array(n * window);
-        const { bytesRead } = await file.read(new Uint8Array(chunk.buffer), 0, chunk.byteLength, 4 * w0 * window);
+        const chunk = buffer.subarray(0, Math.min(per, out.windows - w0) * window);
+        const { bytesRead } = await file.read(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength), 0, chunk.byteLength, 4 * w0 * window);
         if (bytesRead !== chunk.byteLength) throw new BwqError(`${basename(path)} ended early`, { file: this.dir });
         out.write(w0, chunk);
       }

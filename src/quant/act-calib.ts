@@ -39,9 +39,9 @@ export function candidateQuantizers(kind: 'int' | 'ternary', bits: number, grid?
   return (grid ?? TERNARY_GRID).map((t) => ({ value: t, quantizer: { kind: 'ternary', thresholdRatio: t } }));
 }
 
-/** Output squared error Σ_l ‖ref_l − Q(X) Ŵ_lᵀ‖² for one quantizer. */
-/** `quantize`: the row quantizer (the reference, or the engine's native one); `scratch`: buffers reused across calls,
- *  xq [tokens, cols] for Q(X) and out [tokens, max rows] for the products (Matmul's `into`). */
+/** Output squared error Σ_l ‖ref_l − Q(X) Ŵ_lᵀ‖² for one quantizer. `quantize`: the row quantizer (the reference,
+ *  or the engine's native one); `scratch`: buffers reused across calls, xq [tokens, cols] for Q(X) and
+ *  out [tokens, max rows] for the products (Matmul's `into`). */
 export async function linearOutputError(x: Float32Array, tokens: number, cols: number, q: ActivationQuantizer, targets: readonly LinearTarget[], mm: Matmul = jsMatmul,
   quantize: QuantizeRowsInto = quantizeRowsInto, scratch?: { xq: Float32Array; out: Float32Array }): Promise<number> {
   const xq = scratch?.xq ?? new Float32Array(x.length);

@@ -102,16 +102,16 @@ export async function psp(w: Float32Array, rows: number, cols: number, options: 
   }
 
   const seed = options.seed ?? 0;
-  const first = await randomizedSvd(residual, rows, cols, rank + 1, { seed, oversample: 8, powerIterations: 2, matmul: mm, ...(options.qr === undefined ? {} : { qr: options.qr }) });
+  const sketch = { oversample: 8, powerIterations: 2, matmul: mm, ...(options.qr === undefined ? {} : { qr: options.qr }) };
+  const first = await randomizedSvd(residual, rows, cols, rank + 1, { ...sketch, seed });
   const tau = tauRatio * (first.s[rank] ?? first.sAll[rank] ?? 0);
   const history = [objective];
 
   // the buffer of the low-rank term not held by `cur`: the next L-step's product is written there (Matmul's `into`)
   let spare: Float32Array | undefined;
-  const lStep = async (stepSeed: number, sketch?: typeof first): Promise<void> => {
-    const t = sketch ?? await randomizedSvd(residual, rows, cols, rank, {
-      seed: stepSeed, oversample: 8, powerIterations: 2, matmul: mm, ...(options.qr === undefined ? {} : { qr: options.qr }),
-      ...(cur.kept > 0 ? { basis: { data: cur.u, cols: cur.kept } } : {}),
+  const lStep = async (stepSeed: number, firstSketch?: typeof first): Promise<void> => {
+    const t = firstSketch ?? await randomizedSvd(residual, rows, cols, rank, {
+      ...sketch, seed: stepSeed, ...(cur.kept > 0 ? { basis: { data: cur.u, cols: cur.kept } } : {}),
     });
     let kept = 0;
     for (let k = 0; k < Math.min(rank, t.rank); k++) if (t.s[k]! - tau > 0) kept++;
@@ -133,7 +133,7 @@ export async function psp(w: Float32Array, rows: number, cols: number, options: 
     const value = 0.5 * sum(rowHalf) + tau * nuclear;
     // exact on the sketch's subspace, which holds the previous M: only rounding can make it worse
     if (value <= objective) {
-      spare = cur.dense.length === n ? cur.dense : undefined;
+      spare = cur.dense;
       cur = { u, a, v, kept, dense, nuclear };
       objective = value;
     } else spare = dense;

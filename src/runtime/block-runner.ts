@@ -202,12 +202,12 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
   };
 
   const device = addon.rtDevice(handle).device;
-  /** An addon call, its error as a one-line BwqError. */
-  const native = <R>(call: () => R): R => {
+  /** An addon call, its error as a one-line BwqError (naming `file` when given). */
+  const native = <R>(call: () => R, file?: string): R => {
     try {
       return call();
     } catch (error) {
-      throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error });
+      throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error, ...(file === undefined ? {} : { file }) });
     }
   };
   const gramWidths: Record<GramTapName, number> = {
@@ -219,7 +219,7 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     native(() => addon.rtReadGram!(handle, GRAM_TAP_CODES[tap], out));
     return out;
   };
-  // the live calibration states and their handles: freed before the model (their memory is the model's backend's)
+  // the live device arrays and their handles: freed before the model (their memory is the model's backend's)
   const states = new Map<DeviceArray, RuntimeStateHandle>();
   const createArray = (floats: number): DeviceArray => {
     const st = native(() => addon.rtStateAlloc!(handle, floats));
@@ -297,12 +297,10 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
         ...(selected === undefined ? {} : { rows: selected }),
         ...(from === undefined ? {} : { state: stateHandle, stateOffset: from.offset, inPlace: from.output === 'replace', discard: from.output === 'discard' }),
       };
-      try {
+      native(() => {
         if (extra === undefined) addon.rtRunBlock(s, 0, hidden, seq, output, tapArrays);
         else addon.rtRunBlock(s, 0, hidden, seq, output, tapArrays, extra);
-      } catch (error) {
-        throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { file: where, cause: error });
-      }
+      }, where);
       const taps = new Map<TapName, Float32Array>();
       for (const t of wanted) {
         const v = tapArrays[TAP_FIELDS[t]]!;

@@ -34,7 +34,7 @@ export interface RuntimeAddon {
 }
 export interface RuntimeModelHandle { readonly __runtimeModel: unique symbol }
 export interface RuntimeSessionHandle { readonly __runtimeSession: unique symbol }
-/** Opaque N-API external: calibration hidden states in a model's backend memory (rtStateAlloc). */
+/** Opaque N-API external: float32 values in a model's backend memory (rtStateAlloc; a DeviceArray's handle). */
 export interface RuntimeStateHandle { readonly __runtimeState: unique symbol }
 
 /** A read-only tensor store (a safetensors file, a checkpoint, or synthetic tensors). */
