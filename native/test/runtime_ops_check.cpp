@@ -660,6 +660,12 @@ void check_attention() {
   // sliding window; chunk of a longer call (probs row longer than pos0 + t)
   cases.push_back({1, 4, 2, 64, 150, 50, 16, 0, {none, none, none, none}});
   cases.push_back({2, 4, 1, 64, 64, 64, 0, 100, {none, none, qint(8), none}});
+  // the tiled float prefill (t >= 16): several query and key tiles, a chunk after a prefix that does not end on a
+  // tile, a sliding window that masks whole key tiles for some rows, quantized keys and values under a float query
+  cases.push_back({1, 8, 2, 128, 0, 300, 0, 0, {none, none, none, none}});
+  cases.push_back({2, 4, 2, 64, 70, 90, 0, 0, {none, none, none, none}});
+  cases.push_back({1, 4, 1, 128, 30, 150, 40, 0, {none, none, none, none}});
+  cases.push_back({1, 4, 2, 128, 0, 100, 0, 0, {none, qint(8), none, qint(6)}});
   // integer scores (int8, ternary, binary x int4), with quantized probabilities and values
   cases.push_back({2, 8, 2, 64, 40, 24, 0, 0, {qint(8), qint(8), qint(8), qint(8)}});
   cases.push_back({1, 4, 2, 128, 0, 129, 0, 0, {qter(0.7f), qter(0.7f), qter(0.5f), qter(0.7f)}});

@@ -12,8 +12,10 @@
 //               whole row of length L = max(probs_len, pos0 + t) (masked entries and positions >= pos0 + t are
 //               zeros; recipes before issue #16)
 //     ctx[d]  = sum_j P_hat_j v_hat[j, d]                           (float32; zero P_hat skipped)
-// One block per query row (grid-stride; 1024 threads when there are few rows, as in decoding, else 256); the
-// row's scores sit in dynamic shared memory, or in a global scratch [gridDim.x, S] (S = pos0 + t) when S floats
+// Float prefill (float query, probabilities neither quantized nor returned, t >= 16) runs the tiled kernel below
+// (flash_prefill_kernel: online softmax, float exp). Everything else, decoding among it, runs the row kernel: one
+// block per query row (grid-stride; 1024 threads when there are few rows, as in decoding, else 256); the row's
+// scores sit in dynamic shared memory, or in a global scratch [gridDim.x, S] (S = pos0 + t) when S floats
 // exceed the shared-memory limit. Each warp scores 4 keys at a time; the P.V pass splits the keys over
 // blockDim / (head_dim / 4) groups of threads (one thread per 4 consecutive d, float4 loads; one thread per d
 // when head_dim is not a multiple of 4) and adds the groups' partial sums in order.
@@ -221,6 +223,183 @@ __global__ void __launch_bounds__(ATT_MAX_THREADS) attention_kernel(AttnArgs A) 
   }
 }
 
+// ---- float prefill: query tiles against key tiles (the llm.c / flash-attention layout, on the FP32 cores)
+// For rows whose operands are float (query quantizer NONE, no integer scores), probabilities not quantized and not
+// returned: a block takes FA_BQ = 64 queries of one (b, h) and walks the key tiles [lo of its first query, its
+// last query], FA_BK = 64 keys at a time, K and V staged in shared memory once per tile for all 64 queries (the
+// row kernel above reads each key once per query). Per tile: S = (Q K^T) * scaling (FMA chain over d per score),
+// masked to [lo, i_pos]; the online softmax m' = max(m, max_j S), l' = l e^(m - m') + sum_j e^(S_j - m'),
+// O' = O e^(m - m') + e^(S - m') V; ctx = O / l at the end. The same sums as the row kernel, in another order and
+// with float exp (within the ops check's 3e-5). 256 threads as 16 x 16: thread (ty, tx) owns query rows
+// ty + 16 r (r < 4), the scores of keys tx + 16 c (c < 4), and the context columns 4 (tx + 16 u) .. + 3.
+constexpr int FA_BQ = 64, FA_BK = 64, FA_THREADS = 256, FA_PAD = 4;
+
+struct FlashArgs {
+  const float *q;
+  float *ctx;
+  const float *k_hat, *v_hat;
+  int t, pos0, n_heads, n_kv, max_t, window, q_tiles, bh;  // bh = batch * n_heads
+  double scaling;
+};
+
+template <int HD>
+size_t flash_smem() {  // Q [BQ][HD + PAD], K [BK][HD + PAD], V [BK][HD], P [BQ][BK + PAD]
+  return sizeof(float) * ((size_t)FA_BQ * (HD + FA_PAD) + (size_t)FA_BK * (HD + FA_PAD) + (size_t)FA_BK * HD +
+                          (size_t)FA_BQ * (FA_BK + FA_PAD));
+}
+
+template <int HD>
+__global__ void __launch_bounds__(FA_THREADS) flash_prefill_kernel(FlashArgs A) {
+  constexpr int QS = HD + FA_PAD, PS = FA_BK + FA_PAD, D4 = HD / 4, U = HD / 64;  // U float4 columns per thread
+  extern __shared__ float4 dyn4[];
+  float *Qs = reinterpret_cast<float *>(dyn4), *Ks = Qs + FA_BQ * QS, *Vs = Ks + FA_BK * QS, *Ps = Vs + FA_BK * HD;
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+  // the longest query tiles first (causal work grows with the tile's position)
+  const int bh = blockIdx.x % A.bh, qt = A.q_tiles - 1 - blockIdx.x / A.bh;
+  const int h = bh % A.n_heads, b = bh / A.n_heads, g = h / (A.n_heads / A.n_kv);
+  const int i0 = qt * FA_BQ, S = A.pos0 + A.t;
+  const size_t kstride = (size_t)A.n_kv * HD, kv0 = ((size_t)b * A.max_t * A.n_kv + g) * HD;
+  // Q tile (rows past t are zeros; their outputs are not written)
+  for (int e = tid; e < FA_BQ * D4; e += FA_THREADS) {
+    const int r = e / D4, d4 = e - r * D4, i = i0 + r;
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (i < A.t) v = reinterpret_cast<const float4 *>(A.q + ((size_t)(b * A.t + i) * A.n_heads + h) * HD)[d4];
+    *reinterpret_cast<float4 *>(Qs + r * QS + 4 * d4) = v;
+  }
+  int ipos[4], lo[4];
+  float m[4], l[4];
+  float4 o[4][U];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    ipos[r] = A.pos0 + i0 + ty + 16 * r;
+    lo[r] = A.window > 0 && ipos[r] - A.window + 1 > 0 ? ipos[r] - A.window + 1 : 0;
+    m[r] = -INFINITY, l[r] = 0.f;
+#pragma unroll
+    for (int u = 0; u < U; ++u) o[r][u] = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  const int first = A.pos0 + i0, last = min(A.pos0 + i0 + FA_BQ - 1, S - 1);
+  const int k_begin = (A.window > 0 && first - A.window + 1 > 0 ? first - A.window + 1 : 0) / FA_BK * FA_BK;
+  for (int j0 = k_begin; j0 <= last; j0 += FA_BK) {
+    __syncthreads();  // the previous tile's K, V, P are consumed (and the Q tile is stored, first time round)
+    for (int e = tid; e < FA_BK * D4; e += FA_THREADS) {
+      const int r = e / D4, d4 = e - r * D4, j = j0 + r;
+      float4 kv = make_float4(0.f, 0.f, 0.f, 0.f), vv = kv;
+      if (j < S) {
+        kv = reinterpret_cast<const float4 *>(A.k_hat + kv0 + (size_t)j * kstride)[d4];
+        vv = reinterpret_cast<const float4 *>(A.v_hat + kv0 + (size_t)j * kstride)[d4];
+      }
+      *reinterpret_cast<float4 *>(Ks + r * QS + 4 * d4) = kv;
+      *reinterpret_cast<float4 *>(Vs + r * HD + 4 * d4) = vv;
+    }
+    __syncthreads();
+    float s[4][4] = {};
+#pragma unroll 4
+    for (int d = 0; d < HD; d += 4) {
+      float4 qv[4], kk[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) qv[r] = *reinterpret_cast<const float4 *>(Qs + (ty + 16 * r) * QS + d);
+#pragma unroll
+      for (int c = 0; c < 4; ++c) kk[c] = *reinterpret_cast<const float4 *>(Ks + (tx + 16 * c) * QS + d);
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          float a = s[r][c];
+          a = fmaf(qv[r].x, kk[c].x, a);
+          a = fmaf(qv[r].y, kk[c].y, a);
+          a = fmaf(qv[r].z, kk[c].z, a);
+          s[r][c] = fmaf(qv[r].w, kk[c].w, a);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int j = j0 + tx + 16 * c;
+        s[r][c] = j >= lo[r] && j <= ipos[r] && j < S ? __double2float_rn(__dmul_rn((double)s[r][c], A.scaling)) : -INFINITY;
+        mx = fmaxf(mx, s[r][c]);
+      }
+#pragma unroll
+      for (int w = 1; w < 16; w <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, w));
+      const float mn = fmaxf(m[r], mx);
+      // a row with no key yet (sliding window, or a row past t) keeps m = -inf, l = 0 and O = 0
+      const float corr = mn == -INFINITY ? 1.f : expf(m[r] - mn);
+      float sum = 0.f, p[4];
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        p[c] = s[r][c] == -INFINITY ? 0.f : expf(s[r][c] - mn);
+        sum += p[c];
+      }
+#pragma unroll
+      for (int w = 1; w < 16; w <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, w);
+      m[r] = mn;
+      l[r] = fmaf(l[r], corr, sum);
+#pragma unroll
+      for (int u = 0; u < U; ++u) o[r][u].x *= corr, o[r][u].y *= corr, o[r][u].z *= corr, o[r][u].w *= corr;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) Ps[(ty + 16 * r) * PS + tx + 16 * c] = p[c];
+    }
+    __syncthreads();
+#pragma unroll 2
+    for (int k = 0; k < FA_BK; k += 4) {
+      float4 pr[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) pr[r] = *reinterpret_cast<const float4 *>(Ps + (ty + 16 * r) * PS + k);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const float4 v = *reinterpret_cast<const float4 *>(Vs + (k + kk) * HD + 4 * (tx + 16 * u));
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const float pv = kk == 0 ? pr[r].x : kk == 1 ? pr[r].y : kk == 2 ? pr[r].z : pr[r].w;
+            o[r][u].x = fmaf(pv, v.x, o[r][u].x);
+            o[r][u].y = fmaf(pv, v.y, o[r][u].y);
+            o[r][u].z = fmaf(pv, v.z, o[r][u].z);
+            o[r][u].w = fmaf(pv, v.w, o[r][u].w);
+          }
+        }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int i = i0 + ty + 16 * r;
+    if (i >= A.t) continue;
+    const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+    float4 *out = reinterpret_cast<float4 *>(A.ctx + ((size_t)(b * A.t + i) * A.n_heads + h) * HD);
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      out[tx + 16 * u] = make_float4(o[r][u].x * inv, o[r][u].y * inv, o[r][u].z * inv, o[r][u].w * inv);
+  }
+}
+
+// The prefill kernel takes the call: float operands, probabilities neither quantized nor returned, positions on
+// the host, head_dim 64 or 128, and enough query rows to fill a tile's worth of work (decoding stays on the row
+// kernel).
+bool flash_prefill_fits(const bwq::rt::KvLayer &kv, const bwq::rt::AttentionShape &s, const bwq::rt::AttentionRecipe &r) {
+  return s.t >= 16 && !kv.device_pos0 && !s.probs_out && r.query.kind == QKind::NONE && r.probs.kind == QKind::NONE &&
+         (s.head_dim == 64 || s.head_dim == 128) && s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0;
+}
+
+template <int HD>
+cudaError_t flash_prefill(const float *q, const bwq::rt::KvLayer &kv, const bwq::rt::AttentionShape &s, float *ctx,
+                          int max_smem, cudaStream_t st) {
+  const size_t smem = flash_smem<HD>();
+  if (smem > (size_t)max_smem) return cudaErrorInvalidConfiguration;
+  const cudaError_t e = cudaFuncSetAttribute(flash_prefill_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  FlashArgs A;
+  A.q = q, A.ctx = ctx, A.k_hat = kv.k_hat, A.v_hat = kv.v_hat;
+  A.t = s.t, A.pos0 = s.pos0, A.n_heads = s.n_heads, A.n_kv = s.n_kv_heads, A.max_t = kv.max_t;
+  A.window = s.sliding_window;
+  A.q_tiles = (s.t + FA_BQ - 1) / FA_BQ;
+  A.bh = s.batch * s.n_heads;
+  A.scaling = s.scaling;
+  flash_prefill_kernel<HD><<<(unsigned)A.q_tiles * A.bh, FA_THREADS, smem, st>>>(A);
+  return cudaGetLastError();
+}
+
 size_t fixed_smem(int hd, int threads) { return (size_t)(hd + 3) / 4 * 16 + (hd + 15) / 16 * 16 + threads * 16; }
 // 1024 threads per row when the rows are too few to fill the device twice over (decoding), else 256.
 int att_threads(const bwq::rt::AttentionShape &s, int num_sms) {
@@ -258,6 +437,9 @@ size_t attention_scratch_floats(const bwq::rt::AttentionShape &shape, const bwq:
 cudaError_t attention(const float *q, const bwq::rt::KvLayer &kv, const bwq::rt::AttentionShape &shape,
                       const bwq::rt::AttentionRecipe &r, float *ctx, float *scratch, int max_smem, int num_sms,
                       cudaStream_t st) {
+  if (flash_prefill_fits(kv, shape, r) && flash_smem<128>() <= (size_t)max_smem)
+    return shape.head_dim == 128 ? flash_prefill<128>(q, kv, shape, ctx, max_smem, st)
+                                 : flash_prefill<64>(q, kv, shape, ctx, max_smem, st);
   AttnArgs A;
   A.q = q;
   A.ctx = ctx;
