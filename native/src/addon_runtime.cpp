@@ -12,7 +12,12 @@
 
 #include <string.h>
 
+#include <condition_variable>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "../include/bwq.h"
@@ -27,6 +32,13 @@ using bwq_napi::make_string;
 using bwq_napi::set;
 
 namespace {
+
+// Every backend call of this addon holds this lock: rtMatmulT, rtKronRotate and rtOkt run on the backend thread
+// below (their promise settles when they are done) while the JS thread goes on, and the backends (one CUDA stream, their
+// scratch and sticky error) take one caller at a time. Locked regions make no N-API call (a finalizer, which locks
+// too, may run inside one).
+std::mutex g_backend_mu;
+using BackendLock = std::lock_guard<std::mutex>;
 
 struct ModelRef {
   std::unique_ptr<Model> model;
@@ -43,6 +55,7 @@ struct StateRef {
   size_t floats = 0;
   napi_ref model_ref = nullptr;  // keeps the model (and its backend) alive while the state is
   void release() {
+    BackendLock lk(g_backend_mu);
     if (data) be->free(data);
     data = nullptr;
   }
@@ -135,6 +148,107 @@ napi_value done(napi_env env, const std::string &err, napi_value result = nullpt
   if (err.empty()) return result;
   throw_error(env, err);
   return nullptr;
+}
+
+// An asynchronous backend call: run() on the backend thread under the backend lock; the promise resolves with
+// finish(env, true) (undefined without finish) or rejects with run()'s error (finish(env, false) is still called,
+// to release what it holds). `holds` keeps the JS objects whose memory run() reads or writes (arrays, the model,
+// states) alive until then.
+struct AsyncCall {
+  napi_deferred deferred = nullptr;
+  std::vector<napi_ref> holds;
+  std::function<std::string()> run;
+  std::function<napi_value(napi_env, bool)> finish;
+  std::string err;
+};
+
+// One thread runs the asynchronous backend calls in the order they were made (they take the backend lock one at a
+// time anyway; on libuv's pool, calls waiting for the lock would hold the threads onnxruntime's runs and file I/O
+// need). Each settles on the JS thread through a thread-safe function, referenced while calls are pending (so the
+// event loop waits for them) and unreferenced otherwise (so it does not keep the process alive). The JS thread of
+// the first call is the one they settle on (bwq calls the runtime from one thread).
+struct BackendThread {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<AsyncCall *> queue;
+  napi_threadsafe_function settle = nullptr;
+  int pending = 0;  // JS thread only
+};
+// never destroyed: the thread waits on its condition variable until the process ends, and destroying a condition
+// variable with a waiter blocks (glibc) the static destructors at exit
+BackendThread &g_thread = *new BackendThread;
+
+void settle_call(napi_env env, napi_value, void *, void *data) {
+  AsyncCall *c = static_cast<AsyncCall *>(data);
+  if (env) {
+    for (napi_ref r : c->holds) napi_delete_reference(env, r);
+    napi_value v = c->finish ? c->finish(env, c->err.empty()) : nullptr;
+    if (c->err.empty()) {
+      if (!v) napi_get_undefined(env, &v);
+      napi_resolve_deferred(env, c->deferred, v);
+    } else {
+      napi_value code, msg, error;
+      napi_create_string_utf8(env, "BWQ_RUNTIME", NAPI_AUTO_LENGTH, &code);
+      napi_create_string_utf8(env, c->err.c_str(), NAPI_AUTO_LENGTH, &msg);
+      napi_create_error(env, code, msg, &error);
+      napi_reject_deferred(env, c->deferred, error);
+    }
+    if (--g_thread.pending == 0) napi_unref_threadsafe_function(env, g_thread.settle);
+  }
+  delete c;
+}
+
+void backend_loop() {
+  for (;;) {
+    AsyncCall *c;
+    {
+      std::unique_lock<std::mutex> lk(g_thread.mu);
+      g_thread.cv.wait(lk, [] { return !g_thread.queue.empty(); });
+      c = g_thread.queue.front();
+      g_thread.queue.pop_front();
+    }
+    {
+      BackendLock lk(g_backend_mu);
+      c->err = c->run();
+    }
+    napi_call_threadsafe_function(g_thread.settle, c, napi_tsfn_blocking);
+  }
+}
+
+napi_value queue_call(napi_env env, const std::vector<napi_value> &holds,
+                      std::function<std::string()> run, std::function<napi_value(napi_env, bool)> finish = nullptr) {
+  if (!g_thread.settle) {
+    napi_value resource;
+    napi_create_string_utf8(env, "bwq.backend", NAPI_AUTO_LENGTH, &resource);
+    if (napi_create_threadsafe_function(env, nullptr, nullptr, resource, 0, 1, nullptr, nullptr, nullptr, settle_call,
+                                        &g_thread.settle) != napi_ok) {
+      g_thread.settle = nullptr;
+      throw_error(env, "bwq runtime: napi_create_threadsafe_function failed");
+      return nullptr;
+    }
+    napi_unref_threadsafe_function(env, g_thread.settle);
+    std::thread(backend_loop).detach();
+  }
+  AsyncCall *c = new AsyncCall;
+  c->run = std::move(run);
+  c->finish = std::move(finish);
+  napi_value promise;
+  if (napi_create_promise(env, &c->deferred, &promise) != napi_ok) {
+    delete c;
+    throw_error(env, "bwq runtime: napi_create_promise failed");
+    return nullptr;
+  }
+  for (napi_value v : holds) {
+    napi_ref r;
+    if (napi_create_reference(env, v, 1, &r) == napi_ok) c->holds.push_back(r);
+  }
+  if (g_thread.pending++ == 0) napi_ref_threadsafe_function(env, g_thread.settle);
+  {
+    std::lock_guard<std::mutex> lk(g_thread.mu);
+    g_thread.queue.push_back(c);
+  }
+  g_thread.cv.notify_one();
+  return promise;
 }
 
 // The call's n arguments, the first a live model (nullptr and a JS error otherwise).
@@ -244,7 +358,10 @@ napi_value Open(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   return wrap(env, new ModelRef{std::move(m)}, kModelTag,
-              [](napi_env, void *p, void *) { delete static_cast<ModelRef *>(p); });
+              [](napi_env, void *p, void *) {
+                BackendLock lk(g_backend_mu);
+                delete static_cast<ModelRef *>(p);
+              });
 }
 
 // rtSetTensor(model, slot, dtype 0 f32 | 1 bf16 | 2 f16 | 3 u32, shape number[], data TypedArray)
@@ -284,7 +401,12 @@ napi_value SetTensor(napi_env env, napi_callback_info info) {
                 : type == napi_uint16_array || type == napi_int16_array ? 2
                 : type == napi_float64_array ? 8 : 4;
   const DType dtype = dt == 1 ? DType::BF16 : dt == 2 ? DType::F16 : DType::F32;
-  return done(env, set_tensor(*ref->model, slot, dtype, shape, data, length * elem));
+  std::string err;
+  {
+    BackendLock lk(g_backend_mu);
+    err = set_tensor(*ref->model, slot, dtype, shape, data, length * elem);
+  }
+  return done(env, err);
 }
 
 // rtMissing(model) -> '' or the first slot never set
@@ -306,8 +428,10 @@ napi_value NewSession(napi_env env, napi_callback_info info) {
     throw_error(env, "bwq runtime: batch, maxT and maxChunk must be >= 1");
     return nullptr;
   }
+  std::unique_lock<std::mutex> lk(g_backend_mu);
   const size_t need = Session::estimate_bytes(m, batch, max_t, chunk), have = m.be->free_memory();
   if (need > have) {
+    lk.unlock();
     throw_error(env, "not enough memory on " + std::string(m.be->name()) + ": the KV cache and scratch need " +
                          std::to_string(need >> 20) + " MiB beyond the model's " + std::to_string(m.bytes >> 20) +
                          " MiB, " + std::to_string(have >> 20) + " MiB free");
@@ -318,14 +442,19 @@ napi_value NewSession(napi_env env, napi_callback_info info) {
   if (!err.empty()) {
     s.reset();  // frees what it allocated
     m.be->clear_error();
+    lk.unlock();
     throw_error(env, err);
     return nullptr;
   }
+  lk.unlock();
   SessionRef *sr = new SessionRef{std::move(s), nullptr};
   napi_create_reference(env, argv[0], 1, &sr->model_ref);
   return wrap(env, sr, kSessionTag, [](napi_env e, void *p, void *) {
     SessionRef *r = static_cast<SessionRef *>(p);
-    r->session.reset();
+    {
+      BackendLock lk(g_backend_mu);
+      r->session.reset();
+    }
     if (r->model_ref) napi_delete_reference(e, r->model_ref);
     delete r;
   });
@@ -369,7 +498,12 @@ napi_value Forward(napi_env env, napi_callback_info info) {
   if (mode != 0 && !typed(env, argv[4], napi_float32_array, (void **)&out, &out_n, "logits")) return nullptr;
   Session &ss = *s->session;
   (void)out_n;
-  return done(env, ss.forward(ids, t, mode, out, nullptr));
+  std::string err;
+  {
+    BackendLock lk(g_backend_mu);
+    err = ss.forward(ids, t, mode, out, nullptr);
+  }
+  return done(env, err);
 }
 
 // rtNll(session, ids Int32Array, t) -> sum of the next-token NLL over positions 0..t-2 of every sequence
@@ -381,7 +515,11 @@ napi_value Nll(napi_env env, napi_callback_info info) {
   size_t n;
   if (!typed(env, argv[1], napi_int32_array, (void **)&ids, &n, "ids")) return nullptr;
   double sum = 0;
-  const std::string err = s->session->forward(ids, int_of(env, argv[2]), 0, nullptr, &sum);
+  std::string err;
+  {
+    BackendLock lk(g_backend_mu);
+    err = s->session->forward(ids, int_of(env, argv[2]), 0, nullptr, &sum);
+  }
   if (!err.empty()) {
     throw_error(env, err);
     return nullptr;
@@ -391,7 +529,10 @@ napi_value Nll(napi_env env, napi_callback_info info) {
 
 napi_value Reset(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (SessionRef *s = session_args(env, info, 1, argv)) s->session->reset();
+  if (SessionRef *s = session_args(env, info, 1, argv)) {
+    BackendLock lk(g_backend_mu);
+    s->session->reset();
+  }
   return nullptr;
 }
 
@@ -430,7 +571,11 @@ napi_value Device(napi_env env, napi_callback_info info) {
   napi_value o;
   napi_create_object(env, &o);
   set(env, o, "device", make_string(env, m->model->be->name()));
-  const size_t f = m->model->be->free_memory();
+  size_t f;
+  {
+    BackendLock lk(g_backend_mu);
+    f = m->model->be->free_memory();
+  }
   set(env, o, "freeBytes", make_double(env, f == (size_t)-1 ? 1e300 : (double)f));
   return o;
 }
@@ -445,7 +590,12 @@ napi_value SetLayerRecipe(napi_env env, napi_callback_info info) {
   size_t n;
   if (!typed(env, argv[2], napi_float64_array, (void **)&d, &n, "layer recipe")) return nullptr;
   std::vector<int> rot;
-  const std::string err = set_layer_recipe(*m->model, int_of(env, argv[1]), d, n, &rot);
+  const int layer = int_of(env, argv[1]);
+  std::string err;
+  {
+    BackendLock lk(g_backend_mu);
+    err = set_layer_recipe(*m->model, layer, d, n, &rot);
+  }
   if (!err.empty()) {
     throw_error(env, err);
     return nullptr;
@@ -579,11 +729,18 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
       return nullptr;
     }
   }
-  if (state) {  // the output in place, dropped, or to the host array
-    float *x = state->data + state_offset;
-    return done(env, s->session->run_block(int_of(env, argv[1]), x, t, in_place ? x : discard ? nullptr : out, taps, true, in_place));
+  const int layer = int_of(env, argv[1]);
+  std::string err;
+  {
+    BackendLock lk(g_backend_mu);
+    if (state) {  // the output in place, dropped, or to the host array
+      float *x = state->data + state_offset;
+      err = s->session->run_block(layer, x, t, in_place ? x : discard ? nullptr : out, taps, true, in_place);
+    } else {
+      err = s->session->run_block(layer, hidden, t, out, taps);
+    }
   }
-  return done(env, s->session->run_block(int_of(env, argv[1]), hidden, t, out, taps));
+  return done(env, err);
 }
 
 // rtStateAlloc(model, floats) -> state: float32 calibration hidden states in the model's backend memory (zeroed);
@@ -599,8 +756,10 @@ napi_value StateAlloc(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   Backend *be = m->model->be;
+  std::unique_lock<std::mutex> lk(g_backend_mu);
   const size_t bytes = 4 * (size_t)floats, have = be->free_memory();
   if (bytes > have) {
+    lk.unlock();
     throw_error(env, "not enough memory on " + std::string(be->name()) + " for the calibration states: " +
                          std::to_string(bytes >> 20) + " MiB needed, " + std::to_string(have >> 20) + " MiB free");
     return nullptr;
@@ -609,9 +768,11 @@ napi_value StateAlloc(napi_env env, napi_callback_info info) {
   if (!data) {
     const std::string msg = be->error() ? be->error() : "allocation failed";
     be->clear_error();
+    lk.unlock();
     throw_error(env, "bwq runtime: calibration states: " + msg);
     return nullptr;
   }
+  lk.unlock();
   StateRef *st = new StateRef{be, data, (size_t)floats, nullptr};
   napi_create_reference(env, argv[0], 1, &st->model_ref);
   return wrap(env, st, kStateTag, [](napi_env e, void *p, void *) {
@@ -638,16 +799,18 @@ napi_value StateCopy(napi_env env, napi_callback_info info, bool write) {
     throw_error(env, "bwq runtime: the rows lie outside the calibration state");
     return nullptr;
   }
-  if (write) {
-    st->be->upload(st->data + (size_t)o, host, 4 * n);
-  } else {
-    huge_pages_for_output(host, 4 * n);
-    st->be->download(host, st->data + (size_t)o, 4 * n);
+  if (!write) huge_pages_for_output(host, 4 * n);
+  std::string msg;
+  {
+    BackendLock lk(g_backend_mu);
+    if (write) st->be->upload(st->data + (size_t)o, host, 4 * n);
+    else st->be->download(host, st->data + (size_t)o, 4 * n);
+    st->be->sync();
+    if (const char *e = st->be->error()) {
+      msg = std::string("calibration state copy: ") + e;
+      st->be->clear_error();
+    }
   }
-  st->be->sync();
-  const char *e = st->be->error();
-  const std::string msg = e ? std::string("calibration state copy: ") + e : "";
-  if (e) st->be->clear_error();
   return done(env, msg);
 }
 napi_value StateWrite(napi_env env, napi_callback_info info) { return StateCopy(env, info, true); }
@@ -659,6 +822,9 @@ struct Operand {
   size_t n = 0;
   bool resident = false;
   const Backend *be = nullptr;  // a state's backend
+  StateRef *state = nullptr;
+  // a state freed since the call was queued (an empty host array may have no data pointer: not freed)
+  bool freed() const { return state && !state->data; }
 };
 bool operand_of(napi_env env, napi_value v, const char *what, Operand &out) {
   bool is_typed = false;
@@ -671,11 +837,11 @@ bool operand_of(napi_env env, napi_value v, const char *what, Operand &out) {
   }
   StateRef *st = state_of(env, v);
   if (!st) return false;
-  out = Operand{st->data, st->floats, true, st->be};
+  out = Operand{st->data, st->floats, true, st->be, st};
   return true;
 }
 
-// rtMatmulT(model, a, transA, b, transB, m, k, n, c Float32Array [m, n]): c = op(a) op(b) on the model's backend,
+// rtMatmulT(model, a, transA, b, transB, m, k, n, c Float32Array [m, n]) -> Promise: c = op(a) op(b) on the model's backend,
 // op(a) [m, k] (transA: a is [k, m]), op(b) [k, n] (transB: b is [n, k]); a and b are Float32Arrays or states of the
 // model (rtStateAlloc: operands kept in the backend's memory across products) (model.h matmul_t_on_device: cuBLAS
 // takes the transpositions as flags)
@@ -709,7 +875,11 @@ napi_value MatmulT(napi_env env, napi_callback_info info) {
   }
   huge_pages_for_output(c, 4 * nc);
   const Resident resident = a.resident ? (b.resident ? Resident::Both : Resident::A) : (b.resident ? Resident::B : Resident::None);
-  return done(env, matmul_t_on_device(*m->model, ta, tb, a.p, b.p, rows, k, n, c, resident));
+  return queue_call(env, {argv[0], argv[1], argv[3], argv[8]}, [=]() -> std::string {
+    if (!m->model) return "bwq runtime: model was freed";
+    if (a.freed() || b.freed()) return "bwq runtime: a matmul operand was freed";
+    return matmul_t_on_device(*m->model, ta, tb, a.p, b.p, rows, k, n, c, resident);
+  });
 }
 
 // rtReadGram(model, tap, out Float32Array [w, w]): the Gram matrix accumulated by block runs with options.gram
@@ -722,11 +892,17 @@ napi_value ReadGram(napi_env env, napi_callback_info info) {
   size_t n;
   if (!typed(env, argv[2], napi_float32_array, (void **)&out, &n, "out")) return nullptr;
   huge_pages_for_output(out, 4 * n);
-  return done(env, read_gram(*m->model, int_of(env, argv[1]), out, n));
+  const int tap = int_of(env, argv[1]);
+  std::string err;
+  {
+    BackendLock lk(g_backend_mu);
+    err = read_gram(*m->model, tap, out, n);
+  }
+  return done(env, err);
 }
 
 // rtKronRotate(model, x Float32Array [rows, a*b], rows, a, b, r1 Float32Array [a, a], r2 Float32Array [b, b],
-// y Float32Array [rows, a*b]): y = x (R1 (x) R2) on the model's backend (model.h kron_rotate_on_device).
+// y Float32Array [rows, a*b]) -> Promise: y = x (R1 (x) R2) on the model's backend (model.h kron_rotate_on_device).
 napi_value KronRotate(napi_env env, napi_callback_info info) {
   napi_value argv[8];
   ModelRef *m = model_args(env, info, 8, argv);
@@ -749,7 +925,10 @@ napi_value KronRotate(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   huge_pages_for_output(y, 4 * ny);
-  return done(env, kron_rotate_on_device(*m->model, x, rows, a, b, r1, r2, y));
+  return queue_call(env, {argv[0], argv[1], argv[5], argv[6], argv[7]}, [=]() -> std::string {
+    if (!m->model) return "bwq runtime: model was freed";
+    return kron_rotate_on_device(*m->model, x, rows, a, b, r1, r2, y);
+  });
 }
 
 // A new Float64Array of n values (its data in *data).
@@ -763,7 +942,7 @@ napi_value new_f64(napi_env env, size_t n, double **data) {
 // rtOkt(model, weights Float32Array[] (each [rows[i], k]), rows Int32Array, k, a, b, activations Float32Array
 //   [tokens, k] | null, tokens, params Float64Array [activationWeight, iterations, tolerance, annealIterations],
 //   anneal Float64Array, r1 Float64Array [a*a], r2 Float64Array [b*b] (the initial factors))
-//   -> { r1, r2, history: Float64Array, iterations, converged, weightBefore, weightAfter, tailBefore, tailAfter }:
+//   -> Promise of { r1, r2, history: Float64Array, iterations, converged, weightBefore, weightAfter, tailBefore, tailAfter }:
 //   the OKT of BWLA on the model's backend (native/runtime/model.h okt_on_device; bwq.h bwq_okt_problem)
 napi_value Okt(napi_env env, napi_callback_info info) {
   napi_value argv[12];
@@ -840,30 +1019,55 @@ napi_value Okt(napi_env env, napi_callback_info info) {
   p.n_anneal = (int)n_anneal;
   p.r1_init = r1;
   p.r2_init = r2;
-  bwq_okt_result r{};
+  // the call's state lives until its promise settles: the problem (pointers into held arrays), the result, and the
+  // output arrays (held, filled by the call, put into the result object on the JS thread)
+  struct OktCall {
+    bwq_okt_problem p;
+    bwq_okt_result r;
+    std::vector<const float *> weights;
+  };
+  auto call = std::make_shared<OktCall>();
+  call->weights = std::move(weights);
+  call->p = p;
+  call->p.weights = call->weights.data();
+  call->r = bwq_okt_result{};
   double *hist;
-  napi_value r1_out = new_f64(env, (size_t)a * a, &r.r1), r2_out = new_f64(env, (size_t)b * b, &r.r2);
+  napi_value r1_out = new_f64(env, (size_t)a * a, &call->r.r1), r2_out = new_f64(env, (size_t)b * b, &call->r.r2);
   napi_value hist_buf = new_f64(env, (size_t)p.iterations + 1, &hist);
-  r.history = hist;
-  const std::string err = okt_on_device(*m->model, p, r);
-  if (!err.empty()) {
-    throw_error(env, err);
-    return nullptr;
-  }
-  napi_value ab, history, o;
-  napi_get_typedarray_info(env, hist_buf, nullptr, nullptr, nullptr, &ab, nullptr);
-  napi_create_typedarray(env, napi_float64_array, (size_t)r.history_len, ab, 0, &history);
-  napi_create_object(env, &o);
-  set(env, o, "r1", r1_out);
-  set(env, o, "r2", r2_out);
-  set(env, o, "history", history);
-  set(env, o, "iterations", make_int(env, r.iterations));
-  set(env, o, "converged", make_bool(env, r.converged != 0));
-  set(env, o, "weightBefore", make_double(env, r.weight_error_before));
-  set(env, o, "weightAfter", make_double(env, r.weight_error_after));
-  set(env, o, "tailBefore", make_double(env, r.tail_before));
-  set(env, o, "tailAfter", make_double(env, r.tail_after));
-  return o;
+  call->r.history = hist;
+  napi_ref outs[3];
+  napi_create_reference(env, r1_out, 1, &outs[0]);
+  napi_create_reference(env, r2_out, 1, &outs[1]);
+  napi_create_reference(env, hist_buf, 1, &outs[2]);
+  std::vector<napi_value> holds(argv, argv + 12);
+  return queue_call(
+      env, holds,
+      [m, call]() -> std::string {
+        if (!m->model) return "bwq runtime: model was freed";
+        return okt_on_device(*m->model, call->p, call->r);
+      },
+      [call, outs](napi_env e, bool ok) -> napi_value {
+        napi_value r1v, r2v, hv, ab, history, o;
+        napi_get_reference_value(e, outs[0], &r1v);
+        napi_get_reference_value(e, outs[1], &r2v);
+        napi_get_reference_value(e, outs[2], &hv);
+        for (napi_ref r : outs) napi_delete_reference(e, r);
+        if (!ok) return nullptr;
+        const bwq_okt_result &r = call->r;
+        napi_get_typedarray_info(e, hv, nullptr, nullptr, nullptr, &ab, nullptr);
+        napi_create_typedarray(e, napi_float64_array, (size_t)r.history_len, ab, 0, &history);
+        napi_create_object(e, &o);
+        set(e, o, "r1", r1v);
+        set(e, o, "r2", r2v);
+        set(e, o, "history", history);
+        set(e, o, "iterations", make_int(e, r.iterations));
+        set(e, o, "converged", make_bool(e, r.converged != 0));
+        set(e, o, "weightBefore", make_double(e, r.weight_error_before));
+        set(e, o, "weightAfter", make_double(e, r.weight_error_after));
+        set(e, o, "tailBefore", make_double(e, r.tail_before));
+        set(e, o, "tailAfter", make_double(e, r.tail_after));
+        return o;
+      });
 }
 
 // oktPolar(m Float64Array [n, n], n) -> Float64Array: the OKT's host polar factor U V^T (bwq.h bwq_okt_polar)
@@ -899,11 +1103,17 @@ napi_value Free(napi_env env, napi_callback_info info) {
   napi_check_object_type_tag(env, argv[0], &kSessionTag, &is_session);
   if (is_session) {
     SessionRef *s = unwrap<SessionRef>(env, argv[0], kSessionTag, "runtime session");
-    if (s) s->session.reset();
+    if (s) {
+      BackendLock lk(g_backend_mu);
+      s->session.reset();
+    }
     return nullptr;
   }
   ModelRef *m = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model or session");
-  if (m) m->model.reset();
+  if (m) {
+    BackendLock lk(g_backend_mu);
+    m->model.reset();
+  }
   return nullptr;
 }
 

@@ -15,7 +15,7 @@ export const DEVICE_MIN_MACS = 1 << 18;
 export interface DeviceProducts {
   /** c [m, n] = op(a) op(b) on the device: op(a) [m, k] (transA: a is [k, m]), op(b) [k, n] (transB: b is [n, k]) */
   matmulT: (a: Float32Array | DeviceArray, transA: boolean, b: Float32Array | DeviceArray, transB: boolean, m: number, k: number, n: number,
-    into?: Float32Array) => Float32Array;
+    into?: Float32Array) => Promise<Float32Array>;
   /** device memory for kept operands (Matmul.keep); without it keep only runs its body */
   createArray?: (floats: number) => DeviceArray;
 }

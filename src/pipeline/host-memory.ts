@@ -17,11 +17,12 @@
  *               + 4·R·(4·H + QD + I) + 8·R·KV         the taps and outputs handed back, the K/V cache
  *               + 4·b·heads·S²                        attention scores of the b windows of a batch
  *   statistics    4·s·ΣK
- *   Gram          4·ΣK² + 20·K²max                    H = Σ x xᵀ: one accumulator per tap, and for the group being
- *                                                     quantized one batch's product or the rotation's copies
- *                                                     (H R, its transpose, Rᵀ H R, the rotation's scratch), then
- *                                                     bwla's compensation frame (Rᵀ H R, its damped copy, L⁻¹ and
- *                                                     the blocked Cholesky's quarter blocks: column-blocks.ts);
+ *   Gram          4·ΣK² + 20·ΣK²                      H = Σ x xᵀ: one accumulator per tap, and for each group being
+ *                 (bwta: 4·ΣK² + 20·K²max)            quantized (a phase's groups run at once; bwta's one at a time)
+ *                                                     one batch's product or the rotation's copies (H R, its
+ *                                                     transpose, Rᵀ H R, the rotation's scratch), then bwla's
+ *                                                     compensation frame (Rᵀ H R, its damped copy, L⁻¹ and the
+ *                                                     blocked Cholesky's quarter blocks: column-blocks.ts);
  *                                                     methods that read H
  * Device (CUDA): 4·W (the block, float32) + the session's scratch (the batch term's first and third lines) +
  * 4·ΣK² (Gram accumulators) + 4·T·H (the hidden states, when they are kept there) + the numerics' operand buffers,
@@ -97,7 +98,7 @@ export function hostMemoryBound(s: MemoryModelShape, run: MemoryRun): MemoryBoun
     block: blockCopies(run.method) * 4 * w,
     batch: session + 4 * rows * (4 * h + qd + i),
     statistics: 4 * Math.min(run.statTokens, tokens) * sum,
-    gram: run.grams ? 4 * sumSquares + 20 * max * max : 0,
+    gram: run.grams ? 4 * sumSquares + 20 * (run.method === 'bwta' ? max * max : sumSquares) : 0,
   };
   let bytes = 0;
   for (const v of Object.values(parts)) bytes += v;

@@ -459,6 +459,8 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
 
         // b/c. quantize this phase's groups
         progress.start(`${tag}: quantizing ${phase.map((g) => g.name).join(', ')}`);
+        // the phase's groups with their members and seeds, in the phase's order (a group without members is skipped)
+        const jobs: Array<{ g: (typeof phase)[number]; members: GroupLinear[]; seed: number }> = [];
         for (const g of phase) {
           const cols = st.widths.get(g.tap)!;
           const members: GroupLinear[] = [];
@@ -467,9 +469,23 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
             if (w === undefined) continue;
             members.push({ role, weight: w, rows: w.length / cols });
           }
-          if (members.length === 0) continue;
-          const q: QuantizedGroup = await quantizeGroup(g.name, members, cols, st.stats.get(g.tap)!, statTokens, settings, options.seed + 7919 * layer + 31 * gi, numerics, st.grams.get(g.tap));
-          gi++;
+          if (members.length > 0) jobs.push({ g, members, seed: options.seed + 7919 * layer + 31 * gi++ });
+        }
+        const groupSeconds = new Map<string, number>();
+        const quantizeJob = async (job: (typeof jobs)[number]): Promise<QuantizedGroup> => {
+          const tg = performance.now();
+          const { g } = job;
+          const q = await quantizeGroup(g.name, job.members, st.widths.get(g.tap)!, st.stats.get(g.tap)!, statTokens, settings, job.seed, numerics, st.grams.get(g.tap));
+          groupSeconds.set(g.name, (performance.now() - tg) / 1000);
+          return q;
+        };
+        // The groups run concurrently: each one's device products, rotations and OKT run on the addon's thread pool
+        // while the JS thread works on another's (every group reads only its own inputs, so the results are those of
+        // one after the other). bwta's run one at a time: its attention calibration after attn_in reads q/k/v quantized.
+        const concurrent = options.method === 'bwta' ? undefined : await allInOrder(jobs.map(quantizeJob));
+        for (let ji = 0; ji < jobs.length; ji++) {
+          const { g } = jobs[ji]!;
+          const q: QuantizedGroup = concurrent?.[ji] ?? await quantizeJob(jobs[ji]!);
           const rotation = q.rotation === undefined ? undefined : groupRotationTensors(layer, g.name, q.rotation);
           for (const [name, t] of rotation?.tensors ?? []) {
             result.rotations.set(name, t);
@@ -499,7 +515,7 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
               candidates: q.candidates,
             }),
           };
-          progress.update(gi, GROUPS.length, g.name);
+          progress.update(ji + 1, jobs.length, g.name);
 
           // BWTA: attention operands, calibrated on Q/K/V produced by the quantized q/k/v projections
           if (options.method === 'bwta' && g.name === 'attn_in') {
@@ -511,7 +527,7 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
             };
           }
         }
-        progress.succeed(`${tag}: quantized ${phase.map((g) => `${g.name} ${report.groups[g.name]?.quantizer ?? '-'} err ${(report.groups[g.name]?.outputRelError ?? 0).toFixed(3)}`).join(', ')}`);
+        progress.succeed(`${tag}: quantized ${phase.map((g) => `${g.name} ${report.groups[g.name]?.quantizer ?? '-'} err ${(report.groups[g.name]?.outputRelError ?? 0).toFixed(3)} (${(groupSeconds.get(g.name) ?? 0).toFixed(1)} s)`).join(', ')}`);
       }
       // block-wise reconstruction: replaces the calibrated linears and quantizers of this block in place
       if (reconstruction !== undefined) {
@@ -758,4 +774,12 @@ async function writeOutputs(model: ModelDir, temp: string, options: QuantizeOpti
   await writeFile(join(temp, 'quantize-report.json'), `${JSON.stringify(report, null, 2)}\n`);
   files.push('quantize-report.json');
   return files;
+}
+
+/** The values of promises that all run at once, in their order; when any rejects, the first rejection in that order
+ *  once every one has settled (none is left running behind the error). */
+async function allInOrder<T>(promises: readonly Promise<T>[]): Promise<T[]> {
+  const settled = await Promise.allSettled(promises);
+  for (const s of settled) if (s.status === 'rejected') throw s.reason;
+  return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
 }

@@ -32,7 +32,7 @@ export function createOrtGemm(threads?: number): ClosableGemm {
 }
 
 /** The block engine's c = op(a)·op(b) (src/runtime/block-runner.ts BlockEngine.matmulT). */
-export type DeviceMatmulT = (a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number) => Float32Array;
+export type DeviceMatmulT = (a: Float32Array, transA: boolean, b: Float32Array, transB: boolean, m: number, k: number, n: number) => Promise<Float32Array>;
 
 /** Large float32 products on the device, the others (and `close`) on `host`. */
 export function createDeviceGemm(matmulT: DeviceMatmulT, host: ClosableGemm, minMacs = DEVICE_MIN_MACS): ClosableGemm {
@@ -40,7 +40,7 @@ export function createDeviceGemm(matmulT: DeviceMatmulT, host: ClosableGemm, min
     a instanceof Float32Array && b instanceof Float32Array && m * k * n >= minMacs;
   const device = <T extends Arr>(ta: boolean, tb: boolean, a: T, b: Arr, m: number, k: number, n: number): Promise<T> => {
     try {
-      return Promise.resolve(matmulT(a as Float32Array, ta, b as Float32Array, tb, m, k, n) as T);
+      return matmulT(a as Float32Array, ta, b as Float32Array, tb, m, k, n) as Promise<T>;
     } catch (error) {
       return Promise.reject(error);
     }

@@ -67,7 +67,7 @@ export interface BlockEngine {
    *  products, src/pipeline/device-matmul.ts, and the reconstruction's GEMMs); a and b may be device arrays of this
    *  engine (createArray); into: written there (a view of its front returned) when it holds m·n values */
   readonly matmulT?: (a: Float32Array | DeviceArray, transA: boolean, b: Float32Array | DeviceArray, transB: boolean, m: number, k: number, n: number,
-    into?: Float32Array) => Float32Array;
+    into?: Float32Array) => Promise<Float32Array>;
   /** y = x (R1 ⊗ R2) for x [rows, a·b] on the engine's device (the runtime's kron_rotate: CPU threads or CUDA) */
   readonly rotateRows?: RotateRows;
   /** the Gram matrix [width, width] accumulated by runs with gramTaps (its accumulator is freed) */
@@ -85,14 +85,15 @@ interface RuntimeBlockAddon extends RuntimeAddon {
   rtRunBlock(session: RuntimeSessionHandle, layer: number, hidden: Float32Array, t: number, out: Float32Array,
     taps: Record<string, Float32Array>, options?: { gram?: Int32Array; rows?: Int32Array; state?: RuntimeStateHandle; stateOffset?: number; inPlace?: boolean;
       discard?: boolean }): void;
+  /** settles when c is written (the product runs on the addon's thread pool, beside the JS thread) */
   rtMatmulT?(model: RuntimeModelHandle, a: Float32Array | RuntimeStateHandle, transA: boolean, b: Float32Array | RuntimeStateHandle, transB: boolean,
-    m: number, k: number, n: number, c: Float32Array): void;
+    m: number, k: number, n: number, c: Float32Array): Promise<void>;
   rtReadGram?(model: RuntimeModelHandle, tap: number, out: Float32Array): void;
   rtStateAlloc?(model: RuntimeModelHandle, floats: number): RuntimeStateHandle;
   rtStateWrite?(state: RuntimeStateHandle, offset: number, data: Float32Array): void;
   rtStateRead?(state: RuntimeStateHandle, offset: number, out: Float32Array): void;
   rtKronRotate?(model: RuntimeModelHandle, x: Float32Array, rows: number, a: number, b: number, r1: Float32Array, r2: Float32Array,
-    y: Float32Array): void;
+    y: Float32Array): Promise<void>;
 }
 
 const TAP_FIELDS: Record<Exclude<TapName, never>, string> = {
@@ -210,6 +211,15 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
       throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error, ...(file === undefined ? {} : { file }) });
     }
   };
+  /** An asynchronous addon call (its argument errors thrown at once, its backend error as the rejection), either
+   *  error as native()'s. */
+  const nativeAsync = async (call: () => Promise<void>): Promise<void> => {
+    try {
+      await call();
+    } catch (error) {
+      throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error });
+    }
+  };
   const gramWidths: Record<GramTapName, number> = {
     attn_input: c.hiddenSize, attn_context: c.numHeads * c.headDim, mlp_input: c.hiddenSize, mlp_hidden: c.intermediateSize,
   };
@@ -248,17 +258,16 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
   };
   const rotateRows: RotateRows = async (x, rows, r1, a, r2, b) => {
     const y = new Float32Array(rows * a * b);
-    native(() => addon.rtKronRotate!(handle, x, rows, a, b, r1, r2, y));
+    await nativeAsync(() => addon.rtKronRotate!(handle, x, rows, a, b, r1, r2, y));
     return y;
   };
   return {
     device,
     ...(typeof addon.rtMatmulT === 'function' ? {
       matmulT: (a: Float32Array | DeviceArray, transA: boolean, b: Float32Array | DeviceArray, transB: boolean, m: number, k: number, n: number,
-        into?: Float32Array): Float32Array => {
+        into?: Float32Array): Promise<Float32Array> => {
         const out = into !== undefined && into.length >= m * n ? into.subarray(0, m * n) : new Float32Array(m * n);
-        native(() => addon.rtMatmulT!(handle, operand(a), transA, operand(b), transB, m, k, n, out));
-        return out;
+        return nativeAsync(() => addon.rtMatmulT!(handle, operand(a), transA, operand(b), transB, m, k, n, out)).then(() => out);
       },
     } : {}),
     ...(typeof addon.rtKronRotate === 'function' ? { rotateRows } : {}),

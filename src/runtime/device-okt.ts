@@ -24,7 +24,7 @@ export interface NativeOktResult {
 export interface OktAddon {
   rtOkt(model: RuntimeModelHandle, weights: Float32Array[], rows: Int32Array, k: number, a: number, b: number,
     activations: Float32Array | null, tokens: number, params: Float64Array, anneal: Float64Array, r1: Float64Array,
-    r2: Float64Array): NativeOktResult;
+    r2: Float64Array): Promise<NativeOktResult>;
 }
 
 /** Whether the addon was built with the device OKT's binding. */
@@ -49,7 +49,7 @@ export function deviceOkt(addon: OktAddon, handle: RuntimeModelHandle): OktDevic
     const params = Float64Array.of(lambda, options.iterations ?? 20, options.tolerance ?? 1e-7, options.annealIterations ?? 10);
     let res: NativeOktResult;
     try {
-      res = addon.rtOkt(handle, weights.map((w) => float32(w.data, w.rows * cols)), Int32Array.from(weights, (w) => w.rows),
+      res = await addon.rtOkt(handle, weights.map((w) => float32(w.data, w.rows * cols)), Int32Array.from(weights, (w) => w.rows),
         cols, a, b, withActs ? float32(acts.data, acts.rows * cols) : null, withActs ? acts.rows : 0, params,
         Float64Array.from(options.anneal ?? []), r1, r2);
     } catch (error) {

@@ -46,13 +46,13 @@ function fakeDevice(): FakeDevice {
     matmulT(x, ta, y, tb, m, k, n, into) {
       const a = resolve(x);
       const b = resolve(y);
-      // jsMatmul's own dispatch, synchronously
+      // jsMatmul's own dispatch (computed at once)
       const c = ta && tb ? gemmTN(a, transposeF32(b, n, k), m, k, n) : ta ? gemmTN(a, b, m, k, n) : tb ? gemmNT(a, b, m, k, n) : gemmNN(a, b, m, k, n);
-      if (into === undefined || into.length < m * n) return c;
+      if (into === undefined || into.length < m * n) return Promise.resolve(c);
       counts.into++;
       const out = into.subarray(0, m * n);
       out.set(c);
-      return out;
+      return Promise.resolve(out);
     },
   };
 }

@@ -106,7 +106,7 @@ describe('learnOkt with a device implementation', () => {
       r1: permutation(4), r2: permutation(6), history: new Float64Array([0.4, 0.3, 0.2]),
       iterations: 2, converged: false, weightBefore: 0.4, weightAfter: 0.2, tailBefore: 1.5, tailAfter: 1.25,
     };
-    const fake: OktAddon = { rtOkt: (...args) => { seen.push(args); return native; } };
+    const fake: OktAddon = { rtOkt: (...args) => { seen.push(args); return Promise.resolve(native); } };
     const handle = {} as RuntimeModelHandle;
     const okt = deviceOkt(fake, handle);
     const res = await okt([w], cols, { init: 'random', seed: 9, activations: x, activationWeight: 0.1 });
@@ -136,7 +136,7 @@ describe('learnOkt with a device implementation', () => {
       r1: permutation(4), r2: permutation(6), history: new Float64Array([0.4, 0.3, 0.3]),
       iterations: 2, converged: true, weightBefore: 0.4, weightAfter: 0.3, tailBefore: 0, tailAfter: 0, ...patch,
     });
-    const run = (patch: Partial<NativeOktResult>) => deviceOkt({ rtOkt: () => answer(patch) }, {} as RuntimeModelHandle)([w], cols, {});
+    const run = (patch: Partial<NativeOktResult>) => deviceOkt({ rtOkt: () => Promise.resolve(answer(patch)) }, {} as RuntimeModelHandle)([w], cols, {});
     await expect(run({})).resolves.toMatchObject({ history: [0.4, 0.3, 0.3] });
     await expect(run({ history: new Float64Array([0.4, 0.3, 0.31]) })).rejects.toThrow('device OKT: objective rose from 0.3 to 0.31 at step 2 (the EM never raises it)');
     await expect(run({ history: new Float64Array([0.4, Number.NaN]) })).rejects.toThrow('device OKT: objective NaN at step 1');

@@ -34,13 +34,13 @@ async function checkLayouts(engine: BlockEngine): Promise<void> {
   for (const [ta, tb] of LAYOUTS) {
     const a = random(m * k, rng);
     const b = random(k * n, rng);
-    const got = engine.matmulT!(a, ta, b, tb, m, k, n);
+    const got = await engine.matmulT!(a, ta, b, tb, m, k, n);
     expect(got).toHaveLength(m * n);
     expect(relDiff(got, float64Product(a, b, m, k, n, ta, tb)), `trans ${ta} ${tb}`).toBeLessThan(1e-5);
   }
   // degenerate sizes: nothing to multiply, an all-zero result
-  expect(engine.matmulT!(new Float32Array(0), false, random(6, rng), false, 3, 0, 2)).toEqual(new Float32Array(6));
-  expect(() => engine.matmulT!(random(5, rng), false, random(6, rng), false, 3, 2, 3)).toThrow(/operands are smaller than m x k, k x n and m x n/);
+  expect(await engine.matmulT!(new Float32Array(0), false, random(6, rng), false, 3, 0, 2)).toEqual(new Float32Array(6));
+  await expect(engine.matmulT!(random(5, rng), false, random(6, rng), false, 3, 2, 3)).rejects.toThrow(/operands are smaller than m x k, k x n and m x n/);
 }
 
 const dims: BlockDims = { hidden: 24, intermediate: 40, numHeads: 4, numKvHeads: 2, headDim: 8, normEps: 1e-5, slidingWindow: undefined };

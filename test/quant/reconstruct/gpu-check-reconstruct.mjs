@@ -56,7 +56,7 @@ for (const [ta, tb] of [[false, true], [false, false], [true, false], [true, tru
     for (let p = 0; p < k; p++) s += (ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * n + j]);
     ref[i * n + j] = s;
   }
-  const d = relDiff(engine.matmulT(a, ta, b, tb, m, k, n), ref);
+  const d = relDiff(await engine.matmulT(a, ta, b, tb, m, k, n), ref);
   report(d < 1e-5, `matmulT trans (${ta}, ${tb}) ${m}x${k}x${n}: max rel diff ${d.toExponential(2)}`);
 }
 
@@ -91,10 +91,10 @@ report(worst < 1e-4, `decoder block forward + backward on the device = JS GEMMs:
 
 // 3. timings of one step's products at the 7B shape
 const T = 2048;
-const time = (f) => {
-  f();
+const time = async (f) => {
+  await f();
   const t0 = performance.now();
-  for (let i = 0; i < 3; i++) f();
+  for (let i = 0; i < 3; i++) await f();
   return (performance.now() - t0) / 3;
 };
 let total = 0;
@@ -103,11 +103,11 @@ for (const [name, N, K, count] of want !== 'cuda' ? [] : [['q/k/v/o', 4096, 4096
   const x = random(T * K);
   const w = random(N * K);
   const g = random(T * N);
-  const nt = time(() => engine.matmulT(x, false, w, true, T, K, N));
-  const nn = time(() => engine.matmulT(g, false, w, false, T, N, K));
-  const tn = time(() => engine.matmulT(g, true, x, false, N, T, K));
-  const nnHost = time(() => engine.matmulT(g, false, transposeF32(w, N, K), true, T, N, K));
-  const tnHost = time(() => engine.matmulT(transposeF32(g, T, N), false, transposeF32(x, T, K), true, N, T, K));
+  const nt = await time(() => engine.matmulT(x, false, w, true, T, K, N));
+  const nn = await time(() => engine.matmulT(g, false, w, false, T, N, K));
+  const tn = await time(() => engine.matmulT(g, true, x, false, N, T, K));
+  const nnHost = await time(() => engine.matmulT(g, false, transposeF32(w, N, K), true, T, N, K));
+  const tnHost = await time(() => engine.matmulT(transposeF32(g, T, N), false, transposeF32(x, T, K), true, N, T, K));
   total += count * (nt + nn + tn);
   totalHost += count * (nt + nnHost + tnHost);
   console.log(`${name} [${N}, ${K}] x ${count}: nt ${nt.toFixed(1)} ms, nn ${nn.toFixed(1)} ms (host-transposed ${nnHost.toFixed(1)}), `
