@@ -74,6 +74,7 @@ cudaError_t gemm_simple(const float *a, int m, int lda, const void *w, DType dty
                         bool accumulate, cudaStream_t st);
 // h[cols, cols] += x^T x (x [rows, cols]) with float accumulation, for when cuBLAS is not available.
 cudaError_t gram_simple(const float *x, int rows, int cols, float *h, cudaStream_t st);
+cudaError_t split_tf32(const float *x, size_t n, float *hi, float *lo, cudaStream_t st);
 // ---- elementwise.cu
 cudaError_t add_bias(float *y, int rows, int cols, const float *bias, cudaStream_t st);
 cudaError_t add(float *a, const float *b, size_t count, cudaStream_t st);

@@ -22,13 +22,14 @@ using bwq_ops::form_of;
 using bwq_ops::has_int_codes;
 
 // cuBLAS enum values (the headers are not needed: the library is dlopen'ed).
-constexpr int kOpN = 0, kOpT = 1, kR32F = 0, kR16F = 2, kR16BF = 14, kCompute32F = 68, kGemmDefault = -1;
+constexpr int kOpN = 0, kOpT = 1, kR32F = 0, kR16F = 2, kR16BF = 14, kCompute32F = 68, kCompute32FFastTF32 = 77,
+              kGemmDefault = -1;
 
 class CudaBackend final : public Backend {
  public:
   ~CudaBackend() override {
     if (st_) cudaStreamSynchronize(st_);
-    for (Scratch *s : {&nz_, &index_, &half_, &att_})
+    for (Scratch *s : {&nz_, &index_, &half_, &att_, &split_})
       if (s->p) cudaFree(s->p);
     if (blas_handle_) blas_.destroy(blas_handle_);
     if (st_) cudaStreamDestroy(st_);
@@ -285,17 +286,27 @@ class CudaBackend final : public Backend {
     if (rc != 0) fail("cuBLAS error %d in gemm (%d x %d x %d)", rc, m, n, k);
   }
   // h = x^T x + h: x's row-major memory read column-major (ld cols) is A = x^T [cols, rows], and A A^T (N, T) with
-  // beta = 1 accumulates the Gram matrix (symmetric, so its storage order does not matter).
+  // beta = 1 accumulates the Gram matrix (symmetric, so its storage order does not matter). On the tensor cores as
+  // three TF32 products (the 3xTF32 of CUTLASS): x = hi + lo (split_tf32), x x^T = hi lo^T + lo hi^T + hi hi^T with
+  // the lo lo^T term (2^-22 relative) dropped; FP32 accumulation. About FP32's accuracy at a fraction of its time
+  // (docs/PERFORMANCE.md: the Gram was half of a 70B-shape statistics pass in FP32).
   void gram(const float *x, int rows, int cols, float *h) override {
     if (has_err_ || rows <= 0 || cols <= 0) return;
     if (!blas_handle_) {
       check("gram", bwq_ops::gram_simple(x, rows, cols, h, st_));
       return;
     }
+    const size_t n = (size_t)rows * cols;
+    float *hi = (float *)grow(split_, 2 * n * sizeof(float), "gram");
+    if (!hi || !check("gram", bwq_ops::split_tf32(x, n, hi, hi + n, st_))) return;
+    const float *lo = hi + n;
     const float alpha = 1.0f, beta = 1.0f;
-    const int rc = blas_.gemm_ex(blas_handle_, kOpN, kOpT, cols, cols, rows, &alpha, x, kR32F, cols, x, kR32F, cols,
-                                 &beta, h, kR32F, cols, kCompute32F, kGemmDefault);
-    if (rc != 0) fail("cuBLAS error %d in gram (%d rows x %d)", rc, rows, cols);
+    const float *terms[3][2] = {{hi, lo}, {lo, hi}, {hi, hi}};
+    for (const auto &t : terms) {
+      const int rc = blas_.gemm_ex(blas_handle_, kOpN, kOpT, cols, cols, rows, &alpha, t[0], kR32F, cols, t[1], kR32F,
+                                   cols, &beta, h, kR32F, cols, kCompute32FFastTF32, kGemmDefault);
+      if (rc != 0) return (void)fail("cuBLAS error %d in gram (%d rows x %d)", rc, rows, cols);
+    }
   }
   // Row-major C [m, n] is column-major C^T [n, m] = op(B)^T op(A)^T. b's memory read column-major is b^T: [n, k]
   // with ld n (b stored [k, n]) → op N; b stored [n, k] (trans_b) reads as [k, n] with ld k → op T. Likewise a:
@@ -421,7 +432,7 @@ class CudaBackend final : public Backend {
   int max_smem_ = 48 * 1024, num_sms_ = 1;
   bwq_cuda::CublasApi blas_{};
   void *blas_handle_ = nullptr;
-  Scratch nz_, index_, half_, att_;
+  Scratch nz_, index_, half_, att_, split_;
 };
 
 }  // namespace

@@ -13,6 +13,7 @@
 import { openModelDir } from '../../dist/model/model-dir.js';
 import { createRuntimeBlockEngine } from '../../dist/runtime/block-runner.js';
 import { collectStats } from '../../dist/pipeline/quantize.js';
+import { hostStream } from '../../dist/pipeline/calibration-stream.js';
 import { rotateRows } from '../../dist/quant/kronecker.js';
 import { randomOrthogonal } from '../../dist/quant/okt.js';
 import { Rng } from '../../dist/linalg/random.js';
@@ -102,9 +103,11 @@ const h = model.config.hiddenSize;
 {
   const weights = await gpu.loadBlockWeights(1 % model.config.numLayers);
   const picked = new Rng(3).sample(total * seq, 100);
-  const args = [gpu, 1 % model.config.numLayers, hidden, h, total, seq, 2, weights, { linears: {} }, TAPS, picked, silent];
+  // the calibration windows as a host stream of the GPU engine (src/pipeline/calibration-stream.ts)
+  const stream = hostStream(gpu, hidden.slice(), total, seq, h);
+  const args = [stream, 1 % model.config.numLayers, 2, weights, { linears: {} }, TAPS, picked, silent];
   const t0 = performance.now();
-  const dev = await collectStats(...args, { mode: 'device', mm: jsMatmul });
+  const dev = await collectStats(...args, { mode: 'device', mm: jsMatmul, readGram: gpu.readGram });
   const t1 = performance.now();
   const host = await collectStats(...args, { mode: 'host', mm: jsMatmul });
   const t2 = performance.now();

@@ -5,6 +5,8 @@
 //                        (64x64 output tiles, 32 k per step; B bits unpacked on the fly)
 //   mask_last_word:      clears the bits >= k of each row's last word (dirty padding of uploaded weights)
 //   convert_rows:        a rounded to BF16 / F16 (round to nearest even) for cuBLAS
+//   split_tf32:          x = hi + lo, hi = x rounded to TF32 (10-bit mantissa, to nearest, ties away), lo = x - hi
+//                        (exact): the Gram matrix as three TF32 tensor-core products (cuda_backend.cu gram)
 //   gemm_simple:         c[m, n] (+)= sum_k a[m,k] W[n,k], float32 accumulation (when cuBLAS is missing)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -129,7 +131,24 @@ __global__ void gram_simple_kernel(const float *__restrict__ x, int rows, int co
   if (i < cols && j < cols) h[(size_t)i * cols + j] += acc;
 }
 
+__global__ void split_tf32_kernel(const float *__restrict__ x, size_t n, float *__restrict__ hi,
+                                  float *__restrict__ lo) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const float v = x[i];
+    uint32_t t;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(t) : "f"(v));
+    const float h = __uint_as_float(t);
+    hi[i] = h;
+    lo[i] = __fsub_rn(v, h);
+  }
+}
+
 }  // namespace
+
+cudaError_t split_tf32(const float *x, size_t n, float *hi, float *lo, cudaStream_t st) {
+  split_tf32_kernel<<<grid_1d(n), 256, 0, st>>>(x, n, hi, lo);
+  return cudaGetLastError();
+}
 
 cudaError_t gram_simple(const float *x, int rows, int cols, float *h, cudaStream_t st) {
   const dim3 grid((cols + 15) / 16, (cols + 15) / 16), block(16, 16);
