@@ -25,8 +25,9 @@
  *                                                     blocked Cholesky's quarter blocks: column-blocks.ts);
  *                                                     methods that read H
  * Device (CUDA): 4·W (the block, float32) + the session's scratch (the batch term's first and third lines) +
- * 4·ΣK² (Gram accumulators) + 4·T·H (the hidden states, when they are kept there) + the numerics' operand buffers,
- * kept between products (the largest product's three operands, or ≤ 3 × 256 MiB of kron_rotate chunks).
+ * 4·ΣK² (Gram accumulators) + 8·R·Kmax (a batch's widest tap as hi + lo for the Gram's TF32 products) + 4·T·H (the
+ * hidden states, when they are kept there) + the numerics' operand buffers, kept between products (the largest
+ * product's three operands, or ≤ 3 × 256 MiB of kron_rotate chunks).
  */
 import { blockWeightCount, calibrationMemory, type ReconstructionShape } from './calib-memory.js';
 
@@ -107,10 +108,12 @@ export function hostMemoryBound(s: MemoryModelShape, run: MemoryRun): MemoryBoun
 
 /** The device memory of a run whose blocks run on a GPU (the terms the module comment lists, transients aside). */
 export function deviceMemoryBound(s: MemoryModelShape, run: MemoryRun): number {
-  const { h, i, sumSquares } = widths(s);
+  const { h, i, sumSquares, max } = widths(s);
   const windows = Math.min(run.batch, run.nsamples);
+  const rows = windows * run.seqlen;
   const w = blockWeightCount(h, { batch: 1, intermediateSize: i, numHeads: s.numHeads, numKvHeads: s.numKvHeads, headDim: s.headDim });
-  return 4 * w + sessionBytes(s, windows * run.seqlen, windows, run.seqlen) + (run.grams ? 4 * sumSquares : 0)
+  // the Gram accumulators, and a batch's widest tap split in two for the TF32 products (CudaBackend::gram)
+  return 4 * w + sessionBytes(s, rows, windows, run.seqlen) + (run.grams ? 4 * sumSquares + 8 * rows * max : 0)
     + (run.statesOnDevice === true ? 4 * run.nsamples * run.seqlen * h : 0);
 }
 
