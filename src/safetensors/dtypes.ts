@@ -134,7 +134,12 @@ export function bytesToFloat32(bytes: Uint8Array, dtype: SafetensorsDtype): Floa
     case 'F16':
     case 'BF16': {
       const table = dtype === 'F16' ? float16Table() : bfloat16Table();
-      if (LITTLE_ENDIAN && bytes.byteOffset % 2 === 0) {
+      if (dtype === 'BF16' && LITTLE_ENDIAN && bytes.byteOffset % 2 === 0) {
+        // the bf16 bits are the float32's high half: shifted into place, every value (NaN payloads too) exactly
+        const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+        const words = new Uint32Array(out.buffer);
+        for (let i = 0; i < n; i++) words[i] = halves[i]! << 16;
+      } else if (LITTLE_ENDIAN && bytes.byteOffset % 2 === 0) {
         const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
         for (let i = 0; i < n; i++) out[i] = table[halves[i]!]!;
       } else {

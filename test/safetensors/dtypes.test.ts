@@ -149,6 +149,22 @@ describe('bytesToFloat32', () => {
     expect([...bytesToFloat32(bf.subarray(1), 'BF16')]).toEqual([1, -2.5]);
     expect([...bytesToFloat32(Uint8Array.from([0x80, 0x3f, 0x20, 0xc0]), 'BF16')]).toEqual([1, -2.5]);
   });
+  test('BF16: every pattern becomes the float32 whose high half it is, bit for bit (aligned and unaligned bytes)', () => {
+    const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    const aligned = new Uint8Array(bits.buffer);
+    const odd = new Uint8Array(2 * 65536 + 1);
+    odd.set(aligned, 1);
+    for (const bytes of [aligned, odd.subarray(1)]) {
+      const words = new Uint32Array(bytesToFloat32(bytes, 'BF16').buffer);
+      let wrong = -1;
+      for (let i = 0; i < 65536 && wrong < 0; i++) {
+        // the unaligned path goes through float32 loads, which may quiet a signalling NaN's payload
+        const x = bfloat16BitsToFloat32(i);
+        if (words[i] !== (i << 16) >>> 0 && !(bytes !== aligned && Number.isNaN(x))) wrong = i;
+      }
+      expect(wrong, `pattern ${wrong.toString(16)}`).toBe(-1);
+    }
+  });
   test('rejects a partial element', () => {
     expect(() => bytesToFloat32(new Uint8Array(3), 'F16')).toThrow(/not a whole number/);
   });
