@@ -479,7 +479,7 @@ async function runPipeline(model: ModelDir, runner: BlockEngine, ids: Int32Array
           groupSeconds.set(g.name, (performance.now() - tg) / 1000);
           return q;
         };
-        // The groups run concurrently: each one's device products, rotations and OKT run on the addon's thread pool
+        // The groups run concurrently: each one's device products, rotations and OKT run on the addon's backend thread
         // while the JS thread works on another's (every group reads only its own inputs, so the results are those of
         // one after the other). bwta's run one at a time: its attention calibration after attn_in reads q/k/v quantized.
         const concurrent = options.method === 'bwta' ? undefined : await allInOrder(jobs.map(quantizeJob));
