@@ -154,7 +154,16 @@ napi_value done(napi_env env, const std::string &err, napi_value result = nullpt
 // finish(env, true) (undefined without finish) or rejects with run()'s error (finish(env, false) is still called,
 // to release what it holds). `holds` keeps the JS objects whose memory run() reads or writes (arrays, the model,
 // states) alive until then.
+// The JS side of one environment (the main thread, or a worker thread that loaded the addon): the thread-safe
+// function its calls settle through, referenced while any of its calls are pending (so its event loop waits for
+// them) and unreferenced otherwise (so it does not keep the thread alive). Its instance data; JS thread only.
+struct EnvCalls {
+  napi_threadsafe_function settle = nullptr;
+  int pending = 0;
+};
+
 struct AsyncCall {
+  EnvCalls *owner = nullptr;
   napi_deferred deferred = nullptr;
   std::vector<napi_ref> holds;
   std::function<std::string()> run;
@@ -162,17 +171,14 @@ struct AsyncCall {
   std::string err;
 };
 
-// One thread runs the asynchronous backend calls in the order they were made (they take the backend lock one at a
-// time anyway; on libuv's pool, calls waiting for the lock would hold the threads onnxruntime's runs and file I/O
-// need). Each settles on the JS thread through a thread-safe function, referenced while calls are pending (so the
-// event loop waits for them) and unreferenced otherwise (so it does not keep the process alive). The JS thread of
-// the first call is the one they settle on (bwq calls the runtime from one thread).
+// One thread runs every environment's asynchronous backend calls in the order they were made (they take the backend
+// lock one at a time anyway; on libuv's pool, calls waiting for the lock would hold the threads onnxruntime's runs
+// and file I/O need) and hands each back to its environment's thread-safe function.
 struct BackendThread {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<AsyncCall *> queue;
-  napi_threadsafe_function settle = nullptr;
-  int pending = 0;  // JS thread only
+  bool started = false;
 };
 // never destroyed: the thread waits on its condition variable until the process ends, and destroying a condition
 // variable with a waiter blocks (glibc) the static destructors at exit
@@ -193,7 +199,7 @@ void settle_call(napi_env env, napi_value, void *, void *data) {
       napi_create_error(env, code, msg, &error);
       napi_reject_deferred(env, c->deferred, error);
     }
-    if (--g_thread.pending == 0) napi_unref_threadsafe_function(env, g_thread.settle);
+    if (--c->owner->pending == 0) napi_unref_threadsafe_function(env, c->owner->settle);
   }
   delete c;
 }
@@ -211,25 +217,44 @@ void backend_loop() {
       BackendLock lk(g_backend_mu);
       c->err = c->run();
     }
-    napi_call_threadsafe_function(g_thread.settle, c, napi_tsfn_blocking);
+    // an environment that is shutting down refuses the call (its promises go with it)
+    if (napi_call_threadsafe_function(c->owner->settle, c, napi_tsfn_blocking) != napi_ok) delete c;
   }
+}
+
+// This environment's EnvCalls, made on its first asynchronous call (nullptr and a JS error on failure).
+EnvCalls *env_calls(napi_env env) {
+  void *data = nullptr;
+  if (napi_get_instance_data(env, &data) == napi_ok && data) return static_cast<EnvCalls *>(data);
+  EnvCalls *e = new EnvCalls;
+  napi_value resource;
+  napi_create_string_utf8(env, "bwq.backend", NAPI_AUTO_LENGTH, &resource);
+  if (napi_create_threadsafe_function(env, nullptr, nullptr, resource, 0, 1, nullptr, nullptr, nullptr, settle_call,
+                                      &e->settle) != napi_ok) {
+    delete e;
+    throw_error(env, "bwq runtime: napi_create_threadsafe_function failed");
+    return nullptr;
+  }
+  napi_unref_threadsafe_function(env, e->settle);
+  // never freed (a few bytes per environment): the backend thread may still hand a call to it while its environment
+  // shuts down (the thread-safe function then refuses it)
+  napi_set_instance_data(env, e, nullptr, nullptr);
+  {
+    std::lock_guard<std::mutex> lk(g_thread.mu);
+    if (!g_thread.started) {
+      g_thread.started = true;
+      std::thread(backend_loop).detach();
+    }
+  }
+  return e;
 }
 
 napi_value queue_call(napi_env env, const std::vector<napi_value> &holds,
                       std::function<std::string()> run, std::function<napi_value(napi_env, bool)> finish = nullptr) {
-  if (!g_thread.settle) {
-    napi_value resource;
-    napi_create_string_utf8(env, "bwq.backend", NAPI_AUTO_LENGTH, &resource);
-    if (napi_create_threadsafe_function(env, nullptr, nullptr, resource, 0, 1, nullptr, nullptr, nullptr, settle_call,
-                                        &g_thread.settle) != napi_ok) {
-      g_thread.settle = nullptr;
-      throw_error(env, "bwq runtime: napi_create_threadsafe_function failed");
-      return nullptr;
-    }
-    napi_unref_threadsafe_function(env, g_thread.settle);
-    std::thread(backend_loop).detach();
-  }
+  EnvCalls *owner = env_calls(env);
+  if (!owner) return nullptr;
   AsyncCall *c = new AsyncCall;
+  c->owner = owner;
   c->run = std::move(run);
   c->finish = std::move(finish);
   napi_value promise;
@@ -242,7 +267,7 @@ napi_value queue_call(napi_env env, const std::vector<napi_value> &holds,
     napi_ref r;
     if (napi_create_reference(env, v, 1, &r) == napi_ok) c->holds.push_back(r);
   }
-  if (g_thread.pending++ == 0) napi_ref_threadsafe_function(env, g_thread.settle);
+  if (owner->pending++ == 0) napi_ref_threadsafe_function(env, owner->settle);
   {
     std::lock_guard<std::mutex> lk(g_thread.mu);
     g_thread.queue.push_back(c);

@@ -5,8 +5,15 @@
  *  - BWLA groups quantized concurrently on a CPU runtime engine (its rotations, OKT and products, the native
  *    weight passes, quantizers and QR, onnxruntime's small products) equal the same groups quantized in turn;
  *  - many products in flight at once each equal the same product made alone, and an argument error is a
- *    rejection naming it.
+ *    rejection naming it;
+ *  - a worker thread that loads the addon gets its calls settled on its own thread (one backend thread serves
+ *    every environment).
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { quantizeGroup, type GroupNumerics, type GroupSettings, type QuantizedGroup } from '../../src/quant/layer-quant.js';
 import { Rng } from '../../src/linalg/index.js';
@@ -82,6 +89,44 @@ describe('concurrent groups', () => {
       await model.checkpoint.close();
     }
   }, 120_000);
+
+  it.runIf(runtimeAvailable())('a worker thread\'s calls settle on that thread while the main thread\'s are in flight', async () => {
+    // the same 40 products on each thread (the worker runs the built dist/), all in flight at once
+    const products = async (engine: { matmulT?: (a: Float32Array, ta: boolean, b: Float32Array, tb: boolean, m: number, k: number, n: number) => Promise<Float32Array> }): Promise<number[]> => {
+      const ps: Promise<Float32Array>[] = [];
+      for (let i = 0; i < 40; i++) ps.push(engine.matmulT!(new Float32Array(48 * 40).fill(1), false, new Float32Array(40 * 24).fill(i), false, 48, 40, 24));
+      return (await Promise.all(ps)).map((c) => c[0]! + c[c.length - 1]!);
+    };
+    const dir = mkdtempSync(join(tmpdir(), 'bwq-worker-'));
+    const script = join(dir, 'worker.mjs');
+    const url = (p: string): string => pathToFileURL(resolve(p)).href;
+    writeFileSync(script, `import { parentPort } from 'node:worker_threads';
+      const { openModelDir } = await import(${JSON.stringify(url('dist/model/model-dir.js'))});
+      const { createRuntimeBlockEngine } = await import(${JSON.stringify(url('dist/runtime/block-runner.js'))});
+      const model = await openModelDir(${JSON.stringify(resolve(DEFAULT_MODEL_DIR))});
+      const engine = await createRuntimeBlockEngine(model, { device: 'cpu' });
+      const ps = [];
+      for (let i = 0; i < 40; i++) ps.push(engine.matmulT(new Float32Array(48 * 40).fill(1), false, new Float32Array(40 * 24).fill(i), false, 48, 40, 24));
+      parentPort.postMessage((await Promise.all(ps)).map((c) => c[0] + c[c.length - 1]));
+      await engine.close();
+      await model.checkpoint.close();
+    `);
+    const model = await openModelDir(DEFAULT_MODEL_DIR);
+    const engine = await createRuntimeBlockEngine(model, { device: 'cpu' });
+    const worker = new Worker(script);
+    try {
+      const fromWorker = new Promise((ok, fail) => { worker.once('message', ok); worker.once('error', fail); });
+      const [mine, theirs] = await Promise.all([products(engine), fromWorker]);
+      const want = Array.from({ length: 40 }, (_, i) => 2 * 40 * i);
+      expect(mine).toEqual(want);
+      expect(theirs).toEqual(want);
+    } finally {
+      await worker.terminate();
+      await engine.close();
+      await model.checkpoint.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   it.runIf(runtimeAvailable())('products in flight at once equal each product alone; argument errors reject', async () => {
     const model = await openModelDir(DEFAULT_MODEL_DIR);
