@@ -39,6 +39,12 @@ namespace {
 // too, may run inside one).
 std::mutex g_backend_mu;
 using BackendLock = std::lock_guard<std::mutex>;
+// f() with the backend lock held (what a synchronous entry point does between its argument checks and its result).
+template <class F>
+auto locked(F &&f) {
+  BackendLock lk(g_backend_mu);
+  return f();
+}
 
 struct ModelRef {
   std::unique_ptr<Model> model;
@@ -151,9 +157,8 @@ napi_value done(napi_env env, const std::string &err, napi_value result = nullpt
 }
 
 // An asynchronous backend call: run() on the backend thread under the backend lock; the promise resolves with
-// finish(env, true) (undefined without finish) or rejects with run()'s error (finish(env, false) is still called,
-// to release what it holds). `holds` keeps the JS objects whose memory run() reads or writes (arrays, the model,
-// states) alive until then.
+// finish(env, held) (undefined without finish) or rejects with run()'s error. `holds` keeps the JS objects whose
+// memory run() reads or writes (arrays, the model, states) alive until then; finish gets them back, in order.
 // The JS side of one environment (the main thread, or a worker thread that loaded the addon): the thread-safe
 // function its calls settle through, referenced while any of its calls are pending (so its event loop waits for
 // them) and unreferenced otherwise (so it does not keep the thread alive). Its instance data; JS thread only.
@@ -167,7 +172,7 @@ struct AsyncCall {
   napi_deferred deferred = nullptr;
   std::vector<napi_ref> holds;
   std::function<std::string()> run;
-  std::function<napi_value(napi_env, bool)> finish;
+  std::function<napi_value(napi_env, const std::vector<napi_value> &)> finish;
   std::string err;
 };
 
@@ -187,8 +192,12 @@ BackendThread &g_thread = *new BackendThread;
 void settle_call(napi_env env, napi_value, void *, void *data) {
   AsyncCall *c = static_cast<AsyncCall *>(data);
   if (env) {
-    for (napi_ref r : c->holds) napi_delete_reference(env, r);
-    napi_value v = c->finish ? c->finish(env, c->err.empty()) : nullptr;
+    std::vector<napi_value> held(c->holds.size());
+    for (size_t i = 0; i < held.size(); ++i) {
+      if (!c->holds[i] || napi_get_reference_value(env, c->holds[i], &held[i]) != napi_ok) napi_get_undefined(env, &held[i]);
+      if (c->holds[i]) napi_delete_reference(env, c->holds[i]);
+    }
+    napi_value v = c->finish && c->err.empty() ? c->finish(env, held) : nullptr;
     if (c->err.empty()) {
       if (!v) napi_get_undefined(env, &v);
       napi_resolve_deferred(env, c->deferred, v);
@@ -250,7 +259,8 @@ EnvCalls *env_calls(napi_env env) {
 }
 
 napi_value queue_call(napi_env env, const std::vector<napi_value> &holds,
-                      std::function<std::string()> run, std::function<napi_value(napi_env, bool)> finish = nullptr) {
+                      std::function<std::string()> run,
+                      std::function<napi_value(napi_env, const std::vector<napi_value> &)> finish = nullptr) {
   EnvCalls *owner = env_calls(env);
   if (!owner) return nullptr;
   AsyncCall *c = new AsyncCall;
@@ -264,8 +274,9 @@ napi_value queue_call(napi_env env, const std::vector<napi_value> &holds,
     return nullptr;
   }
   for (napi_value v : holds) {
-    napi_ref r;
-    if (napi_create_reference(env, v, 1, &r) == napi_ok) c->holds.push_back(r);
+    napi_ref r = nullptr;
+    napi_create_reference(env, v, 1, &r);
+    c->holds.push_back(r);  // finish finds the held values at their indices
   }
   if (owner->pending++ == 0) napi_ref_threadsafe_function(env, owner->settle);
   {
@@ -383,10 +394,7 @@ napi_value Open(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   return wrap(env, new ModelRef{std::move(m)}, kModelTag,
-              [](napi_env, void *p, void *) {
-                BackendLock lk(g_backend_mu);
-                delete static_cast<ModelRef *>(p);
-              });
+              [](napi_env, void *p, void *) { locked([&] { delete static_cast<ModelRef *>(p); }); });
 }
 
 // rtSetTensor(model, slot, dtype 0 f32 | 1 bf16 | 2 f16 | 3 u32, shape number[], data TypedArray)
@@ -426,12 +434,7 @@ napi_value SetTensor(napi_env env, napi_callback_info info) {
                 : type == napi_uint16_array || type == napi_int16_array ? 2
                 : type == napi_float64_array ? 8 : 4;
   const DType dtype = dt == 1 ? DType::BF16 : dt == 2 ? DType::F16 : DType::F32;
-  std::string err;
-  {
-    BackendLock lk(g_backend_mu);
-    err = set_tensor(*ref->model, slot, dtype, shape, data, length * elem);
-  }
-  return done(env, err);
+  return done(env, locked([&] { return set_tensor(*ref->model, slot, dtype, shape, data, length * elem); }));
 }
 
 // rtMissing(model) -> '' or the first slot never set
@@ -476,10 +479,7 @@ napi_value NewSession(napi_env env, napi_callback_info info) {
   napi_create_reference(env, argv[0], 1, &sr->model_ref);
   return wrap(env, sr, kSessionTag, [](napi_env e, void *p, void *) {
     SessionRef *r = static_cast<SessionRef *>(p);
-    {
-      BackendLock lk(g_backend_mu);
-      r->session.reset();
-    }
+    locked([&] { r->session.reset(); });
     if (r->model_ref) napi_delete_reference(e, r->model_ref);
     delete r;
   });
@@ -523,12 +523,7 @@ napi_value Forward(napi_env env, napi_callback_info info) {
   if (mode != 0 && !typed(env, argv[4], napi_float32_array, (void **)&out, &out_n, "logits")) return nullptr;
   Session &ss = *s->session;
   (void)out_n;
-  std::string err;
-  {
-    BackendLock lk(g_backend_mu);
-    err = ss.forward(ids, t, mode, out, nullptr);
-  }
-  return done(env, err);
+  return done(env, locked([&] { return ss.forward(ids, t, mode, out, nullptr); }));
 }
 
 // rtNll(session, ids Int32Array, t) -> sum of the next-token NLL over positions 0..t-2 of every sequence
@@ -540,11 +535,8 @@ napi_value Nll(napi_env env, napi_callback_info info) {
   size_t n;
   if (!typed(env, argv[1], napi_int32_array, (void **)&ids, &n, "ids")) return nullptr;
   double sum = 0;
-  std::string err;
-  {
-    BackendLock lk(g_backend_mu);
-    err = s->session->forward(ids, int_of(env, argv[2]), 0, nullptr, &sum);
-  }
+  const int t = int_of(env, argv[2]);
+  const std::string err = locked([&] { return s->session->forward(ids, t, 0, nullptr, &sum); });
   if (!err.empty()) {
     throw_error(env, err);
     return nullptr;
@@ -554,10 +546,7 @@ napi_value Nll(napi_env env, napi_callback_info info) {
 
 napi_value Reset(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (SessionRef *s = session_args(env, info, 1, argv)) {
-    BackendLock lk(g_backend_mu);
-    s->session->reset();
-  }
+  if (SessionRef *s = session_args(env, info, 1, argv)) locked([&] { s->session->reset(); });
   return nullptr;
 }
 
@@ -596,11 +585,7 @@ napi_value Device(napi_env env, napi_callback_info info) {
   napi_value o;
   napi_create_object(env, &o);
   set(env, o, "device", make_string(env, m->model->be->name()));
-  size_t f;
-  {
-    BackendLock lk(g_backend_mu);
-    f = m->model->be->free_memory();
-  }
+  const size_t f = locked([&] { return m->model->be->free_memory(); });
   set(env, o, "freeBytes", make_double(env, f == (size_t)-1 ? 1e300 : (double)f));
   return o;
 }
@@ -616,11 +601,7 @@ napi_value SetLayerRecipe(napi_env env, napi_callback_info info) {
   if (!typed(env, argv[2], napi_float64_array, (void **)&d, &n, "layer recipe")) return nullptr;
   std::vector<int> rot;
   const int layer = int_of(env, argv[1]);
-  std::string err;
-  {
-    BackendLock lk(g_backend_mu);
-    err = set_layer_recipe(*m->model, layer, d, n, &rot);
-  }
+  const std::string err = locked([&] { return set_layer_recipe(*m->model, layer, d, n, &rot); });
   if (!err.empty()) {
     throw_error(env, err);
     return nullptr;
@@ -755,17 +736,11 @@ napi_value RunBlock(napi_env env, napi_callback_info info) {
     }
   }
   const int layer = int_of(env, argv[1]);
-  std::string err;
-  {
-    BackendLock lk(g_backend_mu);
-    if (state) {  // the output in place, dropped, or to the host array
-      float *x = state->data + state_offset;
-      err = s->session->run_block(layer, x, t, in_place ? x : discard ? nullptr : out, taps, true, in_place);
-    } else {
-      err = s->session->run_block(layer, hidden, t, out, taps);
-    }
-  }
-  return done(env, err);
+  return done(env, locked([&] {
+    if (!state) return s->session->run_block(layer, hidden, t, out, taps);
+    float *x = state->data + state_offset;  // the output in place, dropped, or to the host array
+    return s->session->run_block(layer, x, t, in_place ? x : discard ? nullptr : out, taps, true, in_place);
+  }));
 }
 
 // rtStateAlloc(model, floats) -> state: float32 calibration hidden states in the model's backend memory (zeroed);
@@ -825,18 +800,15 @@ napi_value StateCopy(napi_env env, napi_callback_info info, bool write) {
     return nullptr;
   }
   if (!write) huge_pages_for_output(host, 4 * n);
-  std::string msg;
-  {
-    BackendLock lk(g_backend_mu);
+  return done(env, locked([&] {
     if (write) st->be->upload(st->data + (size_t)o, host, 4 * n);
     else st->be->download(host, st->data + (size_t)o, 4 * n);
     st->be->sync();
-    if (const char *e = st->be->error()) {
-      msg = std::string("calibration state copy: ") + e;
-      st->be->clear_error();
-    }
-  }
-  return done(env, msg);
+    const char *e = st->be->error();
+    const std::string msg = e ? std::string("calibration state copy: ") + e : "";
+    if (e) st->be->clear_error();
+    return msg;
+  }));
 }
 napi_value StateWrite(napi_env env, napi_callback_info info) { return StateCopy(env, info, true); }
 napi_value StateRead(napi_env env, napi_callback_info info) { return StateCopy(env, info, false); }
@@ -918,12 +890,7 @@ napi_value ReadGram(napi_env env, napi_callback_info info) {
   if (!typed(env, argv[2], napi_float32_array, (void **)&out, &n, "out")) return nullptr;
   huge_pages_for_output(out, 4 * n);
   const int tap = int_of(env, argv[1]);
-  std::string err;
-  {
-    BackendLock lk(g_backend_mu);
-    err = read_gram(*m->model, tap, out, n);
-  }
-  return done(env, err);
+  return done(env, locked([&] { return read_gram(*m->model, tap, out, n); }));
 }
 
 // rtKronRotate(model, x Float32Array [rows, a*b], rows, a, b, r1 Float32Array [a, a], r2 Float32Array [b, b],
@@ -1055,35 +1022,27 @@ napi_value Okt(napi_env env, napi_callback_info info) {
   call->weights = std::move(weights);
   call->p = p;
   call->p.weights = call->weights.data();
-  call->r = bwq_okt_result{};
   double *hist;
-  napi_value r1_out = new_f64(env, (size_t)a * a, &call->r.r1), r2_out = new_f64(env, (size_t)b * b, &call->r.r2);
-  napi_value hist_buf = new_f64(env, (size_t)p.iterations + 1, &hist);
-  call->r.history = hist;
-  napi_ref outs[3];
-  napi_create_reference(env, r1_out, 1, &outs[0]);
-  napi_create_reference(env, r2_out, 1, &outs[1]);
-  napi_create_reference(env, hist_buf, 1, &outs[2]);
+  // the arguments and then the outputs r1, r2 and the history's buffer, held until the call settles
   std::vector<napi_value> holds(argv, argv + 12);
+  holds.push_back(new_f64(env, (size_t)a * a, &call->r.r1));
+  holds.push_back(new_f64(env, (size_t)b * b, &call->r.r2));
+  holds.push_back(new_f64(env, (size_t)p.iterations + 1, &hist));
+  call->r.history = hist;
   return queue_call(
       env, holds,
       [m, call]() -> std::string {
         if (!m->model) return "bwq runtime: model was freed";
         return okt_on_device(*m->model, call->p, call->r);
       },
-      [call, outs](napi_env e, bool ok) -> napi_value {
-        napi_value r1v, r2v, hv, ab, history, o;
-        napi_get_reference_value(e, outs[0], &r1v);
-        napi_get_reference_value(e, outs[1], &r2v);
-        napi_get_reference_value(e, outs[2], &hv);
-        for (napi_ref r : outs) napi_delete_reference(e, r);
-        if (!ok) return nullptr;
+      [call](napi_env e, const std::vector<napi_value> &held) -> napi_value {
+        napi_value ab, history, o;
         const bwq_okt_result &r = call->r;
-        napi_get_typedarray_info(e, hv, nullptr, nullptr, nullptr, &ab, nullptr);
+        napi_get_typedarray_info(e, held[14], nullptr, nullptr, nullptr, &ab, nullptr);
         napi_create_typedarray(e, napi_float64_array, (size_t)r.history_len, ab, 0, &history);
         napi_create_object(e, &o);
-        set(e, o, "r1", r1v);
-        set(e, o, "r2", r2v);
+        set(e, o, "r1", held[12]);
+        set(e, o, "r2", held[13]);
         set(e, o, "history", history);
         set(e, o, "iterations", make_int(e, r.iterations));
         set(e, o, "converged", make_bool(e, r.converged != 0));
@@ -1128,17 +1087,11 @@ napi_value Free(napi_env env, napi_callback_info info) {
   napi_check_object_type_tag(env, argv[0], &kSessionTag, &is_session);
   if (is_session) {
     SessionRef *s = unwrap<SessionRef>(env, argv[0], kSessionTag, "runtime session");
-    if (s) {
-      BackendLock lk(g_backend_mu);
-      s->session.reset();
-    }
+    if (s) locked([&] { s->session.reset(); });
     return nullptr;
   }
   ModelRef *m = unwrap<ModelRef>(env, argv[0], kModelTag, "runtime model or session");
-  if (m) {
-    BackendLock lk(g_backend_mu);
-    m->model.reset();
-  }
+  if (m) locked([&] { m->model.reset(); });
   return nullptr;
 }
 
