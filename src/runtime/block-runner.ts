@@ -16,7 +16,7 @@ import type { Tensor } from '../tensor.js';
 import { loadAddon } from '../native/loader.js';
 import { linearDims, loadRuntimeModelFrom, storeOf, type RuntimeAddon, type RuntimeModelHandle, type RuntimeSessionHandle, type RuntimeStateHandle } from './load.js';
 import { probsRowCode, quantizerCodes } from './descriptor.js';
-import { chunkPositions, loadOnDevice } from './engine.js';
+import { chunkPositions, loadOnDevice, runtimeError } from './engine.js';
 import { deviceOkt, hasOktBinding } from './device-okt.js';
 import type { OktDevice } from '../quant/okt.js';
 import type { RuntimeDevice } from './session.js';
@@ -85,7 +85,7 @@ interface RuntimeBlockAddon extends RuntimeAddon {
   rtRunBlock(session: RuntimeSessionHandle, layer: number, hidden: Float32Array, t: number, out: Float32Array,
     taps: Record<string, Float32Array>, options?: { gram?: Int32Array; rows?: Int32Array; state?: RuntimeStateHandle; stateOffset?: number; inPlace?: boolean;
       discard?: boolean }): void;
-  /** settles when c is written (the product runs on the addon's thread pool, beside the JS thread) */
+  /** settles when c is written (the product runs on the addon's backend thread, beside the JS thread) */
   rtMatmulT?(model: RuntimeModelHandle, a: Float32Array | RuntimeStateHandle, transA: boolean, b: Float32Array | RuntimeStateHandle, transB: boolean,
     m: number, k: number, n: number, c: Float32Array): Promise<void>;
   rtReadGram?(model: RuntimeModelHandle, tap: number, out: Float32Array): void;
@@ -208,7 +208,7 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     try {
       return call();
     } catch (error) {
-      throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error, ...(file === undefined ? {} : { file }) });
+      throw runtimeError(error, file);
     }
   };
   /** An asynchronous addon call (its argument errors thrown at once, its backend error as the rejection), either
@@ -217,7 +217,7 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     try {
       await call();
     } catch (error) {
-      throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error });
+      throw runtimeError(error);
     }
   };
   const gramWidths: Record<GramTapName, number> = {

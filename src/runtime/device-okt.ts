@@ -7,6 +7,7 @@
 import { BwqError } from '../errors.js';
 import { oktStart, type OktDevice } from '../quant/okt.js';
 import type { RuntimeModelHandle } from './load.js';
+import { runtimeError } from './engine.js';
 
 /** What rtOkt returns (native/src/addon_runtime.cpp). */
 export interface NativeOktResult {
@@ -53,7 +54,7 @@ export function deviceOkt(addon: OktAddon, handle: RuntimeModelHandle): OktDevic
         cols, a, b, withActs ? float32(acts.data, acts.rows * cols) : null, withActs ? acts.rows : 0, params,
         Float64Array.from(options.anneal ?? []), r1, r2);
     } catch (error) {
-      throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error });
+      throw runtimeError(error);
     }
     checkDeviceOkt(res, a, b);
     return {

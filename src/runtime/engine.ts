@@ -44,13 +44,18 @@ export function runtimeAddon(): RuntimeAddon {
   return addon as RuntimeAddon;
 }
 
+/** An addon runtime error as a one-line BwqError (its text without the "bwq runtime: " prefix), naming `file` when given. */
+export function runtimeError(error: unknown, file?: string): BwqError {
+  return new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { cause: error, ...(file === undefined ? {} : { file }) });
+}
+
 /** The runtime error text as a BwqError (native errors are one line already). */
 function wrapNative<T>(file: string, fn: () => T): T {
   try {
     return fn();
   } catch (error) {
     if (error instanceof BwqError) throw error;
-    throw new BwqError((error as Error).message.replace(/^bwq runtime: /, ''), { file, cause: error });
+    throw runtimeError(error, file);
   }
 }
 
