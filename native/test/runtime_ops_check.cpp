@@ -691,6 +691,12 @@ void check_attention() {
   cases.push_back({1, 2, 1, 64, 5000, 3, 4096, 0, unmasked({none, none, qter(1.5f), none})});
   cases.push_back({1, 4, 2, 64, 30, 10, 8, 0, unmasked({qint(8), qint(4), qint(4), qint(6)})});
   cases.push_back({1, 2, 1, 64, 32760, 8, 0, 0, unmasked({qint(8), qint(8), qter(1.0f), none})});
+  // the tiled integer-score prefill (t >= 16): several query and key tiles, GQA, a chunk after a prefix, a sliding
+  // window, int and ternary probabilities over the unmasked keys, unquantized probabilities
+  cases.push_back({1, 8, 2, 128, 0, 300, 0, 0, unmasked({qter(0.7f), qter(0.7f), qter(1.0f), qter(0.7f)})});
+  cases.push_back({2, 4, 2, 64, 70, 90, 0, 0, unmasked({qint(8), qint(8), qint(8), qint(8)})});
+  cases.push_back({1, 4, 1, 128, 30, 150, 40, 0, unmasked({qter(0.7f), qter(0.7f), qter(1.5f), none})});
+  cases.push_back({1, 4, 2, 128, 0, 100, 0, 0, {qter(0.7f), qint(6), none, qint(8)}});
   for (const AttnCase &c : cases) check_attention_case(c);
 }
 
@@ -759,8 +765,10 @@ void bench() {
     int pos0, t;
     AttentionRecipe r;
   };
+  AttentionRecipe bwta{qter(0.7f), qter(0.7f), qter(1.0f), qter(0.7f)};
+  bwta.probs_unmasked = true;
   for (const A &a : {A{0, 2048, {}}, A{4095, 1, {}}, A{32767, 1, {}}, A{0, 2048, {qint(8), qint(8), qint(8), qint(8)}},
-                     A{32767, 1, {qint(8), qint(8), qint(8), qint(8)}}}) {
+                     A{0, 2048, bwta}, A{32767, 1, {qint(8), qint(8), qint(8), qint(8)}}}) {
     const int S = a.pos0 + a.t, nh = 32, nkv = 8, hd = 128;
     KvLayer kv;
     kv.batch = 1, kv.max_t = S, kv.n_kv_heads = nkv, kv.head_dim = hd;

@@ -13,7 +13,9 @@
 //               zeros; recipes before issue #16)
 //     ctx[d]  = sum_j P_hat_j v_hat[j, d]                           (float32; zero P_hat skipped)
 // Float prefill (float query, probabilities neither quantized nor returned, t >= 16) runs the tiled kernel below
-// (flash_prefill_kernel: online softmax, float exp). Everything else, decoding among it, runs the row kernel: one
+// (flash_prefill_kernel: online softmax, float exp); integer-score prefill (query and key with integer codes,
+// probabilities unquantized or int / ternary over the unmasked keys, t >= 16) the tiled quant_prefill_kernel (row
+// statistics in passes over the key tiles). Everything else, decoding among it, runs the row kernel: one
 // block per query row (grid-stride; 1024 threads when there are few rows, as in decoding, else 256); the row's
 // scores sit in dynamic shared memory, or in a global scratch [gridDim.x, S] (S = pos0 + t) when S floats
 // exceed the shared-memory limit. Each warp scores 4 keys at a time; the P.V pass splits the keys over
@@ -400,6 +402,286 @@ cudaError_t flash_prefill(const float *q, const bwq::rt::KvLayer &kv, const bwq:
   return cudaGetLastError();
 }
 
+// ---- integer-score prefill: query tiles against key tiles for integer codes (BWTA's ternary / int8 Q and K), the
+// probabilities unquantized or quantized over each query's unmasked keys (probs_unmasked), none returned. The row
+// kernel's arithmetic per score and probability, the row statistics in passes over the key tiles (scores recomputed
+// from the staged codes each time, dp4a): 1. the row max; 2. sum_j exp(score_j - max) in double, inv = 1 / sum;
+// 3. (quantized probabilities) P_j = fl(exp(score_j - max) * inv) again and the quantizer's statistic: sum |P| for
+// ternary (delta = fl(param * fl(fl(sum) / n)), n = the unmasked keys), max P for int (s); 4. the codes, P_hat V
+// (int: fl(code * s) V; ternary: code V, times s = fl(fl(kept) / count) at the end). The sums run in another order
+// than the row kernel's (a probability may differ in its last bit and, rarely, flip a code: the ops check's 1 % of
+// rows). Query rows are quantized by one warp each (the row kernel's formulas with warp reductions).
+constexpr int QP_WORDS_PAD = 1;  // int32 words of padding per staged code row (odd row stride: no bank conflicts)
+
+struct QuantPrefillArgs {
+  const float *q;
+  float *ctx;
+  const float *v_hat;
+  const int8_t *k_codes;
+  const float *k_scales;
+  int t, pos0, n_heads, n_kv, max_t, window, q_tiles, bh;
+  double scaling;
+  Quantizer qq, pq;
+};
+
+template <int HD>
+size_t quant_prefill_smem() {  // Q codes, K codes [64][HD/4 + pad] int32; V [64][HD]; P [64][68]; sqs [64] double, k scales [64]
+  constexpr int W = HD / 4 + QP_WORDS_PAD;
+  return 4 * (2 * (size_t)FA_BQ * W + (size_t)FA_BK * HD + (size_t)FA_BQ * (FA_BK + FA_PAD)) + 8 * FA_BQ + 4 * FA_BK;
+}
+
+// RowQuant of a row held by one warp (x[j] = get(j), j < n, lane-strided): block_row_quant's formulas.
+template <class Get>
+__device__ RowQuant warp_row_quant(const Quantizer &q, int n, Get get) {
+  RowQuant r{1.0f, 0.0f};
+  const int lane = threadIdx.x & 31;
+  if (q.kind == QKind::INT) {
+    float m = 0.0f;
+    for (int j = lane; j < n; j += 32) m = fmaxf(m, fabsf(get(j)));
+    r.s = int_row_scale(q, warp_max(m));
+  } else if (q.kind == QKind::TERNARY || q.kind == QKind::BINARY) {
+    double sum = 0;
+    for (int j = lane; j < n; j += 32) sum += (double)fabsf(get(j));
+    const float mean = mean_abs(warp_sum(sum), n);
+    if (q.kind == QKind::BINARY) {
+      r.s = mean;
+    } else {
+      r.delta = __fmul_rn(q.param, mean);
+      double kept = 0;
+      int count = 0;
+      for (int j = lane; j < n; j += 32) {
+        const float a = fabsf(get(j));
+        if (a > r.delta) kept += (double)a, ++count;
+      }
+      r.s = kept_scale(warp_sum(kept), warp_sum(count));
+    }
+  }
+  return r;
+}
+
+template <int HD>
+__global__ void __launch_bounds__(FA_THREADS) quant_prefill_kernel(QuantPrefillArgs A) {
+  constexpr int W = HD / 4 + QP_WORDS_PAD, PS = FA_BK + FA_PAD, U = HD / 64;
+  extern __shared__ float4 dyn4[];
+  int32_t *Qw = reinterpret_cast<int32_t *>(dyn4), *Kw = Qw + FA_BQ * W;
+  float *Vs = reinterpret_cast<float *>(Kw + FA_BK * W), *Ps = Vs + FA_BK * HD;
+  double *sqs = reinterpret_cast<double *>(Ps + FA_BQ * PS);
+  float *ks = reinterpret_cast<float *>(sqs + FA_BQ);
+  const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4, lane = tid & 31, warp = tid >> 5;
+  const int bh = blockIdx.x % A.bh, qt = A.q_tiles - 1 - blockIdx.x / A.bh;
+  const int h = bh % A.n_heads, b = bh / A.n_heads, g = h / (A.n_heads / A.n_kv);
+  const int i0 = qt * FA_BQ, S = A.pos0 + A.t;
+  const size_t cell0 = (size_t)b * A.max_t * A.n_kv + g;  // cell of key j: cell0 + j * n_kv
+  // the query tile's codes and sqs = fl64(s_q * scaling), one warp per row (rows past t: zeros)
+  for (int r = warp; r < FA_BQ; r += FA_THREADS / 32) {
+    const int i = i0 + r;
+    int8_t *qc = reinterpret_cast<int8_t *>(Qw + r * W);
+    if (i < A.t) {
+      const float *qr = A.q + ((size_t)(b * A.t + i) * A.n_heads + h) * HD;
+      const RowQuant rq = warp_row_quant(A.qq, HD, [&](int d) { return qr[d]; });
+      for (int d = lane; d < HD; d += 32) qc[d] = (int8_t)quant_code(A.qq, rq, qr[d]);
+      if (lane == 0) sqs[r] = __dmul_rn((double)rq.s, A.scaling);
+    } else {
+      for (int d = lane; d < HD; d += 32) qc[d] = 0;
+      if (lane == 0) sqs[r] = 0;
+    }
+  }
+  int ipos[4], lo[4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    ipos[r] = A.pos0 + i0 + ty + 16 * r;
+    lo[r] = A.window > 0 && ipos[r] - A.window + 1 > 0 ? ipos[r] - A.window + 1 : 0;
+  }
+  const int first = A.pos0 + i0, last = min(A.pos0 + i0 + FA_BQ - 1, S - 1);
+  const int k_begin = (A.window > 0 && first - A.window + 1 > 0 ? first - A.window + 1 : 0) / FA_BK * FA_BK;
+  const bool quantized = A.pq.kind != QKind::NONE;
+  float mx[4], stat_s[4], delta[4];
+  double inv[4], stat[4], kept[4];
+  int count[4];
+  float4 o[4][U];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    mx[r] = -INFINITY, inv[r] = 0, stat[r] = 0, kept[r] = 0, count[r] = 0, stat_s[r] = 1.0f, delta[r] = 0.0f;
+#pragma unroll
+    for (int u = 0; u < U; ++u) o[r][u] = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  for (int pass = 1; pass <= 4; ++pass) {
+    if (pass == 3 && !quantized) continue;
+    for (int j0 = k_begin; j0 <= last; j0 += FA_BK) {
+      __syncthreads();  // the previous tile is consumed (and the query tile stored, first time round)
+      for (int e = tid; e < FA_BK * (HD / 4); e += FA_THREADS) {  // K codes, one int32 word (4 codes) each
+        const int r = e / (HD / 4), w = e - r * (HD / 4), j = j0 + r;
+        Kw[r * W + w] = j < S ? reinterpret_cast<const int32_t *>(A.k_codes + (cell0 + (size_t)j * A.n_kv) * HD)[w] : 0;
+      }
+      if (tid < FA_BK) ks[tid] = j0 + tid < S ? A.k_scales[cell0 + (size_t)(j0 + tid) * A.n_kv] : 0.0f;
+      if (pass == 4) {
+        for (int e = tid; e < FA_BK * (HD / 4); e += FA_THREADS) {
+          const int r = e / (HD / 4), d4 = e - r * (HD / 4), j = j0 + r;
+          float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+          if (j < S) v = reinterpret_cast<const float4 *>(A.v_hat + (cell0 + (size_t)j * A.n_kv) * HD)[d4];
+          *reinterpret_cast<float4 *>(Vs + r * HD + 4 * d4) = v;
+        }
+      }
+      __syncthreads();
+      int acc[4][4] = {};
+#pragma unroll 4
+      for (int w = 0; w < HD / 4; ++w) {
+        int qv[4], kv[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) qv[r] = Qw[(ty + 16 * r) * W + w];
+#pragma unroll
+        for (int c = 0; c < 4; ++c) kv[c] = Kw[(tx + 16 * c) * W + w];
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) acc[r][c] = __dp4a(qv[r], kv[c], acc[r][c]);
+      }
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const double sq = sqs[ty + 16 * r];
+        float sc[4];
+        bool in[4];
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int j = j0 + tx + 16 * c;
+          in[c] = j >= lo[r] && j <= ipos[r] && j < S;
+          sc[c] = in[c] ? __double2float_rn(__dmul_rn(__dmul_rn(sq, (double)ks[tx + 16 * c]), (double)acc[r][c])) : 0.0f;
+        }
+        if (pass == 1) {
+#pragma unroll
+          for (int c = 0; c < 4; ++c)
+            if (in[c]) mx[r] = fmaxf(mx[r], sc[c]);
+          continue;
+        }
+        if (pass == 2) {
+#pragma unroll
+          for (int c = 0; c < 4; ++c)
+            if (in[c]) stat[r] += exp((double)sc[c] - (double)mx[r]);
+          continue;
+        }
+        float p[4];
+#pragma unroll
+        for (int c = 0; c < 4; ++c) p[c] = in[c] ? __double2float_rn(__dmul_rn(exp((double)sc[c] - (double)mx[r]), inv[r])) : 0.0f;
+        if (pass == 3) {
+#pragma unroll
+          for (int c = 0; c < 4; ++c)
+            if (in[c]) {
+              if (A.pq.kind == QKind::INT) stat_s[r] = fmaxf(stat_s[r], p[c]);
+              else stat[r] += (double)p[c];
+            }
+          continue;
+        }
+        // pass 4: the codes (ternary: code; int: fl(code * s); none: P) into P's tile
+        RowQuant rp{stat_s[r], delta[r]};
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          float val = p[c];
+          if (quantized && in[c]) {
+            const int code = quant_code(A.pq, rp, p[c]);
+            if (A.pq.kind == QKind::TERNARY) {
+              if (fabsf(p[c]) > delta[r]) kept[r] += (double)fabsf(p[c]), ++count[r];
+              val = (float)code;
+            } else {
+              val = quant_hat(A.pq, rp, p[c], code);
+            }
+          }
+          Ps[(ty + 16 * r) * PS + tx + 16 * c] = in[c] ? val : 0.0f;
+        }
+      }
+      if (pass == 4) {
+        __syncthreads();
+#pragma unroll 2
+        for (int k = 0; k < FA_BK; k += 4) {
+          float4 pr[4];
+#pragma unroll
+          for (int r = 0; r < 4; ++r) pr[r] = *reinterpret_cast<const float4 *>(Ps + (ty + 16 * r) * PS + k);
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+              const float4 v = *reinterpret_cast<const float4 *>(Vs + (k + kk) * HD + 4 * (tx + 16 * u));
+#pragma unroll
+              for (int r = 0; r < 4; ++r) {
+                const float pv = kk == 0 ? pr[r].x : kk == 1 ? pr[r].y : kk == 2 ? pr[r].z : pr[r].w;
+                if (pv != 0.0f) {
+                  o[r][u].x = fmaf(pv, v.x, o[r][u].x);
+                  o[r][u].y = fmaf(pv, v.y, o[r][u].y);
+                  o[r][u].z = fmaf(pv, v.z, o[r][u].z);
+                  o[r][u].w = fmaf(pv, v.w, o[r][u].w);
+                }
+              }
+            }
+        }
+      }
+    }
+    // the row statistics of the pass, reduced over the 16 threads of each row
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      for (int w = 1; w < 16; w <<= 1) {
+        if (pass == 1) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], w));
+        if (pass == 2 || (pass == 3 && A.pq.kind != QKind::INT)) stat[r] += __shfl_xor_sync(0xffffffffu, stat[r], w);
+        if (pass == 3 && A.pq.kind == QKind::INT) stat_s[r] = fmaxf(stat_s[r], __shfl_xor_sync(0xffffffffu, stat_s[r], w));
+        if (pass == 4) {
+          kept[r] += __shfl_xor_sync(0xffffffffu, kept[r], w);
+          count[r] += __shfl_xor_sync(0xffffffffu, count[r], w);
+        }
+      }
+      if (pass == 2) {
+        inv[r] = stat[r] > 0 ? __ddiv_rn(1.0, stat[r]) : 0.0;
+        stat[r] = 0;
+        stat_s[r] = A.pq.kind == QKind::INT ? 0.0f : 1.0f;  // int: the running max of P starts at 0
+      }
+      if (pass == 3) {
+        const int n = ipos[r] + 1 - lo[r];
+        if (A.pq.kind == QKind::INT) stat_s[r] = int_row_scale(A.pq, stat_s[r]);
+        else delta[r] = __fmul_rn(A.pq.param, mean_abs(stat[r], n > 0 ? n : 1));
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int i = i0 + ty + 16 * r;
+    if (i >= A.t) continue;
+    const float scale = A.pq.kind == QKind::TERNARY ? kept_scale(kept[r], count[r]) : 1.0f;
+    float4 *out = reinterpret_cast<float4 *>(A.ctx + ((size_t)(b * A.t + i) * A.n_heads + h) * HD);
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      out[tx + 16 * u] = A.pq.kind == QKind::TERNARY
+                             ? make_float4(__fmul_rn(scale, o[r][u].x), __fmul_rn(scale, o[r][u].y),
+                                           __fmul_rn(scale, o[r][u].z), __fmul_rn(scale, o[r][u].w))
+                             : o[r][u];
+  }
+}
+
+// Integer scores (query and key with integer codes, the codes and scales in the cache), probabilities unquantized
+// or int / ternary over the unmasked keys, none returned, positions on the host, head_dim 64 or 128, t >= 16.
+bool quant_prefill_fits(const bwq::rt::KvLayer &kv, const bwq::rt::AttentionShape &s, const bwq::rt::AttentionRecipe &r) {
+  const bool probs_ok = r.probs.kind == QKind::NONE ||
+                        (r.probs_unmasked && (r.probs.kind == QKind::TERNARY || r.probs.kind == QKind::INT));
+  return s.t >= 16 && !kv.device_pos0 && !s.probs_out && has_int_codes(r.query) && has_int_codes(r.key) &&
+         kv.k_codes && kv.k_scales && probs_ok && (s.head_dim == 64 || s.head_dim == 128) && s.n_kv_heads > 0 &&
+         s.n_heads % s.n_kv_heads == 0;
+}
+
+template <int HD>
+cudaError_t quant_prefill(const float *q, const bwq::rt::KvLayer &kv, const bwq::rt::AttentionShape &s,
+                          const bwq::rt::AttentionRecipe &rc, float *ctx, int max_smem, cudaStream_t st) {
+  const size_t smem = quant_prefill_smem<HD>();
+  if (smem > (size_t)max_smem) return cudaErrorInvalidConfiguration;
+  const cudaError_t e = cudaFuncSetAttribute(quant_prefill_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  QuantPrefillArgs A;
+  A.q = q, A.ctx = ctx, A.v_hat = kv.v_hat, A.k_codes = kv.k_codes, A.k_scales = kv.k_scales;
+  A.t = s.t, A.pos0 = s.pos0, A.n_heads = s.n_heads, A.n_kv = s.n_kv_heads, A.max_t = kv.max_t;
+  A.window = s.sliding_window;
+  A.q_tiles = (s.t + FA_BQ - 1) / FA_BQ;
+  A.bh = s.batch * s.n_heads;
+  A.scaling = s.scaling;
+  A.qq = rc.query, A.pq = rc.probs;
+  quant_prefill_kernel<HD><<<(unsigned)A.q_tiles * A.bh, FA_THREADS, smem, st>>>(A);
+  return cudaGetLastError();
+}
+
 size_t fixed_smem(int hd, int threads) { return (size_t)(hd + 3) / 4 * 16 + (hd + 15) / 16 * 16 + threads * 16; }
 // 1024 threads per row when the rows are too few to fill the device twice over (decoding), else 256.
 int att_threads(const bwq::rt::AttentionShape &s, int num_sms) {
@@ -440,6 +722,9 @@ cudaError_t attention(const float *q, const bwq::rt::KvLayer &kv, const bwq::rt:
   if (flash_prefill_fits(kv, shape, r) && flash_smem<128>() <= (size_t)max_smem)
     return shape.head_dim == 128 ? flash_prefill<128>(q, kv, shape, ctx, max_smem, st)
                                  : flash_prefill<64>(q, kv, shape, ctx, max_smem, st);
+  if (quant_prefill_fits(kv, shape, r) && quant_prefill_smem<128>() <= (size_t)max_smem)
+    return shape.head_dim == 128 ? quant_prefill<128>(q, kv, shape, r, ctx, max_smem, st)
+                                 : quant_prefill<64>(q, kv, shape, r, ctx, max_smem, st);
   AttnArgs A;
   A.q = q;
   A.ctx = ctx;
