@@ -16,6 +16,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <string>
+
+#include "recon_trainer.h"
+
 struct bwq_okt_problem;  // include/bwq.h
 struct bwq_okt_result;
 
@@ -223,6 +227,14 @@ struct Backend {
     (void)p;
     (void)r;
     return false;
+  }
+  // The block-wise reconstruction's training step held on this backend (recon_trainer.h; the CUDA backend's in
+  // native/ops/recon/): a new trainer of `s` (the caller deletes it before the backend), or nullptr with `err` set
+  // when this backend has none or it could not be made. The CPU runs the reference (src/quant/reconstruct/).
+  virtual ReconTrainer *recon_trainer(const ReconSpec &s, std::string &err) {
+    (void)s;
+    err = "this backend has no device reconstruction";
+    return nullptr;
   }
 };
 

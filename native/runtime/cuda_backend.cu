@@ -13,6 +13,7 @@
 #include "../include/bwq.h"
 #include "../ops/ops_cuda.cuh"
 #include "../ops/okt/okt.h"
+#include "../ops/recon/recon.cuh"
 #include "backend.h"
 
 namespace {
@@ -365,6 +366,11 @@ class CudaBackend final : public Backend {
       check("gather_rows", bwq_ops::gather_rows(src, cols, d, count, dst, st_));
   }
 
+  ReconTrainer *recon_trainer(const ReconSpec &s, std::string &err) override {
+    if (has_err_) return err = error(), nullptr;
+    if (!blas_handle_) return err = "the device reconstruction needs cuBLAS (libcublas was not found)", nullptr;
+    return bwq_recon::make_trainer(s, st_, blas_, blas_handle_, max_smem_, err);
+  }
   bool learn_okt(const bwq_okt_problem &p, bwq_okt_result &r) override {
     if (has_err_) return false;
     if (!blas_handle_) return fail("the device OKT needs cuBLAS (libcublas was not found)");

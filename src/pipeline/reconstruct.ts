@@ -26,7 +26,7 @@ import { describeQuantizer } from '../quant/quantizers.js';
 import type { SiteName } from '../quant/reconstruct/block.js';
 import { rotationForward, type Rotation } from '../quant/reconstruct/rotation.js';
 import { BLOCK_LINEAR_ROLES, createStudent, freezeStudent, type StudentLinear } from '../quant/reconstruct/student.js';
-import { reconstructBlock } from '../quant/reconstruct/train.js';
+import { hostStepper, reconstructBlock, type StepperFactory } from '../quant/reconstruct/train.js';
 import type { QuantizedLinearArrays } from './layer-spill.js';
 import { createDeviceGemm, createOrtGemm, type ClosableGemm } from './reconstruct-gemm.js';
 
@@ -223,7 +223,7 @@ export class BlockReconstruction {
       finalFraction: o.finalFraction, handover: o.handover, evalWindows: o.evalWindows, seed: this.seed + 7919 * layer,
     }, this.gemm, (step, loss) => {
       if ((step + 1) % every === 0) progress.update(step + 1, o.iterations, `loss ${loss.toExponential(3)}`);
-    });
+    }, this.deviceSteps(progress, tag));
     // write the frozen block back into the pipeline's state
     const frozen = freezeStudent(student);
     for (const role of BLOCK_LINEAR_ROLES) {
@@ -243,6 +243,25 @@ export class BlockReconstruction {
     for (const [site, q] of Object.entries(frozen.quantizers)) described[site] = describeQuantizer(q);
     if (frozen.attention !== undefined) for (const operand of ATTENTION_OPERANDS) described[operand] = describeQuantizer(frozen.attention[operand]);
     return { attention: frozen.attention, report: { ...report, seconds, quantizers: described } };
+  }
+
+  /**
+   * The engine's device stepper (src/runtime/device-recon.ts), falling back to the host stepper with a notice when
+   * the device cannot hold the block's student (its memory) — slower, same result within float32 rounding.
+   */
+  private deviceSteps(progress: Progress, tag: string): StepperFactory | undefined {
+    const device = this.runner.reconstructionSteps;
+    if (device === undefined) return undefined;
+    return async (block, rates, batch, seq) => {
+      try {
+        return await device(block, rates, batch, seq);
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error);
+        if (!/out of device memory/.test(message)) throw error;
+        progress.info(`${tag}: ${message}; the reconstruction steps run on the host`);
+        return hostStepper(block, rates, this.gemm);
+      }
+    };
   }
 
   async close(): Promise<void> {

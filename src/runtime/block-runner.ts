@@ -18,6 +18,8 @@ import { linearDims, loadRuntimeModelFrom, storeOf, type RuntimeAddon, type Runt
 import { probsRowCode, quantizerCodes } from './descriptor.js';
 import { chunkPositions, loadOnDevice, runtimeError } from './engine.js';
 import { deviceOkt, hasOktBinding } from './device-okt.js';
+import { deviceRecon, hasReconBinding } from './device-recon.js';
+import type { StepperFactory } from '../quant/reconstruct/train.js';
 import type { OktDevice } from '../quant/okt.js';
 import type { RuntimeDevice } from './session.js';
 import type { RotateRows } from '../linalg/matmul.js';
@@ -77,6 +79,8 @@ export interface BlockEngine {
   readonly createArray?: (floats: number) => DeviceArray;
   /** learnOkt (src/quant/okt.ts) in one native call on the engine's device (src/runtime/device-okt.ts): CPU threads, or CUDA with cuBLAS */
   readonly learnOkt?: OktDevice;
+  /** the block-wise reconstruction's steps with the student on the engine's GPU (src/runtime/device-recon.ts; CUDA with cuBLAS) */
+  readonly reconstructionSteps?: StepperFactory;
   close(): Promise<void>;
 }
 
@@ -274,6 +278,7 @@ export async function createRuntimeBlockEngine(model: ModelDir, options: { devic
     ...(typeof addon.rtReadGram === 'function' ? { readGram } : {}),
     ...(typeof addon.rtStateAlloc === 'function' ? { createArray } : {}),
     ...((device.startsWith('cpu') || (device.startsWith('cuda') && !device.includes('no cuBLAS'))) && hasOktBinding(addon) ? { learnOkt: deviceOkt(addon, handle) } : {}),
+    ...(device.startsWith('cuda') && !device.includes('no cuBLAS') && hasReconBinding(addon) ? { reconstructionSteps: deviceRecon(addon, handle) } : {}),
     loadBlockWeights: (layer) => loadBlockWeights(model, layer),
     async run(layer, hidden, batch, seq, runOptions = {}) {
       if (layer < 0 || layer >= c.numLayers) throw new BwqError(`layer ${layer} out of range (model has ${c.numLayers})`, { file: model.dir });

@@ -90,97 +90,154 @@ function rms(a: Float32Array): number {
   return a.length === 0 ? 0 : Math.sqrt(s / a.length);
 }
 
-/** Output MSE of the block at the final stage on the first `windows` windows. */
-export async function blockLoss(block: ReconBlock<Float32Array>, data: BlockData, windows: number, gemm: Gemm): Promise<number> {
-  const { seq, hidden } = data;
-  let sum = 0;
-  for (let w = 0; w < windows; w++) {
-    const lo = w * seq * hidden;
-    const x = data.inputs.subarray(lo, lo + seq * hidden);
-    const { out } = await block.forward(x, 1, seq, FINAL, gemm);
-    for (let i = 0; i < out.length; i++) sum += (out[i]! - data.targets[lo + i]!) ** 2;
-  }
-  return sum / (windows * seq * hidden);
+/**
+ * One training step of the block, wherever its parameters live: the block's forward at `at`, the output MSE, its
+ * backward, and Adam on every linear's tensors; each site's `grad` gets its parameter gradient (and, with the
+ * magnitude alignment, `p` the factors the step computed). The host stepper below runs src/quant/reconstruct/'s
+ * ops with `gemm`; a device stepper (src/runtime/device-recon.ts) holds the parameters on the GPU.
+ */
+export interface BlockStepper {
+  step(x: Float32Array, y: Float32Array, batch: number, at: StagePoint, lrScale: number): Promise<number>;
+  /** Σ (block(x) − y)² at the final stage on `batch` windows */
+  sumSquares(x: Float32Array, y: Float32Array, batch: number): Promise<number>;
+  /** The parameters back into the block's arrays (device steppers: and the device memory freed). */
+  finish(): Promise<void>;
 }
 
+/** The Adam base rate of each linear's tensors (latent, α, A, B) in BLOCK_LINEAR_ROLES order of the block. */
+export interface LinearRates {
+  latent: number;
+  alpha: number;
+  a: number;
+  b: number;
+}
+
+/** Makes a device stepper for the block (windows of `seq` tokens, at most `batch` per step). */
+export type StepperFactory = (block: ReconBlock<Float32Array>, rates: LinearRates[], batch: number, seq: number) => Promise<BlockStepper>;
+
+/** The reference stepper: the block's ops in TypeScript, products on `gemm`, Adam (adam.ts) on the host. */
+export function hostStepper(block: ReconBlock<Float32Array>, rates: LinearRates[], gemm: Gemm): BlockStepper {
+  const linears = Object.values(block.params.linears);
+  const opt = linears.map((l, i) => ({
+    latent: new Adam(l.latent.length, { lr: rates[i]!.latent }),
+    alpha: new Adam(l.alpha.length, { lr: rates[i]!.alpha }),
+    a: new Adam(l.lrA.length, { lr: rates[i]!.a }),
+    b: new Adam(l.lrB.length, { lr: rates[i]!.b }),
+  }));
+  const learnable = block.allSites().filter((x) => x.learnable);
+  return {
+    async step(x, y, batch, at, lrScale) {
+      const { out, cache } = await block.forward(x, batch, x.length / batch / block.dims.hidden, at, gemm);
+      const n = out.length;
+      let loss = 0;
+      const g = new Float32Array(n);
+      for (let i = 0; i < n; i++) {
+        const d = out[i]! - y[i]!;
+        loss += d * d;
+        g[i] = (2 * d) / n;
+      }
+      for (const l of linears) l.zeroGrad();
+      for (const site of learnable) site.grad = 0;
+      await block.backward(g, cache, gemm);
+      linears.forEach((l, i) => {
+        const o = opt[i]!;
+        o.latent.step(l.latent, l.gLatent, lrScale);
+        o.alpha.step(l.alpha, l.gAlpha, lrScale);
+        if (l.rank > 0) {
+          o.a.step(l.lrA, l.gA, lrScale);
+          o.b.step(l.lrB, l.gB, lrScale);
+        }
+        l.invalidate();
+      });
+      return loss / n;
+    },
+    async sumSquares(x, y, batch) {
+      const { out } = await block.forward(x, batch, x.length / batch / block.dims.hidden, FINAL, gemm);
+      let sum = 0;
+      for (let i = 0; i < out.length; i++) sum += (out[i]! - y[i]!) ** 2;
+      return sum;
+    },
+    finish: () => Promise.resolve(),
+  };
+}
+
+/** Output MSE of the block at the final stage on the first `windows` windows. */
+async function stepperLoss(stepper: BlockStepper, data: BlockData, windows: number): Promise<number> {
+  const n = data.seq * data.hidden;
+  let sum = 0;
+  for (let w = 0; w < windows; w++) sum += await stepper.sumSquares(data.inputs.subarray(w * n, (w + 1) * n), data.targets.subarray(w * n, (w + 1) * n), 1);
+  return sum / (windows * n);
+}
+
+/** The Adam base rates of the block's linears: relative to each tensor's initial magnitude (see above). */
+export function linearRates(block: ReconBlock<Float32Array>, s: TrainSettings): LinearRates[] {
+  return Object.values(block.params.linears).map((l) => ({
+    latent: s.lrWeight * meanAbs(l.latent), alpha: s.lrScale * meanAbs(l.alpha), a: s.lrScale * rms(l.lrA), b: s.lrScale * rms(l.lrB),
+  }));
+}
+
+/**
+ * Reconstructs the block in place. With `device`, the steps run on the stepper it makes (the parameters on the GPU);
+ * otherwise on the host stepper with `gemm`.
+ */
 export async function reconstructBlock(block: ReconBlock<Float32Array>, data: BlockData, s: TrainSettings, gemm: Gemm,
-  onStep?: (step: number, loss: number) => void): Promise<TrainReport> {
+  onStep?: (step: number, loss: number) => void, device?: StepperFactory): Promise<TrainReport> {
   const sites = block.allSites();
   const learnable = sites.filter((x) => x.learnable);
   const { seq, hidden } = data;
   const evalWindows = Math.max(1, Math.min(s.evalWindows, data.windows));
-  // the starting point: the calibrated block, as the pipeline would write it without reconstruction
-  const lossBefore = await blockLoss(block, data, evalWindows, gemm);
-  const start = snapshot(block, sites);
-
-  const stageCount = Math.max(...sites.map((x) => x.stages.length));
-  const schedule = buildSchedule(stageCount, s.iterations, s.finalFraction, s.handover);
-  const linears = Object.values(block.params.linears);
-  const opt = linears.map((l) => ({
-    latent: new Adam(l.latent.length, { lr: s.lrWeight * meanAbs(l.latent) }),
-    alpha: new Adam(l.alpha.length, { lr: s.lrScale * meanAbs(l.alpha) }),
-    a: new Adam(l.lrA.length, { lr: s.lrScale * rms(l.lrA) }),
-    b: new Adam(l.lrB.length, { lr: s.lrScale * rms(l.lrB) }),
-  }));
-  const siteOpt = learnable.map((x) => new Adam(1, { lr: s.lrAct * Math.max(Math.abs(x.param), 0.1) }));
-  const rng = new Rng(s.seed);
-  const history: number[] = [];
-  const chunk = Math.max(1, Math.ceil(s.iterations / 10));
-  let chunkSum = 0;
-  let chunkCount = 0;
-  const n = s.batch * seq * hidden;
-  const x = new Float32Array(n);
-  const y = new Float32Array(n);
-  const one = new Float32Array(1);
-  const grad = new Float32Array(1);
-  for (let step = 0; step < s.iterations; step++) {
-    const at = schedule.at(step);
-    const lrScale = 0.5 * (1 + Math.cos((Math.PI * step) / s.iterations));
-    for (let b = 0; b < s.batch; b++) {
-      const w = rng.int(data.windows);
-      x.set(data.inputs.subarray(w * seq * hidden, (w + 1) * seq * hidden), b * seq * hidden);
-      y.set(data.targets.subarray(w * seq * hidden, (w + 1) * seq * hidden), b * seq * hidden);
-    }
-    const { out, cache } = await block.forward(x, s.batch, seq, at, gemm);
-    let loss = 0;
-    const g = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      const d = out[i]! - y[i]!;
-      loss += d * d;
-      g[i] = (2 * d) / n;
-    }
-    loss /= n;
-    for (const l of linears) l.zeroGrad();
-    for (const site of learnable) site.grad = 0;
-    await block.backward(g, cache, gemm);
-    linears.forEach((l, i) => {
-      const o = opt[i]!;
-      o.latent.step(l.latent, l.gLatent, lrScale);
-      o.alpha.step(l.alpha, l.gAlpha, lrScale);
-      if (l.rank > 0) {
-        o.a.step(l.lrA, l.gA, lrScale);
-        o.b.step(l.lrB, l.gB, lrScale);
+  const rates = linearRates(block, s);
+  const stepper = device === undefined ? hostStepper(block, rates, gemm) : await device(block, rates, s.batch, seq);
+  let finished = false;
+  try {
+    // the starting point: the calibrated block, as the pipeline would write it without reconstruction
+    const lossBefore = await stepperLoss(stepper, data, evalWindows);
+    const start = snapshot(block, sites);
+    const stageCount = Math.max(...sites.map((x) => x.stages.length));
+    const schedule = buildSchedule(stageCount, s.iterations, s.finalFraction, s.handover);
+    const siteOpt = learnable.map((x) => new Adam(1, { lr: s.lrAct * Math.max(Math.abs(x.param), 0.1) }));
+    const rng = new Rng(s.seed);
+    const history: number[] = [];
+    const chunk = Math.max(1, Math.ceil(s.iterations / 10));
+    let chunkSum = 0;
+    let chunkCount = 0;
+    const n = s.batch * seq * hidden;
+    const x = new Float32Array(n);
+    const y = new Float32Array(n);
+    const one = new Float32Array(1);
+    const grad = new Float32Array(1);
+    for (let step = 0; step < s.iterations; step++) {
+      const at = schedule.at(step);
+      const lrScale = 0.5 * (1 + Math.cos((Math.PI * step) / s.iterations));
+      for (let b = 0; b < s.batch; b++) {
+        const w = rng.int(data.windows);
+        x.set(data.inputs.subarray(w * seq * hidden, (w + 1) * seq * hidden), b * seq * hidden);
+        y.set(data.targets.subarray(w * seq * hidden, (w + 1) * seq * hidden), b * seq * hidden);
       }
-      l.invalidate();
-    });
-    learnable.forEach((site, i) => {
-      one[0] = site.param;
-      grad[0] = site.grad;
-      siteOpt[i]!.step(one, grad, lrScale);
-      const kind = site.stages[site.stages.length - 1]!.kind;
-      site.param = kind === 'int' ? Math.min(1, Math.max(0.05, one[0]!)) : Math.max(0, one[0]!);
-    });
-    chunkSum += loss;
-    chunkCount++;
-    if (chunkCount === chunk || step === s.iterations - 1) {
-      history.push(chunkSum / chunkCount);
-      chunkSum = 0;
-      chunkCount = 0;
+      const loss = await stepper.step(x, y, s.batch, at, lrScale);
+      learnable.forEach((site, i) => {
+        one[0] = site.param;
+        grad[0] = site.grad;
+        siteOpt[i]!.step(one, grad, lrScale);
+        const kind = site.stages[site.stages.length - 1]!.kind;
+        site.param = kind === 'int' ? Math.min(1, Math.max(0.05, one[0]!)) : Math.max(0, one[0]!);
+      });
+      chunkSum += loss;
+      chunkCount++;
+      if (chunkCount === chunk || step === s.iterations - 1) {
+        history.push(chunkSum / chunkCount);
+        chunkSum = 0;
+        chunkCount = 0;
+      }
+      onStep?.(step, loss);
     }
-    onStep?.(step, loss);
+    const lossAfter = await stepperLoss(stepper, data, evalWindows);
+    await stepper.finish();
+    finished = true;
+    const kept = lossAfter < lossBefore;
+    if (!kept) restore(block, sites, start);
+    return { lossBefore, lossAfter, kept, history, stageLengths: [...schedule.lengths] };
+  } finally {
+    if (!finished) await stepper.finish().catch(() => undefined);
   }
-  const lossAfter = await blockLoss(block, data, evalWindows, gemm);
-  const kept = lossAfter < lossBefore;
-  if (!kept) restore(block, sites, start);
-  return { lossBefore, lossAfter, kept, history, stageLengths: [...schedule.lengths] };
 }
