@@ -556,8 +556,27 @@ bool has_int_codes(const Quantizer &q) {
   return (q.kind == QKind::INT && q.bits <= 8) || q.kind == QKind::TERNARY || q.kind == QKind::BINARY;
 }
 
+// (token, head) rows of g with an element farther than tol * max|b| from b.
+int rows_beyond(const std::vector<float> &g, const std::vector<float> &b, int nrows, int hd, double tol) {
+  double mx = 0;
+  for (float v : b) mx = std::max(mx, (double)fabsf(v));
+  int bad = 0;
+  for (int r = 0; r < nrows; ++r)
+    for (int d = 0; d < hd; ++d)
+      if (!(fabs((double)g[(size_t)r * hd + d] - b[(size_t)r * hd + d]) <= tol * mx)) {
+        ++bad;
+        break;
+      }
+  return bad;
+}
+constexpr double kAttnTol = 3e-5;
+// Rows a quantized probs row may flip a code in (the backends' exp differ in the last bits).
+int flips_allowed(const AttnCase &a, int nrows) { return a.r.probs.kind != QKind::NONE ? std::max(1, nrows / 100) : 0; }
+
 // probs_unmasked: a longer probs row (both backends) and a device position (CUDA) leave the context unchanged, bit
-// for bit (b, g: the context of `sh` on the CPU and on CUDA).
+// for bit (b, g: the context of `sh` on the CPU and on CUDA). A call with a device position takes the row kernel
+// (what a recorded decoding step replays); a prefill of t >= 16 integer-score rows takes the tiled kernel, whose
+// sums run in another order: that replay is held to the CPU context within the attention tolerance instead.
 void check_attention_window_free(const AttnCase &a, const Cache &kv, const AttentionShape &sh, const Dual &dq,
                                  const std::vector<float> &b, const std::vector<float> &g, const std::string &shape) {
   const size_t n = b.size();
@@ -574,7 +593,9 @@ void check_attention_window_free(const AttnCase &a, const Cache &kv, const Atten
   if (backends_ok("attention", shape + " (window-free)")) {
     const bool cpu_same = get<float>(C, longer.c, n) == b;
     const bool cuda_same = get<float>(G, longer.g, n) == g;
-    const bool replay_same = get<float>(G, replay.g, n) == g;
+    const auto r = get<float>(G, replay.g, n);
+    const int nrows = sh.batch * sh.t * sh.n_heads;
+    const bool replay_same = r == g || (sh.t >= 16 && rows_beyond(r, b, nrows, sh.head_dim, kAttnTol) <= flips_allowed(a, nrows));
     report(cpu_same && cuda_same && replay_same, "attention",
            shape + fmt(": probs row +977 keys: cpu %s, cuda %s; device pos0: cuda %s", cpu_same ? "same" : "DIFFERS",
                        cuda_same ? "same" : "DIFFERS", replay_same ? "same" : "DIFFERS"));
@@ -625,20 +646,12 @@ void check_attention_case(const AttnCase &a) {
     G->attention((const float *)dq.g, kv.g, sh, a.r, (float *)dctx.g);
     if (backends_ok("attention", shape)) {
       const auto b = get<float>(C, dctx.c, (size_t)rows * qw), g = get<float>(G, dctx.g, (size_t)rows * qw);
-      const double tol = 3e-5;
+      const double tol = kAttnTol;
       const int nrows = rows * a.n_heads;
       const FloatCmp all = cmp_floats(g.data(), b.data(), b.size(), tol);
-      double mx = 0;
-      for (float v : b) mx = std::max(mx, (double)fabsf(v));
-      int bad_rows = 0;  // (token, head) rows with an element beyond tol (normalised by the whole array's max)
-      for (int r = 0; r < nrows; ++r)
-        for (int d = 0; d < a.hd; ++d)
-          if (!(fabs((double)g[(size_t)r * a.hd + d] - b[(size_t)r * a.hd + d]) <= tol * mx)) {
-            ++bad_rows;
-            break;
-          }
-      const bool quantized_p = a.r.probs.kind != QKind::NONE;
-      const int allowed = quantized_p ? std::max(1, nrows / 100) : 0;
+      // (token, head) rows with an element beyond tol (normalised by the whole array's max)
+      const int bad_rows = rows_beyond(g, b, nrows, a.hd, tol);
+      const int allowed = flips_allowed(a, nrows);
       std::string d = fmt(": max err %.2e (tol %.0e)", all.err, tol);
       if (bad_rows) d += fmt(", %d of %d (token, head) rows beyond tol (%d allowed: probs-code flips)", bad_rows, nrows, allowed);
       report(bad_rows <= allowed, "attention", shape + d);

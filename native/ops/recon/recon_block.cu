@@ -167,6 +167,7 @@ class Trainer final : public ReconTrainer {
   const float *site_forward(int s, const float *x, int rows, int cols, Rows rr, float *out);
   const float *site_backward(int s, const float *g, float *dx);
   void forward(int batch);
+  size_t forward_loss(const float *x, const float *y, int batch, const ReconSitePoint *sites, bool grad);
   void backward(int batch);
   void attention_forward(int batch);
   void attention_backward(int batch, const float *g_ctx);
@@ -470,16 +471,27 @@ void Trainer::backward(int batch) {
   site_backward(SITE_ATTN_IN, buf_a_, buf_b_);  // its parameter gradient; the input gradient stops here
 }
 
-std::string Trainer::step(const float *x, const float *y, int batch, const ReconSitePoint *sites, double lr_scale,
-                          double *out) {
-  if (!err_.empty()) return err_;
-  if (batch < 1 || batch > s_.max_batch) return "device reconstruction: batch out of range";
+// Uploads the windows and runs the forward at `sites`; the loss's sum of squares into slots_[0] (and with `grad`,
+// dL/dout into g_out_). Returns the number of output values, 0 on a bad batch.
+size_t Trainer::forward_loss(const float *x, const float *y, int batch, const ReconSitePoint *sites, bool grad) {
+  if (batch < 1 || batch > s_.max_batch) {
+    if (err_.empty()) err_ = "device reconstruction: batch out of range";
+    return 0;
+  }
   pts_ = sites;
   const size_t n = (size_t)batch * s_.seq * s_.hidden;
   ck(cudaMemcpyAsync(h_, x, n * sizeof(float), cudaMemcpyHostToDevice, st_), "upload");
   ck(cudaMemcpyAsync(y_, y, n * sizeof(float), cudaMemcpyHostToDevice, st_), "upload");
   forward(batch);
-  ck(mse(out_, y_, n, g_out_, partial_, slots_, st_), "mse");
+  ck(mse(out_, y_, n, grad ? g_out_ : nullptr, partial_, slots_, st_), "mse");
+  return n;
+}
+
+std::string Trainer::step(const float *x, const float *y, int batch, const ReconSitePoint *sites, double lr_scale,
+                          double *out) {
+  if (!err_.empty()) return err_;
+  const size_t n = forward_loss(x, y, batch, sites, true);
+  if (!err_.empty()) return err_;
   ck(cudaMemsetAsync(slots_ + 1, 0, RECON_SITES * sizeof(double), st_), "memset");
   backward(batch);
   // adam.ts, train.ts: every tensor of every linear (the low-rank factors only at rank > 0)
@@ -509,13 +521,7 @@ std::string Trainer::step(const float *x, const float *y, int batch, const Recon
 
 std::string Trainer::loss(const float *x, const float *y, int batch, const ReconSitePoint *sites, double *sum_sq) {
   if (!err_.empty()) return err_;
-  if (batch < 1 || batch > s_.max_batch) return "device reconstruction: batch out of range";
-  pts_ = sites;
-  const size_t n = (size_t)batch * s_.seq * s_.hidden;
-  ck(cudaMemcpyAsync(h_, x, n * sizeof(float), cudaMemcpyHostToDevice, st_), "upload");
-  ck(cudaMemcpyAsync(y_, y, n * sizeof(float), cudaMemcpyHostToDevice, st_), "upload");
-  forward(batch);
-  ck(mse(out_, y_, n, nullptr, partial_, slots_, st_), "mse");
+  forward_loss(x, y, batch, sites, false);
   ck(cudaMemcpyAsync(sum_sq, slots_, sizeof(double), cudaMemcpyDeviceToHost, st_), "download");
   ck(cudaStreamSynchronize(st_), "loss");
   return err_;

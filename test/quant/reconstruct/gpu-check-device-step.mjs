@@ -163,16 +163,19 @@ for (const [name, c] of Object.entries(CASES)) {
     }
     report(worst < 2e-3, `${tag}: linear gradients, max rel diff ${worst.toExponential(2)} (${worstName})`);
     await ds.finish();
-    let pw = 0, pwName = '';
+    // Adam's first step moves every entry by ±lr (|m̂/√v̂| = 1): an entry whose gradient is ~0 may move either way, so
+    // count the entries that moved differently rather than the largest difference
+    let moved = 0, total = 0;
     for (const [role, l] of Object.entries(host.params.linears)) {
       const dl = dev.params.linears[role];
-      for (const [part, a, b] of [['latent', dl.latent, l.latent], ['alpha', dl.alpha, l.alpha], ['a', dl.lrA, l.lrA], ['b', dl.lrB, l.lrB]]) {
-        if (b.length === 0) continue;
-        const d = relDiff(a, b);
-        if (d > pw) pw = d, pwName = `${role}.${part}`;
+      for (const [a, b] of [[dl.latent, l.latent], [dl.alpha, l.alpha], [dl.lrA, l.lrA], [dl.lrB, l.lrB]]) {
+        let m = 0;
+        for (const v of b) m = Math.max(m, Math.abs(v));
+        for (let i = 0; i < b.length; i++) if (Math.abs(a[i] - b[i]) > 1e-4 * m) moved++;
+        total += b.length;
       }
     }
-    report(pw < 5e-3, `${tag}: parameters after Adam, max rel diff ${pw.toExponential(2)} (${pwName}; gradient signs differing ${(100 * signs).toFixed(3)} %)`);
+    report(moved <= 0.01 * total, `${tag}: parameters after Adam: ${moved} of ${total} entries differ by more than 1e-4 of their tensor's max (gradient signs differing ${(100 * signs).toFixed(3)} %)`);
   }
   // a whole reconstruction
   const windows = 4;
