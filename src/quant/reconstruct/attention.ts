@@ -89,19 +89,26 @@ export async function attentionForward<T extends Arr>(q: T, k: T, v: T, batch: n
   const lo = (i: number): number => firstVisibleKey(i, slidingWindow);
   const probRows: CausalRows = { period: seq, slidingWindow, unmasked: sites?.probsRow === 'unmasked' };
   const row = new Float64Array(seq);
+  // every head's rows first, so the sites' alignment factors are those of the whole minibatch (QuantSite.prepareFactors)
+  const heads = (x: T, n: number): T[][] => Array.from({ length: batch }, (_, b) => Array.from({ length: n }, (_, h) => gather(x, b, seq, n, hd, h)));
+  const qh = heads(q, numHeads);
+  const kh = heads(k, numKvHeads);
+  const vh = heads(v, numKvHeads);
+  sites?.query.prepareFactors(qh.flat(), seq, hd, at);
+  sites?.key.prepareFactors(kh.flat(), seq, hd, at);
+  sites?.value.prepareFactors(vh.flat(), seq, hd, at);
   for (let b = 0; b < batch; b++) {
     const keys: SiteOut<T>[] = [];
     const values: SiteOut<T>[] = [];
     for (let g = 0; g < numKvHeads; g++) {
-      keys.push(site(sites?.key, gather(k, b, seq, numKvHeads, hd, g), seq, hd, at));
-      values.push(site(sites?.value, gather(v, b, seq, numKvHeads, hd, g), seq, hd, at));
+      keys.push(site(sites?.key, kh[b]![g]!, seq, hd, at));
+      values.push(site(sites?.value, vh[b]![g]!, seq, hd, at));
     }
     const queries: SiteOut<T>[] = [];
-    const probs: SiteOut<T>[] = [];
     const softmax: T[] = [];
     for (let h = 0; h < numHeads; h++) {
       const g = Math.floor(h / group);
-      const qs = site(sites?.query, gather(q, b, seq, numHeads, hd, h), seq, hd, at);
+      const qs = site(sites?.query, qh[b]![h]!, seq, hd, at);
       const p = await gemm.nt(qs.out, keys[g]!.out, seq, hd, seq);
       for (let i = 0; i < seq; i++) {
         const o = i * seq;
@@ -122,18 +129,24 @@ export async function attentionForward<T extends Arr>(q: T, k: T, v: T, batch: n
         for (let j = start; j <= i; j++) p[o + j] = row[j]! / sum;
         p.fill(0, o + i + 1, o + seq);
       }
-      const ps = site(sites?.probs, p, seq, seq, at, probRows);
-      const ch = await gemm.nn(ps.out, values[g]!.out, seq, seq, hd);
-      scatterAdd(ctx, ch, b, seq, numHeads, hd, h);
       queries.push(qs);
-      probs.push(ps);
       softmax.push(p);
     }
     cache.keys.push(keys);
     cache.values.push(values);
     cache.queries.push(queries);
-    cache.probs.push(probs);
     cache.softmax.push(softmax);
+  }
+  sites?.probs.prepareFactors(cache.softmax.flat(), seq, seq, at, probRows);
+  for (let b = 0; b < batch; b++) {
+    const probs: SiteOut<T>[] = [];
+    for (let h = 0; h < numHeads; h++) {
+      const ps = site(sites?.probs, cache.softmax[b]![h]!, seq, seq, at, probRows);
+      const ch = await gemm.nn(ps.out, cache.values[b]![Math.floor(h / group)]!.out, seq, seq, hd);
+      scatterAdd(ctx, ch, b, seq, numHeads, hd, h);
+      probs.push(ps);
+    }
+    cache.probs.push(probs);
   }
   return { ctx, cache };
 }

@@ -6,7 +6,7 @@
  *
  *   p_i = Σ|q_last(x)| / Σ|q_i(x)|
  *
- * computed on the minibatch where stage i is first used and then held fixed. The anchor is bwq's
+ * computed on the minibatch where stage i is first used (all of its rows: prepareFactors) and then held fixed. The anchor is bwq's
  * choice for post-training: the weight scales the student starts from were fitted against the final
  * quantizer (the calibrated block), so every stage hands its consumers operands of the magnitude those
  * scales expect (anchoring at the float operand instead, p_i = Σ|x| / Σ|q_i(x)|, measured worse). The
@@ -62,6 +62,32 @@ export class QuantSite {
       }
     }
     return this.p[stage]!;
+  }
+
+  /**
+   * The factors of the point's stage (and of the one it hands over from) on the rows of every array of `xs` at once,
+   * where not yet known: a site applied piece by piece (the attention operands, head by head) gets the factor of its
+   * whole minibatch, as on the device step (src/runtime/device-recon.ts), not of its first piece.
+   */
+  prepareFactors<T extends Arr>(xs: readonly T[], rows: number, cols: number, at: StagePoint, causal?: CausalRows): void {
+    if (!this.align) return;
+    const point = this.local(at);
+    const last = this.stages.length - 1;
+    const stages = point.lambda < 1 && point.stage > 0 ? [point.stage, point.stage - 1] : [point.stage];
+    for (const stage of stages) {
+      if (!Number.isNaN(this.p[stage]!)) continue;
+      if (stage === last) {
+        this.p[stage] = 1;
+        continue;
+      }
+      let anchor = 0;
+      let cur = 0;
+      for (const x of xs) {
+        anchor += sumAbs(quantForwardWith(this.kernels, this.stages[last]!, this.param, x, rows, cols, causal).out);
+        cur += sumAbs(quantForwardWith(this.kernels, this.stages[stage]!, this.param, x, rows, cols, causal).out);
+      }
+      this.p[stage] = cur > 0 && anchor > 0 ? anchor / cur : 1;
+    }
   }
 
   /** Clamps the point to this site's stages (a single-stage site is always stage 0, λ = 1). */

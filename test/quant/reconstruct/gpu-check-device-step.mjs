@@ -4,12 +4,12 @@
 //
 //   node test/quant/reconstruct/gpu-check-device-step.mjs [--time]
 //
-// For two small blocks — BWTA-like (ternary sites with the 9/5-level stages and the alignment factors, ternary
-// attention operands with causal 'unmasked' probability rows, q/k norms, GQA, RoPE, batch 2) and BWLA-like (int6
-// sites behind Kronecker rotations with a remainder, rank-4 low-rank factors, q/k/v biases, a sliding window, no
-// attention sites) — at several stage points, one step on each stepper from the same start: the loss, every site's
+// For three small blocks — BWTA-like (ternary sites with the 9/5-level stages and the alignment factors, ternary
+// attention operands with causal 'unmasked' probability rows, q/k norms, GQA, RoPE, batch 2), a longer one (rows of
+// 300, the default 9/7/5 stages) and BWLA-like (int6 sites behind Kronecker rotations with a remainder, rank-4
+// low-rank factors, q/k/v biases, a sliding window, no attention sites) — at several stage points, one step on each stepper from the same start: the loss, every site's
 // parameter gradient and factors, every linear's gradients (latent, alpha, A, B) and the parameters after Adam.
-// Then 30 steps of reconstructBlock on each (losses before / after). --time: seconds per step of a Llama-2-7B-shape
+// Then 30 (20) steps of reconstructBlock on each (losses before / after). --time: seconds per step of a Llama-2-7B-shape
 // block (random, BWTA sites, 1 x 2048 tokens). PASS/FAIL lines; exit code 1 on a failure.
 import { openModelDir } from '../../../dist/model/model-dir.js';
 import { DEFAULT_MODEL_DIR } from '../../../dist/package-paths.js';
@@ -62,6 +62,16 @@ const CASES = {
     attention: (site) => ({ query: site('query'), key: site('key'), value: site('value'), probs: site('probs'), probsRow: 'unmasked' }),
     rotations: () => ({}),
     points: [{ stage: 1, lambda: 0.5 }, { stage: 2, lambda: 0.25 }, { stage: 3, lambda: 0.6 }, { stage: 3, lambda: 1 }],
+  },
+  // longer rows than a kernel's block (seq 300 > 256 threads), the default 9/7/5 stages, alignment off (the default)
+  medium: {
+    dims: { hidden: 192, intermediate: 320, numHeads: 6, numKvHeads: 2, headDim: 32, normEps: 1e-6, slidingWindow: undefined },
+    batch: 1, seq: 300, rank: 0, qkNorm: false, bias: false,
+    linearSite: (name) => new QuantSite(name, ternaryStages([9, 7, 5]), 0.7, false),
+    attention: (site) => ({ query: site('query'), key: site('key'), value: site('value'), probs: site('probs'), probsRow: 'unmasked' }),
+    rotations: () => ({}),
+    points: [{ stage: 2, lambda: 0.5 }, { stage: 4, lambda: 1 }],
+    iterations: 20,
   },
   bwla: {
     dims: { hidden: 64, intermediate: 98, numHeads: 4, numKvHeads: 4, headDim: 16, normEps: 1e-5, slidingWindow: 24 },
@@ -184,12 +194,13 @@ for (const [name, c] of Object.entries(CASES)) {
     targets: Float32Array.from({ length: windows * c.seq * c.dims.hidden }, () => r.next() * 2 - 1),
     windows, seq: c.seq, hidden: c.dims.hidden,
   };
-  const runHost = await reconstructBlock(makeBlock(c), data, settings, jsGemm);
-  const runDev = await reconstructBlock(makeBlock(c), data, settings, jsGemm, undefined, engine.reconstructionSteps);
+  const run = { ...settings, iterations: c.iterations ?? settings.iterations };
+  const runHost = await reconstructBlock(makeBlock(c), data, run, jsGemm);
+  const runDev = await reconstructBlock(makeBlock(c), data, run, jsGemm, undefined, engine.reconstructionSteps);
   report(Math.abs(runDev.lossBefore - runHost.lossBefore) <= 1e-5 * runHost.lossBefore,
     `${name} reconstructBlock: loss before ${runDev.lossBefore.toExponential(5)} (reference ${runHost.lossBefore.toExponential(5)})`);
   report(Math.abs(runDev.lossAfter - runHost.lossAfter) <= 0.05 * runHost.lossAfter,
-    `${name} reconstructBlock, ${settings.iterations} steps: loss after ${runDev.lossAfter.toExponential(5)} (reference ${runHost.lossAfter.toExponential(5)})`);
+    `${name} reconstructBlock, ${run.iterations} steps: loss after ${runDev.lossAfter.toExponential(5)} (reference ${runHost.lossAfter.toExponential(5)})`);
 }
 
 if (process.argv.includes('--time')) {

@@ -13,6 +13,9 @@ import { rotationBackward, rotationForward } from '../../../src/quant/reconstruc
 import { BinaryLinear } from '../../../src/quant/reconstruct/binary-linear.js';
 import { attentionBackward, attentionForward } from '../../../src/quant/reconstruct/attention.js';
 import { gemmNN, gemmNT, gemmTN, jsGemm } from '../../../src/quant/reconstruct/gemm.js';
+import { quantForward, sumAbs } from '../../../src/quant/reconstruct/act-quant.js';
+import { QuantSite } from '../../../src/quant/reconstruct/quant-site.js';
+import { ternaryStages } from '../../../src/quant/reconstruct/schedule.js';
 import { dot, numericGrad, pick, randn, relError } from './helpers.js';
 
 const all = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
@@ -166,6 +169,31 @@ describe('op backward = finite differences (float64)', () => {
       const idx = pick(rng, param.length, 24);
       expect(relError(idx.map((i) => grad[i]!), await numericGrad(param, idx, loss))).toBeLessThan(1e-6);
     }
+  });
+});
+
+describe('attention operand sites', () => {
+  it('take the alignment factors of the whole minibatch (every head), not of the first head', async () => {
+    const rng = new Rng(12);
+    const batch = 2, seq = 6, nH = 4, nKV = 2, hd = 4;
+    const dims = { seq, numHeads: nH, numKvHeads: nKV, headDim: hd, slidingWindow: undefined };
+    // heads of very different magnitudes, so a factor taken on one head differs from the whole minibatch's
+    const scaled = (n: number, heads: number): Float64Array => randn(rng, n).map((x, i) => x * (1 + 3 * (Math.floor(i / hd) % heads)));
+    const q = scaled(batch * seq * nH * hd, nH);
+    const k = scaled(batch * seq * nKV * hd, nKV);
+    const v = randn(rng, batch * seq * nKV * hd);
+    const site = (name: string) => new QuantSite(name, ternaryStages([9]), 0.7, true);
+    const sites = { query: site('query'), key: site('key'), value: site('value'), probs: site('probs'), probsRow: 'unmasked' as const };
+    const at = { stage: 1, lambda: 1 }; // levels 9, anchored at ternary
+    const f = await attentionForward(q, k, v, batch, dims, sites, at, jsGemm);
+    // q as rows of head_dim (token-major: every (token, head) row once) is the set of rows the query site saw
+    const factor = (x: Float64Array, rows: number, cols: number, causal?: Parameters<typeof quantForward>[5]): number =>
+      sumAbs(quantForward({ kind: 'ternary' }, 0.7, x, rows, cols, causal).out) / sumAbs(quantForward({ kind: 'levels', levels: 9 }, 0.7, x, rows, cols, causal).out);
+    expect(sites.query.p[1]).toBeCloseTo(factor(q, batch * seq * nH, hd), 12);
+    expect(sites.key.p[1]).toBeCloseTo(factor(k, batch * seq * nKV, hd), 12);
+    expect(sites.query.p[1]).not.toBeCloseTo(factor(q.subarray(0, seq * hd), seq, hd), 3); // (not the first rows only)
+    const probs = new Float64Array(f.cache.softmax.flat().flatMap((p) => Array.from(p)));
+    expect(sites.probs.p[1]).toBeCloseTo(factor(probs, batch * nH * seq, seq, { period: seq, slidingWindow: undefined, unmasked: true }), 12);
   });
 });
 
