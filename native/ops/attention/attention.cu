@@ -250,6 +250,35 @@ size_t flash_smem() {  // Q [BQ][HD + PAD], K [BK][HD + PAD], V [BK][HD], P [BQ]
                           (size_t)FA_BQ * (FA_BK + FA_PAD));
 }
 
+// o[r][u] += P[row ty + 16r, keys of the tile] V[those keys, float4 column tx + 16u] over the tile's FA_BK keys, in
+// ascending key order (P in shared memory with row stride FA_BK + FA_PAD, V [FA_BK][HD]); SKIP_ZERO skips the zero
+// probabilities (a quantized P row is mostly zeros). Shared by both tiled prefill kernels.
+template <int HD, bool SKIP_ZERO>
+__device__ __forceinline__ void tile_pv(const float *Ps, const float *Vs, int tx, int ty, float4 (&o)[4][HD / 64]) {
+  constexpr int PS = FA_BK + FA_PAD, U = HD / 64;
+#pragma unroll 2
+  for (int k = 0; k < FA_BK; k += 4) {
+    float4 pr[4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) pr[r] = *reinterpret_cast<const float4 *>(Ps + (ty + 16 * r) * PS + k);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const float4 v = *reinterpret_cast<const float4 *>(Vs + (k + kk) * HD + 4 * (tx + 16 * u));
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const float pv = kk == 0 ? pr[r].x : kk == 1 ? pr[r].y : kk == 2 ? pr[r].z : pr[r].w;
+          if (SKIP_ZERO && pv == 0.0f) continue;
+          o[r][u].x = fmaf(pv, v.x, o[r][u].x);
+          o[r][u].y = fmaf(pv, v.y, o[r][u].y);
+          o[r][u].z = fmaf(pv, v.z, o[r][u].z);
+          o[r][u].w = fmaf(pv, v.w, o[r][u].w);
+        }
+      }
+  }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(FA_THREADS) flash_prefill_kernel(FlashArgs A) {
   constexpr int QS = HD + FA_PAD, PS = FA_BK + FA_PAD, D4 = HD / 4, U = HD / 64;  // U float4 columns per thread
@@ -343,26 +372,7 @@ __global__ void __launch_bounds__(FA_THREADS) flash_prefill_kernel(FlashArgs A) 
       for (int c = 0; c < 4; ++c) Ps[(ty + 16 * r) * PS + tx + 16 * c] = p[c];
     }
     __syncthreads();
-#pragma unroll 2
-    for (int k = 0; k < FA_BK; k += 4) {
-      float4 pr[4];
-#pragma unroll
-      for (int r = 0; r < 4; ++r) pr[r] = *reinterpret_cast<const float4 *>(Ps + (ty + 16 * r) * PS + k);
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const float4 v = *reinterpret_cast<const float4 *>(Vs + (k + kk) * HD + 4 * (tx + 16 * u));
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const float pv = kk == 0 ? pr[r].x : kk == 1 ? pr[r].y : kk == 2 ? pr[r].z : pr[r].w;
-            o[r][u].x = fmaf(pv, v.x, o[r][u].x);
-            o[r][u].y = fmaf(pv, v.y, o[r][u].y);
-            o[r][u].z = fmaf(pv, v.z, o[r][u].z);
-            o[r][u].w = fmaf(pv, v.w, o[r][u].w);
-          }
-        }
-    }
+    tile_pv<HD, false>(Ps, Vs, tx, ty, o);
   }
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
@@ -590,28 +600,7 @@ __global__ void __launch_bounds__(FA_THREADS) quant_prefill_kernel(QuantPrefillA
       }
       if (pass == 4) {
         __syncthreads();
-#pragma unroll 2
-        for (int k = 0; k < FA_BK; k += 4) {
-          float4 pr[4];
-#pragma unroll
-          for (int r = 0; r < 4; ++r) pr[r] = *reinterpret_cast<const float4 *>(Ps + (ty + 16 * r) * PS + k);
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk)
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-              const float4 v = *reinterpret_cast<const float4 *>(Vs + (k + kk) * HD + 4 * (tx + 16 * u));
-#pragma unroll
-              for (int r = 0; r < 4; ++r) {
-                const float pv = kk == 0 ? pr[r].x : kk == 1 ? pr[r].y : kk == 2 ? pr[r].z : pr[r].w;
-                if (pv != 0.0f) {
-                  o[r][u].x = fmaf(pv, v.x, o[r][u].x);
-                  o[r][u].y = fmaf(pv, v.y, o[r][u].y);
-                  o[r][u].z = fmaf(pv, v.z, o[r][u].z);
-                  o[r][u].w = fmaf(pv, v.w, o[r][u].w);
-                }
-              }
-            }
-        }
+        tile_pv<HD, true>(Ps, Vs, tx, ty, o);
       }
     }
     // the row statistics of the pass, reduced over the 16 threads of each row
