@@ -151,12 +151,18 @@ export function deviceRecon(addon: ReconAddon, model: RuntimeModelHandle): Stepp
         call(() => addon.rtReconRead(trainer, linear, 1, g.latent, g.alpha, l.rank > 0 ? g.a : null, l.rank > 0 ? g.b : null));
         return g;
       },
-      finish() {
-        linears.forEach((l, i) => {
-          call(() => addon.rtReconRead(trainer, i, 0, l.latent, l.alpha, l.rank > 0 ? l.lrA : null, l.rank > 0 ? l.lrB : null));
-          l.invalidate();
-        });
-        addon.rtFree(trainer);
+      finish(keep) {
+        try {
+          // the block's arrays still hold the start: only a kept result is read back
+          if (keep) {
+            linears.forEach((l, i) => {
+              call(() => addon.rtReconRead(trainer, i, 0, l.latent, l.alpha, l.rank > 0 ? l.lrA : null, l.rank > 0 ? l.lrB : null));
+              l.invalidate();
+            });
+          }
+        } finally {
+          addon.rtFree(trainer);
+        }
         return Promise.resolve();
       },
     };

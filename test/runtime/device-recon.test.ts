@@ -111,10 +111,21 @@ describe('device reconstruction stepper (host side)', () => {
     expect(Array.from(calls.steps[1]!.sites.subarray(0, 13))).toEqual([1, 3, 5, 0, 0, 0, 1, 0.7, 1, 2, 0, 2, Number.NaN]);
     expect(await stepper.sumSquares(x, x, 3)).toBe(4);
 
-    await stepper.finish();
+    await stepper.finish(true);
     expect(calls.reads).toEqual([0, 1, 2, 3, 4, 5, 6]);
     expect(b.params.linears.up_proj.latent[0]).toBe(-5);
     expect(b.params.linears.down_proj.alpha[0]).toBe(16);
+    expect(calls.freed).toBe(true);
+  });
+
+  it('a refused reconstruction reads nothing back (the block keeps its start) and still frees the trainer', async () => {
+    const calls: Calls = { steps: [], reads: [], freed: false };
+    const b = block();
+    const rates = Array.from({ length: 7 }, () => ({ latent: 1, alpha: 1, a: 1, b: 1 }));
+    const stepper = await deviceRecon(fakeAddon(calls), {} as RuntimeModelHandle)(b, rates, 1, 10);
+    await stepper.finish(false);
+    expect(calls.reads).toEqual([]);
+    expect(b.params.linears.up_proj.latent[0]).toBe(6);
     expect(calls.freed).toBe(true);
   });
 });

@@ -56,26 +56,21 @@ export interface TrainReport {
 
 const FINAL: StagePoint = { stage: Number.MAX_SAFE_INTEGER, lambda: 1 };
 
-interface Snapshot {
-  tensors: Float32Array[];
-  copies: Float32Array[];
+/** The sites' scalars and factors, to put back when the reconstruction is refused (the steppers keep the tensors). */
+interface SiteSnapshot {
   params: number[];
   factors: Float64Array[];
 }
 
-function snapshot(block: ReconBlock<Float32Array>, sites: QuantSite[]): Snapshot {
-  const tensors: Float32Array[] = [];
-  for (const l of Object.values(block.params.linears)) tensors.push(l.latent, l.alpha, l.lrA, l.lrB);
-  return { tensors, copies: tensors.map((t) => Float32Array.from(t)), params: sites.map((s) => s.param), factors: sites.map((s) => Float64Array.from(s.p)) };
+function snapshotSites(sites: QuantSite[]): SiteSnapshot {
+  return { params: sites.map((s) => s.param), factors: sites.map((s) => Float64Array.from(s.p)) };
 }
 
-function restore(block: ReconBlock<Float32Array>, sites: QuantSite[], s: Snapshot): void {
-  s.tensors.forEach((t, i) => t.set(s.copies[i]!));
+function restoreSites(sites: QuantSite[], s: SiteSnapshot): void {
   sites.forEach((site, i) => {
     site.param = s.params[i]!;
     site.p.set(s.factors[i]!);
   });
-  for (const l of Object.values(block.params.linears)) l.invalidate();
 }
 
 function meanAbs(a: Float32Array): number {
@@ -100,8 +95,11 @@ export interface BlockStepper {
   step(x: Float32Array, y: Float32Array, batch: number, at: StagePoint, lrScale: number): Promise<number>;
   /** Σ (block(x) − y)² at the final stage on `batch` windows */
   sumSquares(x: Float32Array, y: Float32Array, batch: number): Promise<number>;
-  /** The parameters back into the block's arrays (device steppers: and the device memory freed). */
-  finish(): Promise<void>;
+  /**
+   * Ends the training: with `keep` the trained parameters in the block's arrays, else the block's arrays as they were
+   * when the stepper was made (a device stepper: its memory freed either way).
+   */
+  finish(keep: boolean): Promise<void>;
 }
 
 /** The Adam base rate of each linear's tensors (latent, α, A, B) in BLOCK_LINEAR_ROLES order of the block. */
@@ -125,6 +123,9 @@ export function hostStepper(block: ReconBlock<Float32Array>, rates: LinearRates[
     b: new Adam(l.lrB.length, { lr: rates[i]!.b }),
   }));
   const learnable = block.allSites().filter((x) => x.learnable);
+  // the tensors are trained in place: a copy of the start for finish(false)
+  const tensors = linears.flatMap((l) => [l.latent, l.alpha, l.lrA, l.lrB]);
+  const start = tensors.map((t) => Float32Array.from(t));
   return {
     async step(x, y, batch, at, lrScale) {
       const { out, cache } = await block.forward(x, batch, x.length / batch / block.dims.hidden, at, gemm);
@@ -157,7 +158,13 @@ export function hostStepper(block: ReconBlock<Float32Array>, rates: LinearRates[
       for (let i = 0; i < out.length; i++) sum += (out[i]! - y[i]!) ** 2;
       return sum;
     },
-    finish: () => Promise.resolve(),
+    finish(keep) {
+      if (!keep) {
+        tensors.forEach((t, i) => t.set(start[i]!));
+        for (const l of linears) l.invalidate();
+      }
+      return Promise.resolve();
+    },
   };
 }
 
@@ -192,7 +199,7 @@ export async function reconstructBlock(block: ReconBlock<Float32Array>, data: Bl
   try {
     // the starting point: the calibrated block, as the pipeline would write it without reconstruction
     const lossBefore = await stepperLoss(stepper, data, evalWindows);
-    const start = snapshot(block, sites);
+    const start = snapshotSites(sites);
     const stageCount = Math.max(...sites.map((x) => x.stages.length));
     const schedule = buildSchedule(stageCount, s.iterations, s.finalFraction, s.handover);
     const siteOpt = learnable.map((x) => new Adam(1, { lr: s.lrAct * Math.max(Math.abs(x.param), 0.1) }));
@@ -202,19 +209,30 @@ export async function reconstructBlock(block: ReconBlock<Float32Array>, data: Bl
     let chunkSum = 0;
     let chunkCount = 0;
     const n = s.batch * seq * hidden;
-    const x = new Float32Array(n);
-    const y = new Float32Array(n);
+    const window = seq * hidden;
+    // one window per step (the default) is passed as it lies; several are gathered
+    const x = s.batch === 1 ? undefined : new Float32Array(n);
+    const y = s.batch === 1 ? undefined : new Float32Array(n);
     const one = new Float32Array(1);
     const grad = new Float32Array(1);
     for (let step = 0; step < s.iterations; step++) {
       const at = schedule.at(step);
       const lrScale = 0.5 * (1 + Math.cos((Math.PI * step) / s.iterations));
+      let xs: Float32Array | undefined = x;
+      let ys: Float32Array | undefined = y;
       for (let b = 0; b < s.batch; b++) {
         const w = rng.int(data.windows);
-        x.set(data.inputs.subarray(w * seq * hidden, (w + 1) * seq * hidden), b * seq * hidden);
-        y.set(data.targets.subarray(w * seq * hidden, (w + 1) * seq * hidden), b * seq * hidden);
+        const xw = data.inputs.subarray(w * window, (w + 1) * window);
+        const yw = data.targets.subarray(w * window, (w + 1) * window);
+        if (x === undefined || y === undefined) {
+          xs = xw;
+          ys = yw;
+        } else {
+          x.set(xw, b * window);
+          y.set(yw, b * window);
+        }
       }
-      const loss = await stepper.step(x, y, s.batch, at, lrScale);
+      const loss = await stepper.step(xs!, ys!, s.batch, at, lrScale);
       learnable.forEach((site, i) => {
         one[0] = site.param;
         grad[0] = site.grad;
@@ -232,12 +250,12 @@ export async function reconstructBlock(block: ReconBlock<Float32Array>, data: Bl
       onStep?.(step, loss);
     }
     const lossAfter = await stepperLoss(stepper, data, evalWindows);
-    await stepper.finish();
-    finished = true;
     const kept = lossAfter < lossBefore;
-    if (!kept) restore(block, sites, start);
+    await stepper.finish(kept);
+    finished = true;
+    if (!kept) restoreSites(sites, start);
     return { lossBefore, lossAfter, kept, history, stageLengths: [...schedule.lengths] };
   } finally {
-    if (!finished) await stepper.finish().catch(() => undefined);
+    if (!finished) await stepper.finish(false).catch(() => undefined);
   }
 }

@@ -172,7 +172,7 @@ for (const [name, c] of Object.entries(CASES)) {
       }
     }
     report(worst < 2e-3, `${tag}: linear gradients, max rel diff ${worst.toExponential(2)} (${worstName})`);
-    await ds.finish();
+    await ds.finish(true);
     // Adam's first step moves every entry by ±lr (|m̂/√v̂| = 1): an entry whose gradient is ~0 may move either way, so
     // count the entries that moved differently rather than the largest difference
     let moved = 0, total = 0;
@@ -228,7 +228,7 @@ if (process.argv.includes('--time')) {
   const t4 = performance.now();
   await ds.sumSquares(x, y, 1);
   const t5 = performance.now();
-  await ds.finish();
+  await ds.finish(true);
   const t6 = performance.now();
   const perStep = (t4 - t3) / steps;
   console.log(`7B-shape block (202 M weights, BWTA sites, 1 x 2048 tokens): random block ${((t1 - t0) / 1000).toFixed(1)} s, `
