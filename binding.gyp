@@ -23,7 +23,7 @@
     },
     {
       "target_name": "bwq",
-      "sources": ["native/src/addon.cpp", "native/src/addon_runtime.cpp", "native/src/addon_weight_passes.cpp", "native/src/cpu.cpp",
+      "sources": ["native/src/addon.cpp", "native/src/addon_runtime.cpp", "native/src/addon_recon.cpp", "native/src/addon_weight_passes.cpp", "native/src/cpu.cpp",
                   "native/src/kernels_scalar.cpp", "native/runtime/cpu_backend.cpp", "native/runtime/model.cpp",
                   "native/runtime/forward.cpp", "native/ops/embed/embed_cpu.cpp", "native/ops/norm/norm_cpu.cpp",
                   "native/ops/rope/rope_cpu.cpp", "native/ops/rotate/rotate_cpu.cpp",
