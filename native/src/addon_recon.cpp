@@ -178,44 +178,46 @@ TrainerRef *trainer_args(napi_env env, napi_callback_info info, size_t n, napi_v
   return t;
 }
 
-// The x / y windows of a step or loss call: Float32Arrays of batch * seq * hidden values.
-bool windows_args(napi_env env, const TrainerRef &t, napi_value *argv, const float **x, const float **y, int *batch) {
-  *batch = int_of(env, argv[3]);
-  if (*batch < 1) {
+// The arguments a step and a loss call share: (trainer, x, y, batch, sites, ...) with x / y Float32Arrays of
+// batch * seq * hidden values and 13 values per site. nullptr (and a JS error) when they are not that.
+struct WindowCall {
+  TrainerRef *t = nullptr;
+  const float *x = nullptr, *y = nullptr;
+  int batch = 0;
+  ReconSitePoint pts[RECON_SITES];
+};
+bool window_call(napi_env env, napi_callback_info info, size_t n, napi_value *argv, WindowCall &c) {
+  c.t = trainer_args(env, info, n, argv);
+  if (!c.t) return false;
+  c.batch = int_of(env, argv[3]);
+  if (c.batch < 1) {
     throw_error(env, "bwq runtime: batch must be positive");
     return false;
   }
-  const size_t n = (size_t)*batch * t.window_floats;
-  return f32_arg(env, argv[1], n, false, x, "inputs") && f32_arg(env, argv[2], n, false, y, "targets");
+  const size_t floats = (size_t)c.batch * c.t->window_floats;
+  return f32_arg(env, argv[1], floats, false, &c.x, "inputs") && f32_arg(env, argv[2], floats, false, &c.y, "targets") &&
+         site_points(env, argv[4], c.pts);
 }
 
 // rtReconStep(trainer, x, y, batch, sites Float64Array, lrScale) -> Float64Array [loss, grads[8], pCur[8], pPrev[8]]
 napi_value ReconStep(napi_env env, napi_callback_info info) {
   napi_value argv[6];
-  TrainerRef *t = trainer_args(env, info, 6, argv);
-  if (!t) return nullptr;
-  const float *x, *y;
-  int batch;
-  ReconSitePoint pts[RECON_SITES];
-  if (!windows_args(env, *t, argv, &x, &y, &batch) || !site_points(env, argv[4], pts)) return nullptr;
+  WindowCall c;
+  if (!window_call(env, info, 6, argv, c)) return nullptr;
   double lr_scale = 1;
   napi_get_value_double(env, argv[5], &lr_scale);
   double *out;
   napi_value result = new_f64(env, RECON_STEP_OUT, &out);
-  return done(env, locked([&] { return t->trainer->step(x, y, batch, pts, lr_scale, out); }), result);
+  return done(env, locked([&] { return c.t->trainer->step(c.x, c.y, c.batch, c.pts, lr_scale, out); }), result);
 }
 
 // rtReconLoss(trainer, x, y, batch, sites Float64Array) -> sum of squared output errors
 napi_value ReconLoss(napi_env env, napi_callback_info info) {
   napi_value argv[5];
-  TrainerRef *t = trainer_args(env, info, 5, argv);
-  if (!t) return nullptr;
-  const float *x, *y;
-  int batch;
-  ReconSitePoint pts[RECON_SITES];
-  if (!windows_args(env, *t, argv, &x, &y, &batch) || !site_points(env, argv[4], pts)) return nullptr;
+  WindowCall c;
+  if (!window_call(env, info, 5, argv, c)) return nullptr;
   double sum = 0;
-  const std::string err = locked([&] { return t->trainer->loss(x, y, batch, pts, &sum); });
+  const std::string err = locked([&] { return c.t->trainer->loss(c.x, c.y, c.batch, c.pts, &sum); });
   return done(env, err, make_double(env, sum));
 }
 

@@ -3,7 +3,8 @@
  * (block dims, linears in BLOCK_LINEAR_ROLES order with their rates, rotations, the sites' points at a stage point
  * with hand-over and alignment) and what it does with the answer (site gradients and alignment factors written to
  * the sites, parameters read back into the block's arrays, the trainer freed). The CUDA step itself is compared
- * with the TypeScript reference on the GPU machine (test/quant/reconstruct/gpu-check-device-step.mjs).
+ * with the TypeScript reference on the GPU machine (test/quant/reconstruct/gpu-check-device-step.mjs); the last test
+ * runs the real addon on the CPU backend (argument checks, and the refusal of a backend without a device trainer).
  */
 import { describe, expect, it } from 'vitest';
 import { BinaryLinear } from '../../src/quant/reconstruct/binary-linear.js';
@@ -11,7 +12,10 @@ import { ReconBlock } from '../../src/quant/reconstruct/block.js';
 import { QuantSite } from '../../src/quant/reconstruct/quant-site.js';
 import { ternaryStages } from '../../src/quant/reconstruct/schedule.js';
 import { deviceRecon, type ReconAddon, type RuntimeTrainerHandle } from '../../src/runtime/device-recon.js';
-import type { RuntimeModelHandle } from '../../src/runtime/load.js';
+import { loadAddon } from '../../src/native/loader.js';
+import { loadBenchConfig } from '../../src/bench/e2e.js';
+import { loadRuntimeModelFrom, type RuntimeAddon, type RuntimeModelHandle } from '../../src/runtime/load.js';
+import { randomModelSource } from '../../src/runtime/random-model.js';
 
 const DIMS = { hidden: 8, intermediate: 12, numHeads: 2, numKvHeads: 1, headDim: 4, normEps: 1e-6, slidingWindow: 6 };
 
@@ -127,5 +131,33 @@ describe('device reconstruction stepper (host side)', () => {
     expect(calls.reads).toEqual([]);
     expect(b.params.linears.up_proj.latent[0]).toBe(6);
     expect(calls.freed).toBe(true);
+  });
+
+  it('the addon refuses malformed arguments in one line, and the CPU backend says it has no device trainer', async () => {
+    const addon = loadAddon() as unknown as RuntimeAddon & ReconAddon;
+    const { config } = loadBenchConfig('test/fixtures/bench/tiny-llama-config.json');
+    const loaded = await loadRuntimeModelFrom(addon, randomModelSource(config, 'fp16', 'random'), 'cpu');
+    try {
+      const b = block();
+      const calls: Calls = { steps: [], reads: [], freed: false };
+      const recording = fakeAddon(calls);
+      await deviceRecon(recording, {} as RuntimeModelHandle)(b, Array.from({ length: 7 }, () => ({ latent: 1, alpha: 1, a: 1, b: 1 })), 1, 10);
+      const c = calls.create!;
+      const create = (over: Partial<typeof c> = {}) => {
+        const a = { ...c, ...over };
+        return () => addon.rtReconCreate(loaded.handle, a.dims, [b.params.inputNorm as Float32Array, b.params.postNorm as Float32Array, null, null, null, null],
+          a.linears, a.linearDims, a.rates, a.rotations as never, a.rotationDims);
+      };
+      expect(create()).toThrow(/^this backend has no device reconstruction$|bwq runtime: this backend has no device reconstruction/);
+      expect(create({ dims: c.dims.subarray(0, 5) })).toThrow(/reconstruction arguments are too short/);
+      const badLinear = Int32Array.from(c.linearDims);
+      badLinear[0] = 0;
+      expect(create({ linearDims: badLinear })).toThrow(/linear 0 has bad dimensions/);
+      const shortLatent = c.linears.map((l) => [...l]);
+      shortLatent[2]![0] = new Float32Array(3);
+      expect(create({ linears: shortLatent })).toThrow(/latent weights has 3 values, 32 needed/);
+    } finally {
+      addon.rtFree(loaded.handle);
+    }
   });
 });
