@@ -137,9 +137,11 @@ export function freezeStudent(block: ReconBlock<Float32Array>): FrozenBlock {
   for (const role of BLOCK_LINEAR_ROLES) {
     const l = p.linears[role];
     l.invalidate();
+    const simulated = l.materialize(); // a new array, handed over: the linear's cache is dropped below
+    l.invalidate();
     linears[role] = {
       signs: l.signs(), scales: Float32Array.from(l.alpha), lrA: Float32Array.from(l.lrA), lrB: Float32Array.from(l.lrB),
-      rank: l.rank, simulated: Float32Array.from(l.materialize()),
+      rank: l.rank, simulated,
     };
   }
   const quantizers = {} as Record<SiteName, ActivationQuantizer>;
