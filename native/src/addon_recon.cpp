@@ -179,7 +179,7 @@ TrainerRef *trainer_args(napi_env env, napi_callback_info info, size_t n, napi_v
 }
 
 // The arguments a step and a loss call share: (trainer, x, y, batch, sites, ...) with x / y Float32Arrays of
-// batch * seq * hidden values and 13 values per site. nullptr (and a JS error) when they are not that.
+// batch * seq * hidden values and 13 values per site. False (and a JS error) when they are not that.
 struct WindowCall {
   TrainerRef *t = nullptr;
   const float *x = nullptr, *y = nullptr;
