@@ -9,7 +9,7 @@
 import type { TrainQuantizer } from '../quant/reconstruct/act-quant.js';
 import type { ReconBlock, SiteName } from '../quant/reconstruct/block.js';
 import type { QuantSite } from '../quant/reconstruct/quant-site.js';
-import type { StagePoint } from '../quant/reconstruct/schedule.js';
+import { FINAL_STAGE, type StagePoint } from '../quant/reconstruct/schedule.js';
 import { BLOCK_LINEAR_ROLES } from '../quant/reconstruct/student.js';
 import type { BlockStepper, LinearRates, StepperFactory } from '../quant/reconstruct/train.js';
 import { runtimeError } from './engine.js';
@@ -36,7 +36,6 @@ export function hasReconBinding(addon: object): addon is ReconAddon {
 const SITES = 8;
 const SITE_VALUES = 13;
 const ROTATED_SITES: readonly SiteName[] = ['attn_in', 'attn_out', 'mlp_in', 'mlp_out'];
-const FINAL: StagePoint = { stage: Number.MAX_SAFE_INTEGER, lambda: 1 };
 
 function kindOf(q: TrainQuantizer): [number, number] {
   switch (q.kind) {
@@ -58,27 +57,19 @@ function blockSites(block: ReconBlock<Float32Array>): (QuantSite | undefined)[] 
   return [s.attn_in, s.attn_out, s.mlp_in, s.mlp_out, a?.query, a?.key, a?.value, a?.probs];
 }
 
-interface SitePoint {
-  stage: number;
-  blend: boolean;
-}
-
-/** quant-site.ts forward's point of each site at `at`, written into `out` (13 values per site). */
-function sitePoints(sites: (QuantSite | undefined)[], at: StagePoint, out: Float64Array): SitePoint[] {
+/** quant-site.ts forward's point of each site at `at` (QuantSite.pointAt), written into `out` (13 values per site). */
+function sitePoints(sites: (QuantSite | undefined)[], at: StagePoint, out: Float64Array): ReturnType<QuantSite['pointAt']>[] {
   out.fill(0);
   return sites.map((site, i) => {
-    if (site === undefined) return { stage: 0, blend: false };
-    const o = i * SITE_VALUES;
-    const len = site.stages.length;
-    const stage = len === 1 ? 0 : Math.min(at.stage, len - 1);
-    const lambda = len === 1 ? 1 : at.lambda;
-    const blend = lambda < 1 && stage > 0;
+    if (site === undefined) return { stage: 0, lambda: 1, blend: false };
+    const point = site.pointAt(at);
+    const { stage, blend } = point;
     const [ck, ca] = kindOf(site.stages[stage]!);
     const [pk, pa] = blend ? kindOf(site.stages[stage - 1]!) : [0, 0];
-    const [lk, la] = kindOf(site.stages[len - 1]!);
-    out.set([1, ck, ca, blend ? 1 : 0, pk, pa, lambda, site.param, site.align ? 1 : 0, lk, la,
-      site.p[stage]!, blend ? site.p[stage - 1]! : Number.NaN], o);
-    return { stage, blend };
+    const [lk, la] = kindOf(site.stages[site.stages.length - 1]!);
+    out.set([1, ck, ca, blend ? 1 : 0, pk, pa, point.lambda, site.param, site.align ? 1 : 0, lk, la,
+      site.p[stage]!, blend ? site.p[stage - 1]! : Number.NaN], i * SITE_VALUES);
+    return point;
   });
 }
 
@@ -108,16 +99,6 @@ export function deviceRecon(addon: ReconAddon, model: RuntimeModelHandle): Stepp
       rotationDims.set([r.a, r.b, r.r ?? 0], 3 * i);
       return [f32(r.r1), f32(r.r2), r.r3 === undefined || (r.r ?? 0) === 0 ? null : f32(r.r3)];
     });
-    let trainer: RuntimeTrainerHandle;
-    try {
-      trainer = addon.rtReconCreate(model, dims, fixed,
-        linears.map((l) => [l.latent, l.alpha, l.rank > 0 ? l.lrA : null, l.rank > 0 ? l.lrB : null, l.bias === undefined ? null : f32(l.bias)]),
-        linearDims, rateValues, rotations, rotationDims);
-    } catch (error) {
-      throw runtimeError(error);
-    }
-    const sites = blockSites(block);
-    const points = new Float64Array(SITES * SITE_VALUES);
     const call = <T>(f: () => T): T => {
       try {
         return f();
@@ -125,6 +106,11 @@ export function deviceRecon(addon: ReconAddon, model: RuntimeModelHandle): Stepp
         throw runtimeError(error);
       }
     };
+    const trainer = call(() => addon.rtReconCreate(model, dims, fixed,
+      linears.map((l) => [l.latent, l.alpha, l.rank > 0 ? l.lrA : null, l.rank > 0 ? l.lrB : null, l.bias === undefined ? null : f32(l.bias)]),
+      linearDims, rateValues, rotations, rotationDims));
+    const sites = blockSites(block);
+    const points = new Float64Array(SITES * SITE_VALUES);
     const stepper: BlockStepper & { readGradients(linear: number): Record<'latent' | 'alpha' | 'a' | 'b', Float32Array> } = {
       step(x, y, n, at, lrScale) {
         const used = sitePoints(sites, at, points);
@@ -141,7 +127,7 @@ export function deviceRecon(addon: ReconAddon, model: RuntimeModelHandle): Stepp
         return Promise.resolve(out[0]!);
       },
       sumSquares(x, y, n) {
-        sitePoints(sites, FINAL, points);
+        sitePoints(sites, FINAL_STAGE, points);
         return Promise.resolve(call(() => addon.rtReconLoss(trainer, x, y, n, points)));
       },
       /** the last step's gradients of linear `linear` (BLOCK_LINEAR_ROLES order): the GPU check's comparison */

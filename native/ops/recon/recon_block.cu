@@ -16,13 +16,7 @@
 namespace bwq_recon {
 namespace {
 
-using bwq::rt::ReconSitePoint;
-using bwq::rt::ReconSpec;
-using bwq::rt::ReconTrainer;
-using bwq::rt::ReconLinearSpec;
-using bwq::rt::ReconRotationSpec;
-using bwq::rt::TrainQ;
-using namespace bwq::rt;  // the site and linear indices
+using namespace bwq::rt;  // the trainer's interface, the site and linear indices
 
 constexpr int kOpN = 0, kOpT = 1, kR32F = 0, kCompute32F = 68, kGemmDefault = -1;
 
@@ -302,11 +296,11 @@ const float *Trainer::rotate(int site, const float *x, int rows, bool backward, 
 double Trainer::stage_factor(const ReconSitePoint &pt, TrainQ q, const float *x, int rows, int cols, Rows rr,
                              float *scratch) {
   const size_t n = (size_t)rows * cols;
-  SiteRows tmp{row_share_, row_share_, row_share_, row_share_};  // statistics not kept
   double sums[2] = {0, 0};
   const TrainQ which[2] = {pt.last, q};
   for (int i = 0; i < 2; ++i) {
-    ck(quant_forward(which[i], pt.param, x, rows, cols, rr, 1.0, false, scratch, tmp.stat_cur, tmp.scale_cur, st_),
+    // the per-row statistics are not kept: row_share_ (free until the backward) takes them
+    ck(quant_forward(which[i], pt.param, x, rows, cols, rr, 1.0, false, scratch, row_share_, row_share_, st_),
        "quant_forward");
     ck(sum_abs(scratch, n, partial_, slots_ + 1 + RECON_SITES + i, st_), "sum_abs");
   }

@@ -49,18 +49,27 @@ export class QuantSite {
     return this.stages.some((q) => q.kind !== 'none');
   }
 
+  /** p[stage] computed on the rows of every array of `xs` together when not yet known (1 for the last stage). */
+  private ensureFactor<T extends Arr>(stage: number, xs: readonly T[], rows: number, cols: number, causal: CausalRows | undefined): void {
+    if (!Number.isNaN(this.p[stage]!)) return;
+    const last = this.stages.length - 1;
+    if (stage === last) {
+      this.p[stage] = 1;
+      return;
+    }
+    let anchor = 0;
+    let cur = 0;
+    for (const x of xs) {
+      anchor += sumAbs(quantForwardWith(this.kernels, this.stages[last]!, this.param, x, rows, cols, causal).out);
+      cur += sumAbs(quantForwardWith(this.kernels, this.stages[stage]!, this.param, x, rows, cols, causal).out);
+    }
+    this.p[stage] = cur > 0 && anchor > 0 ? anchor / cur : 1;
+  }
+
   /** The stage's factor (computed on x the first time the stage is used). */
   private factor<T extends Arr>(stage: number, x: T, rows: number, cols: number, causal: CausalRows | undefined): number {
     if (!this.align) return 1;
-    const last = this.stages.length - 1;
-    if (Number.isNaN(this.p[stage]!)) {
-      if (stage === last) this.p[stage] = 1;
-      else {
-        const anchor = sumAbs(quantForwardWith(this.kernels, this.stages[last]!, this.param, x, rows, cols, causal).out);
-        const cur = sumAbs(quantForwardWith(this.kernels, this.stages[stage]!, this.param, x, rows, cols, causal).out);
-        this.p[stage] = cur > 0 && anchor > 0 ? anchor / cur : 1;
-      }
-    }
+    this.ensureFactor(stage, [x], rows, cols, causal);
     return this.p[stage]!;
   }
 
@@ -71,40 +80,30 @@ export class QuantSite {
    */
   prepareFactors<T extends Arr>(xs: readonly T[], rows: number, cols: number, at: StagePoint, causal?: CausalRows): void {
     if (!this.align) return;
-    const point = this.local(at);
-    const last = this.stages.length - 1;
-    const stages = point.lambda < 1 && point.stage > 0 ? [point.stage, point.stage - 1] : [point.stage];
-    for (const stage of stages) {
-      if (!Number.isNaN(this.p[stage]!)) continue;
-      if (stage === last) {
-        this.p[stage] = 1;
-        continue;
-      }
-      let anchor = 0;
-      let cur = 0;
-      for (const x of xs) {
-        anchor += sumAbs(quantForwardWith(this.kernels, this.stages[last]!, this.param, x, rows, cols, causal).out);
-        cur += sumAbs(quantForwardWith(this.kernels, this.stages[stage]!, this.param, x, rows, cols, causal).out);
-      }
-      this.p[stage] = cur > 0 && anchor > 0 ? anchor / cur : 1;
-    }
+    const point = this.pointAt(at);
+    this.ensureFactor(point.stage, xs, rows, cols, causal);
+    if (point.blend) this.ensureFactor(point.stage - 1, xs, rows, cols, causal);
   }
 
-  /** Clamps the point to this site's stages (a single-stage site is always stage 0, λ = 1). */
-  private local(point: StagePoint): StagePoint {
-    if (this.stages.length === 1) return { stage: 0, lambda: 1 };
-    return { stage: Math.min(point.stage, this.stages.length - 1), lambda: point.lambda };
+  /**
+   * The schedule's point clamped to this site's stages (a single-stage site is always stage 0, λ = 1), and whether
+   * the site hands over from the stage before (λ < 1 past the first stage).
+   */
+  pointAt(at: StagePoint): StagePoint & { readonly blend: boolean } {
+    const stage = this.stages.length === 1 ? 0 : Math.min(at.stage, this.stages.length - 1);
+    const lambda = this.stages.length === 1 ? 1 : at.lambda;
+    return { stage, lambda, blend: lambda < 1 && stage > 0 };
   }
 
   forward<T extends Arr>(x: T, rows: number, cols: number, at: StagePoint, causal?: CausalRows): { out: T; cache: SiteCache } {
-    const point = this.local(at);
+    const point = this.pointAt(at);
     const cur = this.stages[point.stage]!;
     const pc = this.factor(point.stage, x, rows, cols, causal);
     const a = quantForwardWith(this.kernels, cur, this.param, x, rows, cols, causal);
     const out = a.out;
     if (pc !== 1) for (let i = 0; i < out.length; i++) out[i] = out[i]! * pc;
     let prev: QuantRows | undefined;
-    if (point.lambda < 1 && point.stage > 0) {
+    if (point.blend) {
       const pp = this.factor(point.stage - 1, x, rows, cols, causal);
       const b = quantForwardWith(this.kernels, this.stages[point.stage - 1]!, this.param, x, rows, cols, causal);
       const l = point.lambda;

@@ -19,6 +19,9 @@ export interface StagePoint {
   readonly lambda: number;
 }
 
+/** The final quantizers with no hand-over (every site clamps it to its last stage): the frozen block's point. */
+export const FINAL_STAGE: StagePoint = { stage: Number.MAX_SAFE_INTEGER, lambda: 1 };
+
 export interface Schedule {
   /** stage and hand-over weight at step `step` (0-based) of `iterations` */
   at(step: number): StagePoint;

@@ -14,7 +14,7 @@ import { Adam } from './adam.js';
 import type { ReconBlock } from './block.js';
 import type { Gemm } from './gemm.js';
 import type { QuantSite } from './quant-site.js';
-import { buildSchedule, type StagePoint } from './schedule.js';
+import { buildSchedule, FINAL_STAGE, type StagePoint } from './schedule.js';
 
 export interface TrainSettings {
   iterations: number;
@@ -53,8 +53,6 @@ export interface TrainReport {
   history: number[];
   stageLengths: number[];
 }
-
-const FINAL: StagePoint = { stage: Number.MAX_SAFE_INTEGER, lambda: 1 };
 
 /** The sites' scalars and factors, to put back when the reconstruction is refused (the steppers keep the tensors). */
 interface SiteSnapshot {
@@ -153,7 +151,7 @@ export function hostStepper(block: ReconBlock<Float32Array>, rates: LinearRates[
       return loss / n;
     },
     async sumSquares(x, y, batch) {
-      const { out } = await block.forward(x, batch, x.length / batch / block.dims.hidden, FINAL, gemm);
+      const { out } = await block.forward(x, batch, x.length / batch / block.dims.hidden, FINAL_STAGE, gemm);
       let sum = 0;
       for (let i = 0; i < out.length; i++) sum += (out[i]! - y[i]!) ** 2;
       return sum;
@@ -208,31 +206,28 @@ export async function reconstructBlock(block: ReconBlock<Float32Array>, data: Bl
     const chunk = Math.max(1, Math.ceil(s.iterations / 10));
     let chunkSum = 0;
     let chunkCount = 0;
-    const n = s.batch * seq * hidden;
     const window = seq * hidden;
-    // one window per step (the default) is passed as it lies; several are gathered
-    const x = s.batch === 1 ? undefined : new Float32Array(n);
-    const y = s.batch === 1 ? undefined : new Float32Array(n);
+    // one window per step (the default) is passed as it lies; several are gathered into x, y
+    const x = s.batch === 1 ? undefined : new Float32Array(s.batch * window);
+    const y = s.batch === 1 ? undefined : new Float32Array(s.batch * window);
+    const drawWindows = (): [Float32Array, Float32Array] => {
+      const windowPair = (w: number): [Float32Array, Float32Array] =>
+        [data.inputs.subarray(w * window, (w + 1) * window), data.targets.subarray(w * window, (w + 1) * window)];
+      if (x === undefined || y === undefined) return windowPair(rng.int(data.windows));
+      for (let b = 0; b < s.batch; b++) {
+        const [xw, yw] = windowPair(rng.int(data.windows));
+        x.set(xw, b * window);
+        y.set(yw, b * window);
+      }
+      return [x, y];
+    };
     const one = new Float32Array(1);
     const grad = new Float32Array(1);
     for (let step = 0; step < s.iterations; step++) {
       const at = schedule.at(step);
       const lrScale = 0.5 * (1 + Math.cos((Math.PI * step) / s.iterations));
-      let xs: Float32Array | undefined = x;
-      let ys: Float32Array | undefined = y;
-      for (let b = 0; b < s.batch; b++) {
-        const w = rng.int(data.windows);
-        const xw = data.inputs.subarray(w * window, (w + 1) * window);
-        const yw = data.targets.subarray(w * window, (w + 1) * window);
-        if (x === undefined || y === undefined) {
-          xs = xw;
-          ys = yw;
-        } else {
-          x.set(xw, b * window);
-          y.set(yw, b * window);
-        }
-      }
-      const loss = await stepper.step(xs!, ys!, s.batch, at, lrScale);
+      const [xs, ys] = drawWindows();
+      const loss = await stepper.step(xs, ys, s.batch, at, lrScale);
       learnable.forEach((site, i) => {
         one[0] = site.param;
         grad[0] = site.grad;
